@@ -1,0 +1,7 @@
+"""Settings: the one object that reads the environment (prefix ``DOCKYARD_``)."""
+
+from __future__ import annotations
+
+from config.settings import Settings, get_settings
+
+__all__ = ["Settings", "get_settings"]

@@ -1,0 +1,37 @@
+"""The Celery configuration derived from the settings (DESIGN.md section 3)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from config.settings import Settings
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Celery settings: JSON only, late acks, one prefetch, limits below visibility."""
+    transport = {"visibility_timeout": settings.visibility_timeout_s}
+    return {
+        "broker_url": settings.effective_broker_url,
+        "result_backend": settings.effective_result_backend,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_time_limit": settings.task_time_limit_s,
+        "task_soft_time_limit": max(1, settings.task_time_limit_s - 30),
+        "broker_transport_options": dict(transport),
+        "result_backend_transport_options": dict(transport),
+        "task_track_started": True,
+        "result_expires": settings.result_expires_s,
+        "result_extended": True,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "task_default_queue": settings.build_queue,
+        "task_routes": ("tasks.routing.route_task",),
+        "broker_connection_retry_on_startup": True,
+        "worker_concurrency": settings.worker_concurrency,
+        "worker_hijack_root_logger": False,
+    }

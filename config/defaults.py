@@ -1,0 +1,18 @@
+"""Named defaults for every setting, one place, one comment each."""
+
+from __future__ import annotations
+
+REDIS_URL = "redis://127.0.0.1:6379/0"  # broker, result backend and cache unless set apart
+BUILD_QUEUE = "dockyard.build"  # shared queue every worker consumes
+HOST_QUEUE_PREFIX = "dockyard.host."  # + host id: the queue only that host consumes
+KEY_PREFIX = "dockyard:"  # prefix of every key dockyard writes to Redis
+AUTO_BASE_IMAGE = "python:3.11-slim"  # FROM line of dockerfile="auto"
+AUTO_INSTALL_COMMAND = "pip install -r"  # RUN line for requirements.txt of dockerfile="auto"
+TASK_TIME_LIMIT_S = 1800  # hard limit of one build or push
+VISIBILITY_TIMEOUT_S = 3600  # unacked message redelivered after this; above the time limit
+MAX_REDELIVERIES = 3  # a message delivered more often than this fails instead of running
+RESULT_EXPIRES_S = 7 * 24 * 3600  # results outlive the redelivery window
+TRANSIENT_RETRIES = 3  # retries of transient registry or engine errors
+TRANSIENT_BACKOFF_S = 2.0  # first retry delay, doubled each retry
+WORKER_CONCURRENCY = 2  # builds one worker runs at once
+FARM_DIR = "/var/lib/dockyard-farm"  # local farm state: registry, engines, farm.env, worker pids

@@ -1,0 +1,83 @@
+"""The settings object, read once from ``DOCKYARD_*`` environment variables."""
+
+from __future__ import annotations
+
+import functools
+import socket
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from config import defaults
+
+
+class Settings(BaseSettings):
+    """Everything dockyard can be told; each field is ``DOCKYARD_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="DOCKYARD_", extra="ignore")
+
+    redis_url: str = Field(defaults.REDIS_URL, description="Redis for broker, results and cache")
+    broker_url: str | None = Field(None, description="Celery broker; default redis_url")
+    result_backend: str | None = Field(None, description="Celery results; default redis_url")
+    cache_url: str | None = Field(None, description="Cache and coordination; default redis_url")
+    key_prefix: str = Field(defaults.KEY_PREFIX, description="Prefix of dockyard's Redis keys")
+    host_id: str = Field(default_factory=socket.gethostname, description="This build host's id")
+    docker_host: str | None = Field(None, description="Docker engine URL; default Docker's own")
+    default_namespace: str | None = Field(
+        None, description="Namespace prefixed to image names without one"
+    )
+    auto_base_image: str = Field(defaults.AUTO_BASE_IMAGE, description="FROM of auto Dockerfiles")
+    auto_install_command: str = Field(
+        defaults.AUTO_INSTALL_COMMAND, description="Installs requirements.txt in auto Dockerfiles"
+    )
+    registry_url: str | None = Field(None, description="Registry the workers log in to")
+    registry_username: str | None = Field(None, description="User for registry_url")
+    registry_password: SecretStr | None = Field(None, description="Password for registry_url")
+    secret_key: SecretStr | None = Field(
+        None, description="Shared key that seals credentials in task messages"
+    )
+    build_queue: str = Field(defaults.BUILD_QUEUE, description="Shared build queue")
+    task_time_limit_s: int = Field(defaults.TASK_TIME_LIMIT_S, gt=0)
+    visibility_timeout_s: int = Field(defaults.VISIBILITY_TIMEOUT_S, gt=0)
+    max_redeliveries: int = Field(defaults.MAX_REDELIVERIES, ge=0)
+    result_expires_s: int = Field(defaults.RESULT_EXPIRES_S, gt=0)
+    transient_retries: int = Field(defaults.TRANSIENT_RETRIES, ge=0)
+    transient_backoff_s: float = Field(defaults.TRANSIENT_BACKOFF_S, ge=0)
+    worker_concurrency: int = Field(defaults.WORKER_CONCURRENCY, gt=0)
+    farm_dir: str = Field(defaults.FARM_DIR, description="State of the local farm (dockyard up)")
+
+    @model_validator(mode="after")
+    def _time_limit_below_visibility(self) -> Settings:
+        if self.task_time_limit_s >= self.visibility_timeout_s:
+            raise ValueError(
+                "task_time_limit_s must be below visibility_timeout_s, "
+                "or a running task is delivered again to another worker"
+            )
+        return self
+
+    @property
+    def effective_broker_url(self) -> str:
+        return self.broker_url or self.redis_url
+
+    @property
+    def effective_result_backend(self) -> str:
+        return self.result_backend or self.redis_url
+
+    @property
+    def effective_cache_url(self) -> str:
+        return self.cache_url or self.redis_url
+
+    @property
+    def host_queue(self) -> str:
+        return host_queue(self.host_id)
+
+
+def host_queue(host_id: str) -> str:
+    """Name of the queue only the worker of ``host_id`` consumes."""
+    return f"{defaults.HOST_QUEUE_PREFIX}{host_id}"
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read from the environment once."""
+    return Settings()

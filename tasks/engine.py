@@ -1,0 +1,42 @@
+"""The Docker engine connection: one client per call site, logged in to the worker's registry."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import docker
+
+from config.settings import Settings
+
+
+def open_client(settings: Settings) -> docker.DockerClient:
+    """A client for ``settings.docker_host`` (or Docker's own default), logged in if configured.
+
+    The login is held in the client's memory only and sent with pulls and
+    pushes; nothing is written to a Docker config file.
+    """
+    if settings.docker_host:
+        client = docker.DockerClient(base_url=settings.docker_host, timeout=settings.task_time_limit_s)
+    else:
+        client = docker.from_env(timeout=settings.task_time_limit_s)
+    if settings.registry_url and settings.registry_username and settings.registry_password:
+        client.api._auth_configs.add_auth(  # in-memory only: no daemon round trip, no file
+            settings.registry_url,
+            {
+                "username": settings.registry_username,
+                "password": settings.registry_password.get_secret_value(),
+                "serveraddress": settings.registry_url,
+            },
+        )
+    return client
+
+
+@contextlib.contextmanager
+def docker_client(settings: Settings) -> Iterator[docker.DockerClient]:
+    """``open_client`` that is closed on exit."""
+    client = open_client(settings)
+    try:
+        yield client
+    finally:
+        client.close()

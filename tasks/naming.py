@@ -1,0 +1,63 @@
+"""Image names and tags: validation, namespaces and the default tag."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+
+from tasks.errors import InvalidInput
+
+_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+
+
+def validate_image_name(image_name: str) -> None:
+    """Reject names prefect-docker rejects: not a string, empty, or with whitespace."""
+    if not isinstance(image_name, str) or not image_name:
+        raise InvalidInput(f"Invalid Docker image name {image_name!r}: expected a non-empty string.")
+    if any(char.isspace() for char in image_name):
+        raise InvalidInput(
+            f"Invalid Docker image name {image_name!r}. Image names cannot contain "
+            "spaces. Use lowercase letters, numbers, and separators like '-', '_', "
+            "'.', and '/'."
+        )
+
+
+def validate_tag(tag: str) -> None:
+    """Reject tags Docker would refuse, before anything is built."""
+    if not isinstance(tag, str) or not _TAG_RE.match(tag):
+        raise InvalidInput(
+            f"Invalid Docker tag {tag!r}: up to 128 letters, digits, '_', '.' or '-', "
+            "not starting with '.' or '-'."
+        )
+
+
+def split_repository_path(repository_path: str) -> tuple[str | None, str]:
+    """Split ``[registry/][namespace/]repo`` into (namespace, repository), as Prefect does."""
+    parts = repository_path.split("/", 2)
+    if len(parts) == 3 or (len(parts) == 2 and ("." in parts[0] or ":" in parts[0])):
+        return "/".join(parts[:-1]), parts[-1]
+    if len(parts) == 2:
+        return parts[0], parts[1]
+    return None, parts[0]
+
+
+def qualify_image_name(image_name: str, default_namespace: str | None) -> str:
+    """Validate ``image_name`` and prefix ``default_namespace`` when it has none."""
+    validate_image_name(image_name)
+    namespace, repository = split_repository_path(image_name)
+    namespace = namespace or default_namespace
+    return "/".join(part for part in (namespace, repository) if part)
+
+
+def registry_of(image_name: str) -> str | None:
+    """The registry host of a qualified image name, or None for Docker Hub."""
+    first, _, rest = image_name.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return None
+
+
+def default_tag(now: datetime | None = None) -> str:
+    """A UTC timestamp slug, such as ``2026-08-21t16-27-33-123456-00-00``."""
+    stamp = (now or datetime.now(timezone.utc)).isoformat().lower()
+    return re.sub(r"[^a-z0-9]+", "-", stamp).strip("-")

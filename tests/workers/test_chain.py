@@ -1,0 +1,51 @@
+"""Build and push through a real Celery worker on the real farm."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tasks.client import build_and_push, build_signature, push_signature
+from tasks.errors import InvalidInput, RegistryAuthError
+from tests.conftest import Registry
+
+TIMEOUT_S = 180
+
+
+def test_chain_build_then_push_through_the_worker(project: Path, repo: str, registry: Registry, worker: str) -> None:
+    job = build_and_push(
+        repo, credentials=registry.credentials, path=str(project), tag="chained", additional_tags=["extra"],
+    ).apply_async()
+    pushed = job.get(timeout=TIMEOUT_S)
+    built = job.parent.get(timeout=5)
+    assert built["host"] == worker and pushed["host"] == worker
+    assert pushed["image_name"] == built["image_name"] == repo
+    assert pushed["tag"] == "chained" and pushed["additional_tags"] == ["extra"]
+    repository = repo.removeprefix(registry.url + "/")
+    assert registry.manifest_digest(repository, "chained") == pushed["digest"]
+    assert registry.manifest_digest(repository, "extra") == pushed["digest"]
+
+
+def test_push_sent_on_its_own_after_a_build(project: Path, repo: str, registry: Registry, worker: str) -> None:
+    built = build_signature(repo, path=str(project), tag="solo").apply_async().get(timeout=TIMEOUT_S)
+    pushed = push_signature(repo, tag=built["tag"], credentials=registry.credentials).apply_async().get(timeout=TIMEOUT_S)
+    assert registry.manifest_digest(repo.removeprefix(registry.url + "/"), "solo") == pushed["digest"]
+
+
+def test_errors_cross_the_wire_with_their_type(worker: str) -> None:
+    with pytest.raises(InvalidInput, match="Invalid Docker image name"):
+        build_signature("bad name", path="/").apply_async().get(timeout=TIMEOUT_S)
+
+
+def test_wrong_password_fails_the_chain_without_retrying_forever(project: Path, repo: str, registry: Registry, worker: str) -> None:
+    wrong = {**registry.credentials, "password": "wrong"}
+    job = build_and_push(repo, credentials=wrong, path=str(project), tag="nope").apply_async()
+    with pytest.raises(RegistryAuthError):
+        job.get(timeout=TIMEOUT_S)
+    assert registry.manifest_digest(repo.removeprefix(registry.url + "/"), "nope") is None
+
+
+def test_unknown_build_arguments_are_refused(worker: str) -> None:
+    with pytest.raises(InvalidInput):
+        build_signature("127.0.0.1:5000/x/y", path="/", labels="not-a-dict").apply_async().get(timeout=TIMEOUT_S)

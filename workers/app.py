@@ -1,0 +1,18 @@
+"""The Celery app, configured from the settings."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from config.celery import celery_config
+from config.settings import Settings, get_settings
+
+
+def create_app(settings: Settings) -> Celery:
+    """A Celery app for ``settings`` with dockyard's tasks registered."""
+    app = Celery("dockyard", include=["tasks.celery_tasks"])
+    app.conf.update(celery_config(settings))
+    return app
+
+
+app = create_app(get_settings())

@@ -1,0 +1,151 @@
+"""The ``dockyard`` command: bring up a local farm, run a worker, build and push."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from config.settings import get_settings
+from tasks.errors import DockyardError
+
+EXAMPLE_DIR = Path(__file__).with_name("example")
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Provision the farm, start a worker, build and push the example project."""
+    from workers import farm
+
+    started = time.monotonic()
+    env_file = farm.provision(hosts=args.hosts)
+    settings = farm.load_farm_env(env_file)
+    provisioned = time.monotonic()
+    from workers.app import app
+
+    farm.start_worker(settings, host_id=settings.host_id, docker_host=settings.docker_host)
+    farm.wait_for_workers(app, [settings.host_id])
+    ready = time.monotonic()
+
+    from tasks.client import build_and_push
+
+    registry = settings.registry_url or "127.0.0.1:5000"
+    credentials = {
+        "username": settings.registry_username or "",
+        "password": settings.registry_password.get_secret_value() if settings.registry_password else "",
+        "registry_url": registry,
+    }
+    job = build_and_push(
+        f"{registry}/dockyard/example", credentials=credentials,
+        path=str(EXAMPLE_DIR), buildargs={"BASE": settings.auto_base_image},
+    ).apply_async()
+    pushed = job.get(timeout=settings.task_time_limit_s)
+    built = job.parent.get(timeout=5)
+    done = time.monotonic()
+    print(f"pushed  {pushed['image']}")
+    print(f"digest  {pushed['digest']}")
+    print(f"image   {built['image_id']} built on host {built['host']}")
+    print(
+        f"timings provision {provisioned - started:.1f} s, worker start {ready - provisioned:.1f} s, "
+        f"build {built['duration_s']:.2f} s, push {pushed['duration_s']:.2f} s, "
+        f"build+push round trip {done - ready:.2f} s"
+    )
+    print(f"stop the worker with `dockyard down`; its log is in {Path(settings.farm_dir) / 'workers'}")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    """Stop the workers `dockyard up` started."""
+    from workers import farm
+
+    stopped = farm.stop_workers(get_settings())
+    print("stopped " + (", ".join(stopped) if stopped else "nothing"))
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Run a worker in the foreground for this host."""
+    from workers.worker import run_worker
+
+    run_worker(get_settings(), concurrency=args.concurrency, loglevel=args.loglevel)
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    """Send a build to the farm and print its result as JSON."""
+    from tasks.client import build_signature
+
+    params: dict[str, Any] = {"dockerfile": args.dockerfile, "path": str(Path(args.path).resolve())}
+    if args.tag:
+        params["tag"] = args.tag
+    if args.additional_tag:
+        params["additional_tags"] = args.additional_tag
+    if args.build_arg:
+        params["buildargs"] = dict(pair.split("=", 1) for pair in args.build_arg)
+    result = build_signature(args.image_name, **params).apply_async().get(
+        timeout=get_settings().task_time_limit_s
+    )
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    """Send a push to the farm and print its result as JSON."""
+    from tasks.client import push_signature
+
+    params: dict[str, Any] = {"tag": args.tag}
+    if args.additional_tag:
+        params["additional_tags"] = args.additional_tag
+    result = push_signature(args.image_name, **params).apply_async().get(
+        timeout=get_settings().task_time_limit_s
+    )
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="dockyard", description=__doc__)
+    sub = root.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help=cmd_up.__doc__)
+    up.add_argument("--hosts", type=int, default=1, help="Docker engines to provision (default 1)")
+    up.set_defaults(run=cmd_up)
+
+    sub.add_parser("down", help=cmd_down.__doc__).set_defaults(run=cmd_down)
+
+    worker = sub.add_parser("worker", help=cmd_worker.__doc__)
+    worker.add_argument("--concurrency", type=int, default=None, help="builds at once")
+    worker.add_argument("--loglevel", default="INFO")
+    worker.set_defaults(run=cmd_worker)
+
+    build = sub.add_parser("build", help=cmd_build.__doc__)
+    build.add_argument("image_name")
+    build.add_argument("--path", default=".", help="build context (default .)")
+    build.add_argument("--dockerfile", default="Dockerfile", help='Dockerfile, or "auto"')
+    build.add_argument("--tag", default=None, help="default: a UTC timestamp")
+    build.add_argument("--additional-tag", action="append", default=[])
+    build.add_argument("--build-arg", action="append", default=[], metavar="KEY=VALUE")
+    build.set_defaults(run=cmd_build)
+
+    push = sub.add_parser("push", help=cmd_push.__doc__)
+    push.add_argument("image_name")
+    push.add_argument("--tag", default=None)
+    push.add_argument("--additional-tag", action="append", default=[])
+    push.set_defaults(run=cmd_push)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        code: int = args.run(args)
+    except DockyardError as exc:
+        print(f"dockyard: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,449 @@
+#!/usr/bin/env bash
+# Provision a local dockyard build farm on a Debian 12/13 machine (run as root).
+#
+# Installs what is missing and starts, in the background, what does not run yet:
+#   - N Docker engines without any bridge network (host 1 = the default engine
+#     on /var/run/docker.sock, hosts 2..N on /run/dockyard-host<k>.sock),
+#   - the buildx CLI plugin (Debian 13 package, also used on Debian 12),
+#   - a registry with htpasswd auth on 127.0.0.1:5000,
+#   - Redis on 127.0.0.1:6379,
+#   - the base image 127.0.0.1:5000/base/busybox:1 (made locally from
+#     busybox-static; nothing is ever pulled from outside),
+#   - the project's virtual env at <repo>/.venv.
+# Everything already running or present is reused, so the script is idempotent:
+# a second run only checks and changes nothing. All traffic stays on loopback.
+#
+# Usage: provision.sh [--hosts N]
+#   DOCKYARD_FARM_DIR    state dir (default /var/lib/dockyard-farm)
+#   DOCKYARD_FARM_HOSTS  number of Docker engines (default 2; --hosts wins)
+#   DOCKYARD_DEBIAN_MIRROR  Debian mirror for buildx on Debian 12
+#                        (default: the one in the system's apt sources)
+# Progress goes to stderr; the last line on stdout is the path of farm.env,
+# a shell-sourceable file with the DOCKYARD_* settings for workers and tests.
+set -euo pipefail
+umask 022
+
+STATE=${DOCKYARD_FARM_DIR:-/var/lib/dockyard-farm}
+HOSTS=${DOCKYARD_FARM_HOSTS:-2}
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+REGISTRY=127.0.0.1:5000
+REGISTRY_USER=dockyard
+BASE_IMAGE=$REGISTRY/base/busybox:1
+DEFAULT_SOCK=unix:///var/run/docker.sock
+SYS_PYTHON=/usr/bin/python3
+export DEBIAN_FRONTEND=noninteractive
+
+# Keep stdout for the final result only; fd 3 is the real stdout.
+exec 3>&1 1>&2
+
+log() { printf 'provision: %s\n' "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+TMP=$(mktemp -d)
+POLICY_RC_ADDED=0
+cleanup() {
+    rm -rf "$TMP"
+    if [ "$POLICY_RC_ADDED" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
+}
+trap cleanup EXIT
+
+usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2; }
+
+parse_args() {
+    while [ $# -gt 0 ]; do
+        case $1 in
+            --hosts) [ $# -ge 2 ] || die "--hosts needs a number"; HOSTS=$2; shift 2 ;;
+            --hosts=*) HOSTS=${1#--hosts=}; shift ;;
+            -h|--help) usage; exit 0 ;;
+            *) usage; die "unknown argument: $1" ;;
+        esac
+    done
+    [[ $HOSTS =~ ^[1-9][0-9]*$ ]] || die "number of hosts must be >= 1, got '$HOSTS'"
+}
+
+# ---------------------------------------------------------------- helpers
+
+# Close every descriptor above 2 (our lock on fd 9, stdout kept on fd 3, and
+# whatever the caller passed down) so that daemons hold nothing of ours.
+close_extra_fds() {
+    local fd
+    for fd in /proc/"$BASHPID"/fd/*; do
+        fd=${fd##*/}
+        if [ "$fd" -gt 2 ] && [ -e "/proc/$BASHPID/fd/$fd" ]; then exec {fd}>&-; fi
+    done
+}
+
+# Start a daemon that outlives this script and its shell (own session).
+launch() {  # launch LOGFILE COMMAND...
+    local logfile=$1; shift
+    (close_extra_fds; exec setsid nohup "$@" </dev/null >>"$logfile" 2>&1) &
+}
+
+# Run a noisy command with its output in a log file; show the tail on failure.
+quietly() {  # quietly LOGFILE COMMAND...
+    local logfile=$1; shift
+    if ! "$@" >>"$logfile" 2>&1 </dev/null; then
+        tail -n 30 "$logfile" >&2 || true
+        log "failed: $* (full log: $logfile)"
+        return 1
+    fi
+}
+
+wait_until() {  # wait_until SECONDS DESCRIPTION COMMAND...
+    local secs=$1 what=$2; shift 2
+    local deadline=$((SECONDS + secs))
+    until "$@" >/dev/null 2>&1; do
+        [ "$SECONDS" -lt "$deadline" ] || return 1
+        sleep 0.5
+    done
+    log "$what is up"
+}
+
+# Write stdin to FILE (mode MODE) only if the content differs.
+write_if_changed() {  # write_if_changed FILE MODE < content
+    local file=$1 mode=$2 new
+    new=$(mktemp "$file.XXXXXX")
+    cat >"$new"
+    chmod "$mode" "$new"
+    if [ -f "$file" ] && cmp -s "$new" "$file"; then
+        rm -f "$new"
+        chmod "$mode" "$file"
+    else
+        mv -f "$new" "$file"
+    fi
+}
+
+# Let apt never start services (a stock dockerd would create a bridge).
+forbid_service_starts() {
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        POLICY_RC_ADDED=1
+    fi
+}
+
+APT_UPDATED=0
+apt_install() {  # apt_install PACKAGE...
+    local apt=(apt-get -q -y -o DPkg::Lock::Timeout=900)
+    forbid_service_starts
+    if [ "$APT_UPDATED" = 0 ]; then
+        log "apt-get update"
+        quietly "$STATE/apt.log" "${apt[@]}" update
+        APT_UPDATED=1
+    fi
+    log "apt-get install $*"
+    quietly "$STATE/apt.log" "${apt[@]}" install --no-install-recommends "$@"
+}
+
+debian_codename() { (. /etc/os-release && echo "${VERSION_CODENAME:-}"); }
+
+# First Debian mirror in the system's apt sources whose suite is this release
+# (one-line sources.list and deb822 *.sources formats).
+debian_mirror() {
+    local codename f uri=""
+    codename=$(debian_codename)
+    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
+        [ -r "$f" ] || continue
+        case $f in
+            *.sources)
+                uri=$(awk -v want="$codename" '
+                    function flush() {
+                        if (types ~ /(^| )deb( |$)/ && (" " suites " ") ~ (" " want " ") &&
+                            (" " comps " ") ~ / main / && enabled != "no" && uri != "")
+                            { print uri; found = 1; exit }
+                        types = suites = comps = uri = enabled = ""
+                    }
+                    /^[ \t]*$/ { flush(); next }
+                    /^#/ { next }
+                    { key = tolower($1); $1 = ""; sub(/^ +/, "") }
+                    key == "types:" { types = $0 } key == "suites:" { suites = $0 }
+                    key == "components:" { comps = $0 } key == "uris:" { split($0, u, " "); uri = u[1] }
+                    key == "enabled:" { enabled = tolower($0) }
+                    END { if (!found) flush() }' "$f") ;;
+            *)
+                uri=$(sed -e 's/#.*//' -e 's/\[[^]]*\]//' "$f" |
+                    awk -v want="$codename" '$1 == "deb" && $3 == want {
+                        for (i = 4; i <= NF; i++) if ($i == "main") { print $2; exit } }') ;;
+        esac
+        if [ -n "$uri" ]; then echo "$uri"; return; fi
+    done
+}
+
+registry_password() { cat "$STATE/registry.password"; }
+
+# curl against the registry with basic auth, without the password on argv.
+registry_curl() {  # registry_curl CURL-ARGS...
+    printf 'user = "%s:%s"\n' "$REGISTRY_USER" "$(registry_password)" |
+        curl -s -K - "$@"
+}
+
+http_code() { curl -s -o /dev/null -w '%{http_code}' "$@" || true; }
+
+# ------------------------------------------------------------------ steps
+
+step_packages() {
+    local missing=() cmd
+    command -v dockerd >/dev/null || missing+=(docker.io)
+    command -v docker >/dev/null || missing+=(docker.io)
+    command -v docker-registry >/dev/null || missing+=(docker-registry)
+    for cmd in redis-cli redis-server; do
+        command -v "$cmd" >/dev/null || missing+=(redis-server)
+    done
+    command -v curl >/dev/null || missing+=(curl)
+    [[ $(dpkg-query -W -f='${Status}' busybox-static 2>/dev/null) == *' installed' ]] ||
+        missing+=(busybox-static)
+    "$SYS_PYTHON" -c 'import bcrypt' 2>/dev/null || missing+=(python3-bcrypt)
+    if [ ${#missing[@]} -eq 0 ]; then
+        log "packages: all present"
+        return
+    fi
+    apt_install $(printf '%s\n' "${missing[@]}" | sort -u)
+}
+
+step_buildx() {
+    if docker buildx version >/dev/null 2>&1; then
+        log "buildx: present"
+        return
+    fi
+    if [ "$(debian_codename)" != bookworm ]; then
+        apt_install docker-buildx
+        return
+    fi
+    # Debian 12 has no docker-buildx: take Debian 13's with a private apt
+    # configuration, leaving the system's sources, lists and cache untouched.
+    local mirror=${DOCKYARD_DEBIAN_MIRROR:-$(debian_mirror)} apt_dir=$TMP/apt-trixie
+    [ -n "$mirror" ] || die "no Debian mirror found in /etc/apt sources; set DOCKYARD_DEBIAN_MIRROR"
+    log "buildx: fetching docker-buildx from $mirror trixie"
+    mkdir -p "$apt_dir"/{lists/partial,cache/archives/partial,prefs.d,deb,root}
+    echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror trixie main" \
+        >"$apt_dir/sources.list"
+    local apt=(apt-get -q
+        -o "Dir::Etc::sourcelist=$apt_dir/sources.list" -o Dir::Etc::sourceparts=-
+        -o "Dir::Etc::preferencesparts=$apt_dir/prefs.d"
+        -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache=$apt_dir/cache"
+        -o APT::Sandbox::User=root)
+    quietly "$STATE/apt.log" "${apt[@]}" update
+    (cd "$apt_dir/deb" && quietly "$STATE/apt.log" "${apt[@]}" download docker-buildx)
+    dpkg-deb -x "$apt_dir"/deb/docker-buildx_*.deb "$apt_dir/root"
+    install -D -m 0755 "$apt_dir/root/usr/libexec/docker/cli-plugins/docker-buildx" \
+        /usr/local/lib/docker/cli-plugins/docker-buildx
+    docker buildx version >/dev/null || die "buildx installed but 'docker buildx version' fails"
+    log "buildx: installed $(docker buildx version | head -n 1)"
+}
+
+engine_sock() {  # engine_sock K -> unix socket URL of host K
+    if [ "$1" = 1 ]; then echo "$DEFAULT_SOCK"; else echo "unix:///run/dockyard-host$1.sock"; fi
+}
+
+engine_up() { docker -H "$1" info >/dev/null 2>&1; }
+
+step_engines() {
+    local k sock name
+    local net=(--bridge=none --iptables=false --ip-masq=false)
+    for ((k = 1; k <= HOSTS; k++)); do
+        sock=$(engine_sock "$k")
+        if engine_up "$sock"; then
+            log "docker host $k: reusing $sock"
+            continue
+        fi
+        log "docker host $k: starting dockerd on $sock"
+        if [ "$k" = 1 ]; then
+            launch "$STATE/dockerd-host1.log" dockerd "${net[@]}" -H "$sock"
+        else
+            name=dockyard-host$k
+            launch "$STATE/dockerd-host$k.log" dockerd "${net[@]}" -H "$sock" \
+                --data-root "/var/lib/$name" --exec-root "/run/$name" --pidfile "/run/$name.pid"
+        fi
+        wait_until 60 "docker host $k" engine_up "$sock" || {
+            tail -n 20 "$STATE/dockerd-host$k.log" >&2 || true
+            die "dockerd for host $k did not answer on $sock within 60 s (log: $STATE/dockerd-host$k.log)"
+        }
+    done
+}
+
+registry_unauthorized() { [ "$(http_code "http://$REGISTRY/v2/")" = 401 ]; }
+
+write_registry_files() {
+    if [ ! -s "$STATE/registry.password" ]; then
+        log "registry: generating password"
+        (umask 077 && python3 -c 'import secrets; print(secrets.token_hex(16))' \
+            >"$STATE/registry.password")
+    fi
+    chmod 600 "$STATE/registry.password"
+    # Keep the htpasswd line (bcrypt salts differ each time) while it matches.
+    if ! "$SYS_PYTHON" - "$STATE/registry.htpasswd" "$REGISTRY_USER" "$STATE/registry.password" <<'EOF'
+import bcrypt, sys
+path, user, pwfile = sys.argv[1:]
+pw = open(pwfile).read().strip().encode()
+try:
+    name, hashed = open(path).read().strip().split(":", 1)
+    sys.exit(0 if name == user and bcrypt.checkpw(pw, hashed.encode()) else 1)
+except (OSError, ValueError):
+    sys.exit(1)
+EOF
+    then
+        log "registry: writing htpasswd"
+        "$SYS_PYTHON" - "$REGISTRY_USER" "$STATE/registry.password" <<'EOF' |
+import bcrypt, sys
+user, pwfile = sys.argv[1:]
+pw = open(pwfile).read().strip().encode()
+print(user + ":" + bcrypt.hashpw(pw, bcrypt.gensalt()).decode())
+EOF
+            write_if_changed "$STATE/registry.htpasswd" 600
+    fi
+    write_if_changed "$STATE/registry.yml" 600 <<EOF
+version: 0.1
+log:
+  level: info
+storage:
+  filesystem:
+    rootdirectory: $STATE/registry-data
+  delete:
+    enabled: true
+http:
+  addr: $REGISTRY
+auth:
+  htpasswd:
+    realm: dockyard-registry
+    path: $STATE/registry.htpasswd
+EOF
+    mkdir -p "$STATE/registry-data"
+}
+
+step_registry() {
+    local code
+    code=$(http_code "http://$REGISTRY/v2/")
+    if [ "$code" = 401 ]; then
+        [ -s "$STATE/registry.password" ] ||
+            die "a registry already answers on $REGISTRY but $STATE/registry.password is missing; stop that registry or restore the file"
+        [ "$(registry_curl -o /dev/null -w '%{http_code}' "http://$REGISTRY/v2/")" = 200 ] ||
+            die "the registry on $REGISTRY rejects the credentials in $STATE/registry.password"
+        log "registry: reusing $REGISTRY"
+        return
+    fi
+    [ "$code" = 000 ] || die "something else answers on $REGISTRY (HTTP $code on /v2/), not an authenticated registry"
+    write_registry_files
+    log "registry: starting docker-registry on $REGISTRY"
+    launch "$STATE/registry.log" docker-registry serve "$STATE/registry.yml"
+    wait_until 30 "registry" registry_unauthorized || {
+        tail -n 20 "$STATE/registry.log" >&2 || true
+        die "registry did not answer 401 on http://$REGISTRY/v2/ within 30 s (log: $STATE/registry.log)"
+    }
+}
+
+redis_up() { [ "$(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null)" = PONG ]; }
+
+step_redis() {
+    if redis_up; then
+        log "redis: reusing 127.0.0.1:6379"
+        return
+    fi
+    log "redis: starting redis-server on 127.0.0.1:6379"
+    (close_extra_fds
+     exec redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+        --dir "$STATE" --logfile "$STATE/redis.log" --pidfile "$STATE/redis.pid" </dev/null)
+    wait_until 30 "redis" redis_up || die "redis did not answer PONG within 30 s (log: $STATE/redis.log)"
+}
+
+base_image_present() {
+    [ "$(registry_curl -o /dev/null -w '%{http_code}' \
+        -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
+        -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+        "http://$REGISTRY/v2/base/busybox/manifests/1")" = 200 ]
+}
+
+step_base_image() {
+    if base_image_present; then
+        log "base image: $BASE_IMAGE present"
+        return
+    fi
+    log "base image: building $BASE_IMAGE from busybox-static"
+    local root=$TMP/busybox-root busybox tool
+    busybox=$(dpkg -L busybox-static | awk '/\/bin\/busybox$/ && !n++')
+    [ -n "$busybox" ] || die "busybox-static installs no bin/busybox?"
+    mkdir -p "$root/bin" "$root/tmp"
+    chmod 1777 "$root/tmp"
+    cp "$busybox" "$root/bin/busybox"
+    for tool in sh ls cat echo sleep mkdir rm cp mv env true false test printf grep sed \
+        wc head tail touch id ln chmod; do
+        ln -s busybox "$root/bin/$tool"
+    done
+    tar -C "$root" -cf - . | docker -H "$DEFAULT_SOCK" import \
+        -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+        -c 'CMD ["sh"]' - "$BASE_IMAGE" >/dev/null
+    # A private client config: never touch the user's ~/.docker/config.json.
+    local docker=(docker --config "$TMP/docker-config" -H "$DEFAULT_SOCK")
+    mkdir -p "$TMP/docker-config"
+    registry_password | "${docker[@]}" login -u "$REGISTRY_USER" --password-stdin "$REGISTRY" \
+        >/dev/null 2>&1 || die "docker login $REGISTRY failed"
+    "${docker[@]}" push -q "$BASE_IMAGE" >/dev/null
+    "${docker[@]}" logout "$REGISTRY" >/dev/null 2>&1 || true
+    rm -rf "$TMP/docker-config"
+    base_image_present || die "pushed $BASE_IMAGE but the registry does not serve its manifest"
+    log "base image: pushed $BASE_IMAGE"
+}
+
+step_venv() {
+    local venv=$REPO/.venv stamp=$REPO/.venv/.dockyard-installed
+    [ -f "$REPO/pyproject.toml" ] || die "$REPO/pyproject.toml not found"
+    if [ ! -x "$venv/bin/python" ]; then
+        log "venv: creating $venv"
+        if ! python3 -m venv "$venv"; then
+            rm -rf "$venv"
+            apt_install python3-venv
+            python3 -m venv "$venv" || die "python3 -m venv $venv failed"
+        fi
+    fi
+    if [ -f "$stamp" ] && [ ! "$REPO/pyproject.toml" -nt "$stamp" ]; then
+        log "venv: up to date"
+        return
+    fi
+    log "venv: pip install -e $REPO[test]"
+    quietly "$STATE/pip.log" "$venv/bin/pip" install -e "$REPO[test]" ||
+        die "pip install -e '$REPO[test]' failed (log: $STATE/pip.log)"
+    touch "$stamp"
+}
+
+farm_secret_key() {  # the key that seals credentials in task messages, made once
+    if [ ! -s "$STATE/secret.key" ]; then
+        (umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$STATE/secret.key")
+    fi
+    cat "$STATE/secret.key"
+}
+
+step_farm_env() {
+    local k hosts=""
+    for ((k = 1; k <= HOSTS; k++)); do
+        hosts+=${hosts:+,}$(engine_sock "$k")
+    done
+    write_if_changed "$STATE/farm.env" 600 <<EOF
+DOCKYARD_REDIS_URL=redis://127.0.0.1:6379/0
+DOCKYARD_REGISTRY_URL=$REGISTRY
+DOCKYARD_REGISTRY_USERNAME=$REGISTRY_USER
+DOCKYARD_REGISTRY_PASSWORD=$(registry_password)
+DOCKYARD_AUTO_BASE_IMAGE=$BASE_IMAGE
+DOCKYARD_FARM_DOCKER_HOSTS=$hosts
+DOCKYARD_SECRET_KEY=$(farm_secret_key)
+EOF
+    log "farm ready: $STATE/farm.env"
+}
+
+main() {
+    parse_args "$@"
+    [ "$(id -u)" = 0 ] || die "must run as root"
+    mkdir -p "$STATE"
+    # One provisioning at a time (daemons never inherit this fd 9).
+    exec 9>>"$STATE/provision.lock"
+    flock 9
+    step_packages
+    step_buildx
+    step_engines
+    step_registry
+    step_redis
+    step_base_image
+    step_venv
+    step_farm_env
+    echo "$STATE/farm.env" >&3
+}
+
+main "$@"
