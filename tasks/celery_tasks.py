@@ -16,10 +16,12 @@ from celery import Task, shared_task
 
 from config.settings import get_settings
 from tasks.build import build_docker_image, build_image
+from tasks.deliveries import count_delivery, forget_deliveries
 from tasks.errors import InvalidInput, TransientError
 from tasks.push import push_image
 from tasks.routing import BUILD_TASK, PUSH_TASK
 from tasks.secrets import is_sealed, unseal
+from tasks.store import redis_for
 
 logger = logging.getLogger("dockyard.tasks")
 _BUILD_PARAMS = inspect.signature(build_docker_image)
@@ -47,7 +49,23 @@ class OutputToLog:
                 logger.info("[%s] %s", self.task_id, line.rstrip())
 
 
-@shared_task(name=BUILD_TASK, bind=True, **_RETRY)
+class DockyardTask(Task):  # type: ignore[misc]
+    """Counts each delivery and fails a message redelivered past the cap."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        settings = get_settings()
+        connection = redis_for(settings)
+        task_id = self.request.id
+        if task_id:
+            count_delivery(connection, settings, task_id, self.request.retries)
+        try:
+            return super().__call__(*args, **kwargs)
+        finally:
+            if task_id:
+                forget_deliveries(connection, settings, task_id, self.request.retries)
+
+
+@shared_task(name=BUILD_TASK, bind=True, base=DockyardTask, **_RETRY)
 def build_task(self: Task, **params: Any) -> dict[str, Any]:
     """Build with prefect-docker's keyword arguments; the result also names the ``host``."""
     try:
@@ -66,7 +84,7 @@ def build_task(self: Task, **params: Any) -> dict[str, Any]:
     return {**result, "host": settings.host_id, "duration_s": round(time.monotonic() - started, 3)}
 
 
-@shared_task(name=PUSH_TASK, bind=True, **_RETRY)
+@shared_task(name=PUSH_TASK, bind=True, base=DockyardTask, **_RETRY)
 def push_task(
     self: Task,
     build_result: Mapping[str, Any] | None = None,

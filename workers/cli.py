@@ -110,7 +110,7 @@ def parser() -> argparse.ArgumentParser:
     sub = root.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", help=cmd_up.__doc__)
-    up.add_argument("--hosts", type=int, default=1, help="Docker engines to provision (default 1)")
+    up.add_argument("--hosts", type=int, default=2, help="Docker engines to provision (default 2)")
     up.set_defaults(run=cmd_up)
 
     sub.add_parser("down", help=cmd_down.__doc__).set_defaults(run=cmd_down)

@@ -1,0 +1,33 @@
+"""A cap on redeliveries: a message that keeps killing its worker fails instead of looping."""
+
+from __future__ import annotations
+
+import redis
+
+from config.settings import Settings
+from tasks.errors import DockyardError
+from tasks.store import key
+
+
+class RedeliveryLimit(DockyardError):
+    """The same task message was delivered more often than ``max_redeliveries`` allows."""
+
+
+def count_delivery(connection: redis.Redis, settings: Settings, task_id: str, attempt: int) -> int:
+    """Count one delivery of ``task_id``'s ``attempt``; raise past the cap. Returns the count."""
+    counter = key(settings, "deliveries", task_id, str(attempt))
+    pipe = connection.pipeline()
+    pipe.incr(counter)
+    pipe.expire(counter, settings.visibility_timeout_s * (settings.max_redeliveries + 2))
+    count = int(pipe.execute()[0])
+    if count > settings.max_redeliveries + 1:
+        raise RedeliveryLimit(
+            f"task {task_id} was delivered {count} times; its worker died on each of the "
+            f"first {count - 1} (limit DOCKYARD_MAX_REDELIVERIES={settings.max_redeliveries})"
+        )
+    return count
+
+
+def forget_deliveries(connection: redis.Redis, settings: Settings, task_id: str, attempt: int) -> None:
+    """Drop the counter once the task has finished, one way or another."""
+    connection.delete(key(settings, "deliveries", task_id, str(attempt)))
