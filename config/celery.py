@@ -21,7 +21,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
         "task_time_limit": settings.task_time_limit_s,
-        "task_soft_time_limit": max(1, settings.task_time_limit_s - 30),
+        "task_soft_time_limit": max(1, settings.task_time_limit_s - min(30, settings.task_time_limit_s // 10)),
         "broker_transport_options": dict(transport),
         "result_backend_transport_options": dict(transport),
         "task_track_started": True,

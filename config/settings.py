@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import socket
+from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -44,6 +45,16 @@ class Settings(BaseSettings):
     transient_retries: int = Field(defaults.TRANSIENT_RETRIES, ge=0)
     transient_backoff_s: float = Field(defaults.TRANSIENT_BACKOFF_S, ge=0)
     worker_concurrency: int = Field(defaults.WORKER_CONCURRENCY, gt=0)
+    context_max_bytes: int = Field(defaults.CONTEXT_MAX_BYTES, gt=0)
+    context_ttl_s: int = Field(defaults.CONTEXT_TTL_S, gt=0)
+    context_transport: Literal["redis", "path"] = Field(
+        defaults.CONTEXT_TRANSPORT, description="How contexts reach workers"
+    )
+    cache_ttl_s: int = Field(defaults.CACHE_TTL_S, gt=0)
+    lease_s: float = Field(defaults.LEASE_S, gt=0)
+    join_poll_s: float = Field(defaults.JOIN_POLL_S, gt=0)
+    heartbeat_interval_s: float = Field(defaults.HEARTBEAT_INTERVAL_S, gt=0)
+    heartbeat_ttl_s: float = Field(defaults.HEARTBEAT_TTL_S, gt=0)
     farm_dir: str = Field(defaults.FARM_DIR, description="State of the local farm (dockyard up)")
 
     @model_validator(mode="after")

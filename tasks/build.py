@@ -75,8 +75,13 @@ def build_image(
     settings: Settings,
     client: docker.DockerClient | None = None,
     output: OutputSink = write_stdout,
+    auto_lines: list[str] | None = None,
 ) -> BuildDockerImageResult:
-    """The build with its I/O injected: the engine client and where output lines go."""
+    """The build with its I/O injected: the engine client and where output lines go.
+
+    ``auto_lines`` replaces the generated Dockerfile of ``dockerfile="auto"``
+    (the caller generates it from its own directory's name).
+    """
     image_name = qualify_image_name(image_name, settings.default_namespace)
     if build_backend not in BUILD_BACKENDS:
         raise InvalidInput(
@@ -99,11 +104,11 @@ def build_image(
                 image_name, dockerfile=dockerfile, tag=tag, additional_tags=additional_tags,
                 persist_dockerfile=persist_dockerfile, dockerfile_output_path=dockerfile_output_path,
                 build_backend=build_backend, build_kwargs={**kwargs, "path": str(context)},
-                settings=settings, client=owned, output=output,
+                settings=settings, client=owned, output=output, auto_lines=auto_lines,
             )
 
     if dockerfile == "auto":
-        lines = auto.auto_dockerfile_lines(
+        lines = auto_lines or auto.auto_dockerfile_lines(
             context, base_image=settings.auto_base_image,
             install_command=settings.auto_install_command,
         )

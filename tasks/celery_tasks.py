@@ -1,12 +1,14 @@
 """The Celery tasks: thin wrappers that unpack JSON, call the operation, map errors.
 
-Names are stable (``dockyard.build_docker_image``, ``dockyard.push_docker_image``)
-so any program can send them by name without importing this code.
+Names are stable, so any program can send them by name without importing
+this code: ``dockyard.build_docker_image`` (prefect-docker's keyword
+arguments, or a prepared ``spec``), ``dockyard.push_docker_image`` (a build
+result first in a chain, then push's keyword arguments) and
+``dockyard.tag_image`` (internal: tags a cached image on the host holding it).
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 import time
 from collections.abc import Mapping
@@ -14,17 +16,17 @@ from typing import Any
 
 from celery import Task, shared_task
 
-from config.settings import get_settings
-from tasks.build import build_docker_image, build_image
+from config.settings import get_settings, host_queue
 from tasks.deliveries import count_delivery, forget_deliveries
+from tasks.engine import docker_client
 from tasks.errors import InvalidInput, TransientError
-from tasks.push import push_image
-from tasks.routing import BUILD_TASK, PUSH_TASK
+from tasks.execute import Forward, execute_build, execute_push, execute_tag
+from tasks.routing import BUILD_TASK, PUSH_TASK, TAG_TASK
 from tasks.secrets import is_sealed, unseal
+from tasks.spec import BuildSpec, prepare_build
 from tasks.store import redis_for
 
 logger = logging.getLogger("dockyard.tasks")
-_BUILD_PARAMS = inspect.signature(build_docker_image)
 _RETRY = {
     "autoretry_for": (TransientError,),
     "max_retries": get_settings().transient_retries,
@@ -50,7 +52,7 @@ class OutputToLog:
 
 
 class DockyardTask(Task):  # type: ignore[misc]
-    """Counts each delivery and fails a message redelivered past the cap."""
+    """Counts each delivery, fails a message redelivered past the cap, and times the call."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         settings = get_settings()
@@ -65,23 +67,49 @@ class DockyardTask(Task):  # type: ignore[misc]
                 forget_deliveries(connection, settings, task_id, self.request.retries)
 
 
+def _finish(task: Task, outcome: dict[str, Any] | Forward, started: float, forward: Any) -> Any:
+    if isinstance(outcome, Forward):
+        logger.info("forwarding %s to host %s, which holds %s", task.name, outcome.host, outcome.image_id)
+        raise task.replace(forward(outcome).set(queue=host_queue(outcome.host)))
+    return {**outcome, "duration_s": round(time.monotonic() - started, 3)}
+
+
 @shared_task(name=BUILD_TASK, bind=True, base=DockyardTask, **_RETRY)
-def build_task(self: Task, **params: Any) -> dict[str, Any]:
-    """Build with prefect-docker's keyword arguments; the result also names the ``host``."""
-    try:
-        bound = _BUILD_PARAMS.bind(**params)
-    except TypeError as exc:
-        raise InvalidInput(f"Bad build arguments: {exc}") from exc
-    args = dict(bound.arguments)
-    build_kwargs = args.pop("build_kwargs", {})
-    args.pop("ignore_cache", None)
+def build_task(self: Task, spec: Mapping[str, Any] | None = None, **params: Any) -> Any:
+    """Build from a prepared ``spec``, or from prefect-docker's arguments with ``path`` on this host."""
     settings = get_settings()
     started = time.monotonic()
-    result = build_image(
-        **args, build_kwargs=build_kwargs, settings=settings,
-        output=OutputToLog(self.request.id),
+    if spec is not None:
+        prepared = BuildSpec.model_validate(spec)
+    else:
+        prepared, packed = prepare_build(params, settings.model_copy(update={"context_transport": "path"}))
+        packed.close()
+    connection = redis_for(settings)
+    with docker_client(settings) as client:
+        outcome = execute_build(
+            prepared, settings=settings, connection=connection, client=client, output=OutputToLog(self.request.id)
+        )
+    return _finish(
+        self, outcome, started,
+        lambda fwd: tag_task.signature(kwargs={"spec": prepared.model_dump(), "image_id": fwd.image_id, "source": fwd.source}),
     )
-    return {**result, "host": settings.host_id, "duration_s": round(time.monotonic() - started, 3)}
+
+
+@shared_task(name=TAG_TASK, bind=True, base=DockyardTask, **_RETRY)
+def tag_task(self: Task, spec: Mapping[str, Any], image_id: str, source: str) -> Any:
+    """Apply a build's tags on the host holding its cached image (or rebuild it here if gone)."""
+    settings = get_settings()
+    started = time.monotonic()
+    prepared = BuildSpec.model_validate(spec)
+    with docker_client(settings) as client:
+        outcome = execute_tag(
+            prepared, image_id, source, settings=settings, connection=redis_for(settings),
+            client=client, output=OutputToLog(self.request.id),
+        )
+    return _finish(
+        self, outcome, started,
+        lambda fwd: tag_task.signature(kwargs={"spec": prepared.model_dump(), "image_id": fwd.image_id, "source": fwd.source}),
+    )
 
 
 @shared_task(name=PUSH_TASK, bind=True, base=DockyardTask, **_RETRY)
@@ -95,9 +123,8 @@ def push_task(
     additional_tags: list[str] | None = None,
     ignore_cache: bool = False,
     build_backend: str = "docker-py",
-) -> dict[str, Any]:
+) -> Any:
     """Push; in a chain, name, tag and additional tags come from the build's result."""
-    del ignore_cache
     if build_result is not None:
         if not isinstance(build_result, Mapping):
             raise InvalidInput("build_result must be the dict a build returned.")
@@ -108,11 +135,18 @@ def push_task(
     if not image_name:
         raise InvalidInput("push needs image_name, or a build result to take it from.")
     settings = get_settings()
-    if credentials is not None and is_sealed(credentials):
-        credentials = unseal(credentials, settings.secret_key)
     started = time.monotonic()
-    result = push_image(
-        image_name, tag=tag, credentials=credentials, additional_tags=additional_tags,
-        build_backend=build_backend, settings=settings, output=OutputToLog(self.request.id),
+    opened = unseal(credentials, settings.secret_key) if is_sealed(credentials) else credentials
+    with docker_client(settings) as client:
+        outcome = execute_push(
+            image_name, tag=tag, credentials=opened, additional_tags=additional_tags,
+            build_backend=build_backend, ignore_cache=ignore_cache, settings=settings,
+            connection=redis_for(settings), client=client, output=OutputToLog(self.request.id),
+        )
+    return _finish(
+        self, outcome, started,
+        lambda fwd: push_task.signature(kwargs={
+            "image_name": image_name, "tag": tag, "credentials": credentials,
+            "additional_tags": additional_tags, "ignore_cache": ignore_cache, "build_backend": build_backend,
+        }),
     )
-    return {**result, "host": settings.host_id, "duration_s": round(time.monotonic() - started, 3)}

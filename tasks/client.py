@@ -1,4 +1,9 @@
-"""The caller's side: signatures and chains for build and push, sent by task name."""
+"""The caller's side: signatures and chains sent by task name, and calls that wait.
+
+``build`` and ``push`` answer straight from Redis when the result is already
+cached (the fast path, no worker round trip); otherwise they send the task
+and wait for it.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,18 @@ from typing import Any
 from celery import Celery
 from celery.canvas import Signature, chain
 
-from config.settings import get_settings
+from config.settings import Settings, get_settings
+from tasks import hosts
+from tasks.cache import SingleFlight
+from tasks.cache_key import push_key
+from tasks.context_store import upload_context
+from tasks.execute import build_result
+from tasks.naming import qualify_image_name, registry_of
 from tasks.push import validate_credentials
 from tasks.routing import BUILD_TASK, PUSH_TASK
 from tasks.secrets import seal
+from tasks.spec import BuildSpec, prepare_build
+from tasks.store import redis_for
 
 
 def _app(app: Celery | None) -> Celery:
@@ -22,9 +35,21 @@ def _app(app: Celery | None) -> Celery:
     return default_app
 
 
+def prepare_and_upload(image_name: str, params: Mapping[str, Any], settings: Settings) -> BuildSpec:
+    """Pack the context, compute the key and put the context in the store if it is not there."""
+    spec, packed = prepare_build({"image_name": image_name, **params}, settings)
+    try:
+        if spec.context_path is None:
+            upload_context(redis_for(settings), settings, packed)
+    finally:
+        packed.close()
+    return spec
+
+
 def build_signature(image_name: str, *, app: Celery | None = None, **params: Any) -> Signature:
-    """A build task signature with prefect-docker's build arguments."""
-    return _app(app).signature(BUILD_TASK, kwargs={"image_name": image_name, **params})
+    """A build signature with prefect-docker's build arguments; the context is uploaded now."""
+    spec = prepare_and_upload(image_name, params, get_settings())
+    return _app(app).signature(BUILD_TASK, kwargs={"spec": spec.model_dump()})
 
 
 def push_signature(
@@ -51,8 +76,76 @@ def build_and_push(
     app: Celery | None = None,
     **build_params: Any,
 ) -> Signature:
-    """``build | push``: push receives build's result and runs on the host that built it."""
+    """``build | push``: push receives build's result and runs on the host that holds the image."""
     return chain(
         build_signature(image_name, app=app, **build_params),
         push_signature(credentials=credentials, app=app),
     )
+
+
+def cached_build(spec: BuildSpec, settings: Settings) -> dict[str, Any] | None:
+    """The fast path: the build's result if its image and all its tags are on a live host."""
+    connection = redis_for(settings)
+    entry = SingleFlight(connection, settings, namespace="build").lookup(spec.key)
+    if entry is None or not hosts.is_alive(connection, settings, entry["host"]):
+        return None
+    image_id = entry["value"]["image_id"]
+    wanted = {"host": entry["host"], "image_id": image_id}
+    if any(found != wanted for found in hosts.locate_images(connection, settings, spec.references)):
+        return None
+    return build_result(spec, image_id, entry["host"], "hit")
+
+
+def build(image_name: str, *, app: Celery | None = None, timeout_s: float | None = None, **params: Any) -> dict[str, Any]:
+    """Build on the farm and wait: from the cache when possible, else through a worker."""
+    settings = get_settings()
+    spec, packed = prepare_build({"image_name": image_name, **params}, settings)
+    try:
+        if not spec.ignore_cache and (hit := cached_build(spec, settings)) is not None:
+            return hit
+        if spec.context_path is None:
+            upload_context(redis_for(settings), settings, packed)
+    finally:
+        packed.close()
+    result = _app(app).signature(BUILD_TASK, kwargs={"spec": spec.model_dump()}).apply_async()
+    answer: dict[str, Any] = result.get(timeout=timeout_s or settings.task_time_limit_s * 2)
+    return answer
+
+
+def cached_push(image_name: str, tag: str | None, additional_tags: list[str] | None, settings: Settings) -> dict[str, Any] | None:
+    """The fast path of a push: the same image, repository, tags and registry were pushed before."""
+    connection = redis_for(settings)
+    reference = f"{image_name}:{tag or 'latest'}"
+    location = hosts.locate_images(connection, settings, [reference])[0]
+    if location is None:
+        return None
+    tags = [tag or "latest", *(additional_tags or [])]
+    key = push_key(image_id=location["image_id"], repository=image_name, tags=tags, registry=registry_of(image_name))
+    entry = SingleFlight(connection, settings, namespace="push").lookup(key)
+    if entry is None:
+        return None
+    return {**entry["value"], "host": location["host"], "cache": "hit"}
+
+
+def push(
+    image_name: str,
+    *,
+    tag: str | None = None,
+    credentials: Mapping[str, Any] | None = None,
+    additional_tags: list[str] | None = None,
+    ignore_cache: bool = False,
+    build_backend: str = "docker-py",
+    app: Celery | None = None,
+    timeout_s: float | None = None,
+) -> dict[str, Any]:
+    """Push on the farm (on the host holding the image) and wait; a repeated push is a hit."""
+    settings = get_settings()
+    qualified = qualify_image_name(image_name, settings.default_namespace)
+    if not ignore_cache and (hit := cached_push(qualified, tag, additional_tags, settings)) is not None:
+        return hit
+    signature = push_signature(
+        qualified, credentials=credentials, tag=tag, additional_tags=additional_tags,
+        ignore_cache=ignore_cache, build_backend=build_backend, app=app,
+    )
+    answer: dict[str, Any] = signature.apply_async().get(timeout=timeout_s or settings.task_time_limit_s * 2)
+    return answer

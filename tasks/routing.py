@@ -9,6 +9,7 @@ from config.settings import host_queue
 
 BUILD_TASK = "dockyard.build_docker_image"
 PUSH_TASK = "dockyard.push_docker_image"
+TAG_TASK = "dockyard.tag_image"
 
 
 def route_task(
@@ -22,8 +23,30 @@ def route_task(
     """Celery router: a push follows the image to its host's queue; the rest takes the default."""
     if name != PUSH_TASK:
         return None
-    host = holding_host(args, kwargs)
+    host = holding_host(args, kwargs) or _indexed_host(kwargs)
     return {"queue": host_queue(host)} if host else None
+
+
+def _indexed_host(kwargs: Mapping[str, Any]) -> str | None:
+    """For a push sent on its own: the live host that holds ``image_name:tag``, from Redis."""
+    from config.settings import get_settings
+    from tasks.hosts import is_alive, locate_images
+    from tasks.naming import qualify_image_name
+    from tasks.store import redis_for
+
+    image_name, tag = kwargs.get("image_name"), kwargs.get("tag") or "latest"
+    if not isinstance(image_name, str) or not isinstance(tag, str):
+        return None
+    settings = get_settings()
+    try:
+        reference = f"{qualify_image_name(image_name, settings.default_namespace)}:{tag}"
+    except ValueError:
+        return None  # the task itself reports the bad name
+    connection = redis_for(settings)
+    location = locate_images(connection, settings, [reference])[0]
+    if location and is_alive(connection, settings, location["host"]):
+        return str(location["host"])
+    return None
 
 
 def holding_host(args: Sequence[Any], kwargs: Mapping[str, Any]) -> str | None:

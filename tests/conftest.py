@@ -40,8 +40,11 @@ def _load_farm_env() -> None:
     os.environ.setdefault("DOCKYARD_SECRET_KEY", "test-secret-key")
     os.environ["DOCKYARD_TRANSIENT_RETRIES"] = "1"
     os.environ["DOCKYARD_TRANSIENT_BACKOFF_S"] = "0.5"
-    os.environ["DOCKYARD_TASK_TIME_LIMIT_S"] = "300"
-    os.environ["DOCKYARD_VISIBILITY_TIMEOUT_S"] = "600"
+    os.environ["DOCKYARD_TASK_TIME_LIMIT_S"] = "25"
+    os.environ["DOCKYARD_VISIBILITY_TIMEOUT_S"] = "30"
+    os.environ["DOCKYARD_LEASE_S"] = "4"
+    os.environ["DOCKYARD_HEARTBEAT_INTERVAL_S"] = "0.5"
+    os.environ["DOCKYARD_HEARTBEAT_TTL_S"] = "3"
     get_settings.cache_clear()
 
 
@@ -121,12 +124,19 @@ def base_image(settings: Settings) -> str:
 
 
 @pytest.fixture
-def repo(engine: docker.DockerClient, registry: Registry) -> Iterator[str]:
-    """A fresh image repository on the farm's registry; its local images removed afterwards."""
+def repo(registry: Registry) -> Iterator[str]:
+    """A fresh image repository on the farm's registry; its images removed from every engine afterwards."""
     name = f"{registry.url}/dockyard-test/{uuid.uuid4().hex[:10]}"
     yield name
-    for image in engine.images.list(name=name):
-        engine.images.remove(image.id, force=True)
+    for url in farm_docker_hosts():
+        client = docker.DockerClient(base_url=url)
+        try:
+            for image in client.images.list(name=name):
+                client.images.remove(image.id, force=True)
+        except docker.errors.DockerException:
+            pass  # an engine a test stopped on purpose
+        finally:
+            client.close()
 
 
 @pytest.fixture
@@ -140,38 +150,108 @@ def project(tmp_path: Path, base_image: str, monkeypatch: pytest.MonkeyPatch) ->
     return root
 
 
+def farm_docker_hosts() -> list[str]:
+    """The farm's engines, from ``DOCKYARD_FARM_DOCKER_HOSTS`` (written by provision.sh)."""
+    listed = os.environ.get("DOCKYARD_FARM_DOCKER_HOSTS", "unix:///var/run/docker.sock")
+    return [url for url in listed.split(",") if url]
+
+
 @pytest.fixture(scope="session")
-def worker(settings: Settings, redis_client: redis.Redis, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real Celery worker on the first engine; yields its host id."""
+def engines() -> Iterator[list[docker.DockerClient]]:
+    """Every engine of the farm; the tests of several hosts need two."""
+    clients = [docker.DockerClient(base_url=url) for url in farm_docker_hosts()]
+    for client in clients:
+        try:
+            client.ping()
+        except Exception as exc:  # noqa: BLE001
+            pytest.fail(f"Docker engine {client.api.base_url} does not answer: {exc}")
+    if len(clients) < 2:
+        pytest.fail("the farm needs two Docker engines: run `bash workers/run.sh test`")
+    yield clients
+    for client in clients:
+        client.close()
+
+
+class WorkerProcess:
+    """A real ``dockyard worker`` process for one host and its engine."""
+
+    def __init__(self, host_id: str, docker_host: str, log_path: Path, extra_env: dict[str, str] | None = None) -> None:
+        self.host_id = host_id
+        self.docker_host = docker_host
+        self.log_path = log_path
+        self.extra_env = extra_env or {}
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        env = {**os.environ, "DOCKYARD_HOST_ID": self.host_id, "DOCKYARD_DOCKER_HOST": self.docker_host, **self.extra_env}
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "workers.cli", "worker", "--concurrency", "2"],
+                env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        return self
+
+    def wait_ready(self, app: object) -> None:
+        assert self.process is not None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"worker {self.host_id} exited with {self.process.returncode}:\n{self.log()}")
+            replies = app.control.ping(timeout=1.0) or []  # type: ignore[attr-defined]
+            if any(name.startswith(self.host_id + "@") for reply in replies for name in reply):
+                return
+        pytest.fail(f"worker {self.host_id} did not answer a ping:\n{self.log()}")
+
+    def kill(self) -> None:
+        """SIGKILL the worker and its pool processes at once."""
+        assert self.process is not None
+        os.killpg(self.process.pid, 9)
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, 9)
+            self.process.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture(scope="session")
+def farm_workers(
+    engines: list[docker.DockerClient], redis_client: redis.Redis, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[WorkerProcess]]:
+    """One real worker per engine (two hosts), each with its own host id and DOCKER_HOST."""
     from workers.app import app
 
-    host_id = f"test-host-1-{uuid.uuid4().hex[:6]}"
-    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
-    env = {**os.environ, "DOCKYARD_HOST_ID": host_id}
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "workers.cli", "worker", "--concurrency", "2"],
-            env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )
+    app.control.purge()
+    run = uuid.uuid4().hex[:6]
+    logs = tmp_path_factory.mktemp("workers")
+    workers = [
+        WorkerProcess(f"test-host-{n}-{run}", url, logs / f"host-{n}.log")
+        for n, url in enumerate(farm_docker_hosts()[:2], start=1)
+    ]
     try:
-        _wait_for_ping(app, host_id, process, log_path)
-        yield host_id
+        for each in workers:
+            each.start()
+        for each in workers:
+            each.wait_ready(app)
+        yield workers
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        for each in workers:
+            each.stop()
         app.control.purge()
+        for name in redis_client.scan_iter(match="dockyard-test:*"):
+            redis_client.delete(name)
 
 
-def _wait_for_ping(app: object, host_id: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"worker exited with {process.returncode}:\n{log_path.read_text()}")
-        replies = app.control.ping(timeout=1.0) or []  # type: ignore[attr-defined]
-        if any(name.startswith(host_id + "@") for reply in replies for name in reply):
-            return
-    pytest.fail(f"worker {host_id} did not answer a ping:\n{log_path.read_text()}")
+@pytest.fixture(scope="session")
+def worker(farm_workers: list[WorkerProcess]) -> str:
+    """The host id of the first worker (any build may run on either)."""
+    return farm_workers[0].host_id

@@ -6,6 +6,7 @@ from celery import Celery
 
 from config.celery import celery_config
 from config.settings import Settings, get_settings
+from workers import heartbeat  # noqa: F401 - connects the worker's heartbeat signals
 
 
 def create_app(settings: Settings) -> Celery:

@@ -1,0 +1,161 @@
+"""The distributed cache with single flight, and the public ``cacheable`` decorator.
+
+An entry ``cache:<key>`` holds ``{"value", "host", "created_at"}``. The first
+caller of a key takes the lease ``lease:<key>``, renews it while it works and
+stores only a success; callers with the same key join and wait for that value.
+If the owner dies, its lease expires and one waiter takes over. A failure is
+announced to current joiners for a short while (``failed:<key>``), never cached.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, ParamSpec, TypeVar
+
+import redis
+
+from config.settings import Settings, get_settings
+from tasks.cache_key import call_key
+from tasks.errors import BuildError, DockyardError, TransientError
+from tasks.lease import KeepAlive, Lease
+from tasks.store import key, redis_for
+
+P = ParamSpec("P")
+T = TypeVar("T")
+Source = Literal["hit", "built", "joined"]
+FAILURE_NOTICE_S = 30  # how long joiners can read an owner's failure
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A value from the cache, and how it was had."""
+
+    value: Any
+    source: Source
+    entry: dict[str, Any]
+
+
+class JoinTimeout(TransientError):
+    """A joined build neither finished nor released its lease in time."""
+
+
+class SingleFlight:
+    """Get a key's value from the cache, or compute it once for every concurrent caller."""
+
+    def __init__(self, connection: redis.Redis, settings: Settings, *, namespace: str = "cache") -> None:
+        self.connection = connection
+        self.settings = settings
+        self.namespace = namespace
+
+    def entry_key(self, cache_key: str) -> str:
+        return key(self.settings, self.namespace, cache_key)
+
+    def lease(self, cache_key: str) -> Lease:
+        return Lease(self.connection, key(self.settings, "lease", cache_key), lease_s=self.settings.lease_s)
+
+    def lookup(self, cache_key: str) -> dict[str, Any] | None:
+        raw = self.connection.get(self.entry_key(cache_key))
+        return json.loads(raw) if raw else None
+
+    def store(self, cache_key: str, value: Any, *, host: str | None = None, token: str = "") -> dict[str, Any]:
+        entry = {"value": value, "host": host or self.settings.host_id, "created_at": time.time(), "token": token}
+        self.connection.set(self.entry_key(cache_key), json.dumps(entry), ex=self.settings.cache_ttl_s)
+        return entry
+
+    def invalidate(self, cache_key: str) -> None:
+        self.connection.delete(self.entry_key(cache_key))
+
+    def run(
+        self,
+        cache_key: str,
+        compute: Callable[[], Any],
+        *,
+        valid: Callable[[dict[str, Any]], bool] = lambda entry: True,
+        ignore_cache: bool = False,
+        host: str | None = None,
+    ) -> Outcome:
+        """The cached value of ``cache_key``, or ``compute()`` run under the key's lease."""
+        if not ignore_cache:
+            entry = self.lookup(cache_key)
+            if entry is not None:
+                if valid(entry):
+                    return Outcome(entry["value"], "hit", entry)
+                self.invalidate(cache_key)
+        deadline = time.monotonic() + self.settings.task_time_limit_s + self.settings.lease_s
+        lease = self.lease(cache_key)
+        while True:
+            if lease.acquire():
+                return self._compute_as_owner(cache_key, compute, lease, host)
+            joined = self._wait_for_owner(cache_key, lease, deadline)
+            if joined is not None:
+                return joined
+
+    def _compute_as_owner(self, cache_key: str, compute: Callable[[], Any], lease: Lease, host: str | None) -> Outcome:
+        try:
+            with KeepAlive(lease):
+                try:
+                    value = compute()
+                except DockyardError as exc:
+                    if not isinstance(exc, TransientError):
+                        self._announce_failure(cache_key, exc, lease.token)
+                    raise
+            entry = self.store(cache_key, value, host=host, token=lease.token)
+            return Outcome(value, "built", entry)
+        finally:
+            lease.release()
+
+    def _wait_for_owner(self, cache_key: str, lease: Lease, deadline: float) -> Outcome | None:
+        """Poll until the owner stores a value (joined), fails (raise) or vanishes (None: take over)."""
+        raw_owner = self.connection.get(lease.name)
+        owner = raw_owner.decode() if raw_owner else None
+        while time.monotonic() < deadline:
+            entry = self.lookup(cache_key)
+            if entry is not None and (owner is None or entry.get("token") == owner):
+                return Outcome(entry["value"], "joined", entry)
+            failure = self.connection.get(key(self.settings, "failed", cache_key))
+            if failure is not None:
+                notice = json.loads(failure)
+                if notice["token"] == owner:
+                    raise BuildError(f"The build this call joined failed: {notice['type']}: {notice['message']}")
+            if not lease.held_by_anyone():
+                entry = self.lookup(cache_key)
+                if entry is not None:
+                    return Outcome(entry["value"], "joined", entry)
+                return None
+            time.sleep(self.settings.join_poll_s)
+        raise JoinTimeout(f"Waited too long for the build of {cache_key} on another host.")
+
+    def _announce_failure(self, cache_key: str, exc: Exception, token: str) -> None:
+        notice = {"type": type(exc).__name__, "message": str(exc), "token": token}
+        self.connection.set(key(self.settings, "failed", cache_key), json.dumps(notice), ex=FAILURE_NOTICE_S)
+
+
+def cacheable(func: Callable[P, T]) -> Callable[P, T]:
+    """prefect-docker's ``cacheable``, distributed: results are shared through Redis.
+
+    The key is the function's qualified name and its JSON-serialisable
+    arguments (never ``credentials``, never ``ignore_cache``); concurrent
+    identical calls run once; only successes are stored; ``ignore_cache=True``
+    skips the lookup and stores its fresh result.
+    """
+    signature = inspect.signature(func)
+    operation = f"{func.__module__}.{func.__qualname__}"
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        ignore_cache = bool(kwargs.pop("ignore_cache", False))
+        bound = signature.bind_partial(*args, **kwargs)
+        cache_key = call_key(operation, [], dict(bound.arguments))
+        settings = get_settings()
+        outcome = SingleFlight(redis_for(settings), settings).run(
+            cache_key, lambda: func(*args, **kwargs), ignore_cache=ignore_cache
+        )
+        result: T = outcome.value
+        return result
+
+    return wrapper

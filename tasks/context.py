@@ -1,0 +1,137 @@
+"""Build contexts: packed as Docker packs them, digested, and unpacked safely.
+
+Packing honours ``.dockerignore`` with Docker's matching rules (docker-py's
+port of Docker's pattern matcher) and writes a tar with normalised metadata
+(sorted names, zero times and owners), so the same content gives the same
+digest on any machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import stat
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, BinaryIO
+
+from docker.utils.build import exclude_paths
+
+from tasks.errors import InvalidInput
+
+COPY_BUFFER_BYTES = 1024 * 1024
+
+
+class ContextTooLarge(InvalidInput):
+    """The packed context is over ``context_max_bytes``."""
+
+
+class UnsafeContext(InvalidInput):
+    """A context archive names a path outside its directory."""
+
+
+@dataclass(frozen=True)
+class PackedContext:
+    """A packed context: its digest, size, and the temporary file holding the tar."""
+
+    digest: str
+    size: int
+    file: BinaryIO
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class _HashingWriter:
+    """A file-like sink that hashes and counts what passes to ``target``."""
+
+    def __init__(self, target: IO[bytes], limit: int) -> None:
+        self.target = target
+        self.hash = hashlib.sha256()
+        self.size = 0
+        self.limit = limit
+
+    def write(self, data: bytes) -> int:
+        self.size += len(data)
+        if self.size > self.limit:
+            raise ContextTooLarge(f"Build context is over the limit of {self.limit} bytes.")
+        self.hash.update(data)
+        return self.target.write(data)
+
+    def tell(self) -> int:
+        return self.size
+
+
+def dockerignore_patterns(root: Path) -> list[str]:
+    """The patterns of ``root/.dockerignore``, read as the Docker client reads them."""
+    path = root / ".dockerignore"
+    if not path.exists():
+        return []
+    lines = (line.strip() for line in path.read_text().splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def context_files(root: Path, dockerfile: str | None) -> list[str]:
+    """Relative paths Docker would send for ``root``, sorted."""
+    return sorted(exclude_paths(str(root), dockerignore_patterns(root), dockerfile=dockerfile))
+
+
+def pack_context(root: Path, *, dockerfile: str | None = None, max_bytes: int) -> PackedContext:
+    """Pack ``root`` into a temporary tar file; return it with its sha256 digest."""
+    if not root.is_dir():
+        raise InvalidInput(f"Build context {str(root)!r} is not a directory.")
+    spool = tempfile.TemporaryFile()
+    writer = _HashingWriter(spool, max_bytes)
+    try:
+        with tarfile.open(fileobj=writer, mode="w", format=tarfile.PAX_FORMAT) as archive:  # type: ignore[call-overload]
+            archive.copybufsize = COPY_BUFFER_BYTES
+            for name in context_files(root, dockerfile):
+                _add(archive, root, name)
+    except BaseException:
+        spool.close()
+        raise
+    spool.seek(0)
+    return PackedContext(digest="sha256:" + writer.hash.hexdigest(), size=writer.size, file=spool)
+
+
+def _add(archive: tarfile.TarFile, root: Path, name: str) -> None:
+    path = root / name
+    info = os.lstat(path)
+    entry = tarfile.TarInfo(name)
+    entry.mtime = 0
+    entry.mode = stat.S_IMODE(info.st_mode)
+    if stat.S_ISDIR(info.st_mode):
+        entry.type = tarfile.DIRTYPE
+        archive.addfile(entry)
+    elif stat.S_ISLNK(info.st_mode):
+        entry.type = tarfile.SYMTYPE
+        entry.linkname = os.readlink(path)
+        archive.addfile(entry)
+    elif stat.S_ISREG(info.st_mode):
+        entry.size = info.st_size
+        with open(path, "rb") as handle:
+            archive.addfile(entry, handle)
+    # sockets, devices and fifos are skipped, as the Docker client skips them
+
+
+def unpack_context(archive: BinaryIO, destination: Path) -> None:
+    """Extract ``archive`` into ``destination``, refusing anything that would land outside it."""
+    try:
+        with tarfile.open(fileobj=archive, mode="r|") as tar:
+            tar.extractall(destination, filter="data")
+    except tarfile.FilterError as exc:
+        raise UnsafeContext(f"Build context archive refused: {exc}") from exc
+    except tarfile.TarError as exc:
+        raise InvalidInput(f"Build context archive is not a valid tar: {exc}") from exc
+
+
+def private_directory(prefix: str = "dockyard-context-") -> Path:
+    """A new directory only this process uses; remove it with ``remove_directory``."""
+    return Path(tempfile.mkdtemp(prefix=prefix))
+
+
+def remove_directory(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,92 @@
+"""The content-addressed context store in Redis: chunked, size-limited, expiring.
+
+Keys: ``ctx:<digest>:meta`` (size and chunk count, written last, so its
+presence means the upload is complete) and ``ctx:<digest>:<n>`` chunks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from typing import BinaryIO
+
+import redis
+
+from config import defaults
+from config.settings import Settings
+from tasks.context import ContextTooLarge, PackedContext
+from tasks.errors import DockyardError
+from tasks.store import key
+
+
+class ContextMissing(DockyardError):
+    """The context is not (or no longer) in the store: send the build again."""
+
+
+def _meta_key(settings: Settings, digest: str) -> str:
+    return key(settings, "ctx", digest, "meta")
+
+
+def _chunk_key(settings: Settings, digest: str, index: int) -> str:
+    return key(settings, "ctx", digest, str(index))
+
+
+def upload_context(connection: redis.Redis, settings: Settings, packed: PackedContext) -> bool:
+    """Store ``packed`` unless its digest is already there; return True if it was uploaded."""
+    if packed.size > settings.context_max_bytes:
+        raise ContextTooLarge(
+            f"Build context is {packed.size} bytes, over the limit of {settings.context_max_bytes}."
+        )
+    meta = _meta_key(settings, packed.digest)
+    chunks = connection.hget(meta, "chunks")
+    if chunks is not None:
+        _touch(connection, settings, packed.digest, int(chunks))
+        return False
+    packed.file.seek(0)
+    count = 0
+    pipe = connection.pipeline(transaction=False)
+    while block := packed.file.read(defaults.CONTEXT_CHUNK_BYTES):
+        pipe.set(_chunk_key(settings, packed.digest, count), block, ex=settings.context_ttl_s)
+        count += 1
+        if count % 8 == 0:
+            pipe.execute()
+    pipe.hset(meta, mapping={"size": packed.size, "chunks": count})
+    pipe.expire(meta, settings.context_ttl_s)
+    pipe.execute()
+    packed.file.seek(0)
+    return True
+
+
+def _touch(connection: redis.Redis, settings: Settings, digest: str, chunks: int) -> None:
+    pipe = connection.pipeline(transaction=False)
+    pipe.expire(_meta_key(settings, digest), settings.context_ttl_s)
+    for index in range(chunks):
+        pipe.expire(_chunk_key(settings, digest, index), settings.context_ttl_s)
+    pipe.execute()
+
+
+def has_context(connection: redis.Redis, settings: Settings, digest: str) -> bool:
+    return bool(connection.exists(_meta_key(settings, digest)))
+
+
+def download_context(connection: redis.Redis, settings: Settings, digest: str) -> BinaryIO:
+    """The context's tar in a temporary file, its digest verified."""
+    meta = connection.hgetall(_meta_key(settings, digest))
+    if not meta:
+        raise ContextMissing(f"Build context {digest} is not in the store (expired or never uploaded).")
+    spool = tempfile.TemporaryFile()
+    hasher = hashlib.sha256()
+    try:
+        for index in range(int(meta[b"chunks"])):
+            block = connection.get(_chunk_key(settings, digest, index))
+            if block is None:
+                raise ContextMissing(f"Build context {digest} lost chunk {index}.")
+            hasher.update(block)
+            spool.write(block)
+        if "sha256:" + hasher.hexdigest() != digest:
+            raise ContextMissing(f"Build context {digest} is corrupt in the store.")
+    except BaseException:
+        spool.close()
+        raise
+    spool.seek(0)
+    return spool

@@ -1,0 +1,89 @@
+"""Build hosts in Redis: heartbeats with expiry, and where each image lives.
+
+Keys: ``hosts:<host_id>`` (the host's record, expiring unless renewed),
+``image:<name:tag>`` (``{"host", "image_id"}``: where that reference was
+built or tagged), and ``byimage:<host_id>:<image_id>`` (the image
+references and cache keys that point at that image on that host, so they can
+be dropped when the image is deleted).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import redis
+
+from config.settings import Settings
+from tasks.store import key
+
+
+def beat(connection: redis.Redis, settings: Settings, host_id: str, info: dict[str, Any]) -> None:
+    """Say ``host_id`` is alive for the next ``heartbeat_ttl_s`` seconds."""
+    record = {**info, "host": host_id, "seen_at": time.time()}
+    connection.set(key(settings, "hosts", host_id), json.dumps(record), px=int(settings.heartbeat_ttl_s * 1000))
+
+
+def forget_host(connection: redis.Redis, settings: Settings, host_id: str) -> None:
+    connection.delete(key(settings, "hosts", host_id))
+
+
+def is_alive(connection: redis.Redis, settings: Settings, host_id: str) -> bool:
+    return bool(connection.exists(key(settings, "hosts", host_id)))
+
+
+def live_hosts(connection: redis.Redis, settings: Settings) -> list[dict[str, Any]]:
+    """The records of every host that heartbeats, sorted by host id."""
+    names = sorted(connection.scan_iter(match=key(settings, "hosts", "*"), count=500))
+    records = connection.mget(names) if names else []
+    return [json.loads(raw) for raw in records if raw]
+
+
+def record_image(
+    connection: redis.Redis,
+    settings: Settings,
+    *,
+    host_id: str,
+    image_id: str,
+    references: Iterable[str],
+    cache_keys: Iterable[str] = (),
+) -> None:
+    """Remember that ``references`` name ``image_id`` on ``host_id``."""
+    location = json.dumps({"host": host_id, "image_id": image_id})
+    index = key(settings, "byimage", host_id, image_id)
+    pipe = connection.pipeline(transaction=False)
+    members = []
+    for reference in references:
+        pipe.set(key(settings, "image", reference), location, ex=settings.cache_ttl_s)
+        members.append("image:" + reference)
+    members.extend(cache_keys)
+    if members:
+        pipe.sadd(index, *members)
+        pipe.expire(index, settings.cache_ttl_s)
+    pipe.execute()
+
+
+def locate_images(connection: redis.Redis, settings: Settings, references: list[str]) -> list[dict[str, Any] | None]:
+    """Where each reference lives, or None."""
+    if not references:
+        return []
+    raws = connection.mget([key(settings, "image", reference) for reference in references])
+    return [json.loads(raw) if raw else None for raw in raws]
+
+
+def forget_image(connection: redis.Redis, settings: Settings, *, host_id: str, image_id: str) -> int:
+    """Drop every reference and cache entry that points at ``image_id`` on ``host_id``."""
+    index = key(settings, "byimage", host_id, image_id)
+    members = [member.decode() for member in connection.smembers(index)]
+    doomed = [index]
+    for member in members:
+        if member.startswith("image:"):
+            reference_key = key(settings, "image", member.removeprefix("image:"))
+            raw = connection.get(reference_key)
+            if raw and json.loads(raw) == {"host": host_id, "image_id": image_id}:
+                doomed.append(reference_key)
+        else:
+            doomed.append(member)
+    return int(connection.delete(*doomed))
