@@ -15,7 +15,7 @@ import stat
 import tarfile
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO, BinaryIO
 
 from docker.utils.build import exclude_paths
@@ -117,11 +117,18 @@ def _add(archive: tarfile.TarFile, root: Path, name: str) -> None:
     # sockets, devices and fifos are skipped, as the Docker client skips them
 
 
+def _refuse_unsafe(member: tarfile.TarInfo, destination: str) -> tarfile.TarInfo | None:
+    """No absolute names, no ``..``; then Python's ``data`` filter (links, devices, modes)."""
+    if member.name.startswith("/") or ".." in PurePosixPath(member.name).parts:
+        raise UnsafeContext(f"Build context archive refused: member {member.name!r} is outside the context")
+    return tarfile.data_filter(member, destination)
+
+
 def unpack_context(archive: BinaryIO, destination: Path) -> None:
     """Extract ``archive`` into ``destination``, refusing anything that would land outside it."""
     try:
         with tarfile.open(fileobj=archive, mode="r|") as tar:
-            tar.extractall(destination, filter="data")
+            tar.extractall(destination, filter=_refuse_unsafe)
     except tarfile.FilterError as exc:
         raise UnsafeContext(f"Build context archive refused: {exc}") from exc
     except tarfile.TarError as exc:

@@ -1,0 +1,283 @@
+"""What every part of the benchmark shares: the bench environment, the engines, workers, cleanup.
+
+The bench runs against the real farm (``workers/provision.sh``) but keeps
+its own Redis database and key prefix, so it never touches what tests or a
+``dockyard up`` farm hold. ``setup_environment`` must run before anything
+imports ``config`` (the settings are read once).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_FARM_DIR = "/var/lib/dockyard-farm"
+BENCH_REDIS_DB = 12  # tests use 13, the farm 0
+BENCH_KEY_PREFIX = "dockyard-bench:"
+BENCH_REPOSITORY = "dockyard-bench"  # images are named <registry>/dockyard-bench/<run>-<what>
+ROUND_LABEL = "io.dockyard.bench.round"  # marks the containers of one measured round
+# Celery's own keys in the bench database (the broker queues and the result backend)
+CELERY_KEY_PATTERNS = ("celery-task-meta-*", "_kombu.*", "unacked*", "dockyard.build*", "dockyard.host.*")
+
+
+def farm_dir() -> Path:
+    return Path(os.environ.get("DOCKYARD_FARM_DIR", DEFAULT_FARM_DIR))
+
+
+def setup_environment(*, redis_db: int = BENCH_REDIS_DB, key_prefix: str = BENCH_KEY_PREFIX) -> None:
+    """Read farm.env (exported values win), then point dockyard at the bench's database and prefix."""
+    env_file = farm_dir() / "farm.env"
+    if env_file.exists():
+        for line in env_file.read_text().splitlines():
+            name, sep, value = line.partition("=")
+            if sep and not name.startswith("#"):
+                os.environ.setdefault(name.strip(), value.strip())
+    redis_url = os.environ.get("DOCKYARD_REDIS_URL", "redis://127.0.0.1:6379/0")
+    os.environ["DOCKYARD_REDIS_URL"] = redis_url.rsplit("/", 1)[0] + f"/{redis_db}"
+    for separate in ("DOCKYARD_BROKER_URL", "DOCKYARD_RESULT_BACKEND", "DOCKYARD_CACHE_URL"):
+        os.environ.pop(separate, None)  # everything of the bench lives in its one database
+    os.environ["DOCKYARD_KEY_PREFIX"] = key_prefix
+
+
+def docker_hosts() -> list[str]:
+    """The farm's engines, from ``DOCKYARD_FARM_DOCKER_HOSTS`` (written by provision.sh)."""
+    listed = os.environ.get("DOCKYARD_FARM_DOCKER_HOSTS", "unix:///var/run/docker.sock")
+    return [url for url in listed.split(",") if url]
+
+
+def registry() -> tuple[str, str, str]:
+    """(url, username, password) of the farm's registry."""
+    url = os.environ.get("DOCKYARD_REGISTRY_URL", "")
+    user = os.environ.get("DOCKYARD_REGISTRY_USERNAME", "")
+    password = os.environ.get("DOCKYARD_REGISTRY_PASSWORD", "")
+    if not (url and user and password):
+        raise SystemExit("farm.env names no registry: run `bash workers/provision.sh` (or benchmarks/run.sh)")
+    return url, user, password
+
+
+def base_image() -> str:
+    return os.environ.get("DOCKYARD_AUTO_BASE_IMAGE") or "127.0.0.1:5000/base/busybox:1"
+
+
+def engine(url: str, *, logged_in: bool = True) -> docker.DockerClient:
+    """A docker-py client for ``url``; logged in (in memory) to the farm's registry for pulls."""
+    client = docker.DockerClient(base_url=url, timeout=600)
+    if logged_in:
+        reg, user, password = registry()
+        client.login(username=user, password=password, registry=reg)
+    return client
+
+
+def new_round() -> str:
+    return uuid.uuid4().hex
+
+
+def write_context(directory: Path, round_id: str, *, sleep_s: float) -> Path:
+    """A build context: the farm's base image and one RUN step whose output is unique to the round.
+
+    The ``LABEL`` line ties the RUN step's container to this round, so engine
+    events can be counted for this round alone, whatever else the engines run.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    run = f"sleep {sleep_s:g} && echo {round_id} > /built" if sleep_s else f"echo {round_id} > /built"
+    (directory / "Dockerfile").write_text(
+        f"FROM {base_image()}\nLABEL {ROUND_LABEL}={round_id}\nRUN {run}\n"
+    )
+    return directory
+
+
+@dataclass
+class EngineCount:
+    """Containers of one round seen on each engine: starts are RUN steps executed."""
+
+    starts: dict[str, int] = field(default_factory=dict)
+    creates: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def runs(self) -> int:
+        return sum(self.starts.values())
+
+
+def count_round(clients: Sequence[docker.DockerClient], round_id: str, since: float, until: float) -> EngineCount:
+    """Container create and start events carrying the round's label, on every engine, in [since, until].
+
+    Engines are named ``engine1``, ``engine2``... in the order given.
+    """
+    found = EngineCount()
+    for number, client in enumerate(clients, start=1):
+        events = client.events(
+            since=int(math.floor(since)) - 1, until=int(math.ceil(until)) + 1, decode=True,
+            filters={"type": "container", "event": ["create", "start"], "label": f"{ROUND_LABEL}={round_id}"},
+        )
+        creates = starts = 0
+        try:
+            for event in events:
+                action = event.get("Action") or event.get("status")
+                creates += action == "create"
+                starts += action == "start"
+        finally:
+            events.close()
+        found.creates[f"engine{number}"] = creates
+        found.starts[f"engine{number}"] = starts
+    return found
+
+
+def remove_bench_images(clients: Iterable[docker.DockerClient], repositories: Iterable[str]) -> int:
+    """Remove the bench's images from every engine; return how many were removed.
+
+    That is every image of ``repositories`` and every image carrying the
+    round label (all the bench builds; concurrent builds of one tag leave
+    untagged ones), leaves first so their parent layers go with them.
+    """
+    removed = 0
+    repositories = list(repositories)
+    for client in clients:
+        for _ in range(5):  # a parent still listed after its child went is taken on the next pass
+            try:
+                ids = {image.id for image in client.images.list(filters={"label": ROUND_LABEL})}
+                for repository in repositories:
+                    ids.update(image.id for image in client.images.list(name=repository))
+            except docker.errors.DockerException as exc:
+                print(f"bench: could not list images on {client.api.base_url}: {exc}", file=sys.stderr)
+                break
+            if not ids:
+                break
+            for image_id in sorted(ids):
+                try:
+                    client.images.remove(image_id, force=True)
+                    removed += 1
+                except docker.errors.ImageNotFound:
+                    pass
+                except docker.errors.APIError as exc:
+                    print(f"bench: could not remove {image_id}: {exc}", file=sys.stderr)
+    return removed
+
+
+def leftover_bench_images(clients: Iterable[docker.DockerClient]) -> int:
+    """Images carrying the round label still on the engines, intermediate layers included."""
+    return sum(len(client.images.list(all=True, filters={"label": ROUND_LABEL})) for client in clients)
+
+
+def percentile(samples: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(samples)
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return ordered[rank - 1]
+
+
+@contextlib.contextmanager
+def temp_dir(prefix: str) -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+class BenchWorker:
+    """A real ``dockyard worker`` for one host and its engine (as tests/conftest.py's WorkerProcess)."""
+
+    def __init__(self, host_id: str, docker_host: str, log_path: Path, *, concurrency: int = 2) -> None:
+        self.host_id = host_id
+        self.docker_host = docker_host
+        self.log_path = log_path
+        self.concurrency = concurrency
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> BenchWorker:
+        env = {**os.environ, "DOCKYARD_HOST_ID": self.host_id, "DOCKYARD_DOCKER_HOST": self.docker_host}
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "workers.cli", "worker", "--concurrency", str(self.concurrency)],
+                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        return self
+
+    def check(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            code = None if self.process is None else self.process.returncode
+            raise RuntimeError(f"bench worker {self.host_id} exited ({code}):\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+def wait_for_workers(app: Any, workers: Sequence[BenchWorker], *, timeout_s: float = 90) -> None:
+    """Until every worker answers a ping and heartbeats into Redis (the fast path needs both)."""
+    from config.settings import get_settings
+    from tasks import hosts
+    from tasks.store import redis_for
+
+    settings = get_settings()
+    connection = redis_for(settings)
+    pending = {worker.host_id: worker for worker in workers}
+    deadline = time.monotonic() + timeout_s
+    while pending and time.monotonic() < deadline:
+        for worker in pending.values():
+            worker.check()
+        replies = app.control.ping(timeout=1.0) or []
+        answered = {name.split("@", 1)[0] for reply in replies for name in reply}
+        for host_id in list(pending):
+            if host_id in answered and hosts.is_alive(connection, settings, host_id):
+                del pending[host_id]
+    if pending:
+        tails = "\n".join(f"--- {w.host_id}\n{w.log_tail()}" for w in pending.values())
+        raise RuntimeError(f"bench workers not ready after {timeout_s} s: {sorted(pending)}\n{tails}")
+
+
+def delete_bench_keys(key_prefix: str = BENCH_KEY_PREFIX) -> int:
+    """Delete dockyard's bench keys and Celery's keys in the bench database; return how many."""
+    from config.settings import get_settings
+    from tasks.store import redis_for
+
+    connection = redis_for(get_settings())
+    deleted = 0
+    for pattern in (key_prefix + "*", *CELERY_KEY_PATTERNS):
+        names = list(connection.scan_iter(match=pattern, count=1000))
+        for start in range(0, len(names), 500):
+            deleted += int(connection.delete(*names[start:start + 500]))
+    return deleted
+
+
+def remaining_keys(limit: int = 20) -> list[str]:
+    """Whatever is left in the bench database (should be nothing after cleanup)."""
+    from config.settings import get_settings
+    from tasks.store import redis_for
+
+    connection = redis_for(get_settings())
+    names = []
+    for name in connection.scan_iter(count=1000):
+        names.append(name.decode(errors="replace"))
+        if len(names) >= limit:
+            break
+    return names
