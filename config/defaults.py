@@ -19,7 +19,6 @@ FARM_DIR = "/var/lib/dockyard-farm"  # local farm state: registry, engines, farm
 CONTEXT_MAX_BYTES = 1024**3  # largest packed build context accepted
 CONTEXT_TTL_S = 24 * 3600  # a context in the Redis store expires this long after its last use
 CONTEXT_CHUNK_BYTES = 4 * 1024**2  # contexts are stored in Redis in chunks of this size
-CONTEXT_TRANSPORT = "redis"  # "redis": contexts travel through Redis; "path": workers read path
 CACHE_TTL_S = 7 * 24 * 3600  # a cache entry and image location expire this long after writing
 LEASE_S = 20.0  # a build lease expires this long after its last renewal
 JOIN_POLL_S = 0.1  # how often a joined caller looks for the running build's result

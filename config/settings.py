@@ -48,7 +48,7 @@ class Settings(BaseSettings):
     context_max_bytes: int = Field(defaults.CONTEXT_MAX_BYTES, gt=0)
     context_ttl_s: int = Field(defaults.CONTEXT_TTL_S, gt=0)
     context_transport: Literal["redis", "path"] = Field(
-        defaults.CONTEXT_TRANSPORT, description="How contexts reach workers"
+        "redis", description="How contexts reach workers"
     )
     cache_ttl_s: int = Field(defaults.CACHE_TTL_S, gt=0)
     lease_s: float = Field(defaults.LEASE_S, gt=0)

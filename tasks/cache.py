@@ -112,7 +112,7 @@ class SingleFlight:
     def _wait_for_owner(self, cache_key: str, lease: Lease, deadline: float) -> Outcome | None:
         """Poll until the owner stores a value (joined), fails (raise) or vanishes (None: take over)."""
         raw_owner = self.connection.get(lease.name)
-        owner = raw_owner.decode() if raw_owner else None
+        owner = raw_owner.decode() if isinstance(raw_owner, bytes) else raw_owner
         while time.monotonic() < deadline:
             entry = self.lookup(cache_key)
             if entry is not None and (owner is None or entry.get("token") == owner):

@@ -136,7 +136,7 @@ def push_task(
         raise InvalidInput("push needs image_name, or a build result to take it from.")
     settings = get_settings()
     started = time.monotonic()
-    opened = unseal(credentials, settings.secret_key) if is_sealed(credentials) else credentials
+    opened = unseal(credentials, settings.secret_key) if credentials is not None and is_sealed(credentials) else credentials
     with docker_client(settings) as client:
         outcome = execute_push(
             image_name, tag=tag, credentials=opened, additional_tags=additional_tags,

@@ -79,7 +79,7 @@ def download_context(connection: redis.Redis, settings: Settings, digest: str) -
     try:
         for index in range(int(meta[b"chunks"])):
             block = connection.get(_chunk_key(settings, digest, index))
-            if block is None:
+            if not isinstance(block, bytes):
                 raise ContextMissing(f"Build context {digest} lost chunk {index}.")
             hasher.update(block)
             spool.write(block)

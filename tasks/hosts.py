@@ -76,7 +76,7 @@ def locate_images(connection: redis.Redis, settings: Settings, references: list[
 def forget_image(connection: redis.Redis, settings: Settings, *, host_id: str, image_id: str) -> int:
     """Drop every reference and cache entry that points at ``image_id`` on ``host_id``."""
     index = key(settings, "byimage", host_id, image_id)
-    members = [member.decode() for member in connection.smembers(index)]
+    members = [member.decode() if isinstance(member, bytes) else str(member) for member in connection.smembers(index)]
     doomed = [index]
     for member in members:
         if member.startswith("image:"):

@@ -74,8 +74,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    """Send a build to the farm and print its result as JSON."""
-    from tasks.client import build_signature
+    """Build on the farm (from the cache when possible) and print the result as JSON."""
+    from tasks.client import build
 
     params: dict[str, Any] = {"dockerfile": args.dockerfile, "path": str(Path(args.path).resolve())}
     if args.tag:
@@ -84,24 +84,27 @@ def cmd_build(args: argparse.Namespace) -> int:
         params["additional_tags"] = args.additional_tag
     if args.build_arg:
         params["buildargs"] = dict(pair.split("=", 1) for pair in args.build_arg)
-    result = build_signature(args.image_name, **params).apply_async().get(
-        timeout=get_settings().task_time_limit_s
-    )
-    print(json.dumps(result, indent=2))
+    print(json.dumps(build(args.image_name, **params), indent=2))
     return 0
 
 
 def cmd_push(args: argparse.Namespace) -> int:
-    """Send a push to the farm and print its result as JSON."""
-    from tasks.client import push_signature
+    """Push from the host holding the image and print the result as JSON."""
+    from tasks.client import push
 
-    params: dict[str, Any] = {"tag": args.tag}
-    if args.additional_tag:
-        params["additional_tags"] = args.additional_tag
-    result = push_signature(args.image_name, **params).apply_async().get(
-        timeout=get_settings().task_time_limit_s
-    )
+    result = push(args.image_name, tag=args.tag, additional_tags=args.additional_tag or None)
     print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_hosts(args: argparse.Namespace) -> int:
+    """List the build hosts that heartbeat."""
+    from tasks.hosts import live_hosts
+    from tasks.store import redis_for
+
+    settings = get_settings()
+    for record in live_hosts(redis_for(settings), settings):
+        print(f"{record['host']}\tqueue={record['queue']}\tdocker={record['docker_host']}\tconcurrency={record['concurrency']}")
     return 0
 
 
@@ -114,6 +117,7 @@ def parser() -> argparse.ArgumentParser:
     up.set_defaults(run=cmd_up)
 
     sub.add_parser("down", help=cmd_down.__doc__).set_defaults(run=cmd_down)
+    sub.add_parser("hosts", help=cmd_hosts.__doc__).set_defaults(run=cmd_hosts)
 
     worker = sub.add_parser("worker", help=cmd_worker.__doc__)
     worker.add_argument("--concurrency", type=int, default=None, help="builds at once")
