@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import redis
 
+from config.settings import Settings
 from tasks.client import build_and_push, build_signature, push_signature
 from tasks.errors import InvalidInput, RegistryAuthError
 from tests.conftest import Registry, WorkerProcess
@@ -52,3 +54,41 @@ def test_wrong_password_fails_the_chain_without_retrying_forever(project: Path, 
 def test_unknown_build_arguments_are_refused(worker: str) -> None:
     with pytest.raises(InvalidInput):
         build_signature("127.0.0.1:5000/x/y", path="/", labels="not-a-dict").apply_async().get(timeout=TIMEOUT_S)
+
+
+def test_a_build_sent_by_name_with_prefect_arguments_reads_path_on_the_worker(
+    project: Path, repo: str, worker: str
+) -> None:
+    from workers.app import app
+
+    result = app.send_task(
+        "dockyard.build_docker_image", kwargs={"image_name": repo, "tag": "by-name", "path": str(project)}
+    ).get(timeout=TIMEOUT_S)
+    assert result["image"] == f"{repo}:by-name" and result["image_id"].startswith("sha256:")
+
+
+def test_shared_filesystem_transport_uploads_nothing(project: Path, repo: str, settings: Settings, redis_client: redis.Redis, worker: str) -> None:
+    from tasks.routing import BUILD_TASK
+    from tasks.spec import prepare_build
+    from workers.app import app
+
+    path_settings = settings.model_copy(update={"context_transport": "path"})
+    spec, packed = prepare_build({"image_name": repo, "tag": "shared", "path": str(project)}, path_settings)
+    packed.close()
+    assert spec.context_path == str(project.resolve())
+    result = app.signature(BUILD_TASK, kwargs={"spec": spec.model_dump()}).apply_async().get(timeout=TIMEOUT_S)
+    assert result["cache"] == "built"
+    assert not redis_client.exists(f"{settings.key_prefix}ctx:{spec.context_digest}:meta")
+
+
+def test_the_fast_path_answers_without_a_worker(project: Path, repo: str, monkeypatch: pytest.MonkeyPatch, worker: str) -> None:
+    from tasks import client
+
+    first = client.build(repo, path=str(project), tag="fast")
+
+    def no_worker(_app: object) -> object:
+        raise AssertionError("the fast path sent a task")
+
+    monkeypatch.setattr(client, "_app", no_worker)
+    again = client.build(repo, path=str(project), tag="fast")
+    assert again["cache"] == "hit" and again["image_id"] == first["image_id"]
