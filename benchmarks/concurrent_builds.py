@@ -50,6 +50,7 @@ class Side:
             "requests": self.requests, "wall_s": round(self.wall_s, 3), "builds_executed": self.runs,
             "builds_per_engine": self.runs_per_engine, "distinct_image_ids": self.distinct_images,
             "errors": self.errors, "slowest_request_s": round(max(self.per_request_s, default=0.0), 3),
+            "fastest_request_s": round(min(self.per_request_s, default=0.0), 3),
             **self.extra,
         }
 
@@ -85,6 +86,8 @@ def dockyard_concurrent(directory: Path, image_name: str, tag: str, requests: in
     hosts: dict[str, int] = {}
     lock = threading.Lock()
 
+    timeline: list[tuple[float, str, float]] = []
+
     def one(_: int) -> float:
         barrier.wait()
         began = time.monotonic()
@@ -99,12 +102,18 @@ def dockyard_concurrent(directory: Path, image_name: str, tag: str, requests: in
             side.per_request_s.append(time.monotonic() - began)
             sources[result.get("cache", "?")] = sources.get(result.get("cache", "?"), 0) + 1
             hosts[result.get("host", "?")] = hosts.get(result.get("host", "?"), 0) + 1
+            timeline.append((time.monotonic() - barrier_passed[0], str(result.get("cache")),
+                             float(result.get("duration_s", 0.0))))
         return time.monotonic()
 
     with ThreadPoolExecutor(max_workers=requests) as pool:
         finished = list(pool.map(one, range(requests)))
     side.wall_s = max(finished) - barrier_passed[0]
-    side.extra = {"cache_outcomes": sources, "image_hosts": hosts}
+    side.extra = {
+        "cache_outcomes": sources, "image_hosts": hosts,
+        # (answered at s after the start, cache outcome, the task's own duration_s), in order of answer
+        "timeline": [(round(at, 3), source, round(task_s, 3)) for at, source, task_s in sorted(timeline)],
+    }
     return side
 
 

@@ -18,7 +18,7 @@ import traceback
 
 def main() -> int:
     started = time.monotonic()
-    from prefect_docker.deployments.steps import build_docker_image
+    from prefect_docker.deployments.steps import build_docker_image  # type: ignore[import-not-found]
 
     import_s = time.monotonic() - started
     answer = os.fdopen(os.dup(1), "w")

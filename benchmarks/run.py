@@ -89,7 +89,8 @@ class Bench:
             report["purged_messages"] = app.control.purge()
         except Exception as exc:  # noqa: BLE001
             report["purge_error"] = str(exc)
-        report["images_removed"] = harness.remove_bench_images(self.clients, self.repositories)
+        report["bench_image_layers_before"] = harness.leftover_bench_images(self.clients)
+        report["image_removals"] = harness.remove_bench_images(self.clients, self.repositories)
         report["bench_images_left"] = harness.leftover_bench_images(self.clients)
         report["redis_keys_deleted"] = harness.delete_bench_keys()
         report["redis_keys_left"] = harness.remaining_keys()
