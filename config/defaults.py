@@ -21,6 +21,6 @@ CONTEXT_TTL_S = 24 * 3600  # a context in the Redis store expires this long afte
 CONTEXT_CHUNK_BYTES = 4 * 1024**2  # contexts are stored in Redis in chunks of this size
 CACHE_TTL_S = 7 * 24 * 3600  # a cache entry and image location expire this long after writing
 LEASE_S = 20.0  # a build lease expires this long after its last renewal
-JOIN_POLL_S = 0.1  # how often a joined caller looks for the running build's result
+JOIN_POLL_S = 0.05  # how often a joined caller looks for the running build's result
 HEARTBEAT_INTERVAL_S = 2.0  # how often a worker refreshes its host record
 HEARTBEAT_TTL_S = 10.0  # a host whose record is older than this is dead

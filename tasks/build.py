@@ -190,11 +190,14 @@ def _with_hint(error: BuildError) -> BuildError:
 
 
 def apply_tags(client: docker.DockerClient, image_id: str, image_name: str, tags: list[str]) -> None:
-    """Tag ``image_id`` with every tag, or with none of them if one fails."""
+    """Tag ``image_id`` with every tag it lacks, or with none of them if one fails."""
     image = client.images.get(image_id)
+    present = set(image.tags)
     applied: list[str] = []
     try:
         for tag in tags:
+            if f"{image_name}:{tag}" in present:
+                continue
             image.tag(repository=image_name, tag=tag)
             applied.append(f"{image_name}:{tag}")
     except docker.errors.APIError as exc:

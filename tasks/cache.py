@@ -62,8 +62,13 @@ class SingleFlight:
         raw = self.connection.get(self.entry_key(cache_key))
         return json.loads(raw) if raw else None
 
-    def store(self, cache_key: str, value: Any, *, host: str | None = None, token: str = "") -> dict[str, Any]:
-        entry = {"value": value, "host": host or self.settings.host_id, "created_at": time.time(), "token": token}
+    def store(
+        self, cache_key: str, value: Any, *, host: str | None = None, token: str = "", owner: str | None = None
+    ) -> dict[str, Any]:
+        entry = {
+            "value": value, "host": host or self.settings.host_id, "created_at": time.time(),
+            "token": token, "owner": owner,
+        }
         self.connection.set(self.entry_key(cache_key), json.dumps(entry), ex=self.settings.cache_ttl_s)
         return entry
 
@@ -78,8 +83,12 @@ class SingleFlight:
         valid: Callable[[dict[str, Any]], bool] = lambda entry: True,
         ignore_cache: bool = False,
         host: str | None = None,
+        owner: str | None = None,
     ) -> Outcome:
-        """The cached value of ``cache_key``, or ``compute()`` run under the key's lease."""
+        """The cached value of ``cache_key``, or ``compute()`` run under the key's lease.
+
+        ``owner`` (a task id) is stored with a computed value, so its caller can tell it built it.
+        """
         if not ignore_cache:
             entry = self.lookup(cache_key)
             if entry is not None:
@@ -90,12 +99,14 @@ class SingleFlight:
         lease = self.lease(cache_key)
         while True:
             if lease.acquire():
-                return self._compute_as_owner(cache_key, compute, lease, host)
+                return self._compute_as_owner(cache_key, compute, lease, host, owner)
             joined = self._wait_for_owner(cache_key, lease, deadline)
             if joined is not None:
                 return joined
 
-    def _compute_as_owner(self, cache_key: str, compute: Callable[[], Any], lease: Lease, host: str | None) -> Outcome:
+    def _compute_as_owner(
+        self, cache_key: str, compute: Callable[[], Any], lease: Lease, host: str | None, owner: str | None
+    ) -> Outcome:
         try:
             with KeepAlive(lease):
                 try:
@@ -104,7 +115,7 @@ class SingleFlight:
                     if not isinstance(exc, TransientError):
                         self._announce_failure(cache_key, exc, lease.token)
                     raise
-            entry = self.store(cache_key, value, host=host, token=lease.token)
+            entry = self.store(cache_key, value, host=host, token=lease.token, owner=owner)
             return Outcome(value, "built", entry)
         finally:
             lease.release()

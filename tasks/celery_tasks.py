@@ -18,7 +18,7 @@ from celery import Task, shared_task
 
 from config.settings import get_settings, host_queue
 from tasks.deliveries import count_delivery, forget_deliveries
-from tasks.engine import docker_client
+from tasks.engine import shared_client
 from tasks.errors import InvalidInput, TransientError
 from tasks.execute import Forward, execute_build, execute_push, execute_tag
 from tasks.routing import BUILD_TASK, PUSH_TASK, TAG_TASK
@@ -85,10 +85,10 @@ def build_task(self: Task, spec: Mapping[str, Any] | None = None, **params: Any)
         prepared, packed = prepare_build(params, settings.model_copy(update={"context_transport": "path"}))
         packed.close()
     connection = redis_for(settings)
-    with docker_client(settings) as client:
-        outcome = execute_build(
-            prepared, settings=settings, connection=connection, client=client, output=OutputToLog(self.request.id)
-        )
+    outcome = execute_build(
+        prepared, settings=settings, connection=connection, client=shared_client(settings),
+        output=OutputToLog(self.request.id), owner=self.request.id,
+    )
     return _finish(
         self, outcome, started,
         lambda fwd: tag_task.signature(kwargs={"spec": prepared.model_dump(), "image_id": fwd.image_id, "source": fwd.source}),
@@ -101,11 +101,10 @@ def tag_task(self: Task, spec: Mapping[str, Any], image_id: str, source: str) ->
     settings = get_settings()
     started = time.monotonic()
     prepared = BuildSpec.model_validate(spec)
-    with docker_client(settings) as client:
-        outcome = execute_tag(
-            prepared, image_id, source, settings=settings, connection=redis_for(settings),
-            client=client, output=OutputToLog(self.request.id),
-        )
+    outcome = execute_tag(
+        prepared, image_id, source, settings=settings, connection=redis_for(settings),
+        client=shared_client(settings), output=OutputToLog(self.request.id), owner=self.request.id,
+    )
     return _finish(
         self, outcome, started,
         lambda fwd: tag_task.signature(kwargs={"spec": prepared.model_dump(), "image_id": fwd.image_id, "source": fwd.source}),
@@ -137,12 +136,11 @@ def push_task(
     settings = get_settings()
     started = time.monotonic()
     opened = unseal(credentials, settings.secret_key) if credentials is not None and is_sealed(credentials) else credentials
-    with docker_client(settings) as client:
-        outcome = execute_push(
-            image_name, tag=tag, credentials=opened, additional_tags=additional_tags,
-            build_backend=build_backend, ignore_cache=ignore_cache, settings=settings,
-            connection=redis_for(settings), client=client, output=OutputToLog(self.request.id),
-        )
+    outcome = execute_push(
+        image_name, tag=tag, credentials=opened, additional_tags=additional_tags,
+        build_backend=build_backend, ignore_cache=ignore_cache, settings=settings,
+        connection=redis_for(settings), client=shared_client(settings), output=OutputToLog(self.request.id),
+    )
     return _finish(
         self, outcome, started,
         lambda fwd: push_task.signature(kwargs={

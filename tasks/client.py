@@ -7,15 +7,18 @@ and wait for it.
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Mapping
 from typing import Any
 
 from celery import Celery
 from celery.canvas import Signature, chain
+from celery.result import AsyncResult
 
 from config.settings import Settings, get_settings
 from tasks import hosts
-from tasks.cache import SingleFlight
+from tasks.cache import JoinTimeout, SingleFlight
 from tasks.cache_key import push_key
 from tasks.context_store import upload_context
 from tasks.execute import build_result
@@ -24,7 +27,7 @@ from tasks.push import validate_credentials
 from tasks.routing import BUILD_TASK, PUSH_TASK
 from tasks.secrets import seal
 from tasks.spec import BuildSpec, prepare_build
-from tasks.store import redis_for
+from tasks.store import key, redis_for
 
 
 def _app(app: Celery | None) -> Celery:
@@ -85,15 +88,44 @@ def build_and_push(
 
 def cached_build(spec: BuildSpec, settings: Settings) -> dict[str, Any] | None:
     """The fast path: the build's result if its image and all its tags are on a live host."""
+    found = cached_entry(spec, settings)
+    return found[0] if found else None
+
+
+def cached_entry(spec: BuildSpec, settings: Settings) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """``cached_build``'s result with the cache entry it came from."""
     connection = redis_for(settings)
-    entry = SingleFlight(connection, settings, namespace="build").lookup(spec.key)
-    if entry is None or not hosts.is_alive(connection, settings, entry["host"]):
+    flight = SingleFlight(connection, settings, namespace="build")
+    pipe = connection.pipeline(transaction=False)
+    pipe.get(flight.entry_key(spec.key))
+    pipe.mget([key(settings, "image", reference) for reference in spec.references])
+    raw_entry, raw_locations = pipe.execute()
+    if not raw_entry:
         return None
+    entry = json.loads(raw_entry)
     image_id = entry["value"]["image_id"]
     wanted = {"host": entry["host"], "image_id": image_id}
-    if any(found != wanted for found in hosts.locate_images(connection, settings, spec.references)):
+    if any(not raw or json.loads(raw) != wanted for raw in raw_locations):
         return None
-    return build_result(spec, image_id, entry["host"], "hit")
+    if not hosts.is_alive(connection, settings, entry["host"]):
+        return None
+    return build_result(spec, image_id, entry["host"], "hit"), entry
+
+
+def wait_for_running_build(spec: BuildSpec, settings: Settings) -> dict[str, Any] | None:
+    """Join a build of the same key already running on the farm: wait in Redis for its result.
+
+    Returns the result once it is stored with this call's tags, or None if no
+    build is running or it ended without them (then the caller sends a task).
+    """
+    connection = redis_for(settings)
+    lease = SingleFlight(connection, settings, namespace="build").lease(spec.key)
+    deadline = time.monotonic() + settings.task_time_limit_s + settings.lease_s
+    while lease.held_by_anyone() and time.monotonic() < deadline:
+        time.sleep(settings.join_poll_s)
+        if (hit := cached_build(spec, settings)) is not None:
+            return {**hit, "cache": "joined"}
+    return cached_build(spec, settings)
 
 
 def build(image_name: str, *, app: Celery | None = None, timeout_s: float | None = None, **params: Any) -> dict[str, Any]:
@@ -101,15 +133,35 @@ def build(image_name: str, *, app: Celery | None = None, timeout_s: float | None
     settings = get_settings()
     spec, packed = prepare_build({"image_name": image_name, **params}, settings)
     try:
-        if not spec.ignore_cache and (hit := cached_build(spec, settings)) is not None:
-            return hit
+        if not spec.ignore_cache:
+            if (hit := cached_build(spec, settings)) is not None:
+                return hit
+            if (joined := wait_for_running_build(spec, settings)) is not None:
+                return joined
         if spec.context_path is None:
             upload_context(redis_for(settings), settings, packed)
     finally:
         packed.close()
     result = _app(app).signature(BUILD_TASK, kwargs={"spec": spec.model_dump()}).apply_async()
-    answer: dict[str, Any] = result.get(timeout=timeout_s or settings.task_time_limit_s * 2)
-    return answer
+    return await_build(result, spec, settings, timeout_s=timeout_s or settings.task_time_limit_s * 2)
+
+
+def await_build(result: AsyncResult, spec: BuildSpec, settings: Settings, *, timeout_s: float) -> dict[str, Any]:
+    """The task's result, or sooner the same key's result stored by another caller's build.
+
+    Identical requests sent at the same moment each send a task; the first
+    one stored answers them all, and their own tasks end as cheap hits.
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if result.ready():
+            answer: dict[str, Any] = result.get(timeout=1)
+            return answer
+        if not spec.ignore_cache and (found := cached_entry(spec, settings)) is not None:
+            hit, entry = found
+            return {**hit, "cache": "built" if entry.get("owner") == result.id else "joined"}
+        time.sleep(settings.join_poll_s)
+    raise JoinTimeout(f"No result for {spec.image_name}:{spec.tag} within {timeout_s:.0f} s.")
 
 
 def cached_push(image_name: str, tag: str | None, additional_tags: list[str] | None, settings: Settings) -> dict[str, Any] | None:

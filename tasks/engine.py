@@ -1,8 +1,14 @@
-"""The Docker engine connection: one client per call site, logged in to the worker's registry."""
+"""The Docker engine connection, logged in to the worker's registry.
+
+Workers keep one client per process (``shared_client``): a new client asks
+the engine for its API version first, which costs more than a cache hit.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import os
+import threading
 from collections.abc import Iterator
 
 import docker
@@ -40,3 +46,17 @@ def docker_client(settings: Settings) -> Iterator[docker.DockerClient]:
         yield client
     finally:
         client.close()
+
+
+_shared: dict[tuple[int, str | None], docker.DockerClient] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_client(settings: Settings) -> docker.DockerClient:
+    """This process's client for ``settings.docker_host`` (a forked child makes its own)."""
+    slot = (os.getpid(), settings.docker_host)
+    with _shared_lock:
+        client = _shared.get(slot)
+        if client is None:
+            client = _shared[slot] = open_client(settings)
+        return client

@@ -24,6 +24,7 @@ from tasks.cache import Outcome, SingleFlight
 from tasks.cache_key import push_key
 from tasks.context import private_directory, remove_directory, unpack_context
 from tasks.context_store import download_context
+from tasks.engine import docker_client
 from tasks.errors import PushError
 from tasks.naming import qualify_image_name, registry_of
 from tasks.push import push_image, validate_credentials
@@ -93,6 +94,7 @@ def execute_build(
     connection: redis.Redis,
     client: docker.DockerClient,
     output: OutputSink,
+    owner: str | None = None,
 ) -> dict[str, Any] | Forward:
     """Build once per key on the farm; tag here, or forward to the host holding the image."""
     cache = SingleFlight(connection, settings, namespace="build")
@@ -109,7 +111,7 @@ def execute_build(
 
     outcome = cache.run(
         spec.key, compute, valid=_valid_entry(client, connection, settings),
-        ignore_cache=spec.ignore_cache, host=settings.host_id,
+        ignore_cache=spec.ignore_cache, host=settings.host_id, owner=owner,
     )
     image_id = outcome.value["image_id"]
     if outcome.entry["host"] != settings.host_id:
@@ -145,13 +147,14 @@ def execute_tag(
     connection: redis.Redis,
     client: docker.DockerClient,
     output: OutputSink,
+    owner: str | None = None,
 ) -> dict[str, Any] | Forward:
     """Apply tags to a cached image on its host; rebuild if it vanished behind dockyard's back."""
     if image_exists(client, image_id):
         return finish_on_holder(spec, image_id, source, settings=settings, connection=connection, client=client)
     hosts.forget_image(connection, settings, host_id=settings.host_id, image_id=image_id)
     SingleFlight(connection, settings, namespace="build").invalidate(spec.key)
-    return execute_build(spec, settings=settings, connection=connection, client=client, output=output)
+    return execute_build(spec, settings=settings, connection=connection, client=client, output=output, owner=owner)
 
 
 def local_image_id(client: docker.DockerClient, reference: str) -> str | None:
@@ -186,12 +189,20 @@ def execute_push(
         raise PushError(f"No image {reference} on host {settings.host_id} or on any live host.")
     tags = [tag or "latest", *(additional_tags or [])]
     cache_key = push_key(image_id=image_id, repository=image_name, tags=tags, registry=registry_of(image_name))
+
+    def compute() -> dict[str, Any]:
+        if credentials is None:
+            return dict(push_image(
+                image_name, tag=tag, additional_tags=additional_tags, build_backend=build_backend,
+                settings=settings, client=client, output=output,
+            ))
+        with docker_client(settings) as private:  # a login stays in this call's own client
+            return dict(push_image(
+                image_name, tag=tag, credentials=credentials, additional_tags=additional_tags,
+                build_backend=build_backend, settings=settings, client=private, output=output,
+            ))
+
     outcome: Outcome = SingleFlight(connection, settings, namespace="push").run(
-        cache_key,
-        lambda: dict(push_image(
-            image_name, tag=tag, credentials=credentials, additional_tags=additional_tags,
-            build_backend=build_backend, settings=settings, client=client, output=output,
-        )),
-        ignore_cache=ignore_cache,
+        cache_key, compute, ignore_cache=ignore_cache
     )
     return {**outcome.value, "host": settings.host_id, "cache": outcome.source}

@@ -133,6 +133,8 @@ def repo(registry: Registry) -> Iterator[str]:
         try:
             for image in client.images.list(name=name):
                 client.images.remove(image.id, force=True)
+            for image in client.images.list(filters={"dangling": True, "label": "io.dockyard.builder=dockyard"}):
+                client.images.remove(image.id, force=True)  # rebuilt under a tag that moved on
         except docker.errors.DockerException:
             pass  # an engine a test stopped on purpose
         finally:
