@@ -23,6 +23,7 @@ from docker.utils.build import exclude_paths
 from tasks.errors import InvalidInput
 
 COPY_BUFFER_BYTES = 1024 * 1024
+IN_MEMORY_BYTES = 16 * 1024 * 1024  # a packed context up to this size never touches the disk
 
 
 class ContextTooLarge(InvalidInput):
@@ -76,17 +77,31 @@ def dockerignore_patterns(root: Path) -> list[str]:
 
 def context_files(root: Path, dockerfile: str | None) -> list[str]:
     """Relative paths Docker would send for ``root``, sorted."""
-    return sorted(exclude_paths(str(root), dockerignore_patterns(root), dockerfile=dockerfile))
+    patterns = dockerignore_patterns(root)
+    if not patterns:
+        return sorted(_every_path(str(root)))
+    return sorted(exclude_paths(str(root), patterns, dockerfile=dockerfile))
+
+
+def _every_path(root: str) -> list[str]:
+    """Every file and directory under ``root`` (symlinked directories not followed)."""
+    found: list[str] = []
+    for directory, dirnames, filenames in os.walk(root):
+        relative = os.path.relpath(directory, root)
+        prefix = "" if relative == "." else relative + "/"
+        found.extend(prefix + name for name in dirnames)
+        found.extend(prefix + name for name in filenames)
+    return found
 
 
 def pack_context(root: Path, *, dockerfile: str | None = None, max_bytes: int) -> PackedContext:
     """Pack ``root`` into a temporary tar file; return it with its sha256 digest."""
     if not root.is_dir():
         raise InvalidInput(f"Build context {str(root)!r} is not a directory.")
-    spool = tempfile.TemporaryFile()
+    spool = tempfile.SpooledTemporaryFile(max_size=IN_MEMORY_BYTES)
     writer = _HashingWriter(spool, max_bytes)
     try:
-        with tarfile.open(fileobj=writer, mode="w", format=tarfile.PAX_FORMAT) as archive:  # type: ignore[call-overload]
+        with tarfile.open(fileobj=writer, mode="w", format=tarfile.GNU_FORMAT) as archive:  # type: ignore[call-overload]
             archive.copybufsize = COPY_BUFFER_BYTES
             for name in context_files(root, dockerfile):
                 _add(archive, root, name)
@@ -94,7 +109,7 @@ def pack_context(root: Path, *, dockerfile: str | None = None, max_bytes: int) -
         spool.close()
         raise
     spool.seek(0)
-    return PackedContext(digest="sha256:" + writer.hash.hexdigest(), size=writer.size, file=spool)
+    return PackedContext(digest="sha256:" + writer.hash.hexdigest(), size=writer.size, file=spool)  # type: ignore[arg-type]
 
 
 def _add(archive: tarfile.TarFile, root: Path, name: str) -> None:

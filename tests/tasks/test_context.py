@@ -148,3 +148,14 @@ def test_store_refuses_over_the_limit_and_reports_missing(tmp_path: Path) -> Non
     assert connection.keys("*") == []
     with pytest.raises(ContextMissing):
         download_context(connection, Settings(), "sha256:" + "0" * 64)
+
+
+def test_without_dockerignore_the_file_list_is_dockers(tmp_path: Path) -> None:
+    from docker.utils.build import exclude_paths
+
+    root = make_tree(tmp_path / "t")
+    (root / ".dockerignore").unlink()
+    (root / "src" / "deep" / "er").mkdir(parents=True)
+    (root / "src" / "deep" / "er" / "f").write_text("x")
+    (root / "linkdir").symlink_to("src")
+    assert context_files(root, "Dockerfile") == sorted(exclude_paths(str(root), [], dockerfile="Dockerfile"))
