@@ -143,7 +143,8 @@ def print_table(results: dict[str, Any], elapsed_s: float) -> None:
             _row("  wall time (s)", f"{p['wall_s']:.2f}", f"{d['wall_s']:.2f}"),
             _row("  slowest single request (s)", f"{p['slowest_request_s']:.2f}", f"{d['slowest_request_s']:.2f}"),
             _row("  errors", len(p["errors"]), len(d["errors"])),
-            f"  single build, straight on engine 1 (docker-py, pull=True): {a['single_engine_build_s']:.2f} s"
+            f"  single build, straight on engine 1 (docker-py, pull=True, dockyard's labels): "
+            f"{a['single_engine_build_s']:.2f} s   without labels: {a['single_engine_build_plain_s']:.2f} s"
             f"   one dockyard request: {a['single_dockyard_build_s']:.2f} s",
             f"  dockyard cache outcomes: {d.get('cache_outcomes')}   prefect import (untimed, median): "
             f"{p.get('import_prefect_s_median')} s",
