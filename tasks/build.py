@@ -13,6 +13,7 @@ import docker.errors
 
 from config.settings import Settings, get_settings
 from tasks import dockerfile as auto
+from tasks.buildx import buildx_build, check_platforms
 from tasks.engine import docker_client
 from tasks.errors import BuildError, InvalidInput
 from tasks.naming import default_tag, qualify_image_name, validate_tag
@@ -87,8 +88,8 @@ def build_image(
         raise InvalidInput(
             f"Invalid build_backend {build_backend!r}. Expected 'docker-py' or 'buildx'."
         )
-    if build_backend != "docker-py":
-        raise InvalidInput("build_backend 'buildx' is not available on this farm yet.")
+    if build_backend == "buildx":
+        check_platforms(build_kwargs or {})
     tag = tag or default_tag()
     tags = [tag, *(additional_tags or [])]
     for each in tags:
@@ -113,15 +114,13 @@ def build_image(
             install_command=settings.auto_install_command,
         )
         with auto.generated_dockerfile(context, lines) as generated:
-            image_id = _run_build(client, context, generated, kwargs, output)
+            image_id = _backend_build(build_backend, client, settings, context, generated, image_name, tags, kwargs, output)
         if persist_dockerfile:
             auto.persist_dockerfile(lines, context / dockerfile_output_path)
     else:
         if not (context / dockerfile).is_file() and not Path(dockerfile).is_file():
             raise InvalidInput(f"Dockerfile {dockerfile!r} not found in {str(context)!r}.")
-        image_id = _run_build(client, context, dockerfile, kwargs, output)
-
-    apply_tags(client, image_id, image_name, tags)
+        image_id = _backend_build(build_backend, client, settings, context, dockerfile, image_name, tags, kwargs, output)
     return {
         "image_name": image_name,
         "tag": tag,
@@ -129,6 +128,31 @@ def build_image(
         "image_id": image_id,
         "additional_tags": list(additional_tags or []),
     }
+
+
+def _backend_build(
+    backend: str,
+    client: docker.DockerClient,
+    settings: Settings,
+    context: Path,
+    dockerfile: str,
+    image_name: str,
+    tags: list[str],
+    kwargs: dict[str, Any],
+    output: OutputSink,
+) -> str:
+    """Build with ``backend`` and leave the image tagged with every tag; return its id."""
+    if backend == "buildx":
+        labels = kwargs.pop("labels", None) or {}
+        if not isinstance(labels, dict):
+            raise InvalidInput(f"labels must be a mapping, not {type(labels).__name__}.")
+        return buildx_build(
+            settings, context=context, dockerfile=dockerfile, tags=[f"{image_name}:{t}" for t in tags],
+            build_kwargs=kwargs, labels={**labels, **IMAGE_LABELS}, output=output,
+        )
+    image_id = _run_build(client, context, dockerfile, kwargs, output)
+    apply_tags(client, image_id, image_name, tags)
+    return image_id
 
 
 def _run_build(

@@ -21,6 +21,7 @@ from tasks.deliveries import count_delivery, forget_deliveries
 from tasks.engine import shared_client
 from tasks.errors import InvalidInput, TransientError
 from tasks.execute import Forward, execute_build, execute_push, execute_tag
+from tasks.progress import OutputSink, ProgressState, StreamOutput, tee
 from tasks.routing import BUILD_TASK, PUSH_TASK, TAG_TASK
 from tasks.secrets import is_sealed, unseal
 from tasks.spec import BuildSpec, prepare_build
@@ -67,6 +68,16 @@ class DockyardTask(Task):  # type: ignore[misc]
                 forget_deliveries(connection, settings, task_id, self.request.retries)
 
 
+def _build_output(task: Task, spec: BuildSpec, connection: Any) -> OutputSink:
+    """Build output goes to the worker's log, the key's live stream and the task's PROGRESS state."""
+    settings = get_settings()
+    return tee(
+        OutputToLog(task.request.id),
+        StreamOutput(connection, settings, spec.key),
+        ProgressState(task.update_state, settings.host_id),
+    )
+
+
 def _finish(task: Task, outcome: dict[str, Any] | Forward, started: float, forward: Any) -> Any:
     if isinstance(outcome, Forward):
         logger.info("forwarding %s to host %s, which holds %s", task.name, outcome.host, outcome.image_id)
@@ -87,7 +98,7 @@ def build_task(self: Task, spec: Mapping[str, Any] | None = None, **params: Any)
     connection = redis_for(settings)
     outcome = execute_build(
         prepared, settings=settings, connection=connection, client=shared_client(settings),
-        output=OutputToLog(self.request.id), owner=self.request.id,
+        output=_build_output(self, prepared, connection), owner=self.request.id,
     )
     return _finish(
         self, outcome, started,
@@ -101,9 +112,10 @@ def tag_task(self: Task, spec: Mapping[str, Any], image_id: str, source: str) ->
     settings = get_settings()
     started = time.monotonic()
     prepared = BuildSpec.model_validate(spec)
+    connection = redis_for(settings)
     outcome = execute_tag(
-        prepared, image_id, source, settings=settings, connection=redis_for(settings),
-        client=shared_client(settings), output=OutputToLog(self.request.id), owner=self.request.id,
+        prepared, image_id, source, settings=settings, connection=connection,
+        client=shared_client(settings), output=_build_output(self, prepared, connection), owner=self.request.id,
     )
     return _finish(
         self, outcome, started,

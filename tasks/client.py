@@ -23,6 +23,7 @@ from tasks.cache_key import push_key
 from tasks.context_store import upload_context
 from tasks.execute import build_result
 from tasks.naming import qualify_image_name, registry_of
+from tasks.progress import OutputSink, StreamReader
 from tasks.push import validate_credentials
 from tasks.routing import BUILD_TASK, PUSH_TASK
 from tasks.secrets import seal
@@ -128,10 +129,21 @@ def wait_for_running_build(spec: BuildSpec, settings: Settings) -> dict[str, Any
     return cached_build(spec, settings)
 
 
-def build(image_name: str, *, app: Celery | None = None, timeout_s: float | None = None, **params: Any) -> dict[str, Any]:
-    """Build on the farm and wait: from the cache when possible, else through a worker."""
+def build(
+    image_name: str,
+    *,
+    app: Celery | None = None,
+    timeout_s: float | None = None,
+    on_output: OutputSink | None = None,
+    **params: Any,
+) -> dict[str, Any]:
+    """Build on the farm and wait: from the cache when possible, else through a worker.
+
+    ``on_output`` receives the build's output lines while it runs, on whichever host.
+    """
     settings = get_settings()
     spec, packed = prepare_build({"image_name": image_name, **params}, settings)
+    reader = StreamReader(redis_for(settings), settings, spec.key) if on_output else None
     try:
         if not spec.ignore_cache:
             if (hit := cached_build(spec, settings)) is not None:
@@ -143,10 +155,21 @@ def build(image_name: str, *, app: Celery | None = None, timeout_s: float | None
     finally:
         packed.close()
     result = _app(app).signature(BUILD_TASK, kwargs={"spec": spec.model_dump()}).apply_async()
-    return await_build(result, spec, settings, timeout_s=timeout_s or settings.task_time_limit_s * 2)
+    return await_build(
+        result, spec, settings, timeout_s=timeout_s or settings.task_time_limit_s * 2,
+        reader=reader, on_output=on_output,
+    )
 
 
-def await_build(result: AsyncResult, spec: BuildSpec, settings: Settings, *, timeout_s: float) -> dict[str, Any]:
+def await_build(
+    result: AsyncResult,
+    spec: BuildSpec,
+    settings: Settings,
+    *,
+    timeout_s: float,
+    reader: StreamReader | None = None,
+    on_output: OutputSink | None = None,
+) -> dict[str, Any]:
     """The task's result, or sooner the same key's result stored by another caller's build.
 
     Identical requests sent at the same moment each send a task; the first
@@ -155,13 +178,26 @@ def await_build(result: AsyncResult, spec: BuildSpec, settings: Settings, *, tim
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if result.ready():
+            _drain(reader, on_output)
             answer: dict[str, Any] = result.get(timeout=1)
             return answer
         if not spec.ignore_cache and (found := cached_entry(spec, settings)) is not None:
+            _drain(reader, on_output)
             hit, entry = found
             return {**hit, "cache": "built" if entry.get("owner") == result.id else "joined"}
-        time.sleep(settings.join_poll_s)
+        if reader is not None and on_output is not None:
+            for line in reader.read(block_s=settings.join_poll_s):
+                on_output(line + "\n")
+        else:
+            time.sleep(settings.join_poll_s)
     raise JoinTimeout(f"No result for {spec.image_name}:{spec.tag} within {timeout_s:.0f} s.")
+
+
+def _drain(reader: StreamReader | None, on_output: OutputSink | None) -> None:
+    """Pass on the lines written before the result was seen."""
+    if reader is not None and on_output is not None:
+        for line in reader.read(block_s=0.001):
+            on_output(line + "\n")
 
 
 def cached_push(image_name: str, tag: str | None, additional_tags: list[str] | None, settings: Settings) -> dict[str, Any] | None:

@@ -20,6 +20,7 @@ import redis
 from config.settings import Settings
 from tasks import hosts
 from tasks.build import OutputSink, apply_tags, build_image
+from tasks.build_secrets import materialized_secrets
 from tasks.cache import Outcome, SingleFlight
 from tasks.cache_key import push_key
 from tasks.context import private_directory, remove_directory, unpack_context
@@ -100,11 +101,17 @@ def execute_build(
     cache = SingleFlight(connection, settings, namespace="build")
 
     def compute() -> dict[str, str]:
-        with materialized_context(spec, connection, settings) as directory:
+        with contextlib.ExitStack() as stack:
+            directory = stack.enter_context(materialized_context(spec, connection, settings))
+            build_kwargs: dict[str, Any] = {**spec.build_kwargs, "path": str(directory)}
+            if spec.sealed_secrets:
+                build_kwargs["secrets"] = stack.enter_context(
+                    materialized_secrets(spec.sealed_secrets, settings.secret_key)
+                )
             built = build_image(
                 spec.image_name, dockerfile=spec.dockerfile, tag=spec.tag,
                 additional_tags=spec.additional_tags, build_backend=spec.build_backend,
-                build_kwargs={**spec.build_kwargs, "path": str(directory)},
+                build_kwargs=build_kwargs,
                 settings=settings, client=client, output=output, auto_lines=spec.dockerfile_lines,
             )
         return {"image_id": built["image_id"]}

@@ -11,6 +11,7 @@ import requests.exceptions
 
 from config.settings import Settings, get_settings
 from tasks.build import BUILD_BACKENDS, OutputSink, write_stdout
+from tasks.buildx import buildx_push
 from tasks.engine import docker_client
 from tasks.errors import InvalidInput, PushError, RegistryAuthError, RegistryUnavailable
 from tasks.naming import qualify_image_name, registry_of, validate_tag
@@ -67,6 +68,18 @@ def push_image(
                 build_backend=build_backend, settings=settings, client=owned, output=output,
             )
 
+    if build_backend == "buildx":
+        with_registry = dict(credentials) if credentials is not None else None
+        if with_registry is not None:
+            with_registry.setdefault("registry_url", registry_of(image_name))
+        digest = buildx_push(
+            settings, image_name=image_name, tags=[tag, *(additional_tags or [])],
+            credentials=with_registry, output=output,
+        )
+        return {
+            "image_name": image_name, "tag": tag, "image": f"{image_name}:{tag}",
+            "additional_tags": list(additional_tags or []), "digest": digest,
+        }
     if credentials is not None:
         _login(client, credentials, default_registry=registry_of(image_name))
     digests = {each: _push_one(client, image_name, each, output) for each in [tag, *(additional_tags or [])]}

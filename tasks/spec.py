@@ -18,6 +18,8 @@ from pydantic import BaseModel
 from config.settings import Settings
 from tasks import dockerfile as auto
 from tasks.build import BUILD_BACKENDS, build_docker_image
+from tasks.build_secrets import seal_secrets
+from tasks.buildx import check_platforms
 from tasks.cache_key import build_key, canonical
 from tasks.context import PackedContext, pack_context
 from tasks.errors import InvalidInput
@@ -41,6 +43,7 @@ class BuildSpec(BaseModel):
     build_backend: str
     build_kwargs: dict[str, Any]
     ignore_cache: bool = False
+    sealed_secrets: dict[str, str] | None = None
     key: str
 
     @property
@@ -65,8 +68,8 @@ def prepare_build(params: dict[str, Any], settings: Settings) -> tuple[BuildSpec
     backend = args["build_backend"]
     if backend not in BUILD_BACKENDS:
         raise InvalidInput(f"Invalid build_backend {backend!r}. Expected 'docker-py' or 'buildx'.")
-    if backend != "docker-py":
-        raise InvalidInput("build_backend 'buildx' is not available on this farm yet.")
+    if backend == "buildx":
+        check_platforms(args["build_kwargs"])
     tag = args["tag"] or default_tag()
     additional_tags = list(args["additional_tags"] or [])
     for each in [tag, *additional_tags]:
@@ -79,6 +82,11 @@ def prepare_build(params: dict[str, Any], settings: Settings) -> tuple[BuildSpec
     if labels is not None and not isinstance(labels, dict):
         raise InvalidInput(f"labels must be a mapping, not {type(labels).__name__}.")
     canonical(build_kwargs)  # refuses values that are not JSON
+    sealed_secrets: dict[str, str] | None = None
+    key_options = dict(build_kwargs)
+    if backend == "buildx" and build_kwargs.get("secrets"):
+        sealed_secrets, secret_ids = seal_secrets(build_kwargs.pop("secrets"), settings.secret_key)
+        key_options = {**build_kwargs, "secrets": secret_ids}
 
     dockerfile = args["dockerfile"]
     lines: list[str] | None = None
@@ -116,11 +124,12 @@ def prepare_build(params: dict[str, Any], settings: Settings) -> tuple[BuildSpec
         build_backend=backend,
         build_kwargs=build_kwargs,
         ignore_cache=bool(args["ignore_cache"]),
+        sealed_secrets=sealed_secrets,
         key=build_key(
             context_digest=packed.digest,
             dockerfile_digest=dockerfile_digest,
             build_backend=backend,
-            build_kwargs=build_kwargs,
+            build_kwargs=key_options,
         ),
     )
     return spec, packed

@@ -84,8 +84,16 @@ def cmd_build(args: argparse.Namespace) -> int:
         params["additional_tags"] = args.additional_tag
     if args.build_arg:
         params["buildargs"] = dict(pair.split("=", 1) for pair in args.build_arg)
-    print(json.dumps(build(args.image_name, **params), indent=2))
+    if args.backend:
+        params["build_backend"] = args.backend
+    result = build(args.image_name, on_output=_to_stderr, **params)
+    print(json.dumps(result, indent=2))
     return 0
+
+
+def _to_stderr(text: str) -> None:
+    sys.stderr.write(text)
+    sys.stderr.flush()
 
 
 def cmd_push(args: argparse.Namespace) -> int:
@@ -131,6 +139,7 @@ def parser() -> argparse.ArgumentParser:
     build.add_argument("--tag", default=None, help="default: a UTC timestamp")
     build.add_argument("--additional-tag", action="append", default=[])
     build.add_argument("--build-arg", action="append", default=[], metavar="KEY=VALUE")
+    build.add_argument("--backend", choices=["docker-py", "buildx"], default=None, help="default docker-py")
     build.set_defaults(run=cmd_build)
 
     push = sub.add_parser("push", help=cmd_push.__doc__)

@@ -1,0 +1,170 @@
+"""The buildx backend: python-on-whales driving ``docker buildx build`` on this host's engine.
+
+Every call gets a private Docker config directory (logins made for it land
+there and are removed with it), builds use the host network (the engines
+have no bridge), and transient errors are retried with backoff, as
+prefect-docker's buildx backend does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from python_on_whales import DockerClient
+from python_on_whales.exceptions import DockerException
+
+from config.settings import Settings
+from tasks.errors import BuildError, InvalidInput, PushError, RegistryAuthError, RegistryUnavailable
+
+logger = logging.getLogger("dockyard.buildx")
+OutputSink = Callable[[str], None]
+TRANSIENT_PATTERNS = (
+    "502", "503", "500 internal server error", "bad gateway", "service unavailable",
+    "i/o timeout", "tls handshake timeout", "connection reset", "context deadline exceeded",
+)
+MULTI_PLATFORM_NEEDS_PUSH = (
+    "Multi-platform builds require push=True because buildx cannot "
+    "load multi-platform results into the local Docker daemon. "
+    "Either set push=True or build for a single platform."
+)
+
+
+def is_transient(message: str) -> bool:
+    lowered = message.lower()
+    return any(pattern in lowered for pattern in TRANSIENT_PATTERNS)
+
+
+@contextlib.contextmanager
+def private_docker(settings: Settings) -> Iterator[tuple[DockerClient, Path]]:
+    """A docker CLI client with its own config directory, logged in to the worker's registry."""
+    config_dir = Path(tempfile.mkdtemp(prefix="dockyard-docker-config-"))
+    try:
+        client = DockerClient(host=settings.docker_host, config=str(config_dir))
+        if settings.registry_url and settings.registry_username and settings.registry_password:
+            client.login(
+                server=settings.registry_url, username=settings.registry_username,
+                password=settings.registry_password.get_secret_value(),
+            )
+        yield client, config_dir
+    finally:
+        shutil.rmtree(config_dir, ignore_errors=True)
+
+
+def platforms_of(kwargs: dict[str, Any]) -> list[str] | None:
+    """``platforms`` (a list) or ``platform`` (a string or list), as prefect-docker accepts them."""
+    platforms = kwargs.pop("platforms", None)
+    platform = kwargs.pop("platform", None)
+    if platform and not platforms:
+        platforms = [platform] if isinstance(platform, str) else list(platform)
+    if platforms is not None and not (isinstance(platforms, list) and all(isinstance(p, str) for p in platforms)):
+        raise InvalidInput("platforms must be a list of strings such as ['linux/amd64'].")
+    return platforms
+
+
+def check_platforms(build_kwargs: Mapping[str, Any]) -> None:
+    """Refuse several platforms without ``push=True`` before anything runs (the reference's error)."""
+    probe = dict(build_kwargs)
+    platforms = platforms_of(probe)
+    if platforms and len(platforms) > 1 and not probe.get("push", False):
+        raise InvalidInput(MULTI_PLATFORM_NEEDS_PUSH)
+
+
+def buildx_build(
+    settings: Settings,
+    *,
+    context: Path,
+    dockerfile: str,
+    tags: list[str],
+    build_kwargs: Mapping[str, Any],
+    labels: Mapping[str, str],
+    output: OutputSink,
+) -> str:
+    """Build with buildx; return the image id (or, for a multi-platform push, the pushed digest)."""
+    kwargs = dict(build_kwargs)
+    check_platforms(kwargs)
+    platforms = platforms_of(kwargs)
+    push = bool(kwargs.pop("push", False))
+    pull = bool(kwargs.pop("pull", True))
+    build_args = kwargs.pop("build_args", None) or kwargs.pop("buildargs", None) or {}
+    kwargs.setdefault("network", "host")
+    multi = bool(platforms and len(platforms) > 1)
+    kwargs.setdefault("load", not multi)
+    attempts = settings.transient_retries + 1
+    with private_docker(settings) as (client, config_dir):
+        metadata_file = config_dir / "metadata.json"
+        for attempt in range(attempts):
+            try:
+                lines = client.buildx.build(
+                    str(context), file=str(context / dockerfile), tags=tags, pull=pull, push=push,
+                    platforms=platforms, labels=dict(labels), build_args=dict(build_args),
+                    metadata_file=str(metadata_file), progress="plain", stream_logs=True, **kwargs,
+                )
+                for line in lines:  # type: ignore[union-attr]
+                    output(line if line.endswith("\n") else line + "\n")
+                break
+            except TypeError as exc:
+                raise InvalidInput(f"Unknown or wrong buildx argument: {exc}") from exc
+            except DockerException as exc:
+                message = str(exc)
+                if attempt + 1 < attempts and is_transient(message):
+                    delay = settings.transient_backoff_s * 2**attempt
+                    logger.warning("buildx transient error (attempt %d/%d), retrying in %.1f s: %s",
+                                   attempt + 1, attempts, delay, message.strip()[-300:])
+                    output(f"transient error, retrying in {delay:.1f} s\n")
+                    time.sleep(delay)
+                    continue
+                raise BuildError(message) from exc
+        metadata = json.loads(metadata_file.read_text()) if metadata_file.exists() else {}
+    image_id = metadata.get("containerimage.config.digest") or metadata.get("containerimage.digest")
+    if not isinstance(image_id, str):
+        raise BuildError("buildx did not report an image id for the built image.")
+    return image_id
+
+
+def buildx_push(
+    settings: Settings,
+    *,
+    image_name: str,
+    tags: list[str | None],
+    credentials: Mapping[str, Any] | None,
+    output: OutputSink,
+) -> str | None:
+    """Push each tag with the docker CLI from a private config; return the first tag's digest."""
+    with private_docker(settings) as (client, _config_dir):
+        if credentials is not None:
+            try:
+                client.login(
+                    server=credentials.get("registry_url"), username=credentials["username"],
+                    password=credentials["password"],
+                )
+            except DockerException as exc:
+                message = str(exc)
+                if is_transient(message) or "connection refused" in message.lower():
+                    raise RegistryUnavailable(f"Registry unreachable: {message}") from exc
+                raise RegistryAuthError(f"Login to {credentials.get('registry_url')} failed: {message}") from exc
+        for tag in tags:
+            reference = f"{image_name}:{tag}" if tag else image_name
+            output(f"Pushing {reference}...\n")
+            try:
+                client.image.push(reference, quiet=True)
+            except DockerException as exc:
+                message = str(exc)
+                if is_transient(message) or "connection refused" in message.lower():
+                    raise RegistryUnavailable(f"Pushing {reference} failed: {message}") from exc
+                raise PushError(f"Pushing {reference} failed: {message}") from exc
+            output(f"Pushed {reference}\n")
+        first = f"{image_name}:{tags[0]}" if tags[0] else image_name
+        digests = client.image.inspect(first).repo_digests
+    for entry in digests:
+        repository, _, digest = entry.partition("@")
+        if repository == image_name:
+            return digest
+    return None

@@ -1,0 +1,53 @@
+"""Build output reaches the caller while the build runs; the task shows STARTED and PROGRESS."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+from tasks import client
+from tests.conftest import WorkerProcess
+
+TIMEOUT_S = 120
+
+
+def printing_context(root: Path, base_image: str, marker: str) -> Path:
+    root.mkdir()
+    (root / "Dockerfile").write_text(
+        f"FROM {base_image}\nRUN echo first-{marker} && sleep 4 && echo second-{marker}\n"
+    )
+    return root
+
+
+def test_the_caller_gets_lines_before_the_build_finishes(
+    tmp_path: Path, repo: str, base_image: str, farm_workers: list[WorkerProcess]
+) -> None:
+    marker = uuid.uuid4().hex[:8]
+    context = printing_context(tmp_path / "ctx", base_image, marker)
+    seen: list[tuple[float, str]] = []
+    result = client.build(
+        repo, path=str(context), tag="live", timeout_s=TIMEOUT_S,
+        on_output=lambda text: seen.append((time.monotonic(), text)),
+    )
+    finished = time.monotonic()
+    first = [at for at, text in seen if f"first-{marker}" in text and "echo" not in text]
+    second = [at for at, text in seen if f"second-{marker}" in text and "echo" not in text]
+    assert first and second, seen
+    assert finished - first[0] >= 3, "the first line arrived while the build was still running"
+    assert second[0] - first[0] >= 3
+    assert result["cache"] == "built"
+
+
+def test_the_task_shows_started_and_progress(
+    tmp_path: Path, repo: str, base_image: str, farm_workers: list[WorkerProcess]
+) -> None:
+    context = printing_context(tmp_path / "ctx", base_image, uuid.uuid4().hex[:8])
+    async_result = client.build_signature(repo, path=str(context), tag="states").apply_async()
+    states: list[str] = []
+    deadline = time.monotonic() + TIMEOUT_S
+    while not async_result.ready() and time.monotonic() < deadline:
+        states.append(async_result.state)
+        time.sleep(0.1)
+    assert async_result.get(timeout=5)["image"] == f"{repo}:states"
+    assert "STARTED" in states and "PROGRESS" in states, sorted(set(states))
