@@ -400,9 +400,9 @@ step_venv() {
         log "venv: up to date"
         return
     fi
-    log "venv: pip install -e $REPO[test]"
-    quietly "$STATE/pip.log" "$venv/bin/pip" install -e "$REPO[test]" ||
-        die "pip install -e '$REPO[test]' failed (log: $STATE/pip.log)"
+    log "venv: pip install -e $REPO[test,prefect]"
+    quietly "$STATE/pip.log" "$venv/bin/pip" install -e "$REPO[test,prefect]" ||
+        die "pip install -e '$REPO[test,prefect]' failed (log: $STATE/pip.log)"
     touch "$stamp"
 }
 
