@@ -54,7 +54,7 @@ class ProgressState:
         self.update_state = update_state
         self.host = host
         self.lines = 0
-        self._last = 0.0
+        self._last = time.monotonic()  # STARTED stays visible for the first interval
 
     def __call__(self, text: str) -> None:
         self.lines += text.count("\n")
