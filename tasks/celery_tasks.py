@@ -14,12 +14,15 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import docker.errors
+import requests.exceptions
 from celery import Task, shared_task
 
 from config.settings import get_settings, host_queue
 from tasks.deliveries import count_delivery, forget_deliveries
+from tasks.masking import masked_repr
 from tasks.engine import shared_client
-from tasks.errors import InvalidInput, TransientError
+from tasks.errors import EngineUnavailable, InvalidInput, TransientError
 from tasks.execute import Forward, execute_build, execute_push, execute_tag
 from tasks.progress import OutputSink, ProgressState, StreamOutput, tee
 from tasks.routing import BUILD_TASK, PUSH_TASK, TAG_TASK
@@ -63,6 +66,10 @@ class DockyardTask(Task):  # type: ignore[misc]
             count_delivery(connection, settings, task_id, self.request.retries)
         try:
             return super().__call__(*args, **kwargs)
+        except (docker.errors.DockerException, requests.exceptions.ConnectionError) as exc:
+            if isinstance(exc, docker.errors.APIError) and exc.status_code and exc.status_code < 500:
+                raise
+            raise EngineUnavailable(f"Docker engine of host {settings.host_id} does not answer: {exc}") from exc
         finally:
             if task_id:
                 forget_deliveries(connection, settings, task_id, self.request.retries)
@@ -81,7 +88,8 @@ def _build_output(task: Task, spec: BuildSpec, connection: Any) -> OutputSink:
 def _finish(task: Task, outcome: dict[str, Any] | Forward, started: float, forward: Any) -> Any:
     if isinstance(outcome, Forward):
         logger.info("forwarding %s to host %s, which holds %s", task.name, outcome.host, outcome.image_id)
-        raise task.replace(forward(outcome).set(queue=host_queue(outcome.host)))
+        forwarded = forward(outcome)
+        raise task.replace(forwarded.set(queue=host_queue(outcome.host), kwargsrepr=masked_repr(forwarded.kwargs)))
     return {**outcome, "duration_s": round(time.monotonic() - started, 3)}
 
 

@@ -22,7 +22,8 @@ from tasks.cache import JoinTimeout, SingleFlight
 from tasks.cache_key import push_key
 from tasks.context_store import upload_context
 from tasks.execute import build_result
-from tasks.naming import qualify_image_name, registry_of
+from tasks.naming import qualify_image_name, registry_of, validate_tags
+from tasks.masking import masked_repr
 from tasks.progress import OutputSink, StreamReader
 from tasks.push import validate_credentials
 from tasks.routing import BUILD_TASK, PUSH_TASK
@@ -53,7 +54,8 @@ def prepare_and_upload(image_name: str, params: Mapping[str, Any], settings: Set
 def build_signature(image_name: str, *, app: Celery | None = None, **params: Any) -> Signature:
     """A build signature with prefect-docker's build arguments; the context is uploaded now."""
     spec = prepare_and_upload(image_name, params, get_settings())
-    return _app(app).signature(BUILD_TASK, kwargs={"spec": spec.model_dump()})
+    kwargs = {"spec": spec.model_dump()}
+    return _app(app).signature(BUILD_TASK, kwargs=kwargs, kwargsrepr=masked_repr(kwargs))
 
 
 def push_signature(
@@ -70,7 +72,9 @@ def push_signature(
     if credentials is not None:
         validate_credentials(credentials)
         kwargs["credentials"] = seal(credentials, get_settings().secret_key)
-    return _app(app).signature(PUSH_TASK, kwargs=kwargs)
+    return _app(app).signature(PUSH_TASK, kwargs=kwargs, kwargsrepr=masked_repr(kwargs))
+
+
 
 
 def build_and_push(
@@ -154,7 +158,8 @@ def build(
             upload_context(redis_for(settings), settings, packed)
     finally:
         packed.close()
-    result = _app(app).signature(BUILD_TASK, kwargs={"spec": spec.model_dump()}).apply_async()
+    kwargs = {"spec": spec.model_dump()}
+    result = _app(app).signature(BUILD_TASK, kwargs=kwargs, kwargsrepr=masked_repr(kwargs)).apply_async()
     return await_build(
         result, spec, settings, timeout_s=timeout_s or settings.task_time_limit_s * 2,
         reader=reader, on_output=on_output,
@@ -229,6 +234,8 @@ def push(
     """Push on the farm (on the host holding the image) and wait; a repeated push is a hit."""
     settings = get_settings()
     qualified = qualify_image_name(image_name, settings.default_namespace)
+    validate_tags([tag] if tag else [], additional_tags)
+    validate_credentials(credentials)
     if not ignore_cache and (hit := cached_push(qualified, tag, additional_tags, settings)) is not None:
         return hit
     signature = push_signature(

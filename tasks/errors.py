@@ -6,7 +6,8 @@
      ├── PushError (OSError)           the registry refused the push
      │    └── RegistryAuthError        wrong or missing registry credentials
      └── TransientError                may succeed if tried again; the only retried class
-          └── RegistryUnavailable (PushError)  registry or engine unreachable or 5xx
+          ├── RegistryUnavailable (PushError)  registry unreachable or 5xx
+          └── EngineUnavailable            this host's Docker engine does not answer
 
 ``InvalidInput`` is a ``ValueError`` and ``PushError`` an ``OSError`` because
 prefect-docker raises those for the same cases.
@@ -41,3 +42,7 @@ class TransientError(DockyardError):
 
 class RegistryUnavailable(TransientError, PushError):
     """The registry could not be reached or answered with a server error."""
+
+
+class EngineUnavailable(TransientError):
+    """This host's Docker engine does not answer."""

@@ -27,7 +27,7 @@ from tasks.context import private_directory, remove_directory, unpack_context
 from tasks.context_store import download_context
 from tasks.engine import docker_client
 from tasks.errors import PushError
-from tasks.naming import qualify_image_name, registry_of
+from tasks.naming import qualify_image_name, registry_of, validate_tags
 from tasks.push import push_image, validate_credentials
 from tasks.spec import BuildSpec
 
@@ -187,6 +187,7 @@ def execute_push(
     """Push once per (image, repository, tags, registry); forward to the holder if it is elsewhere."""
     image_name = qualify_image_name(image_name, settings.default_namespace)
     validate_credentials(credentials)
+    validate_tags([tag] if tag else [], additional_tags)
     reference = f"{image_name}:{tag or 'latest'}"
     image_id = local_image_id(client, reference)
     if image_id is None:

@@ -45,6 +45,7 @@ def _load_farm_env() -> None:
     os.environ["DOCKYARD_LEASE_S"] = "4"
     os.environ["DOCKYARD_HEARTBEAT_INTERVAL_S"] = "0.5"
     os.environ["DOCKYARD_HEARTBEAT_TTL_S"] = "3"
+    os.environ["DOCKYARD_MAX_REDELIVERIES"] = "2"
     get_settings.cache_clear()
 
 

@@ -33,27 +33,55 @@ def host_info(settings: Settings) -> dict[str, Any]:
     }
 
 
-def beat_forever(settings: Settings, connection: redis.Redis, client: docker.DockerClient) -> None:
-    """Heartbeat while the engine answers; stop advertising the host when it does not."""
+class Engine:
+    """This host's engine, reconnected as needed."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.client: docker.DockerClient | None = None
+
+    def answers(self) -> bool:
+        try:
+            if self.client is None:
+                self.client = open_client(self.settings)
+            return bool(self.client.ping())
+        except Exception:  # noqa: BLE001 - docker and requests errors alike mean "no"
+            self.client = None
+            return False
+
+
+def beat_forever(settings: Settings, connection: redis.Redis, engine: Engine, app: Any, nodename: str) -> None:
+    """Heartbeat while the engine answers. When it does not, stop advertising the host
+    and stop taking shared builds (they go to other hosts); resume when it answers again."""
+    consuming = True
     while not _stop.is_set():
         try:
-            client.ping()
-            hosts.beat(connection, settings, settings.host_id, host_info(settings))
-        except docker.errors.DockerException as exc:
-            logger.warning("engine not answering, host %s not advertised: %s", settings.host_id, exc)
-            hosts.forget_host(connection, settings, settings.host_id)
+            if engine.answers():
+                hosts.beat(connection, settings, settings.host_id, host_info(settings))
+                if not consuming:
+                    logger.warning("engine of %s answers again: taking builds", settings.host_id)
+                    app.control.add_consumer(settings.build_queue, destination=[nodename])
+                    consuming = True
+            else:
+                hosts.forget_host(connection, settings, settings.host_id)
+                if consuming:
+                    logger.warning("engine of %s does not answer: not advertised, no shared builds", settings.host_id)
+                    app.control.cancel_consumer(settings.build_queue, destination=[nodename])
+                    consuming = False
         except redis.RedisError as exc:
             logger.warning("heartbeat failed: %s", exc)
-        except Exception as exc:  # noqa: BLE001 - requests errors when the socket is gone
-            logger.warning("engine check failed, host %s not advertised: %s", settings.host_id, exc)
-            hosts.forget_host(connection, settings, settings.host_id)
         _stop.wait(settings.heartbeat_interval_s)
 
 
 def watch_deletions(settings: Settings, connection: redis.Redis) -> None:
     """Drop cache entries and image locations as soon as the engine deletes their image."""
     while not _stop.is_set():
-        client = open_client(settings)
+        try:
+            client = open_client(settings)
+        except Exception as exc:  # noqa: BLE001 - the engine is down: try again later
+            logger.warning("image event stream unavailable: %s", exc)
+            _stop.wait(settings.heartbeat_interval_s)
+            continue
         try:
             for event in client.events(decode=True, filters={"type": "image", "event": ["delete"]}):
                 image_id = str(event.get("id") or event.get("Actor", {}).get("ID", ""))
@@ -70,12 +98,13 @@ def watch_deletions(settings: Settings, connection: redis.Redis) -> None:
 
 
 @worker_ready.connect
-def _start(**_: Any) -> None:
+def _start(sender: Any = None, **_: Any) -> None:
     settings = get_settings()
     connection = redis_for(settings)
     _stop.clear()
     threading.Thread(
-        target=beat_forever, args=(settings, connection, open_client(settings)), name="heartbeat", daemon=True
+        target=beat_forever, args=(settings, connection, Engine(settings), sender.app, sender.hostname),
+        name="heartbeat", daemon=True,
     ).start()
     threading.Thread(target=watch_deletions, args=(settings, connection), name="image-watch", daemon=True).start()
 

@@ -1,0 +1,80 @@
+"""Registry credentials never rest in clear: not in Redis (queued messages included), not in worker logs."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import redis
+
+from tasks import client
+from tests.conftest import Registry, WorkerProcess
+
+TIMEOUT_S = 120
+
+
+def _decoded(raw: bytes) -> Iterator[bytes]:
+    """``raw`` and, for kombu messages, their base64 bodies decoded."""
+    yield raw
+    try:
+        message = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return
+    if isinstance(message, list) and message:  # kombu's unacked entries: [message, exchange, routing key]
+        message = message[0]
+    encoding = message.get("properties", {}).get("body_encoding") if isinstance(message, dict) else None
+    if encoding == "base64":
+        yield base64.b64decode(message["body"])
+
+
+def everything_in(connection: redis.Redis) -> Iterator[bytes]:
+    """Every key and value of the database, whatever its type."""
+    for name in connection.scan_iter(count=1000):
+        yield name
+        kind = connection.type(name)
+        if kind == b"string":
+            values = [connection.get(name) or b""]
+        elif kind == b"list":
+            values = connection.lrange(name, 0, -1)
+        elif kind == b"hash":
+            values = [item for pair in connection.hgetall(name).items() for item in pair]
+        elif kind == b"set":
+            values = list(connection.smembers(name))
+        elif kind == b"zset":
+            values = connection.zrange(name, 0, -1)
+        elif kind == b"stream":
+            values = [v for _id, fields in connection.xrange(name) for pair in fields.items() for v in pair]
+        else:
+            values = []
+        for value in values:
+            yield from _decoded(value)
+
+
+def test_a_queued_push_holds_no_clear_password(repo: str, registry: Registry, redis_client: redis.Redis) -> None:
+    nobody = f"dockyard.host.nobody-{uuid.uuid4().hex[:6]}"
+    client.push_signature(repo, tag="queued", credentials=registry.credentials).set(queue=nobody).apply_async()
+    try:
+        queued = redis_client.lrange(nobody, 0, -1)
+        assert len(queued) == 1, "the message waits in Redis, no worker takes it"
+        body = b"".join(_decoded(queued[0]))
+        assert b"sealed" in body
+        assert not any(registry.password.encode() in value for value in everything_in(redis_client))
+    finally:
+        redis_client.delete(nobody)
+
+
+def test_after_a_push_neither_redis_nor_worker_logs_hold_the_password(
+    project: Path, repo: str, registry: Registry, redis_client: redis.Redis, farm_workers: list[WorkerProcess]
+) -> None:
+    job = client.build_and_push(repo, credentials=registry.credentials, path=str(project), tag="secret").apply_async()
+    pushed = job.get(timeout=TIMEOUT_S)
+    assert pushed["digest"] == registry.manifest_digest(repo.removeprefix(registry.url + "/"), "secret")
+    password = registry.password.encode()
+    assert not any(password in value for value in everything_in(redis_client))
+    holder = next(worker for worker in farm_workers if worker.host_id == pushed["host"])
+    assert "dockyard.push_docker_image" in holder.log(), "the push is in the captured log"
+    for worker in farm_workers:
+        assert registry.password not in worker.log()
