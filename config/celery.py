@@ -10,6 +10,16 @@ from config.settings import Settings
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Celery settings: JSON only, late acks, one prefetch, limits below visibility."""
     transport = {"visibility_timeout": settings.visibility_timeout_s}
+    signing: dict[str, Any] = {}
+    if settings.signs_messages:
+        signing = {
+            "task_serializer": "auth",
+            "accept_content": ["auth"],
+            "security_key": settings.security_key,
+            "security_certificate": settings.security_certificate,
+            "security_cert_store": settings.security_cert_store,
+            "security_digest": "sha256",
+        }
     return {
         "broker_url": settings.effective_broker_url,
         "result_backend": settings.effective_result_backend,
@@ -32,6 +42,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_default_queue": settings.build_queue,
         "task_routes": ("tasks.routing.route_task",),
         "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,  # a worker waits for Redis to come back
+        "result_backend_always_retry": True,  # a result is stored after a Redis restart
+        "result_backend_max_retries": 60,
         "worker_concurrency": settings.worker_concurrency,
         "worker_hijack_root_logger": False,
-    }
+    } | signing

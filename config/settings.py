@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = Field(
         None, description="Shared key that seals credentials in task messages"
     )
+    security_key: str | None = Field(None, description="PEM private key that signs task messages")
+    security_certificate: str | None = Field(None, description="PEM certificate of security_key")
+    security_cert_store: str | None = Field(None, description="Glob of trusted certificates")
     build_queue: str = Field(defaults.BUILD_QUEUE, description="Shared build queue")
     task_time_limit_s: int = Field(defaults.TASK_TIME_LIMIT_S, gt=0)
     visibility_timeout_s: int = Field(defaults.VISIBILITY_TIMEOUT_S, gt=0)
@@ -65,6 +68,19 @@ class Settings(BaseSettings):
                 "or a running task is delivered again to another worker"
             )
         return self
+
+    @model_validator(mode="after")
+    def _signing_all_or_nothing(self) -> Settings:
+        given = [self.security_key, self.security_certificate, self.security_cert_store]
+        if any(given) and not all(given):
+            raise ValueError(
+                "signed messages need security_key, security_certificate and security_cert_store together"
+            )
+        return self
+
+    @property
+    def signs_messages(self) -> bool:
+        return bool(self.security_key)
 
     @property
     def effective_broker_url(self) -> str:

@@ -9,12 +9,16 @@ result first in a chain, then push's keyword arguments) and
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import docker.errors
+import kombu.exceptions
+import redis.exceptions
 import requests.exceptions
 from celery import Task, shared_task
 
@@ -22,7 +26,7 @@ from config.settings import get_settings, host_queue
 from tasks.deliveries import count_delivery, forget_deliveries
 from tasks.masking import masked_repr
 from tasks.engine import shared_client
-from tasks.errors import EngineUnavailable, InvalidInput, TransientError
+from tasks.errors import EngineUnavailable, InvalidInput, StoreUnavailable, TransientError
 from tasks.execute import Forward, execute_build, execute_push, execute_tag
 from tasks.progress import OutputSink, ProgressState, StreamOutput, tee
 from tasks.routing import BUILD_TASK, PUSH_TASK, TAG_TASK
@@ -31,6 +35,8 @@ from tasks.spec import BuildSpec, prepare_build
 from tasks.store import redis_for
 
 logger = logging.getLogger("dockyard.tasks")
+STORE_OUTAGE_WAIT_S = 120  # how long a task waits for Redis to come back before failing
+STORE_OUTAGE_ATTEMPTS = 3  # runs of a task body across Redis outages
 _RETRY = {
     "autoretry_for": (TransientError,),
     "max_retries": get_settings().transient_retries,
@@ -66,13 +72,44 @@ class DockyardTask(Task):  # type: ignore[misc]
             count_delivery(connection, settings, task_id, self.request.retries)
         try:
             return super().__call__(*args, **kwargs)
-        except (docker.errors.DockerException, requests.exceptions.ConnectionError) as exc:
-            if isinstance(exc, docker.errors.APIError) and exc.status_code and exc.status_code < 500:
-                raise
-            raise EngineUnavailable(f"Docker engine of host {settings.host_id} does not answer: {exc}") from exc
         finally:
             if task_id:
-                forget_deliveries(connection, settings, task_id, self.request.retries)
+                with contextlib.suppress(redis.exceptions.RedisError):
+                    forget_deliveries(connection, settings, task_id, self.request.retries)
+
+
+def wait_for_redis(connection: Any, timeout_s: float) -> bool:
+    """True once Redis answers again, False if it stays away for ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(redis.exceptions.RedisError):
+            if connection.ping():
+                return True
+        time.sleep(0.5)
+    return False
+
+
+def transient_errors(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Ride out a Redis restart (wait, then run again: every step is idempotent), and turn an
+    unreachable Redis or Docker engine into the transient errors Celery retries."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        settings = get_settings()
+        for _attempt in range(STORE_OUTAGE_ATTEMPTS):
+            try:
+                return function(*args, **kwargs)
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, kombu.exceptions.OperationalError) as exc:
+                logger.warning("Redis does not answer, waiting for it: %s", exc)
+                if not wait_for_redis(redis_for(settings), STORE_OUTAGE_WAIT_S):
+                    raise StoreUnavailable(f"Redis does not answer: {exc}") from exc
+            except (docker.errors.DockerException, requests.exceptions.ConnectionError) as exc:
+                if isinstance(exc, docker.errors.APIError) and exc.status_code and exc.status_code < 500:
+                    raise
+                raise EngineUnavailable(f"Docker engine of host {settings.host_id} does not answer: {exc}") from exc
+        raise StoreUnavailable("Redis kept going away while this task ran.")
+
+    return wrapper
 
 
 def _build_output(task: Task, spec: BuildSpec, connection: Any) -> OutputSink:
@@ -94,6 +131,7 @@ def _finish(task: Task, outcome: dict[str, Any] | Forward, started: float, forwa
 
 
 @shared_task(name=BUILD_TASK, bind=True, base=DockyardTask, **_RETRY)
+@transient_errors
 def build_task(self: Task, spec: Mapping[str, Any] | None = None, **params: Any) -> Any:
     """Build from a prepared ``spec``, or from prefect-docker's arguments with ``path`` on this host."""
     settings = get_settings()
@@ -115,6 +153,7 @@ def build_task(self: Task, spec: Mapping[str, Any] | None = None, **params: Any)
 
 
 @shared_task(name=TAG_TASK, bind=True, base=DockyardTask, **_RETRY)
+@transient_errors
 def tag_task(self: Task, spec: Mapping[str, Any], image_id: str, source: str) -> Any:
     """Apply a build's tags on the host holding its cached image (or rebuild it here if gone)."""
     settings = get_settings()
@@ -132,6 +171,7 @@ def tag_task(self: Task, spec: Mapping[str, Any], image_id: str, source: str) ->
 
 
 @shared_task(name=PUSH_TASK, bind=True, base=DockyardTask, **_RETRY)
+@transient_errors
 def push_task(
     self: Task,
     build_result: Mapping[str, Any] | None = None,

@@ -7,7 +7,8 @@
      │    └── RegistryAuthError        wrong or missing registry credentials
      └── TransientError                may succeed if tried again; the only retried class
           ├── RegistryUnavailable (PushError)  registry unreachable or 5xx
-          └── EngineUnavailable            this host's Docker engine does not answer
+          ├── EngineUnavailable            this host's Docker engine does not answer
+          └── StoreUnavailable             Redis does not answer (restarting, failing over)
 
 ``InvalidInput`` is a ``ValueError`` and ``PushError`` an ``OSError`` because
 prefect-docker raises those for the same cases.
@@ -46,3 +47,7 @@ class RegistryUnavailable(TransientError, PushError):
 
 class EngineUnavailable(TransientError):
     """This host's Docker engine does not answer."""
+
+
+class StoreUnavailable(TransientError):
+    """Redis does not answer."""

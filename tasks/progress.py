@@ -44,7 +44,10 @@ class StreamOutput:
         for line in lines:
             pipe.xadd(self.name, {"line": line}, maxlen=STREAM_MAX_LINES, approximate=True)
         pipe.expire(self.name, STREAM_TTL_S)
-        pipe.execute()
+        try:
+            pipe.execute()
+        except redis.RedisError:
+            pass  # live output is best effort: a Redis blip must not fail the build
 
 
 class ProgressState:
@@ -61,7 +64,10 @@ class ProgressState:
         now = time.monotonic()
         if now - self._last >= PROGRESS_EVERY_S:
             self._last = now
-            self.update_state(state="PROGRESS", meta={"host": self.host, "lines": self.lines})
+            try:
+                self.update_state(state="PROGRESS", meta={"host": self.host, "lines": self.lines})
+            except Exception:  # noqa: BLE001 - progress is best effort, the build goes on
+                pass
 
 
 def tee(*sinks: OutputSink) -> OutputSink:

@@ -13,6 +13,9 @@ def create_app(settings: Settings) -> Celery:
     """A Celery app for ``settings`` with dockyard's tasks registered."""
     app = Celery("dockyard", include=["tasks.celery_tasks"])
     app.conf.update(celery_config(settings))
+    if settings.signs_messages:
+        # task messages must be signed; results and remote control stay JSON
+        app.setup_security(allowed_serializers=["json"])
     return app
 
 
