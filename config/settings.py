@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     join_poll_s: float = Field(defaults.JOIN_POLL_S, gt=0)
     heartbeat_interval_s: float = Field(defaults.HEARTBEAT_INTERVAL_S, gt=0)
     heartbeat_ttl_s: float = Field(defaults.HEARTBEAT_TTL_S, gt=0)
+    metrics_port: int = Field(9808, ge=0, le=65535, description="Port of the worker's /metrics; 0 picks one")
+    metrics_bind: str = Field("127.0.0.1", description="Address /metrics listens on")
     farm_dir: str = Field(defaults.FARM_DIR, description="State of the local farm (dockyard up)")
 
     @model_validator(mode="after")

@@ -38,6 +38,7 @@ class Outcome:
     value: Any
     source: Source
     entry: dict[str, Any]
+    took_over: bool = False  # computed after another owner's lease expired without a result
 
 
 class JoinTimeout(TransientError):
@@ -97,12 +98,15 @@ class SingleFlight:
                 self.invalidate(cache_key)
         deadline = time.monotonic() + self.settings.task_time_limit_s + self.settings.lease_s
         lease = self.lease(cache_key)
+        took_over = False
         while True:
             if lease.acquire():
-                return self._compute_as_owner(cache_key, compute, lease, host, owner)
+                outcome = self._compute_as_owner(cache_key, compute, lease, host, owner)
+                return Outcome(outcome.value, outcome.source, outcome.entry, took_over)
             joined = self._wait_for_owner(cache_key, lease, deadline)
             if joined is not None:
                 return joined
+            took_over = True
 
     def _compute_as_owner(
         self, cache_key: str, compute: Callable[[], Any], lease: Lease, host: str | None, owner: str | None

@@ -8,6 +8,7 @@ re-sends itself to that host's queue.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ import docker.errors
 import redis
 
 from config.settings import Settings
-from tasks import hosts
+from tasks import hosts, metrics
 from tasks.build import OutputSink, apply_tags, build_image
 from tasks.build_secrets import materialized_secrets
 from tasks.cache import Outcome, SingleFlight
@@ -116,14 +117,30 @@ def execute_build(
             )
         return {"image_id": built["image_id"]}
 
+    started = time.monotonic()
     outcome = cache.run(
         spec.key, compute, valid=_valid_entry(client, connection, settings),
         ignore_cache=spec.ignore_cache, host=settings.host_id, owner=owner,
     )
+    record_build(connection, settings, outcome, time.monotonic() - started)
     image_id = outcome.value["image_id"]
     if outcome.entry["host"] != settings.host_id:
         return Forward(outcome.entry["host"], image_id, outcome.source)
     return finish_on_holder(spec, image_id, outcome.source, settings=settings, connection=connection, client=client)
+
+
+def record_build(connection: redis.Redis, settings: Settings, outcome: Outcome, seconds: float) -> None:
+    """Count a build request's outcome on this host."""
+    if outcome.source == "built":
+        metrics.count(connection, settings, "cache_misses_total")
+        metrics.count(connection, settings, "builds_total")
+        metrics.observe(connection, settings, "build_seconds", seconds)
+        if outcome.took_over:
+            metrics.count(connection, settings, "lease_takeovers_total")
+    elif outcome.source == "joined":
+        metrics.count(connection, settings, "joins_total")
+    else:
+        metrics.count(connection, settings, "cache_hits_total")
 
 
 def finish_on_holder(
@@ -210,7 +227,13 @@ def execute_push(
                 build_backend=build_backend, settings=settings, client=private, output=output,
             ))
 
+    started = time.monotonic()
     outcome: Outcome = SingleFlight(connection, settings, namespace="push").run(
         cache_key, compute, ignore_cache=ignore_cache
     )
+    if outcome.source == "built":
+        metrics.count(connection, settings, "pushes_total")
+        metrics.observe(connection, settings, "push_seconds", time.monotonic() - started)
+    else:
+        metrics.count(connection, settings, "push_cache_hits_total")
     return {**outcome.value, "host": settings.host_id, "cache": outcome.source}

@@ -46,6 +46,7 @@ def _load_farm_env() -> None:
     os.environ["DOCKYARD_HEARTBEAT_INTERVAL_S"] = "0.5"
     os.environ["DOCKYARD_HEARTBEAT_TTL_S"] = "3"
     os.environ["DOCKYARD_MAX_REDELIVERIES"] = "2"
+    os.environ["DOCKYARD_METRICS_PORT"] = "0"  # each test worker serves /metrics on a free port
     get_settings.cache_clear()
 
 

@@ -66,10 +66,15 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    """Run a worker in the foreground for this host."""
+    """Run a worker in the foreground for this host (its shared and host queues)."""
+    import os
+
+    if args.host_id:
+        os.environ["DOCKYARD_HOST_ID"] = args.host_id  # before the settings are first read
+        get_settings.cache_clear()
     from workers.worker import run_worker
 
-    run_worker(get_settings(), concurrency=args.concurrency, loglevel=args.loglevel)
+    run_worker(get_settings(), concurrency=args.concurrency, loglevel=args.loglevel, extra_queues=args.queue)
     return 0
 
 
@@ -106,13 +111,79 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 
 def cmd_hosts(args: argparse.Namespace) -> int:
-    """List the build hosts that heartbeat."""
+    """List the build hosts that heartbeat, with their load (tasks running now)."""
     from tasks.hosts import live_hosts
     from tasks.store import redis_for
+    from workers.app import app
 
     settings = get_settings()
-    for record in live_hosts(redis_for(settings), settings):
-        print(f"{record['host']}\tqueue={record['queue']}\tdocker={record['docker_host']}\tconcurrency={record['concurrency']}")
+    active = app.control.inspect(timeout=1.0).active() or {}
+    running = {node.split("@", 1)[0]: len(tasks) for node, tasks in active.items()}
+    records = live_hosts(redis_for(settings), settings)
+    print("HOST\tRUNNING\tCONCURRENCY\tQUEUE\tDOCKER\tMETRICS")
+    for record in records:
+        print(
+            f"{record['host']}\t{running.get(record['host'], 0)}\t{record['concurrency']}\t"
+            f"{record['queue']}\t{record['docker_host']}\t{record.get('metrics') or '-'}"
+        )
+    return 0
+
+
+def cmd_cache_list(args: argparse.Namespace) -> int:
+    """List the build cache: key, image id, host, age."""
+    import time
+
+    from tasks.cache import SingleFlight
+    from tasks.store import key, redis_for
+
+    settings = get_settings()
+    connection = redis_for(settings)
+    flight = SingleFlight(connection, settings, namespace="build")
+    print("KEY\tIMAGE ID\tHOST\tAGE (s)")
+    prefix = key(settings, "build", "")
+    for name in sorted(connection.scan_iter(match=prefix + "*", count=1000)):
+        cache_key = name.decode().removeprefix(prefix)
+        entry = flight.lookup(cache_key)
+        if entry is not None:
+            age = time.time() - entry["created_at"]
+            print(f"{cache_key}\t{entry['value']['image_id']}\t{entry['host']}\t{age:.0f}")
+    return 0
+
+
+def cmd_cache_clear(args: argparse.Namespace) -> int:
+    """Remove build cache entries (the given keys, or all with --all)."""
+    from tasks.cache import SingleFlight
+    from tasks.store import key, redis_for
+
+    settings = get_settings()
+    connection = redis_for(settings)
+    if not args.all and not args.keys:
+        print("dockyard: give cache keys to clear, or --all", file=sys.stderr)
+        return 2
+    flight = SingleFlight(connection, settings, namespace="build")
+    prefix = key(settings, "build", "")
+    names = (
+        [name.decode() for name in connection.scan_iter(match=prefix + "*", count=1000)]
+        if args.all else [flight.entry_key(k) for k in args.keys]
+    )
+    removed = int(connection.delete(*names)) if names else 0
+    print(f"cleared {removed} cache entr{'y' if removed == 1 else 'ies'}")
+    return 0 if args.all or removed == len(names) else 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Show a task's state, and its result or error."""
+    from celery.result import AsyncResult
+
+    from workers.app import app
+
+    result = AsyncResult(args.task_id, app=app)
+    print(f"state\t{result.state}")
+    if result.state == "FAILURE":
+        print(f"error\t{type(result.result).__name__}: {result.result}")
+        return 1
+    if result.info is not None:
+        print("result\t" + json.dumps(result.info, default=str))
     return 0
 
 
@@ -127,8 +198,21 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("down", help=cmd_down.__doc__).set_defaults(run=cmd_down)
     sub.add_parser("hosts", help=cmd_hosts.__doc__).set_defaults(run=cmd_hosts)
 
+    cache = sub.add_parser("cache", help="List or clear the build cache").add_subparsers(dest="cache_command", required=True)
+    cache.add_parser("list", help=cmd_cache_list.__doc__).set_defaults(run=cmd_cache_list)
+    clear = cache.add_parser("clear", help=cmd_cache_clear.__doc__)
+    clear.add_argument("keys", nargs="*", help="cache keys, as `dockyard cache list` shows them")
+    clear.add_argument("--all", action="store_true", help="clear every build cache entry")
+    clear.set_defaults(run=cmd_cache_clear)
+
+    status = sub.add_parser("status", help=cmd_status.__doc__)
+    status.add_argument("task_id")
+    status.set_defaults(run=cmd_status)
+
     worker = sub.add_parser("worker", help=cmd_worker.__doc__)
-    worker.add_argument("--concurrency", type=int, default=None, help="builds at once")
+    worker.add_argument("--concurrency", type=int, default=None, help="builds at once (default DOCKYARD_WORKER_CONCURRENCY)")
+    worker.add_argument("--host-id", default=None, help="this host's id (default DOCKYARD_HOST_ID or the hostname)")
+    worker.add_argument("--queue", action="append", default=[], help="an extra queue to consume (repeatable)")
     worker.add_argument("--loglevel", default="INFO")
     worker.set_defaults(run=cmd_worker)
 

@@ -19,13 +19,18 @@ from config.settings import Settings, get_settings
 from tasks import hosts
 from tasks.engine import open_client
 from tasks.store import redis_for
+from workers.metrics_server import serve_metrics
 
 logger = logging.getLogger("dockyard.heartbeat")
 _stop = threading.Event()
 
 
+_metrics_url: list[str] = []
+
+
 def host_info(settings: Settings) -> dict[str, Any]:
     return {
+        "metrics": _metrics_url[0] if _metrics_url else None,
         "queue": settings.host_queue,
         "docker_host": settings.docker_host or os.environ.get("DOCKER_HOST", "default"),
         "pid": os.getpid(),
@@ -102,6 +107,11 @@ def _start(sender: Any = None, **_: Any) -> None:
     settings = get_settings()
     connection = redis_for(settings)
     _stop.clear()
+    try:
+        server = serve_metrics(settings, connection)
+        _metrics_url[:] = [f"http://{settings.metrics_bind}:{server.server_address[1]}/metrics"]
+    except OSError as exc:
+        logger.warning("no /metrics endpoint: %s", exc)
     threading.Thread(
         target=beat_forever, args=(settings, connection, Engine(settings), sender.app, sender.hostname),
         name="heartbeat", daemon=True,

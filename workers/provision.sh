@@ -190,6 +190,7 @@ step_packages() {
         command -v "$cmd" >/dev/null || missing+=(redis-server)
     done
     command -v curl >/dev/null || missing+=(curl)
+    command -v docker-compose >/dev/null || missing+=(docker-compose)  # validates compose.yaml
     [[ $(dpkg-query -W -f='${Status}' busybox-static 2>/dev/null) == *' installed' ]] ||
         missing+=(busybox-static)
     "$SYS_PYTHON" -c 'import bcrypt' 2>/dev/null || missing+=(python3-bcrypt)

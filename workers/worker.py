@@ -5,11 +5,14 @@ from __future__ import annotations
 from config.settings import Settings
 
 
-def worker_argv(settings: Settings, *, concurrency: int | None = None, loglevel: str = "INFO") -> list[str]:
-    """The ``celery worker`` arguments for this host."""
+def worker_argv(
+    settings: Settings, *, concurrency: int | None = None, loglevel: str = "INFO", extra_queues: list[str] | None = None
+) -> list[str]:
+    """The ``celery worker`` arguments for this host: the shared queue, its own, and any extra."""
+    queues = [settings.build_queue, settings.host_queue, *(extra_queues or [])]
     return [
         "worker",
-        "--queues", f"{settings.build_queue},{settings.host_queue}",
+        "--queues", ",".join(queues),
         "--hostname", f"{settings.host_id}@%h",
         "--concurrency", str(concurrency or settings.worker_concurrency),
         "--pool", "prefork",
@@ -18,8 +21,10 @@ def worker_argv(settings: Settings, *, concurrency: int | None = None, loglevel:
     ]
 
 
-def run_worker(settings: Settings, *, concurrency: int | None = None, loglevel: str = "INFO") -> None:
+def run_worker(
+    settings: Settings, *, concurrency: int | None = None, loglevel: str = "INFO", extra_queues: list[str] | None = None
+) -> None:
     """Run a worker in this process until it is stopped."""
     from workers.app import app
 
-    app.worker_main(worker_argv(settings, concurrency=concurrency, loglevel=loglevel))
+    app.worker_main(worker_argv(settings, concurrency=concurrency, loglevel=loglevel, extra_queues=extra_queues))

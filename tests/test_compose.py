@@ -1,0 +1,34 @@
+"""compose.yaml validates with the compose tool the provisioning script installs."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def compose(*args: str) -> subprocess.CompletedProcess[str]:
+    tool = shutil.which("docker-compose")
+    assert tool, "docker-compose is missing: run `bash workers/run.sh test`"
+    return subprocess.run([tool, "-f", str(ROOT / "compose.yaml"), *args], capture_output=True, text=True, timeout=60)
+
+
+def test_compose_file_validates() -> None:
+    checked = compose("config", "-q")
+    assert checked.returncode == 0, checked.stderr
+
+
+def test_redis_persists_and_never_evicts_and_workers_get_the_docker_socket() -> None:
+    resolved = compose("config")
+    assert resolved.returncode == 0, resolved.stderr
+    services = yaml.safe_load(resolved.stdout)["services"]
+    redis_command = " ".join(services["redis"]["command"])
+    assert "--appendonly yes" in redis_command and "--maxmemory-policy noeviction" in redis_command
+    worker = services["worker"]
+    assert any("/var/run/docker.sock" in str(volume) for volume in worker["volumes"])
+    assert worker["environment"]["DOCKYARD_HOST_ID"]
+    assert "flower" in " ".join(services["flower"]["command"])
