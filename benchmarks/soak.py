@@ -50,6 +50,7 @@ SOAK_REDIS_DB = 10  # the farm uses 0, the bench 12, the tests 13
 SOAK_KEY_PREFIX = "dockyard-soak:"
 SOAK_REPOSITORY = "dockyard-soak"  # images are <registry>/dockyard-soak/<run>:c<context>-v<variant>
 SOAK_LABEL = "io.dockyard.soak.run"  # on every image and RUN container the soak makes; its value is the run id
+CONTEXT_LABEL = "io.dockyard.soak.context"  # which of the run's contexts an image or RUN container is
 WALL_BUDGET_S = 600.0
 CALL_TIMEOUT_S = 240.0  # one build or push call
 MEMORY_SAMPLE_S = 5.0
@@ -111,6 +112,7 @@ def write_contexts(root: Path, run_id: str, distinct: int) -> list[Path]:
         (directory / "Dockerfile").write_text(
             f"FROM {harness.base_image()}\n"
             f"LABEL {SOAK_LABEL}={run_id}\n"
+            f"LABEL {CONTEXT_LABEL}={context}\n"
             "COPY data.txt /data.txt\n"
             f"RUN echo {unique} > /built\n"
         )
@@ -354,26 +356,99 @@ def pubsub_clients(connection: Any) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- engines
 
 
-def count_engine_builds(clients: list[Any], run_id: str, since: float, until: float) -> dict[str, Any]:
-    """Container create/start events carrying the run's label on each engine; starts are RUN steps run."""
-    starts: dict[str, int] = {}
-    creates: dict[str, int] = {}
-    for number, client in enumerate(clients, start=1):
-        events = client.events(
-            since=int(since) - 1, until=int(until) + 2, decode=True,
-            filters={"type": "container", "event": ["create", "start"], "label": f"{SOAK_LABEL}={run_id}"},
-        )
-        created = started = 0
+class EngineWatch:
+    """Counts, live, the container events carrying the run's label on each engine.
+
+    Live, because an engine replays only its last 256 events (of every kind) to
+    a ``since`` query, far fewer than a soak makes: counting afterwards undercounts.
+    RUN-step containers are the ones started; their ``io.dockyard.soak.context``
+    label tells which context was built.
+    """
+
+    def __init__(self, urls: list[str], run_id: str) -> None:
+        import docker
+
+        self.run_id = run_id
+        self.clients = [docker.DockerClient(base_url=url, timeout=None) for url in urls]
+        self.starts: dict[str, int] = {f"engine{n}": 0 for n in range(1, len(urls) + 1)}
+        self.creates: dict[str, int] = dict.fromkeys(self.starts, 0)
+        self.by_context: dict[int, list[str]] = defaultdict(list)  # context -> engines that ran its RUN step
+        self.errors: list[str] = []
+        self._lock = threading.Lock()
+        self._streams: list[Any] = []
+        self._threads: list[threading.Thread] = []
+        self._stopping = threading.Event()
+
+    def start(self) -> None:
+        for number, client in enumerate(self.clients, start=1):
+            stream = client.events(decode=True, filters={
+                "type": "container", "event": ["create", "start"], "label": f"{SOAK_LABEL}={self.run_id}"})
+            self._streams.append(stream)
+            thread = threading.Thread(target=self._consume, args=(f"engine{number}", stream),
+                                      name=f"soak-events-{number}", daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _consume(self, engine: str, stream: Any) -> None:
         try:
-            for event in events:
+            for event in stream:
                 action = event.get("Action") or event.get("status")
-                created += action == "create"
-                started += action == "start"
-        finally:
-            events.close()
-        starts[f"engine{number}"] = started
-        creates[f"engine{number}"] = created
-    return {"total": sum(starts.values()), "per_engine": starts, "container_creates": creates}
+                attributes = (event.get("Actor") or {}).get("Attributes") or {}
+                with self._lock:
+                    if action == "create":
+                        self.creates[engine] += 1
+                    elif action == "start":
+                        self.starts[engine] += 1
+                        context = attributes.get(CONTEXT_LABEL)
+                        if context is not None and str(context).isdigit():
+                            self.by_context[int(context)].append(engine)
+        except Exception as exc:  # noqa: BLE001 - closing the stream ends the loop this way too
+            if not self._stopping.is_set():
+                self.errors.append(f"{engine}: {type(exc).__name__}: {exc}")
+
+    def stop(self, settle_s: float = 1.5) -> dict[str, Any]:
+        time.sleep(settle_s)  # the last events reach the streams
+        self._stopping.set()
+        for stream in self._streams:
+            try:
+                stream.close()
+            except Exception:  # noqa: BLE001
+                pass
+        for thread in self._threads:
+            thread.join(timeout=5)
+        for client in self.clients:
+            client.close()
+        with self._lock:
+            runs = Counter(len(engines) for engines in self.by_context.values())
+            return {
+                "total": sum(self.starts.values()), "per_engine": dict(self.starts),
+                "container_creates": dict(self.creates),
+                "contexts_built": len(self.by_context),
+                "contexts_built_more_than_once": {
+                    str(c): e for c, e in sorted(self.by_context.items()) if len(e) > 1},
+                "runs_per_context_histogram": {str(k): v for k, v in sorted(runs.items())},
+                "stream_errors": self.errors,
+            }
+
+
+class TestRunMonitor:
+    """Notices test runs (pytest, .ci/run, workers/run.sh test) that share the engines during the soak."""
+
+    PATTERN = re.compile(r"pytest|\.ci/run|workers/run\.sh test")
+
+    def __init__(self) -> None:
+        self.seen: dict[int, str] = {}
+
+    def scan(self) -> None:
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) in self.seen:
+                continue
+            try:
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            except OSError:
+                continue
+            if command and self.PATTERN.search(command):
+                self.seen[int(entry.name)] = command[:160]
 
 
 def soak_images(client: Any, *, all_layers: bool, run_id: str | None = None) -> set[str]:
@@ -551,7 +626,9 @@ class Soak:
             if result.get("digest"):
                 self.pushed_digests.append(str(result["digest"]))
 
-    def run_requests(self, plan: list[Request], paths: list[Path], memory: MemoryLog) -> dict[str, Any]:
+    def run_requests(
+        self, plan: list[Request], paths: list[Path], memory: MemoryLog, monitor: TestRunMonitor
+    ) -> dict[str, Any]:
         stop = threading.Event()
         started = time.monotonic()
         deadline = started + self.args.max_wall
@@ -573,6 +650,7 @@ class Soak:
                 memory.sample("mid")
             elif now >= next_sample:
                 memory.sample()
+                monitor.scan()
                 next_sample = now + MEMORY_SAMPLE_S
             if now >= next_progress:
                 rss = "/".join(f"{w['rss_kb'] / 1024:.0f}" for w in memory.samples[-1]["workers"].values())
@@ -684,9 +762,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         out["redis_before"] = redis_snapshot(soak.redis, soak.run_id)
         memory.sample("start")
 
-        since = time.time()
-        timing = soak.run_requests(plan, paths, memory)
-        memory.sample("end")
+        monitor = TestRunMonitor()
+        monitor.scan()
+        already = dict(monitor.seen)
+        watch = EngineWatch(soak.engine_urls, soak.run_id)
+        watch.start()
+        try:
+            timing = soak.run_requests(plan, paths, memory, monitor)
+        finally:
+            memory.sample("end")
+            monitor.scan()
+            engine_builds = watch.stop()
+        out["test_runs_seen"] = {"before": already, "during": {
+            str(pid): command for pid, command in monitor.seen.items() if pid not in already}}
         out.update(timing)
 
         tally = soak.tally
@@ -738,8 +826,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                          "latency_s": _percentiles([p["latency_s"] for p in pushes]),
                          "pushed_from_builder": sum(p["host"] == p["built_on"] for p in pushes)}
 
-        time.sleep(1.0)  # the engines' event logs catch up
-        out["engine_builds"] = count_engine_builds(soak.clients, soak.run_id, since, time.time())
+        out["engine_builds"] = engine_builds
         out["tags"] = soak.verify_tags()
         out["redis_after"] = redis_snapshot(soak.redis, soak.run_id)
         out["redis_pubsub_after"] = pubsub_clients(soak.redis)
@@ -751,11 +838,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise
     finally:
         out["cleanup"] = soak.cleanup()
+        logs = harness.farm_dir() / "soak-logs" / soak.run_id
+        try:
+            logs.mkdir(parents=True, exist_ok=True)
+            for worker in soak.workers:
+                if worker.log_path.exists():
+                    shutil.copy(worker.log_path, logs / worker.log_path.name)
+        except OSError as exc:
+            print(f"soak: could not keep the worker logs in {logs}: {exc}", file=sys.stderr)
         shutil.rmtree(scratch, ignore_errors=True)
         out["cleanup"]["temp_dir_left"] = scratch.exists()
         out["whole_run_s"] = round(time.monotonic() - began, 1)
     out["checks"] = checks(out, args)
     out["passed"] = all(check["ok"] for check in out["checks"].values())
+    if out["passed"] and not args.keep_logs:
+        shutil.rmtree(logs, ignore_errors=True)
+    else:
+        out["worker_logs"] = str(logs)
     return out
 
 
@@ -781,13 +880,20 @@ def checks(out: dict[str, Any], args: argparse.Namespace) -> dict[str, dict[str,
         return {"run completed": check(False, "the run stopped before its figures were taken")}
     outcomes = out["outcomes"]
     engine_total = out["engine_builds"]["total"]
+    seen = out.get("test_runs_seen", {})
+    result["no test run sharing the engines"] = check(
+        not seen.get("before") and not seen.get("during"), seen)
     result["no failures"] = check(out["failures"]["count"] == 0, out["failures"]["count"])
     result["every request answered"] = check(
         out["builds_succeeded"] == out["builds_requested"], f"{out['builds_succeeded']}/{out['builds_requested']}")
     result["wall within budget"] = check(out["wall_s"] <= args.max_wall, f"{out['wall_s']} s <= {args.max_wall:g} s")
+    engine = out["engine_builds"]
     result["one engine build per distinct context"] = check(
-        engine_total == out["distinct_contexts"],
-        f"engine RUN starts {engine_total}, distinct contexts {out['distinct_contexts']}")
+        engine_total == out["distinct_contexts"] == engine["contexts_built"]
+        and not engine["contexts_built_more_than_once"] and not engine["stream_errors"],
+        f"engine RUN starts {engine_total} for {engine['contexts_built']} contexts (distinct contexts "
+        f"{out['distinct_contexts']}), built more than once: {engine['contexts_built_more_than_once']}, "
+        f"event stream errors: {engine['stream_errors']}")
     result["'built' answers match engine builds"] = check(
         outcomes.get("built", 0) == engine_total, f"built {outcomes.get('built', 0)}, engine {engine_total}")
     result["one image per context"] = check(
@@ -845,7 +951,9 @@ def print_report(out: dict[str, Any]) -> None:
             f"wall time                   {out['wall_s']:.1f} s  (budget {opts['max_wall']:g} s; "
             f"workers ready in {out['workers_ready_s']} s; whole run {out['whole_run_s']} s)",
             f"request latency (s)         {out['latency_s']}",
-            f"engine builds (RUN starts)  {engine['total']}  per engine {engine['per_engine']}",
+            f"engine builds (RUN starts)  {engine['total']}  per engine {engine['per_engine']}, contexts built "
+            f"{engine['contexts_built']}, runs per context {engine['runs_per_context_histogram']}",
+            f"test runs seen on the host  {out['test_runs_seen']}",
             f"distinct image ids          {out['distinct_image_ids']}   contexts with several images "
             f"{len(out['contexts_with_several_images'])}, on several hosts {len(out['contexts_on_several_hosts'])}",
             f"tags verified on engines    {out['tags']['references_checked']} references, "
@@ -878,6 +986,8 @@ def print_report(out: dict[str, Any]) -> None:
     lines.append("checks")
     for name, check in out.get("checks", {}).items():
         lines.append(f"    {'ok  ' if check['ok'] else 'FAIL'} {name}: {check['detail']}")
+    if out.get("worker_logs"):
+        lines.append(f"worker logs kept in {out['worker_logs']}")
     lines.append(f"soak {'PASSED' if out.get('passed') else 'FAILED'} in {out.get('whole_run_s')} s")
     print("\n".join(lines), flush=True)
 
@@ -894,6 +1004,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-wall", type=float, default=WALL_BUDGET_S,
                         help="wall budget of the requests in s; none is sent after it (default 600)")
     parser.add_argument("--seed", type=int, default=None, help="seed of the request plan (default: random)")
+    parser.add_argument("--keep-logs", action="store_true",
+                        help="keep the worker logs (in <farm dir>/soak-logs/<run>) even when the soak passes")
     parser.add_argument("--redis-db", type=int, default=SOAK_REDIS_DB, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.builds < 1 or args.distinct < 1 or args.clients < 1:

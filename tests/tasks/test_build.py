@@ -117,11 +117,18 @@ def test_auto_refuses_an_existing_dockerfile(project: Path, repo: str, engine: d
 
 
 @pytest.mark.parametrize("bad_name", ["my image", "name\twith-tab", "trailing\n", ""])
-def test_invalid_image_name_builds_nothing(project: Path, repo: str, bad_name: str, engine: docker.DockerClient) -> None:
-    count = len(engine.images.list(all=True))
+class UntouchableEngine:
+    """An engine client that fails the test if the build reaches it."""
+
+    def __getattr__(self, name: str) -> object:
+        raise AssertionError(f"the engine was used ({name}) for an invalid name")
+
+
+def test_invalid_image_name_builds_nothing(project: Path, bad_name: str, settings: Settings) -> None:
     with pytest.raises(ValueError, match="Invalid Docker image name"):
         build_docker_image(image_name=bad_name)
-    assert len(engine.images.list(all=True)) == count
+    with pytest.raises(ValueError, match="Invalid Docker image name"):
+        build_image(bad_name, settings=settings, client=UntouchableEngine())  # type: ignore[arg-type]
 
 
 def test_default_namespace_is_prefixed(project: Path, settings: Settings, registry: object, engine: docker.DockerClient) -> None:

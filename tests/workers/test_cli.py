@@ -86,3 +86,15 @@ def test_a_failing_build_exits_non_zero_with_the_error(project: Path, repo: str,
         task.get(timeout=TIMEOUT_S)
     status = dockyard("status", task.id)
     assert status.returncode == 1 and "state\tFAILURE" in status.stdout and "BuildError" in status.stdout
+
+
+def test_up_runs_the_main_job_and_down_stops_its_worker(registry: Registry, farm_workers: list[WorkerProcess]) -> None:
+    up = subprocess.run([sys.executable, "-m", "workers.cli", "up"], capture_output=True, text=True, timeout=600)
+    assert up.returncode == 0, up.stderr[-3000:]
+    lines = dict(line.split(None, 1) for line in up.stdout.splitlines() if line.strip())
+    reference, digest = lines["pushed"].strip(), lines["digest"].strip()
+    repository, tag = reference.removeprefix(registry.url + "/").rsplit(":", 1)
+    assert registry.manifest_digest(repository, tag) == digest
+    assert "dockyard down" in up.stdout
+    down = dockyard("down")
+    assert down.returncode == 0 and down.stdout.startswith("stopped ") and down.stdout.strip() != "stopped nothing"
