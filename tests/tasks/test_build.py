@@ -116,7 +116,6 @@ def test_auto_refuses_an_existing_dockerfile(project: Path, repo: str, engine: d
     assert engine.images.list(name=repo) == []
 
 
-@pytest.mark.parametrize("bad_name", ["my image", "name\twith-tab", "trailing\n", ""])
 class UntouchableEngine:
     """An engine client that fails the test if the build reaches it."""
 
@@ -124,6 +123,7 @@ class UntouchableEngine:
         raise AssertionError(f"the engine was used ({name}) for an invalid name")
 
 
+@pytest.mark.parametrize("bad_name", ["my image", "name\twith-tab", "trailing\n", ""])
 def test_invalid_image_name_builds_nothing(project: Path, bad_name: str, settings: Settings) -> None:
     with pytest.raises(ValueError, match="Invalid Docker image name"):
         build_docker_image(image_name=bad_name)
