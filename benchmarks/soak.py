@@ -817,6 +817,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         late_joins = [r for r in results if r["cache"] == "joined" and r["sent_at"] > first_built.get(r["context"], 1e18)]
         out["joined_sent_after_build_answered"] = {
             "count": len(late_joins),
+            "examples": [f"#{r['index']} {r['tag']}" for r in late_joins[:5]],
             "same_tag_as_an_earlier_answer": sum(
                 any(o["tag"] == r["tag"] and o["answered_at"] < r["sent_at"] for o in results) for r in late_joins),
         }
@@ -832,6 +833,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         out["redis_pubsub_after"] = pubsub_clients(soak.redis)
         out["memory"] = memory.summary()
         out["worker_log_warnings"] = _log_findings(soak.workers)
+        t0 = min((r["sent_at"] for r in results), default=0.0)
+        out["requests"] = [
+            {**{k: v for k, v in r.items() if k not in ("sent_at", "answered_at")},
+             "sent_s": round(r["sent_at"] - t0, 3), "answered_s": round(r["answered_at"] - t0, 3)}
+            for r in sorted(results, key=lambda r: r["index"])]
     except BaseException:
         for worker in soak.workers:
             print(f"--- worker {worker.host_id} log tail\n{worker.log_tail()}", file=sys.stderr)

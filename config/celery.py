@@ -46,5 +46,6 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_backend_always_retry": True,  # a result is stored after a Redis restart
         "result_backend_max_retries": 60,
         "worker_concurrency": settings.worker_concurrency,
+        "worker_max_tasks_per_child": settings.max_tasks_per_child,
         "worker_hijack_root_logger": False,
     } | signing

@@ -15,6 +15,7 @@ RESULT_EXPIRES_S = 7 * 24 * 3600  # results outlive the redelivery window
 TRANSIENT_RETRIES = 3  # retries of transient registry or engine errors
 TRANSIENT_BACKOFF_S = 2.0  # first retry delay, doubled each retry
 WORKER_CONCURRENCY = 2  # builds one worker runs at once
+MAX_TASKS_PER_CHILD = 100  # a pool process is replaced after this many tasks, bounding its memory
 FARM_DIR = "/var/lib/dockyard-farm"  # local farm state: registry, engines, farm.env, worker pids
 CONTEXT_MAX_BYTES = 1024**3  # largest packed build context accepted
 CONTEXT_TTL_S = 24 * 3600  # a context in the Redis store expires this long after its last use

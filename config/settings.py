@@ -48,6 +48,7 @@ class Settings(BaseSettings):
     transient_retries: int = Field(defaults.TRANSIENT_RETRIES, ge=0)
     transient_backoff_s: float = Field(defaults.TRANSIENT_BACKOFF_S, ge=0)
     worker_concurrency: int = Field(defaults.WORKER_CONCURRENCY, gt=0)
+    max_tasks_per_child: int = Field(defaults.MAX_TASKS_PER_CHILD, gt=0)
     context_max_bytes: int = Field(defaults.CONTEXT_MAX_BYTES, gt=0)
     context_ttl_s: int = Field(defaults.CONTEXT_TTL_S, gt=0)
     context_transport: Literal["redis", "path"] = Field(
