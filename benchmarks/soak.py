@@ -3,15 +3,16 @@
     python -m benchmarks.soak [--builds 500] [--distinct 150] [--clients 8] [--json PATH]
 
 ``--builds`` requests are drawn from ``--distinct`` tiny contexts (``FROM`` the
-farm's base image, a ``LABEL`` naming the soak run, ``COPY`` of a small file,
-``RUN echo <uuid>``) and sent by ``--clients`` threads calling
+farm's base image, ``LABEL``s naming the soak run and the context, ``COPY`` of a
+small file, ``RUN echo <uuid>``) and sent by ``--clients`` threads calling
 ``tasks.client.build``; tags vary a little, so some requests are "same
 content, other tags", and some identical requests are sent back to back.
 Every ``--push-every``-th request also pushes its result.
 
 Reported, printed and written as JSON with ``--json``: builds requested,
 failures (count, first errors), outcomes by cache source, wall time, builds
-counted on the engines (RUN-step container starts carrying the run's label),
+counted on the engines (RUN-step container starts carrying the run's label,
+followed live on both engines' event streams, per context),
 Redis keys before and after (total, keys without a TTL), worker memory
 (VmRSS of each worker's main process and pool children) at start, mid-way and
 end, and a list of checks. Exit code 0 only if every check passed.
@@ -19,7 +20,9 @@ end, and a list of checks. Exit code 0 only if every check passed.
 Runs on its own Redis database (10) and key prefix (``dockyard-soak:``), and
 removes what it made at the end, even after a failure: workers, every image
 carrying the soak label on both engines, the pushed manifests, database 10
-(FLUSHDB) and its temporary directories. Expects the farm up and farm.env
+(FLUSHDB) and its temporary directories; SIGTERM and SIGHUP also clean up. One
+soak at a time (a lock in the farm dir). Test runs seen on the machine during the
+soak fail a check: they share the engines. Expects the farm up and farm.env
 exported (``bash benchmarks/soak.sh`` does both).
 """
 
@@ -32,6 +35,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -226,7 +230,7 @@ def key_pattern(name: str, run_id: str) -> str:
     pattern = name.replace(run_id, "<run>")
     pattern = _UUID.sub("<uuid>", pattern)
     pattern = _HEX.sub("<hex>", pattern)
-    pattern = re.sub(r"c\d{3}-v\d", "<tag>", pattern)
+    pattern = re.sub(r"c\d+-v\d", "<tag>", pattern)
     pattern = re.sub(r":\d+$", ":<n>", pattern)
     return pattern
 
@@ -304,8 +308,9 @@ def _db(connection: Any) -> int:
     return int(connection.connection_pool.connection_kwargs.get("db") or 0)
 
 
-def _port_owners() -> dict[int, int]:
-    """Local port of each established connection to Redis -> pid that holds it (from ``ss``)."""
+def _port_owners() -> dict[int, list[int]]:
+    """Local port of each established connection to Redis -> the pids that hold it (from ``ss``;
+    a socket opened before a fork is held by the parent and its children alike)."""
     import subprocess
 
     try:
@@ -315,28 +320,29 @@ def _port_owners() -> dict[int, int]:
         return {}
     owners = {}
     for line in listing.splitlines():
-        match = re.search(r":(\d+)\s+\S+:6379\s+users:\(\(\"[^\"]*\",pid=(\d+)", line)
+        match = re.search(r":(\d+)\s+\S+:6379\s+users:(.*)$", line)
         if match:
-            owners[int(match.group(1))] = int(match.group(2))
+            owners[int(match.group(1))] = [int(pid) for pid in re.findall(r"pid=(\d+)", match.group(2))]
     return owners
 
 
 def redis_connections(connection: Any, workers: list[harness.BenchWorker]) -> dict[str, int]:
     """Connections to the soak database, by who holds them: this process, each worker's main
-    process and pool children, or someone else."""
+    process (also when its pool children share the socket), its pool children, or someone else."""
     owners = _port_owners()
-    roles = {os.getpid(): "soak client"}
+    roles = {os.getpid(): (0, "soak client")}
     for worker in workers:
         if worker.process is not None and worker.process.poll() is None:
-            roles[worker.process.pid] = f"{worker.host_id} main"
+            roles[worker.process.pid] = (0, f"{worker.host_id} main")
             for child in _descendants(worker.process.pid):
-                roles[child] = f"{worker.host_id} pool"
+                roles[child] = (1, f"{worker.host_id} pool")
     counts: Counter[str] = Counter()
     for client in connection.client_list():
         if str(client.get("db")) != str(_db(connection)):
             continue
         port = int(str(client.get("addr", ":0")).rpartition(":")[2] or 0)
-        counts[roles.get(owners.get(port, -1), "other")] += 1
+        holders = sorted(roles[pid] for pid in owners.get(port, []) if pid in roles)
+        counts[holders[0][1] if holders else "other"] += 1
     return dict(sorted(counts.items()))
 
 
@@ -563,7 +569,7 @@ class Soak:
             worker = harness.BenchWorker(f"soak-{self.run_id}-{index}", url, self.scratch / f"worker-{index}.log",
                                          concurrency=self.args.concurrency)
             self.workers.append(worker.start())
-        harness.wait_for_workers(app, self.workers)
+        harness.wait_for_workers(app, self.workers, timeout_s=180)
         return time.monotonic() - started
 
     def workers_alive(self) -> list[str]:
@@ -1021,8 +1027,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _single_soak() -> Any:
+    """An exclusive lock in the farm dir: a soak clears database 10 and every soak-labelled image
+    when it starts, so a second soak at the same time would destroy the first one's work."""
+    import fcntl
+
+    path = harness.farm_dir() / "soak.lock"
+    handle = open(path, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise SystemExit(f"another soak is running (it holds {path})") from None
+    return handle
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    lock = _single_soak()  # held until this process exits
+
+    def interrupted(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")  # so the cleanup in run() still happens
+
+    for each in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(each, interrupted)
     harness.setup_environment(redis_db=args.redis_db, key_prefix=SOAK_KEY_PREFIX)
     os.environ["DOCKYARD_METRICS_PORT"] = "0"  # two workers on one machine: no fixed /metrics port
     out = run(args)
@@ -1030,6 +1057,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json is not None:
         args.json.write_text(json.dumps(out, indent=2, default=str) + "\n")
         print(f"figures written to {args.json}")
+    lock.close()
     return 0 if out["passed"] else 1
 
 
