@@ -150,6 +150,7 @@ def _backend_build(
             settings, context=context, dockerfile=dockerfile, tags=[f"{image_name}:{t}" for t in tags],
             build_kwargs=kwargs, labels={**labels, **IMAGE_LABELS}, output=output,
         )
+    kwargs.setdefault("tag", f"{image_name}:{tags[0]}")  # never untagged, even for a moment
     image_id = _run_build(client, context, dockerfile, kwargs, output)
     apply_tags(client, image_id, image_name, tags)
     return image_id
@@ -215,7 +216,10 @@ def _with_hint(error: BuildError) -> BuildError:
 
 def apply_tags(client: docker.DockerClient, image_id: str, image_name: str, tags: list[str]) -> None:
     """Tag ``image_id`` with every tag it lacks, or with none of them if one fails."""
-    image = client.images.get(image_id)
+    try:
+        image = client.images.get(image_id)
+    except docker.errors.ImageNotFound as exc:
+        raise BuildError(f"Image {image_id} vanished from the engine before it was tagged.") from exc
     present = set(image.tags)
     applied: list[str] = []
     try:

@@ -181,6 +181,7 @@ def await_build(
     one stored answers them all, and their own tasks end as cheap hits.
     """
     deadline = time.monotonic() + timeout_s
+    sent_at = time.time()
     while time.monotonic() < deadline:
         if result.ready():
             _drain(reader, on_output)
@@ -189,7 +190,9 @@ def await_build(
         if not spec.ignore_cache and (found := cached_entry(spec, settings)) is not None:
             _drain(reader, on_output)
             hit, entry = found
-            return {**hit, "cache": "built" if entry.get("owner") == result.id else "joined"}
+            if entry.get("owner") == result.id:
+                return {**hit, "cache": "built"}
+            return {**hit, "cache": "joined" if entry["created_at"] >= sent_at - 1 else "hit"}
         if reader is not None and on_output is not None:
             for line in reader.read(block_s=settings.join_poll_s):
                 on_output(line + "\n")
