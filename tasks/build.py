@@ -14,7 +14,7 @@ import docker.errors
 from config.settings import Settings, get_settings
 from tasks import dockerfile as auto
 from tasks.buildx import buildx_build, check_platforms
-from tasks.engine import docker_client
+from tasks.engine import default_build_network, docker_client
 from tasks.errors import BuildError, InvalidInput
 from tasks.naming import default_tag, qualify_image_name, validate_tag
 from tasks.results import BuildDockerImageResult
@@ -171,6 +171,8 @@ def _run_build(
     kwargs.setdefault("rm", True)
     kwargs.setdefault("forcerm", True)
     try:
+        if kwargs.get("network_mode") is None and (network := default_build_network(client)):
+            kwargs["network_mode"] = network
         events = client.api.build(
             path=str(context), dockerfile=dockerfile, decode=True,
             labels={**labels, **IMAGE_LABELS}, **kwargs,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import weakref
 from collections.abc import Iterator
 
 import docker
@@ -60,3 +61,22 @@ def shared_client(settings: Settings) -> docker.DockerClient:
         if client is None:
             client = _shared[slot] = open_client(settings)
         return client
+
+
+_bridge_known: weakref.WeakKeyDictionary[docker.DockerClient, bool] = weakref.WeakKeyDictionary()
+
+
+def default_build_network(client: docker.DockerClient) -> str | None:
+    """The network to give classic-builder steps when the caller names none.
+
+    On an engine without a ``bridge`` network the engine's default already
+    gives a step only loopback, but it leaks one network sandbox per step,
+    which the engine then cleans up one by one on its next start (minutes
+    after a few thousand builds). Naming ``none`` gives the same network and
+    no leak. An engine with a bridge keeps its default (``None``).
+    """
+    has_bridge = _bridge_known.get(client)
+    if has_bridge is None:
+        found = client.api.networks(names=["bridge"])  # a name filter matches substrings
+        has_bridge = _bridge_known[client] = any(net["Name"] == "bridge" for net in found)
+    return None if has_bridge else "none"

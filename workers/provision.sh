@@ -18,6 +18,8 @@
 #   DOCKYARD_FARM_HOSTS  number of Docker engines (default 2; --hosts wins)
 #   DOCKYARD_DEBIAN_MIRROR  Debian mirror for buildx on Debian 12
 #                        (default: the one in the system's apt sources)
+#   DOCKYARD_ENGINE_START_TIMEOUT  seconds to wait for a starting dockerd
+#                        (default 600; a killed one cleans up first)
 # Progress goes to stderr; the last line on stdout is the path of farm.env,
 # a shell-sourceable file with the DOCKYARD_* settings for workers and tests.
 set -euo pipefail
@@ -25,6 +27,7 @@ umask 022
 
 STATE=${DOCKYARD_FARM_DIR:-/var/lib/dockyard-farm}
 HOSTS=${DOCKYARD_FARM_HOSTS:-2}
+ENGINE_START_TIMEOUT=${DOCKYARD_ENGINE_START_TIMEOUT:-600}
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 REGISTRY=127.0.0.1:5000
 REGISTRY_USER=dockyard
@@ -239,7 +242,7 @@ engine_sock() {  # engine_sock K -> unix socket URL of host K
 engine_up() { docker -H "$1" info >/dev/null 2>&1; }
 
 step_engines() {
-    local k sock name
+    local k sock name pidfile pid
     local net=(--bridge=none --iptables=false --ip-masq=false)
     for ((k = 1; k <= HOSTS; k++)); do
         sock=$(engine_sock "$k")
@@ -247,19 +250,62 @@ step_engines() {
             log "docker host $k: reusing $sock"
             continue
         fi
-        log "docker host $k: starting dockerd on $sock"
-        if [ "$k" = 1 ]; then
-            launch "$STATE/dockerd-host1.log" dockerd "${net[@]}" -H "$sock"
+        if [ "$k" = 1 ]; then pidfile=/var/run/docker.pid; else pidfile=/run/dockyard-host$k.pid; fi
+        pid=$(live_pid "$pidfile")
+        if [ -n "$pid" ]; then
+            log "docker host $k: dockerd $pid is starting; waiting for it"
         else
-            name=dockyard-host$k
-            launch "$STATE/dockerd-host$k.log" dockerd "${net[@]}" -H "$sock" \
-                --data-root "/var/lib/$name" --exec-root "/run/$name" --pidfile "/run/$name.pid"
+            rm -f "$pidfile"  # left by a dockerd that was killed
+            log "docker host $k: starting dockerd on $sock"
+            if [ "$k" = 1 ]; then
+                launch "$STATE/dockerd-host1.log" dockerd "${net[@]}" -H "$sock"
+            else
+                name=dockyard-host$k
+                launch "$STATE/dockerd-host$k.log" dockerd "${net[@]}" -H "$sock" \
+                    --data-root "/var/lib/$name" --exec-root "/run/$name" --pidfile "$pidfile"
+            fi
+            pid=$!
         fi
-        wait_until 60 "docker host $k" engine_up "$sock" || {
-            tail -n 20 "$STATE/dockerd-host$k.log" >&2 || true
-            die "dockerd for host $k did not answer on $sock within 60 s (log: $STATE/dockerd-host$k.log)"
-        }
+        wait_engine "$k" "$sock" "$pid" "$STATE/dockerd-host$k.log"
     done
+}
+
+live_pid_of() {  # live_pid_of PID -> PID if that process lives (not a zombie)
+    grep -qs '^State:[[:space:]]*[^Z]' "/proc/$1/status" && echo "$1"
+    return 0
+}
+
+# The pid in a dockerd pid file if that process lives (not a zombie), else "".
+live_pid() {  # live_pid PIDFILE
+    local pid
+    pid=$(cat "$1" 2>/dev/null) || return 0
+    [[ $pid =~ ^[0-9]+$ ]] && live_pid_of "$pid"
+    return 0
+}
+
+# A dockerd that was killed cleans up its old containers' network sandboxes
+# before it listens, which can take minutes: wait while it lives and works.
+wait_engine() {  # wait_engine K SOCK PID LOGFILE
+    local k=$1 sock=$2 pid=$3 logfile=$4
+    local deadline=$((SECONDS + ENGINE_START_TIMEOUT)) next_report=$((SECONDS + 30))
+    until engine_up "$sock"; do
+        if [ -z "$(live_pid_of "$pid")" ]; then
+            tail -n 20 "$logfile" >&2 || true
+            die "dockerd for host $k exited before it answered on $sock (log: $logfile)"
+        fi
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            tail -n 20 "$logfile" >&2 || true
+            die "dockerd for host $k did not answer on $sock within ${ENGINE_START_TIMEOUT} s" \
+                "(log: $logfile; DOCKYARD_ENGINE_START_TIMEOUT sets the wait)"
+        fi
+        if [ "$SECONDS" -ge "$next_report" ]; then
+            log "docker host $k: still starting ($(grep -c 'stale sandbox' "$logfile" || true)" \
+                "stale sandboxes cleaned so far)"
+            next_report=$((SECONDS + 30))
+        fi
+        sleep 0.5
+    done
+    log "docker host $k is up"
 }
 
 registry_unauthorized() { [ "$(http_code "http://$REGISTRY/v2/")" = 401 ]; }

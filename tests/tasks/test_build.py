@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import time
+import uuid
 from pathlib import Path
 
 import docker
@@ -163,3 +165,33 @@ def test_build_kwargs_pass_through_to_the_engine(project: Path, repo: str, engin
     labels = engine.images.get(result["image_id"]).labels
     assert labels["greeting"] == "hi" and labels["team"] == "infra"
     assert labels["io.dockyard.builder"] == "dockyard"
+
+
+def test_steps_on_a_bridgeless_engine_get_loopback_and_release_their_sandbox(
+    project: Path, repo: str, engine: docker.DockerClient, base_image: str
+) -> None:
+    """The farm's engines have no bridge: a step gets only loopback, and its
+    network sandbox is released when the step's container goes (the engine's
+    implicit default would leak one sandbox per step until its next start)."""
+    assert not [net for net in engine.networks.list(names=["bridge"]) if net.name == "bridge"]
+    (project / "Dockerfile").write_text(
+        f"FROM {base_image}\nRUN cat /proc/net/dev > /interfaces\nRUN echo {uuid.uuid4()} > /run-id\n"
+    )
+    since = int(time.time())
+    result = build_docker_image(image_name=repo, tag="net")
+    reader = engine.containers.run(result["image_id"], "cat /interfaces", network_mode="none", detach=True)
+    try:
+        reader.wait(timeout=30)
+        interfaces = reader.logs().decode()
+    finally:
+        reader.remove(force=True)
+    names = {line.split(":")[0].strip() for line in interfaces.splitlines()[2:]}
+    assert names == {"lo"}
+    actions: dict[str, list[str]] = {}
+    until = int(time.time()) + 1
+    for event in engine.events(since=since, until=until, decode=True, filters={"type": "network"}):
+        attributes = event["Actor"]["Attributes"]
+        if attributes.get("name") == "none" and attributes.get("container") != reader.id:
+            actions.setdefault(attributes["container"], []).append(event["Action"])
+    assert len(actions) >= 2, actions  # one container per RUN step
+    assert all(steps == ["connect", "disconnect"] for steps in actions.values()), actions
