@@ -25,6 +25,9 @@ import docker
 from benchmarks import harness
 
 PREFECT_STEP = Path(__file__).with_name("prefect_step.py")
+# The farm's engines have no bridge: every side names the network dockyard's
+# builds get there (the engine's implicit default leaks a sandbox per step).
+BRIDGELESS_NETWORK = "none"
 
 
 @dataclass
@@ -73,7 +76,8 @@ def single_engine_build(
     started = time.monotonic()
     image_id = None
     events = client.api.build(
-        path=str(directory), tag=image, pull=True, rm=True, forcerm=True, decode=True, labels=labels or {}
+        path=str(directory), tag=image, pull=True, rm=True, forcerm=True, decode=True, labels=labels or {},
+        network_mode=BRIDGELESS_NETWORK,
     )
     for event in events:
         if "error" in event:
@@ -182,7 +186,10 @@ def prefect_concurrent(
                 raise RuntimeError(f"prefect process {index} died before it was ready:\n"
                                    + (scratch / f"prefect-{index}.log").read_text(errors="replace")[-3000:])
             imports.append(json.loads(line)["import_s"])
-        go = json.dumps({"image_name": image_name, "tag": tag, "path": str(directory), "pull": True}) + "\n"
+        go = json.dumps({
+            "image_name": image_name, "tag": tag, "path": str(directory), "pull": True,
+            "network_mode": BRIDGELESS_NETWORK,
+        }) + "\n"
         started = time.monotonic()
         for process in processes:
             assert process.stdin is not None
