@@ -180,7 +180,7 @@ registry_curl() {  # registry_curl CURL-ARGS...
         curl -s -K - "$@"
 }
 
-http_code() { curl -s -o /dev/null -w '%{http_code}' "$@" || true; }
+http_code() { curl -s --max-time 10 -o /dev/null -w '%{http_code}' "$@" || true; }
 
 # ------------------------------------------------------------------ steps
 
@@ -239,7 +239,7 @@ engine_sock() {  # engine_sock K -> unix socket URL of host K
     if [ "$1" = 1 ]; then echo "$DEFAULT_SOCK"; else echo "unix:///run/dockyard-host$1.sock"; fi
 }
 
-engine_up() { docker -H "$1" info >/dev/null 2>&1; }
+engine_up() { timeout 20 docker -H "$1" info >/dev/null 2>&1; }
 
 step_engines() {
     local k sock name pidfile pid
@@ -380,7 +380,7 @@ step_registry() {
     }
 }
 
-redis_up() { [ "$(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null)" = PONG ]; }
+redis_up() { [ "$(timeout 10 redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null)" = PONG ]; }
 
 step_redis() {
     if redis_up; then
