@@ -201,7 +201,10 @@ class BenchWorker:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> BenchWorker:
-        env = {**os.environ, "DOCKYARD_HOST_ID": self.host_id, "DOCKYARD_DOCKER_HOST": self.docker_host}
+        env = {
+            **os.environ, "DOCKYARD_HOST_ID": self.host_id, "DOCKYARD_DOCKER_HOST": self.docker_host,
+            "DOCKYARD_METRICS_PORT": "0",  # two workers on one machine: each takes a free port
+        }
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "workers.cli", "worker", "--concurrency", str(self.concurrency)],
