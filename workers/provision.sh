@@ -275,11 +275,11 @@ live_pid_of() {  # live_pid_of PID -> PID if that process lives (not a zombie)
     return 0
 }
 
-# The pid in a dockerd pid file if that process lives (not a zombie), else "".
+# The pid in a dockerd pid file if that process is a live dockerd, else "".
 live_pid() {  # live_pid PIDFILE
     local pid
     pid=$(cat "$1" 2>/dev/null) || return 0
-    [[ $pid =~ ^[0-9]+$ ]] && live_pid_of "$pid"
+    [[ $pid =~ ^[0-9]+$ ]] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = dockerd ] && live_pid_of "$pid"
     return 0
 }
 
