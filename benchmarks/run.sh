@@ -6,11 +6,8 @@
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
-env_file="$(bash workers/provision.sh --hosts "${DOCKYARD_FARM_HOSTS:-2}" | tail -n 1)"
-set -a
-# shellcheck disable=SC1090
-. "$env_file"
-set +a
+# shellcheck source=workers/farm_env.sh
+. workers/farm_env.sh
 
 farm_dir="${DOCKYARD_FARM_DIR:-/var/lib/dockyard-farm}"
 prefect_venv="${DOCKYARD_BENCH_PREFECT_VENV:-$farm_dir/bench-prefect-venv}"

@@ -8,11 +8,8 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 command="${1:-}"
 shift || true
-env_file="$(bash workers/provision.sh --hosts "${DOCKYARD_FARM_HOSTS:-2}" | tail -n 1)"
-set -a
-# shellcheck disable=SC1090
-. "$env_file"
-set +a
+# shellcheck source=workers/farm_env.sh
+. workers/farm_env.sh
 case "$command" in
   up)   exec .venv/bin/dockyard up "$@" ;;
   test) exec .venv/bin/python -m pytest "$@" ;;
