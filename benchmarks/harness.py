@@ -239,7 +239,7 @@ def wait_for_workers(app: Any, workers: Sequence[BenchWorker], *, timeout_s: flo
     """Until every worker answers a ping and heartbeats into Redis (the fast path needs both)."""
     from config.settings import get_settings
     from tasks import hosts
-    from tasks.store import redis_for
+    from tasks.keyspace import redis_for
 
     settings = get_settings()
     connection = redis_for(settings)
@@ -261,7 +261,7 @@ def wait_for_workers(app: Any, workers: Sequence[BenchWorker], *, timeout_s: flo
 def delete_bench_keys(key_prefix: str = BENCH_KEY_PREFIX) -> int:
     """Delete dockyard's bench keys and Celery's keys in the bench database; return how many."""
     from config.settings import get_settings
-    from tasks.store import redis_for
+    from tasks.keyspace import redis_for
 
     connection = redis_for(get_settings())
     deleted = 0
@@ -275,7 +275,7 @@ def delete_bench_keys(key_prefix: str = BENCH_KEY_PREFIX) -> int:
 def remaining_keys(limit: int = 20) -> list[str]:
     """Whatever is left in the bench database (should be nothing after cleanup)."""
     from config.settings import get_settings
-    from tasks.store import redis_for
+    from tasks.keyspace import redis_for
 
     connection = redis_for(get_settings())
     names = []

@@ -539,7 +539,7 @@ class Tally:
 class Soak:
     def __init__(self, args: argparse.Namespace, scratch: Path) -> None:
         from config.settings import get_settings
-        from tasks.store import redis_for
+        from tasks.keyspace import redis_for
 
         self.args = args
         self.scratch = scratch

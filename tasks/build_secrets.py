@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from tasks.errors import InvalidInput
-from tasks.secrets import seal, unseal
+from tasks.sealing import seal, unseal
 
 
 def _parse(entry: str) -> dict[str, str]:

@@ -23,7 +23,7 @@ from config.settings import Settings, get_settings
 from tasks.cache_key import call_key
 from tasks.errors import BuildError, DockyardError, TransientError
 from tasks.lease import KeepAlive, Lease
-from tasks.store import key, redis_for
+from tasks.keyspace import key, redis_for
 
 P = ParamSpec("P")
 T = TypeVar("T")

@@ -30,9 +30,9 @@ from tasks.errors import EngineUnavailable, InvalidInput, StoreUnavailable, Tran
 from tasks.execute import Forward, execute_build, execute_push, execute_tag
 from tasks.progress import OutputSink, ProgressState, StreamOutput, tee
 from tasks.routing import BUILD_TASK, PUSH_TASK, TAG_TASK
-from tasks.secrets import is_sealed, unseal
+from tasks.sealing import is_sealed, unseal
 from tasks.spec import BuildSpec, prepare_build
-from tasks.store import redis_for
+from tasks.keyspace import redis_for
 
 logger = logging.getLogger("dockyard.tasks")
 STORE_OUTAGE_WAIT_S = 120  # how long a task waits for Redis to come back before failing

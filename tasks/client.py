@@ -27,9 +27,9 @@ from tasks.masking import masked_repr
 from tasks.progress import OutputSink, StreamReader
 from tasks.push import validate_credentials
 from tasks.routing import BUILD_TASK, PUSH_TASK
-from tasks.secrets import seal
+from tasks.sealing import seal
 from tasks.spec import BuildSpec, prepare_build
-from tasks.store import key, redis_for
+from tasks.keyspace import key, redis_for
 
 
 def _app(app: Celery | None) -> Celery:

@@ -16,7 +16,7 @@ from config import defaults
 from config.settings import Settings
 from tasks.context import ContextTooLarge, PackedContext
 from tasks.errors import DockyardError
-from tasks.store import key
+from tasks.keyspace import key
 
 
 class ContextMissing(DockyardError):

@@ -6,7 +6,7 @@ import redis
 
 from config.settings import Settings
 from tasks.errors import DockyardError
-from tasks.store import key
+from tasks.keyspace import key
 
 
 class RedeliveryLimit(DockyardError):

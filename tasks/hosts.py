@@ -17,7 +17,7 @@ from typing import Any
 import redis
 
 from config.settings import Settings
-from tasks.store import key
+from tasks.keyspace import key
 
 
 def beat(connection: redis.Redis, settings: Settings, host_id: str, info: dict[str, Any]) -> None:

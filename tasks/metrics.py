@@ -9,7 +9,7 @@ from __future__ import annotations
 import redis
 
 from config.settings import Settings
-from tasks.store import key
+from tasks.keyspace import key
 
 METRICS_TTL_S = 30 * 24 * 3600  # a host's counters expire a month after their last change
 COUNTERS = {

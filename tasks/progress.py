@@ -14,7 +14,7 @@ from typing import Any
 import redis
 
 from config.settings import Settings
-from tasks.store import key
+from tasks.keyspace import key
 
 STREAM_MAX_LINES = 5000  # older lines of one build's output are trimmed
 STREAM_TTL_S = 3600  # a build's output stream expires this long after its last line

@@ -32,7 +32,7 @@ def _indexed_host(kwargs: Mapping[str, Any]) -> str | None:
     from config.settings import get_settings
     from tasks.hosts import is_alive, locate_images
     from tasks.naming import qualify_image_name
-    from tasks.store import redis_for
+    from tasks.keyspace import redis_for
 
     image_name, tag = kwargs.get("image_name"), kwargs.get("tag") or "latest"
     if not isinstance(image_name, str) or not isinstance(tag, str):

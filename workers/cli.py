@@ -113,7 +113,7 @@ def cmd_push(args: argparse.Namespace) -> int:
 def cmd_hosts(args: argparse.Namespace) -> int:
     """List the build hosts that heartbeat, with their load (tasks running now)."""
     from tasks.hosts import live_hosts
-    from tasks.store import redis_for
+    from tasks.keyspace import redis_for
     from workers.app import app
 
     settings = get_settings()
@@ -134,7 +134,7 @@ def cmd_cache_list(args: argparse.Namespace) -> int:
     import time
 
     from tasks.cache import SingleFlight
-    from tasks.store import key, redis_for
+    from tasks.keyspace import key, redis_for
 
     settings = get_settings()
     connection = redis_for(settings)
@@ -153,7 +153,7 @@ def cmd_cache_list(args: argparse.Namespace) -> int:
 def cmd_cache_clear(args: argparse.Namespace) -> int:
     """Remove build cache entries (the given keys, or all with --all)."""
     from tasks.cache import SingleFlight
-    from tasks.store import key, redis_for
+    from tasks.keyspace import key, redis_for
 
     settings = get_settings()
     connection = redis_for(settings)

@@ -18,7 +18,7 @@ from celery.signals import worker_ready, worker_shutdown
 from config.settings import Settings, get_settings
 from tasks import hosts
 from tasks.engine import open_client
-from tasks.store import redis_for
+from tasks.keyspace import redis_for
 from workers.metrics_server import serve_metrics
 
 logger = logging.getLogger("dockyard.heartbeat")

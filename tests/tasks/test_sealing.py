@@ -8,7 +8,7 @@ import pytest
 from pydantic import SecretStr
 
 from tasks.errors import InvalidInput
-from tasks.secrets import is_sealed, seal, unseal
+from tasks.sealing import is_sealed, seal, unseal
 
 
 def test_seal_round_trip_hides_the_password() -> None:
