@@ -1,0 +1,55 @@
+"""Helpers for the unit tests: a Settings object with explicit values, no farm behind it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from config.settings import Settings
+
+# Nothing listens on port 1: a test that reaches for real Redis fails at once instead of using a farm.
+NO_REDIS_URL = "redis://127.0.0.1:1/0"
+
+
+def make_settings(**overrides: Any) -> Settings:
+    """Settings for unit tests, explicit for every value the tested modules read.
+
+    ``tests/conftest.py`` exports the farm's ``DOCKYARD_*`` variables when it is
+    imported; explicit values here win over them.
+    """
+    values: dict[str, Any] = {
+        "redis_url": NO_REDIS_URL,
+        "key_prefix": "unit:",
+        "host_id": "h1",
+        "default_namespace": None,
+        "secret_key": None,
+        "registry_url": None,
+        "registry_username": None,
+        "registry_password": None,
+        "security_key": None,
+        "security_certificate": None,
+        "security_cert_store": None,
+        "task_time_limit_s": 50,
+        "visibility_timeout_s": 100,
+        "max_redeliveries": 3,
+        "cache_ttl_s": 600,
+        "context_ttl_s": 300,
+        "context_max_bytes": 10 * 1024**2,
+        "lease_s": 3.0,
+        "heartbeat_interval_s": 1.0,
+        "heartbeat_ttl_s": 5.0,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+class Clock:
+    """A wall clock that moves only when told; fakeredis reads ``time.time`` for expiry."""
+
+    def __init__(self, start: float) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds

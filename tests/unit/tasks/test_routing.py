@@ -1,0 +1,98 @@
+"""tasks.routing: pushes follow their image to its host's queue (fakeredis behind get_settings)."""
+
+from __future__ import annotations
+
+import fakeredis
+import pytest
+
+import config.settings
+import tasks.keyspace
+from config.settings import Settings
+from tasks.hosts import beat, forget_host, record_image
+from tasks.routing import BUILD_TASK, PUSH_TASK, route_task
+from tests.unit.support import make_settings
+
+
+@pytest.fixture
+def routed(monkeypatch: pytest.MonkeyPatch, fake_redis: fakeredis.FakeRedis) -> Settings:
+    """Routing reads ``get_settings()`` and ``redis_for``: point both at unit objects."""
+    settings = make_settings(default_namespace="team")
+    monkeypatch.setattr(config.settings, "get_settings", lambda: settings)
+    monkeypatch.setattr(tasks.keyspace, "redis_for", lambda _settings: fake_redis)
+    return settings
+
+
+def index(connection: fakeredis.FakeRedis, settings: Settings, host: str, *references: str) -> None:
+    record_image(connection, settings, host_id=host, image_id="sha256:" + host, references=references)
+
+
+def test_a_chained_push_goes_to_the_host_named_by_the_build_result(routed: Settings) -> None:
+    build_result = {"image_name": "team/app", "tag": "v1", "host": "h"}
+    assert route_task(PUSH_TASK, [build_result], {}, {}) == {"queue": "dockyard.host.h"}
+
+
+def test_a_build_result_given_by_keyword_routes_too(routed: Settings) -> None:
+    assert route_task(PUSH_TASK, [], {"build_result": {"host": "h"}}, {}) == {"queue": "dockyard.host.h"}
+
+
+def test_a_lone_push_goes_to_the_live_host_indexing_its_image(
+    routed: Settings, fake_redis: fakeredis.FakeRedis
+) -> None:
+    index(fake_redis, routed, "h2", "reg.io/team/app:v1")
+    beat(fake_redis, routed, "h2", {})
+    kwargs = {"image_name": "reg.io/team/app", "tag": "v1"}
+    assert route_task(PUSH_TASK, [], kwargs, {}) == {"queue": "dockyard.host.h2"}
+
+
+def test_a_lone_push_without_tag_looks_up_latest(routed: Settings, fake_redis: fakeredis.FakeRedis) -> None:
+    index(fake_redis, routed, "h2", "team/app:latest")
+    beat(fake_redis, routed, "h2", {})
+    assert route_task(PUSH_TASK, [], {"image_name": "team/app"}, {}) == {"queue": "dockyard.host.h2"}
+
+
+def test_a_lone_push_qualifies_the_name_with_the_default_namespace(
+    routed: Settings, fake_redis: fakeredis.FakeRedis
+) -> None:
+    index(fake_redis, routed, "h3", "team/app:v1")
+    beat(fake_redis, routed, "h3", {})
+    assert route_task(PUSH_TASK, [], {"image_name": "app", "tag": "v1"}, {}) == {"queue": "dockyard.host.h3"}
+
+
+def test_a_lone_push_of_an_image_on_a_dead_host_takes_the_default(
+    routed: Settings, fake_redis: fakeredis.FakeRedis
+) -> None:
+    index(fake_redis, routed, "h2", "team/app:v1")
+    beat(fake_redis, routed, "h2", {})
+    forget_host(fake_redis, routed, "h2")
+    assert route_task(PUSH_TASK, [], {"image_name": "team/app", "tag": "v1"}, {}) is None
+
+
+def test_a_lone_push_of_an_image_nobody_indexed_takes_the_default(
+    routed: Settings, fake_redis: fakeredis.FakeRedis
+) -> None:
+    beat(fake_redis, routed, "h2", {})
+    assert route_task(PUSH_TASK, [], {"image_name": "team/app", "tag": "v1"}, {}) is None
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"image_name": "bad name", "tag": "v1"}, {"image_name": 5}, {"image_name": "team/app", "tag": 7}, {}],
+    ids=["space in name", "name not a string", "tag not a string", "no name"],
+)
+def test_a_lone_push_with_bad_arguments_takes_the_default_and_leaves_the_error_to_the_task(
+    routed: Settings, kwargs: dict[str, object]
+) -> None:
+    assert route_task(PUSH_TASK, [], kwargs, {}) is None
+
+
+def test_the_build_result_wins_over_the_index(routed: Settings, fake_redis: fakeredis.FakeRedis) -> None:
+    index(fake_redis, routed, "h2", "team/app:v1")
+    beat(fake_redis, routed, "h2", {})
+    kwargs = {"image_name": "team/app", "tag": "v1"}
+    assert route_task(PUSH_TASK, [{"host": "h1"}], kwargs, {}) == {"queue": "dockyard.host.h1"}
+
+
+def test_builds_take_the_default_route(routed: Settings, fake_redis: fakeredis.FakeRedis) -> None:
+    index(fake_redis, routed, "h2", "team/app:v1")
+    beat(fake_redis, routed, "h2", {})
+    assert route_task(BUILD_TASK, [{"host": "h2"}], {"image_name": "team/app", "tag": "v1"}, {}) is None
