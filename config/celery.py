@@ -1,10 +1,14 @@
-"""The Celery configuration derived from the settings (DESIGN.md section 3)."""
+"""The Celery configuration derived from the settings (DESIGN.md section 3), and the apps made from it."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
 from typing import Any
 
-from config.settings import Settings
+from celery import Celery
+
+from config.settings import Settings, get_settings
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -49,3 +53,19 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_max_tasks_per_child": settings.max_tasks_per_child,
         "worker_hijack_root_logger": False,
     } | signing
+
+
+def create_celery(settings: Settings, *, include: Sequence[str] = ()) -> Celery:
+    """A Celery app for ``settings``; workers include ``tasks.celery_tasks``, callers need nothing more."""
+    app = Celery("dockyard", include=list(include))
+    app.conf.update(celery_config(settings))
+    if settings.signs_messages:
+        # task messages must be signed; results and remote control stay JSON
+        app.setup_security(allowed_serializers=["json"])
+    return app
+
+
+@functools.lru_cache(maxsize=1)
+def caller_app() -> Celery:
+    """The process's app for sending tasks by name and reading their results."""
+    return create_celery(get_settings())

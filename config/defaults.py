@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 REDIS_URL = "redis://127.0.0.1:6379/0"  # broker, result backend and cache unless set apart
 BUILD_QUEUE = "dockyard.build"  # shared queue every worker consumes
 HOST_QUEUE_PREFIX = "dockyard.host."  # + host id: the queue only that host consumes
@@ -25,3 +27,16 @@ LEASE_S = 20.0  # a build lease expires this long after its last renewal
 JOIN_POLL_S = 0.05  # how often a joined caller looks for the running build's result
 HEARTBEAT_INTERVAL_S = 2.0  # how often a worker refreshes its host record
 HEARTBEAT_TTL_S = 10.0  # a host whose record is older than this is dead
+METRICS_PORT = 9808  # port of a worker's /metrics; 0 picks a free one
+METRICS_BIND = "127.0.0.1"  # address /metrics listens on
+CONTEXT_TRANSPORT: Literal["redis", "path"] = "redis"  # contexts travel through the Redis store ("path": a shared filesystem)
+FAILURE_NOTICE_S = 30  # how long joiners can read a build owner's failure
+STORE_OUTAGE_WAIT_S = 120  # how long a task waits for Redis to come back before failing
+STORE_OUTAGE_ATTEMPTS = 3  # runs of a task body across Redis outages
+RETRY_BACKOFF_MAX_S = 300  # longest delay between retries of a transient error
+STREAM_MAX_LINES = 5000  # older lines of one build's live output are trimmed
+STREAM_TTL_S = 3600  # a build's output stream expires this long after its last line
+PROGRESS_EVERY_S = 1.0  # a running task's PROGRESS state is updated at most this often
+METRICS_TTL_S = 30 * 24 * 3600  # a host's counters expire a month after their last change
+PACK_COPY_BUFFER_BYTES = 1024 * 1024  # read size when packing context files
+PACK_IN_MEMORY_BYTES = 16 * 1024**2  # a packed context up to this size never touches the disk

@@ -52,15 +52,15 @@ class Settings(BaseSettings):
     context_max_bytes: int = Field(defaults.CONTEXT_MAX_BYTES, gt=0)
     context_ttl_s: int = Field(defaults.CONTEXT_TTL_S, gt=0)
     context_transport: Literal["redis", "path"] = Field(
-        "redis", description="How contexts reach workers"
+        defaults.CONTEXT_TRANSPORT, description="How contexts reach workers"
     )
     cache_ttl_s: int = Field(defaults.CACHE_TTL_S, gt=0)
     lease_s: float = Field(defaults.LEASE_S, gt=0)
     join_poll_s: float = Field(defaults.JOIN_POLL_S, gt=0)
     heartbeat_interval_s: float = Field(defaults.HEARTBEAT_INTERVAL_S, gt=0)
     heartbeat_ttl_s: float = Field(defaults.HEARTBEAT_TTL_S, gt=0)
-    metrics_port: int = Field(9808, ge=0, le=65535, description="Port of the worker's /metrics; 0 picks one")
-    metrics_bind: str = Field("127.0.0.1", description="Address /metrics listens on")
+    metrics_port: int = Field(defaults.METRICS_PORT, ge=0, le=65535, description="Port of the worker's /metrics; 0 picks one")
+    metrics_bind: str = Field(defaults.METRICS_BIND, description="Address /metrics listens on")
     farm_dir: str = Field(defaults.FARM_DIR, description="State of the local farm (dockyard up)")
 
     @model_validator(mode="after")

@@ -1,8 +1,13 @@
-"""``build_docker_image``: prefect-docker's build step on the docker-py backend."""
+"""``build_docker_image``: prefect-docker's build step, and the build operation under it.
+
+``build_docker_image`` and ``build_image`` validate their arguments with
+``BuildOptions`` (the farm's one validator) and build on one engine;
+``build_in`` is the operation itself: validated options, a context
+directory and an engine client in, an image id out.
+"""
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,22 +18,15 @@ import docker.errors
 
 from config.settings import Settings, get_settings
 from tasks import dockerfile as auto
-from tasks.buildx import buildx_build, check_platforms
+from tasks.buildx import buildx_build
 from tasks.engine import default_build_network, docker_client
-from tasks.errors import BuildError, InvalidInput
-from tasks.naming import default_tag, qualify_image_name, validate_tag
-from tasks.results import BuildDockerImageResult
+from tasks.errors import BuildError, InvalidInput, engine_error
+from tasks.prepare import bind_build_arguments, build_options, context_directory
+from tasks.results import BuildDockerImageResult, build_result
+from tasks.spec import BuildOptions
 
-BUILD_BACKENDS = ("docker-py", "buildx")
 IMAGE_LABELS = {"io.dockyard.builder": "dockyard"}
 OutputSink = Callable[[str], None]
-
-DENIED_HINT = (
-    "Docker reported access denied. This can happen if the base image requires "
-    "authentication, if you are not logged in to the registry, or if the image "
-    "name is invalid. Check your image name (no spaces) and run `docker login` "
-    "for the registry you are using."
-)
 
 
 def write_stdout(text: str) -> None:
@@ -51,15 +49,9 @@ def build_docker_image(
     """Build an image on this host's engine, with prefect-docker's signature and result."""
     del ignore_cache  # caching is the caller's concern (see tasks.cache)
     return build_image(
-        image_name,
-        dockerfile=dockerfile,
-        tag=tag,
-        additional_tags=additional_tags,
-        persist_dockerfile=persist_dockerfile,
-        dockerfile_output_path=dockerfile_output_path,
-        build_backend=build_backend,
-        build_kwargs=build_kwargs,
-        settings=get_settings(),
+        image_name, dockerfile=dockerfile, tag=tag, additional_tags=additional_tags,
+        persist_dockerfile=persist_dockerfile, dockerfile_output_path=dockerfile_output_path,
+        build_backend=build_backend, build_kwargs=build_kwargs, settings=get_settings(),
     )
 
 
@@ -76,83 +68,77 @@ def build_image(
     settings: Settings,
     client: docker.DockerClient | None = None,
     output: OutputSink = write_stdout,
-    auto_lines: list[str] | None = None,
 ) -> BuildDockerImageResult:
-    """The build with its I/O injected: the engine client and where output lines go.
-
-    ``auto_lines`` replaces the generated Dockerfile of ``dockerfile="auto"``
-    (the caller generates it from its own directory's name).
-    """
-    image_name = qualify_image_name(image_name, settings.default_namespace)
-    if build_backend not in BUILD_BACKENDS:
-        raise InvalidInput(
-            f"Invalid build_backend {build_backend!r}. Expected 'docker-py' or 'buildx'."
+    """Validate prefect-docker's arguments and build on one engine (``client``, or the settings')."""
+    args = bind_build_arguments({
+        "image_name": image_name, "dockerfile": dockerfile, "tag": tag, "additional_tags": additional_tags,
+        "persist_dockerfile": persist_dockerfile, "dockerfile_output_path": dockerfile_output_path,
+        "build_backend": build_backend, **(build_kwargs or {}),
+    })
+    options = build_options(args, settings)
+    context = context_directory(options)
+    lines = None
+    if options.dockerfile == "auto":
+        lines = auto.auto_dockerfile_lines(
+            context, base_image=settings.auto_base_image, install_command=settings.auto_install_command,
         )
-    if build_backend == "buildx":
-        check_platforms(build_kwargs or {})
-    tag = tag or default_tag()
-    tags = [tag, *(additional_tags or [])]
-    for each in tags:
-        validate_tag(each)
-    kwargs = dict(build_kwargs or {})
-    context = Path(kwargs.pop("path", None) or os.getcwd())
-    if not context.is_dir():
-        raise InvalidInput(f"Build context {str(context)!r} is not a directory.")
-
+    elif not (context / options.dockerfile).is_file():
+        raise InvalidInput(f"Dockerfile {options.dockerfile!r} not found in {str(context)!r}.")
     if client is None:
         with docker_client(settings) as owned:
-            return build_image(
-                image_name, dockerfile=dockerfile, tag=tag, additional_tags=additional_tags,
-                persist_dockerfile=persist_dockerfile, dockerfile_output_path=dockerfile_output_path,
-                build_backend=build_backend, build_kwargs={**kwargs, "path": str(context)},
-                settings=settings, client=owned, output=output, auto_lines=auto_lines,
-            )
-
-    if dockerfile == "auto":
-        lines = auto_lines or auto.auto_dockerfile_lines(
-            context, base_image=settings.auto_base_image,
-            install_command=settings.auto_install_command,
-        )
-        with auto.generated_dockerfile(context, lines) as generated:
-            image_id = _backend_build(build_backend, client, settings, context, generated, image_name, tags, kwargs, output)
-        if persist_dockerfile:
-            auto.persist_dockerfile(lines, context / dockerfile_output_path)
+            image_id = build_in(options, context=context, auto_lines=lines, client=owned, settings=settings, output=output)
     else:
-        if not (context / dockerfile).is_file() and not Path(dockerfile).is_file():
-            raise InvalidInput(f"Dockerfile {dockerfile!r} not found in {str(context)!r}.")
-        image_id = _backend_build(build_backend, client, settings, context, dockerfile, image_name, tags, kwargs, output)
-    return {
-        "image_name": image_name,
-        "tag": tag,
-        "image": f"{image_name}:{tag}",
-        "image_id": image_id,
-        "additional_tags": list(additional_tags or []),
-    }
+        image_id = build_in(options, context=context, auto_lines=lines, client=client, settings=settings, output=output)
+    if lines is not None and persist_dockerfile:
+        auto.persist_dockerfile(lines, context / dockerfile_output_path)
+    return build_result(options, image_id)
+
+
+def build_in(
+    options: BuildOptions,
+    *,
+    context: Path,
+    auto_lines: list[str] | None,
+    client: docker.DockerClient,
+    settings: Settings,
+    output: OutputSink,
+    secrets: list[str] | None = None,
+) -> str:
+    """Build ``options`` from the directory ``context``; leave every tag on the image; return its id.
+
+    ``auto_lines`` is the generated Dockerfile of ``dockerfile="auto"``; it is
+    written into ``context`` under a unique name for the build and removed after.
+    """
+    kwargs = {name: value for name, value in options.build_kwargs.items() if name != "path"}
+    if secrets:
+        kwargs["secrets"] = secrets
+    if options.dockerfile != "auto":
+        return _backend_build(options, kwargs, client, settings, context, options.dockerfile, output)
+    if auto_lines is None:
+        raise InvalidInput("dockerfile='auto' needs the generated Dockerfile's lines.")
+    with auto.generated_dockerfile(context, auto_lines) as generated:
+        return _backend_build(options, kwargs, client, settings, context, generated, output)
 
 
 def _backend_build(
-    backend: str,
+    options: BuildOptions,
+    kwargs: dict[str, Any],
     client: docker.DockerClient,
     settings: Settings,
     context: Path,
     dockerfile: str,
-    image_name: str,
-    tags: list[str],
-    kwargs: dict[str, Any],
     output: OutputSink,
 ) -> str:
-    """Build with ``backend`` and leave the image tagged with every tag; return its id."""
-    if backend == "buildx":
-        labels = kwargs.pop("labels", None) or {}
-        if not isinstance(labels, dict):
-            raise InvalidInput(f"labels must be a mapping, not {type(labels).__name__}.")
+    """Build with the options' backend and leave the image tagged with every tag; return its id."""
+    labels = {**(kwargs.pop("labels", None) or {}), **IMAGE_LABELS}
+    if options.build_backend == "buildx":
         return buildx_build(
-            settings, context=context, dockerfile=dockerfile, tags=[f"{image_name}:{t}" for t in tags],
-            build_kwargs=kwargs, labels={**labels, **IMAGE_LABELS}, output=output,
+            settings, context=context, dockerfile=dockerfile, tags=options.references,
+            build_kwargs=kwargs, labels=labels, output=output,
         )
-    kwargs.setdefault("tag", f"{image_name}:{tags[0]}")  # never untagged, even for a moment
-    image_id = _run_build(client, context, dockerfile, kwargs, output)
-    apply_tags(client, image_id, image_name, tags)
+    kwargs.setdefault("tag", options.references[0])  # never untagged, even for a moment
+    image_id = _run_build(client, context, dockerfile, kwargs, labels, output)
+    apply_tags(client, image_id, options.image_name, options.tags)
     return image_id
 
 
@@ -161,32 +147,22 @@ def _run_build(
     context: Path,
     dockerfile: str,
     kwargs: dict[str, Any],
+    labels: dict[str, str],
     output: OutputSink,
 ) -> str:
     """Run the engine's build and read its event stream; return the image id."""
-    labels = kwargs.pop("labels", None) or {}
-    if not isinstance(labels, dict):
-        raise InvalidInput(f"labels must be a mapping, not {type(labels).__name__}.")
     kwargs.setdefault("pull", True)
     kwargs.setdefault("rm", True)
     kwargs.setdefault("forcerm", True)
     try:
         if kwargs.get("network_mode") is None and (network := default_build_network(client)):
             kwargs["network_mode"] = network
-        events = client.api.build(
-            path=str(context), dockerfile=dockerfile, decode=True,
-            labels={**labels, **IMAGE_LABELS}, **kwargs,
-        )
+        events = client.api.build(path=str(context), dockerfile=dockerfile, decode=True, labels=labels, **kwargs)
         return _read_build_events(events, output)
     except TypeError as exc:
         raise InvalidInput(f"Unknown or wrong build argument: {exc}") from exc
     except docker.errors.APIError as exc:
-        raise _with_hint(BuildError(str(exc.explanation or exc))) from exc
-    except BuildError as exc:
-        hinted = _with_hint(exc)
-        if hinted is exc:
-            raise
-        raise hinted from exc
+        raise engine_error(str(exc.explanation or exc), doing="build") from exc
 
 
 def _read_build_events(events: Iterator[dict[str, Any]], output: OutputSink) -> str:
@@ -196,24 +172,11 @@ def _read_build_events(events: Iterator[dict[str, Any]], output: OutputSink) -> 
             output(event["stream"])
         elif "aux" in event and isinstance(event["aux"], dict) and "ID" in event["aux"]:
             image_id = event["aux"]["ID"]
-        elif "error" in event:
-            raise BuildError(event["error"])
-        elif "message" in event:
-            raise BuildError(event["message"])
+        elif "error" in event or "message" in event:
+            raise engine_error(str(event.get("error") or event.get("message")), doing="build")
     if not isinstance(image_id, str):
         raise BuildError("Docker did not return an image ID for built image.")
     return image_id
-
-
-_DENIED_MARKERS = ("denied", "unauthorized", "no basic auth credentials", "authentication required")
-
-
-def _with_hint(error: BuildError) -> BuildError:
-    """Add the reference's hint to access-denied errors (and the engine's other auth refusals)."""
-    message = str(error)
-    if any(marker in message.lower() for marker in _DENIED_MARKERS):
-        return BuildError(f"{message}\n{DENIED_HINT}")
-    return error
 
 
 def apply_tags(client: docker.DockerClient, image_id: str, image_name: str, tags: list[str]) -> None:

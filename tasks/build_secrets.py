@@ -65,7 +65,7 @@ def seal_secrets(secrets: Any, secret_key: SecretStr | None) -> tuple[dict[str, 
 @contextlib.contextmanager
 def materialized_secrets(sealed: Mapping[str, str], secret_key: SecretStr | None) -> Iterator[list[str]]:
     """Write the secrets to a private directory; yield buildx ``secrets`` entries; remove them."""
-    directory = Path(tempfile.mkdtemp(prefix="dockyard-secrets-"))
+    directory = Path(tempfile.mkdtemp(prefix=f"dockyard-secrets-{os.getpid()}-"))
     try:
         entries: list[str] = []
         for secret_id, encoded in unseal(sealed, secret_key).items():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -22,30 +23,17 @@ from python_on_whales import DockerClient
 from python_on_whales.exceptions import DockerException
 
 from config.settings import Settings
-from tasks.errors import BuildError, InvalidInput, PushError, RegistryAuthError, RegistryUnavailable
+from tasks.errors import BuildError, InvalidInput, engine_error, is_unavailable
+from tasks.spec import platforms_of
 
 logger = logging.getLogger("dockyard.buildx")
 OutputSink = Callable[[str], None]
-TRANSIENT_PATTERNS = (
-    "502", "503", "500 internal server error", "bad gateway", "service unavailable",
-    "i/o timeout", "tls handshake timeout", "connection reset", "context deadline exceeded",
-)
-MULTI_PLATFORM_NEEDS_PUSH = (
-    "Multi-platform builds require push=True because buildx cannot "
-    "load multi-platform results into the local Docker daemon. "
-    "Either set push=True or build for a single platform."
-)
-
-
-def is_transient(message: str) -> bool:
-    lowered = message.lower()
-    return any(pattern in lowered for pattern in TRANSIENT_PATTERNS)
 
 
 @contextlib.contextmanager
 def private_docker(settings: Settings) -> Iterator[tuple[DockerClient, Path]]:
     """A docker CLI client with its own config directory, logged in to the worker's registry."""
-    config_dir = Path(tempfile.mkdtemp(prefix="dockyard-docker-config-"))
+    config_dir = Path(tempfile.mkdtemp(prefix=f"dockyard-docker-config-{os.getpid()}-"))
     try:
         client = DockerClient(host=settings.docker_host, config=str(config_dir))
         if settings.registry_url and settings.registry_username and settings.registry_password:
@@ -56,25 +44,6 @@ def private_docker(settings: Settings) -> Iterator[tuple[DockerClient, Path]]:
         yield client, config_dir
     finally:
         shutil.rmtree(config_dir, ignore_errors=True)
-
-
-def platforms_of(kwargs: dict[str, Any]) -> list[str] | None:
-    """``platforms`` (a list) or ``platform`` (a string or list), as prefect-docker accepts them."""
-    platforms = kwargs.pop("platforms", None)
-    platform = kwargs.pop("platform", None)
-    if platform and not platforms:
-        platforms = [platform] if isinstance(platform, str) else list(platform)
-    if platforms is not None and not (isinstance(platforms, list) and all(isinstance(p, str) for p in platforms)):
-        raise InvalidInput("platforms must be a list of strings such as ['linux/amd64'].")
-    return platforms
-
-
-def check_platforms(build_kwargs: Mapping[str, Any]) -> None:
-    """Refuse several platforms without ``push=True`` before anything runs (the reference's error)."""
-    probe = dict(build_kwargs)
-    platforms = platforms_of(probe)
-    if platforms and len(platforms) > 1 and not probe.get("push", False):
-        raise InvalidInput(MULTI_PLATFORM_NEEDS_PUSH)
 
 
 def buildx_build(
@@ -89,8 +58,9 @@ def buildx_build(
 ) -> str:
     """Build with buildx; return the image id (or, for a multi-platform push, the pushed digest)."""
     kwargs = dict(build_kwargs)
-    check_platforms(kwargs)
     platforms = platforms_of(kwargs)
+    kwargs.pop("platforms", None)
+    kwargs.pop("platform", None)
     push = bool(kwargs.pop("push", False))
     pull = bool(kwargs.pop("pull", True))
     build_args = kwargs.pop("build_args", None) or kwargs.pop("buildargs", None) or {}
@@ -114,14 +84,14 @@ def buildx_build(
                 raise InvalidInput(f"Unknown or wrong buildx argument: {exc}") from exc
             except DockerException as exc:
                 message = str(exc)
-                if attempt + 1 < attempts and is_transient(message):
+                if attempt + 1 < attempts and is_unavailable(message):
                     delay = settings.transient_backoff_s * 2**attempt
                     logger.warning("buildx transient error (attempt %d/%d), retrying in %.1f s: %s",
                                    attempt + 1, attempts, delay, message.strip()[-300:])
                     output(f"transient error, retrying in {delay:.1f} s\n")
                     time.sleep(delay)
                     continue
-                raise BuildError(message) from exc
+                raise engine_error(message, doing="build") from exc
         metadata = json.loads(metadata_file.read_text()) if metadata_file.exists() else {}
     image_id = metadata.get("containerimage.config.digest") or metadata.get("containerimage.digest")
     if not isinstance(image_id, str):
@@ -146,20 +116,14 @@ def buildx_push(
                     password=credentials["password"],
                 )
             except DockerException as exc:
-                message = str(exc)
-                if is_transient(message) or "connection refused" in message.lower():
-                    raise RegistryUnavailable(f"Registry unreachable: {message}") from exc
-                raise RegistryAuthError(f"Login to {credentials.get('registry_url')} failed: {message}") from exc
+                raise engine_error(str(exc), doing=f"login to {credentials.get('registry_url')}") from exc
         for tag in tags:
             reference = f"{image_name}:{tag}" if tag else image_name
             output(f"Pushing {reference}...\n")
             try:
                 client.image.push(reference, quiet=True)
             except DockerException as exc:
-                message = str(exc)
-                if is_transient(message) or "connection refused" in message.lower():
-                    raise RegistryUnavailable(f"Pushing {reference} failed: {message}") from exc
-                raise PushError(f"Pushing {reference} failed: {message}") from exc
+                raise engine_error(str(exc), doing=f"pushing {reference}") from exc
             output(f"Pushed {reference}\n")
         first = f"{image_name}:{tags[0]}" if tags[0] else image_name
         digests = client.image.inspect(first).repo_digests

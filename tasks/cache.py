@@ -1,10 +1,16 @@
 """The distributed cache with single flight, and the public ``cacheable`` decorator.
 
-An entry ``cache:<key>`` holds ``{"value", "host", "created_at"}``. The first
-caller of a key takes the lease ``lease:<key>``, renews it while it works and
-stores only a success; callers with the same key join and wait for that value.
-If the owner dies, its lease expires and one waiter takes over. A failure is
-announced to current joiners for a short while (``failed:<key>``), never cached.
+Keys (under the prefix, ``<ns>`` is ``build``, ``push`` or ``cache``):
+
+- ``<ns>:<key>``: the entry, JSON ``{"value", "host", "created_at", "token", "owner"}``,
+  expiring after ``cache_ttl_s``;
+- ``lease:<key>``: the owner's lease token (see ``tasks.lease``);
+- ``failed:<key>``: the owner's failure notice for its joiners, for ``FAILURE_NOTICE_S``.
+
+The first caller of a key takes the lease, renews it while it works and
+stores only a success; callers with the same key join and wait for that
+value. If the owner dies, its lease expires and one waiter takes over.
+Callers outside a worker use ``peek`` and ``join``; nobody else reads these keys.
 """
 
 from __future__ import annotations
@@ -13,22 +19,44 @@ import functools
 import inspect
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, ParamSpec, TypeVar
 
 import redis
 
+from config import defaults
 from config.settings import Settings, get_settings
 from tasks.cache_key import call_key
-from tasks.errors import BuildError, DockyardError, TransientError
-from tasks.lease import KeepAlive, Lease
+from tasks.errors import BuildError, DockyardError, JoinTimeout, TransientError
 from tasks.keyspace import key, redis_for
+from tasks.lease import KeepAlive, Lease
 
 P = ParamSpec("P")
 T = TypeVar("T")
 Source = Literal["hit", "built", "joined"]
-FAILURE_NOTICE_S = 30  # how long joiners can read an owner's failure
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A stored value: which host holds it, when it was made, and by which lease and task."""
+
+    value: Any
+    host: str
+    created_at: float
+    token: str = ""
+    owner: str | None = None
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> Entry:
+        data = json.loads(raw)
+        return cls(data["value"], data["host"], data["created_at"], data.get("token", ""), data.get("owner"))
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "value": self.value, "host": self.host, "created_at": self.created_at,
+            "token": self.token, "owner": self.owner,
+        })
 
 
 @dataclass(frozen=True)
@@ -37,12 +65,8 @@ class Outcome:
 
     value: Any
     source: Source
-    entry: dict[str, Any]
+    entry: Entry
     took_over: bool = False  # computed after another owner's lease expired without a result
-
-
-class JoinTimeout(TransientError):
-    """A joined build neither finished nor released its lease in time."""
 
 
 class SingleFlight:
@@ -59,29 +83,56 @@ class SingleFlight:
     def lease(self, cache_key: str) -> Lease:
         return Lease(self.connection, key(self.settings, "lease", cache_key), lease_s=self.settings.lease_s)
 
-    def lookup(self, cache_key: str) -> dict[str, Any] | None:
+    def peek(self, cache_key: str) -> Entry | None:
+        """The stored entry of ``cache_key``, without waiting or computing."""
         raw = self.connection.get(self.entry_key(cache_key))
-        return json.loads(raw) if raw else None
+        return Entry.from_json(raw) if raw else None
 
-    def store(
-        self, cache_key: str, value: Any, *, host: str | None = None, token: str = "", owner: str | None = None
-    ) -> dict[str, Any]:
-        entry = {
-            "value": value, "host": host or self.settings.host_id, "created_at": time.time(),
-            "token": token, "owner": owner,
-        }
-        self.connection.set(self.entry_key(cache_key), json.dumps(entry), ex=self.settings.cache_ttl_s)
+    def running(self, cache_key: str) -> bool:
+        """Someone holds the lease of ``cache_key``: its value is being computed."""
+        return self.lease(cache_key).held_by_anyone()
+
+    def join(self, cache_key: str, accept: Callable[[Entry], bool] = lambda entry: True) -> Entry | None:
+        """Wait while ``cache_key`` is being computed; the stored entry that ``accept`` takes, or None.
+
+        None means nothing is running, or the run ended without an acceptable
+        entry (failed, or its owner died): the caller then asks a worker.
+        """
+        deadline = time.monotonic() + self.settings.task_time_limit_s + self.settings.lease_s
+        lease = self.lease(cache_key)
+        while lease.held_by_anyone() and time.monotonic() < deadline:
+            time.sleep(self.settings.join_poll_s)
+            entry = self.peek(cache_key)
+            if entry is not None and accept(entry):
+                return entry
+        entry = self.peek(cache_key)
+        return entry if entry is not None and accept(entry) else None
+
+    def entries(self) -> Iterator[tuple[str, Entry]]:
+        """Every stored entry of this namespace, as (cache key, entry)."""
+        prefix = key(self.settings, self.namespace, "")
+        for name in self.connection.scan_iter(match=prefix + "*", count=1000):
+            raw = self.connection.get(name)
+            if raw:
+                yield name.decode().removeprefix(prefix), Entry.from_json(raw)
+
+    def store(self, cache_key: str, value: Any, *, host: str | None = None, token: str = "", owner: str | None = None) -> Entry:
+        entry = Entry(value, host or self.settings.host_id, time.time(), token, owner)
+        self.connection.set(self.entry_key(cache_key), entry.to_json(), ex=self.settings.cache_ttl_s)
         return entry
 
-    def invalidate(self, cache_key: str) -> None:
-        self.connection.delete(self.entry_key(cache_key))
+    def invalidate(self, *cache_keys: str) -> int:
+        """Remove these entries; the number removed."""
+        if not cache_keys:
+            return 0
+        return int(self.connection.delete(*(self.entry_key(each) for each in cache_keys)))
 
     def run(
         self,
         cache_key: str,
         compute: Callable[[], Any],
         *,
-        valid: Callable[[dict[str, Any]], bool] = lambda entry: True,
+        valid: Callable[[Entry], bool] = lambda entry: True,
         ignore_cache: bool = False,
         host: str | None = None,
         owner: str | None = None,
@@ -91,10 +142,10 @@ class SingleFlight:
         ``owner`` (a task id) is stored with a computed value, so its caller can tell it built it.
         """
         if not ignore_cache:
-            entry = self.lookup(cache_key)
+            entry = self.peek(cache_key)
             if entry is not None:
                 if valid(entry):
-                    return Outcome(entry["value"], "hit", entry)
+                    return Outcome(entry.value, "hit", entry)
                 self.invalidate(cache_key)
         deadline = time.monotonic() + self.settings.task_time_limit_s + self.settings.lease_s
         lease = self.lease(cache_key)
@@ -129,25 +180,37 @@ class SingleFlight:
         raw_owner = self.connection.get(lease.name)
         owner = raw_owner.decode() if isinstance(raw_owner, bytes) else raw_owner
         while time.monotonic() < deadline:
-            entry = self.lookup(cache_key)
-            if entry is not None and (owner is None or entry.get("token") == owner):
-                return Outcome(entry["value"], "joined", entry)
+            entry = self.peek(cache_key)
+            if entry is not None and (owner is None or entry.token == owner):
+                return Outcome(entry.value, "joined", entry)
             failure = self.connection.get(key(self.settings, "failed", cache_key))
             if failure is not None:
                 notice = json.loads(failure)
                 if notice["token"] == owner:
                     raise BuildError(f"The build this call joined failed: {notice['type']}: {notice['message']}")
             if not lease.held_by_anyone():
-                entry = self.lookup(cache_key)
+                entry = self.peek(cache_key)
                 if entry is not None:
-                    return Outcome(entry["value"], "joined", entry)
+                    return Outcome(entry.value, "joined", entry)
                 return None
             time.sleep(self.settings.join_poll_s)
         raise JoinTimeout(f"Waited too long for the build of {cache_key} on another host.")
 
     def _announce_failure(self, cache_key: str, exc: Exception, token: str) -> None:
         notice = {"type": type(exc).__name__, "message": str(exc), "token": token}
-        self.connection.set(key(self.settings, "failed", cache_key), json.dumps(notice), ex=FAILURE_NOTICE_S)
+        self.connection.set(
+            key(self.settings, "failed", cache_key), json.dumps(notice), ex=defaults.FAILURE_NOTICE_S
+        )
+
+
+def build_cache(connection: redis.Redis, settings: Settings) -> SingleFlight:
+    """The farm's build cache: build keys to ``{"image_id"}`` on the host holding the image."""
+    return SingleFlight(connection, settings, namespace="build")
+
+
+def push_cache(connection: redis.Redis, settings: Settings) -> SingleFlight:
+    """The farm's push cache: push keys to push results."""
+    return SingleFlight(connection, settings, namespace="push")
 
 
 def cacheable(func: Callable[P, T]) -> Callable[P, T]:

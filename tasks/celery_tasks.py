@@ -22,6 +22,7 @@ import redis.exceptions
 import requests.exceptions
 from celery import Task, shared_task
 
+from config import defaults
 from config.settings import get_settings, host_queue
 from tasks.deliveries import count_delivery, forget_deliveries
 from tasks.masking import masked_repr
@@ -30,18 +31,18 @@ from tasks.errors import EngineUnavailable, InvalidInput, StoreUnavailable, Tran
 from tasks.execute import Forward, execute_build, execute_push, execute_tag
 from tasks.progress import OutputSink, ProgressState, StreamOutput, tee
 from tasks.routing import BUILD_TASK, PUSH_TASK, TAG_TASK
-from tasks.sealing import is_sealed, unseal
-from tasks.spec import BuildSpec, prepare_build
+from tasks.sealing import unseal
+from tasks.prepare import prepare_build
+from tasks.push import push_request
+from tasks.spec import BuildSpec, Credentials, PushRequest, Sealed
 from tasks.keyspace import redis_for
 
 logger = logging.getLogger("dockyard.tasks")
-STORE_OUTAGE_WAIT_S = 120  # how long a task waits for Redis to come back before failing
-STORE_OUTAGE_ATTEMPTS = 3  # runs of a task body across Redis outages
 _RETRY = {
     "autoretry_for": (TransientError,),
     "max_retries": get_settings().transient_retries,
     "retry_backoff": get_settings().transient_backoff_s,
-    "retry_backoff_max": 300,
+    "retry_backoff_max": defaults.RETRY_BACKOFF_MAX_S,
     "retry_jitter": False,
 }
 
@@ -96,12 +97,12 @@ def transient_errors(function: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         settings = get_settings()
-        for _attempt in range(STORE_OUTAGE_ATTEMPTS):
+        for _attempt in range(defaults.STORE_OUTAGE_ATTEMPTS):
             try:
                 return function(*args, **kwargs)
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, kombu.exceptions.OperationalError) as exc:
                 logger.warning("Redis does not answer, waiting for it: %s", exc)
-                if not wait_for_redis(redis_for(settings), STORE_OUTAGE_WAIT_S):
+                if not wait_for_redis(redis_for(settings), defaults.STORE_OUTAGE_WAIT_S):
                     raise StoreUnavailable(f"Redis does not answer: {exc}") from exc
             except (docker.errors.DockerException, requests.exceptions.ConnectionError) as exc:
                 if isinstance(exc, docker.errors.APIError) and exc.status_code and exc.status_code < 500:
@@ -122,7 +123,7 @@ def _build_output(task: Task, spec: BuildSpec, connection: Any) -> OutputSink:
     )
 
 
-def _finish(task: Task, outcome: dict[str, Any] | Forward, started: float, forward: Any) -> Any:
+def _finish(task: Task, outcome: Mapping[str, Any] | Forward, started: float, forward: Any) -> Any:
     if isinstance(outcome, Forward):
         logger.info("forwarding %s to host %s, which holds %s", task.name, outcome.host, outcome.image_id)
         forwarded = forward(outcome)
@@ -130,14 +131,20 @@ def _finish(task: Task, outcome: dict[str, Any] | Forward, started: float, forwa
     return {**outcome, "duration_s": round(time.monotonic() - started, 3)}
 
 
+def _tag_signature(spec: BuildSpec, forward: Forward) -> Any:
+    return tag_task.signature(kwargs={"spec": spec.model_dump(), "image_id": forward.image_id, "source": forward.source})
+
+
 @shared_task(name=BUILD_TASK, bind=True, base=DockyardTask, **_RETRY)
 @transient_errors
 def build_task(self: Task, spec: Mapping[str, Any] | None = None, **params: Any) -> Any:
-    """Build from a prepared ``spec``, or from prefect-docker's arguments with ``path`` on this host."""
+    """Build from a prepared ``spec`` (validated again here), or from prefect-docker's arguments."""
     settings = get_settings()
     started = time.monotonic()
     if spec is not None:
-        prepared = BuildSpec.model_validate(spec)
+        if params:
+            raise InvalidInput(f"A build with a spec takes no other arguments, got {sorted(params)}.")
+        prepared = BuildSpec.parse(spec)
     else:
         prepared, packed = prepare_build(params, settings.model_copy(update={"context_transport": "path"}))
         packed.close()
@@ -146,10 +153,7 @@ def build_task(self: Task, spec: Mapping[str, Any] | None = None, **params: Any)
         prepared, settings=settings, connection=connection, client=shared_client(settings),
         output=_build_output(self, prepared, connection), owner=self.request.id,
     )
-    return _finish(
-        self, outcome, started,
-        lambda fwd: tag_task.signature(kwargs={"spec": prepared.model_dump(), "image_id": fwd.image_id, "source": fwd.source}),
-    )
+    return _finish(self, outcome, started, lambda forward: _tag_signature(prepared, forward))
 
 
 @shared_task(name=TAG_TASK, bind=True, base=DockyardTask, **_RETRY)
@@ -158,53 +162,56 @@ def tag_task(self: Task, spec: Mapping[str, Any], image_id: str, source: str) ->
     """Apply a build's tags on the host holding its cached image (or rebuild it here if gone)."""
     settings = get_settings()
     started = time.monotonic()
-    prepared = BuildSpec.model_validate(spec)
+    prepared = BuildSpec.parse(spec)
+    if not isinstance(image_id, str) or not isinstance(source, str):
+        raise InvalidInput("tag_image needs image_id and source as strings.")
     connection = redis_for(settings)
     outcome = execute_tag(
         prepared, image_id, source, settings=settings, connection=connection,
         client=shared_client(settings), output=_build_output(self, prepared, connection), owner=self.request.id,
     )
-    return _finish(
-        self, outcome, started,
-        lambda fwd: tag_task.signature(kwargs={"spec": prepared.model_dump(), "image_id": fwd.image_id, "source": fwd.source}),
-    )
+    return _finish(self, outcome, started, lambda forward: _tag_signature(prepared, forward))
+
+
+def push_arguments(build_result: object, params: Mapping[str, Any]) -> dict[str, Any]:
+    """A push's arguments: in a chain, name, tag and additional tags default to the build's result."""
+    merged = dict(params)
+    if build_result is not None:
+        if not isinstance(build_result, Mapping):
+            raise InvalidInput("build_result must be the dict a build returned.")
+        merged["image_name"] = merged.get("image_name") or build_result.get("image_name")
+        merged["tag"] = merged.get("tag") or build_result.get("tag")
+        if merged.get("additional_tags") is None:
+            merged["additional_tags"] = build_result.get("additional_tags")
+    if not isinstance(merged.get("image_name"), str) or not merged["image_name"]:
+        raise InvalidInput("push needs image_name, or a build result to take it from.")
+    return merged
+
+
+def opened_credentials(request: PushRequest, settings: Any) -> Credentials | None:
+    """The request's credentials in clear: sealed ones opened with the farm's key."""
+    if isinstance(request.credentials, Sealed):
+        return Credentials.parse(unseal(request.credentials.model_dump(), settings.secret_key))
+    return request.credentials
 
 
 @shared_task(name=PUSH_TASK, bind=True, base=DockyardTask, **_RETRY)
 @transient_errors
-def push_task(
-    self: Task,
-    build_result: Mapping[str, Any] | None = None,
-    *,
-    image_name: str | None = None,
-    tag: str | None = None,
-    credentials: Mapping[str, Any] | None = None,
-    additional_tags: list[str] | None = None,
-    ignore_cache: bool = False,
-    build_backend: str = "docker-py",
-) -> Any:
+def push_task(self: Task, build_result: Mapping[str, Any] | None = None, **params: Any) -> Any:
     """Push; in a chain, name, tag and additional tags come from the build's result."""
-    if build_result is not None:
-        if not isinstance(build_result, Mapping):
-            raise InvalidInput("build_result must be the dict a build returned.")
-        image_name = image_name or build_result.get("image_name")
-        tag = tag or build_result.get("tag")
-        if additional_tags is None:
-            additional_tags = build_result.get("additional_tags")
-    if not image_name:
-        raise InvalidInput("push needs image_name, or a build result to take it from.")
     settings = get_settings()
     started = time.monotonic()
-    opened = unseal(credentials, settings.secret_key) if credentials is not None and is_sealed(credentials) else credentials
+    arguments = push_arguments(build_result, params)
+    image_name = arguments.pop("image_name")
+    try:
+        request = push_request(image_name, settings=settings, **arguments)
+    except TypeError as exc:
+        raise InvalidInput(f"Bad push arguments: {exc}") from exc
     outcome = execute_push(
-        image_name, tag=tag, credentials=opened, additional_tags=additional_tags,
-        build_backend=build_backend, ignore_cache=ignore_cache, settings=settings,
+        request, opened_credentials(request, settings), settings=settings,
         connection=redis_for(settings), client=shared_client(settings), output=OutputToLog(self.request.id),
     )
     return _finish(
         self, outcome, started,
-        lambda fwd: push_task.signature(kwargs={
-            "image_name": image_name, "tag": tag, "credentials": credentials,
-            "additional_tags": additional_tags, "ignore_cache": ignore_cache, "build_backend": build_backend,
-        }),
+        lambda forward: push_task.signature(kwargs=request.model_dump(exclude_none=True)),
     )

@@ -2,12 +2,13 @@
 
 ``build`` and ``push`` answer straight from Redis when the result is already
 cached (the fast path, no worker round trip); otherwise they send the task
-and wait for it.
+and wait for it. Arguments are validated here with the same models the
+worker validates the message with (``tasks.spec``). The Celery app comes
+from ``config`` alone: a caller needs no worker code.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -16,28 +17,23 @@ from celery import Celery
 from celery.canvas import Signature, chain
 from celery.result import AsyncResult
 
+from config.celery import caller_app
 from config.settings import Settings, get_settings
 from tasks import hosts
-from tasks.cache import JoinTimeout, SingleFlight
+from tasks.cache import Entry, build_cache, push_cache
 from tasks.cache_key import push_key
 from tasks.context_store import upload_context
-from tasks.execute import build_result
-from tasks.naming import qualify_image_name, registry_of, validate_tags
+from tasks.errors import JoinTimeout
+from tasks.keyspace import redis_for
 from tasks.masking import masked_repr
+from tasks.naming import registry_of
+from tasks.prepare import prepare_build
 from tasks.progress import OutputSink, StreamReader
-from tasks.push import validate_credentials
+from tasks.push import push_request
+from tasks.results import FarmBuildResult, FarmPushResult, farm_build_result, farm_push_result
 from tasks.routing import BUILD_TASK, PUSH_TASK
 from tasks.sealing import seal
-from tasks.spec import BuildSpec, prepare_build
-from tasks.keyspace import key, redis_for
-
-
-def _app(app: Celery | None) -> Celery:
-    if app is not None:
-        return app
-    from workers.app import app as default_app
-
-    return default_app
+from tasks.spec import BuildSpec, Credentials, PushRequest
 
 
 def prepare_and_upload(image_name: str, params: Mapping[str, Any], settings: Settings) -> BuildSpec:
@@ -51,11 +47,22 @@ def prepare_and_upload(image_name: str, params: Mapping[str, Any], settings: Set
     return spec
 
 
+def _spec_signature(spec: BuildSpec, app: Celery | None) -> Signature:
+    kwargs = {"spec": spec.model_dump()}
+    return (app or caller_app()).signature(BUILD_TASK, kwargs=kwargs, kwargsrepr=masked_repr(kwargs))
+
+
 def build_signature(image_name: str, *, app: Celery | None = None, **params: Any) -> Signature:
     """A build signature with prefect-docker's build arguments; the context is uploaded now."""
-    spec = prepare_and_upload(image_name, params, get_settings())
-    kwargs = {"spec": spec.model_dump()}
-    return _app(app).signature(BUILD_TASK, kwargs=kwargs, kwargsrepr=masked_repr(kwargs))
+    return _spec_signature(prepare_and_upload(image_name, params, get_settings()), app)
+
+
+def _sealed(request: PushRequest, settings: Settings) -> dict[str, Any]:
+    """The push message's arguments: credentials sealed with the farm's key before they leave."""
+    kwargs = request.model_dump(exclude_none=True)
+    if isinstance(request.credentials, Credentials):
+        kwargs["credentials"] = seal(request.credentials.model_dump(exclude_none=True), settings.secret_key)
+    return kwargs
 
 
 def push_signature(
@@ -65,16 +72,17 @@ def push_signature(
     app: Celery | None = None,
     **params: Any,
 ) -> Signature:
-    """A push signature; credentials are sealed with the farm's key before they leave."""
-    kwargs: dict[str, Any] = dict(params)
-    if image_name is not None:
-        kwargs["image_name"] = image_name
-    if credentials is not None:
-        validate_credentials(credentials)
-        kwargs["credentials"] = seal(credentials, get_settings().secret_key)
-    return _app(app).signature(PUSH_TASK, kwargs=kwargs, kwargsrepr=masked_repr(kwargs))
-
-
+    """A push signature; without ``image_name`` it takes the name from the build result before it."""
+    settings = get_settings()
+    if image_name is None:  # in a chain: the build result fills in name and tags on the worker
+        placeholder = push_request("placeholder", settings=settings, credentials=credentials, **params)
+        kwargs = _sealed(placeholder, settings)
+        del kwargs["image_name"]
+        if not params.get("additional_tags"):
+            kwargs.pop("additional_tags", None)
+    else:
+        kwargs = _sealed(push_request(image_name, settings=settings, credentials=credentials, **params), settings)
+    return (app or caller_app()).signature(PUSH_TASK, kwargs=kwargs, kwargsrepr=masked_repr(kwargs))
 
 
 def build_and_push(
@@ -91,46 +99,36 @@ def build_and_push(
     )
 
 
-def cached_build(spec: BuildSpec, settings: Settings) -> dict[str, Any] | None:
-    """The fast path: the build's result if its image and all its tags are on a live host."""
-    found = cached_entry(spec, settings)
-    return found[0] if found else None
-
-
-def cached_entry(spec: BuildSpec, settings: Settings) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """``cached_build``'s result with the cache entry it came from."""
+def _servable(spec: BuildSpec, entry: Entry, settings: Settings) -> bool:
+    """The entry's image carries every tag of ``spec`` on a live host (so no worker is needed)."""
     connection = redis_for(settings)
-    flight = SingleFlight(connection, settings, namespace="build")
-    pipe = connection.pipeline(transaction=False)
-    pipe.get(flight.entry_key(spec.key))
-    pipe.mget([key(settings, "image", reference) for reference in spec.references])
-    raw_entry, raw_locations = pipe.execute()
-    if not raw_entry:
-        return None
-    entry = json.loads(raw_entry)
-    image_id = entry["value"]["image_id"]
-    wanted = {"host": entry["host"], "image_id": image_id}
-    if any(not raw or json.loads(raw) != wanted for raw in raw_locations):
-        return None
-    if not hosts.is_alive(connection, settings, entry["host"]):
-        return None
-    return build_result(spec, image_id, entry["host"], "hit"), entry
+    wanted = {"host": entry.host, "image_id": entry.value["image_id"]}
+    locations = hosts.locate_images(connection, settings, spec.references)
+    return all(location == wanted for location in locations) and hosts.is_alive(connection, settings, entry.host)
 
 
-def wait_for_running_build(spec: BuildSpec, settings: Settings) -> dict[str, Any] | None:
-    """Join a build of the same key already running on the farm: wait in Redis for its result.
+def cached_entry(spec: BuildSpec, settings: Settings) -> Entry | None:
+    """The fast path: the cache entry of the spec's key, if its image and all its tags are on a live host."""
+    entry = build_cache(redis_for(settings), settings).peek(spec.key)
+    return entry if entry is not None and _servable(spec, entry, settings) else None
 
-    Returns the result once it is stored with this call's tags, or None if no
-    build is running or it ended without them (then the caller sends a task).
-    """
-    connection = redis_for(settings)
-    lease = SingleFlight(connection, settings, namespace="build").lease(spec.key)
-    deadline = time.monotonic() + settings.task_time_limit_s + settings.lease_s
-    while lease.held_by_anyone() and time.monotonic() < deadline:
-        time.sleep(settings.join_poll_s)
-        if (hit := cached_build(spec, settings)) is not None:
-            return {**hit, "cache": "joined"}
-    return cached_build(spec, settings)
+
+def cached_build(spec: BuildSpec, settings: Settings) -> FarmBuildResult | None:
+    """The build's result from the cache, without a worker, or None."""
+    entry = cached_entry(spec, settings)
+    return _answer(spec, entry, "hit") if entry is not None else None
+
+
+def _answer(spec: BuildSpec, entry: Entry, cache: Any) -> FarmBuildResult:
+    return farm_build_result(spec, entry.value["image_id"], host=entry.host, cache=cache)
+
+
+def wait_for_running_build(spec: BuildSpec, settings: Settings) -> FarmBuildResult | None:
+    """Join a build of the same key already running on the farm; None if none runs or it gave nothing."""
+    entry = build_cache(redis_for(settings), settings).join(
+        spec.key, accept=lambda found: _servable(spec, found, settings)
+    )
+    return _answer(spec, entry, "joined") if entry is not None else None
 
 
 def build(
@@ -140,7 +138,7 @@ def build(
     timeout_s: float | None = None,
     on_output: OutputSink | None = None,
     **params: Any,
-) -> dict[str, Any]:
+) -> FarmBuildResult:
     """Build on the farm and wait: from the cache when possible, else through a worker.
 
     ``on_output`` receives the build's output lines while it runs, on whichever host.
@@ -158,8 +156,7 @@ def build(
             upload_context(redis_for(settings), settings, packed)
     finally:
         packed.close()
-    kwargs = {"spec": spec.model_dump()}
-    result = _app(app).signature(BUILD_TASK, kwargs=kwargs, kwargsrepr=masked_repr(kwargs)).apply_async()
+    result = _spec_signature(spec, app).apply_async()
     return await_build(
         result, spec, settings, timeout_s=timeout_s or settings.task_time_limit_s * 2,
         reader=reader, on_output=on_output,
@@ -174,7 +171,7 @@ def await_build(
     timeout_s: float,
     reader: StreamReader | None = None,
     on_output: OutputSink | None = None,
-) -> dict[str, Any]:
+) -> FarmBuildResult:
     """The task's result, or sooner the same key's result stored by another caller's build.
 
     Identical requests sent at the same moment each send a task; the first
@@ -185,14 +182,13 @@ def await_build(
     while time.monotonic() < deadline:
         if result.ready():
             _drain(reader, on_output)
-            answer: dict[str, Any] = result.get(timeout=1)
+            answer: FarmBuildResult = result.get(timeout=1)
             return answer
-        if not spec.ignore_cache and (found := cached_entry(spec, settings)) is not None:
+        if not spec.ignore_cache and (entry := cached_entry(spec, settings)) is not None:
             _drain(reader, on_output)
-            hit, entry = found
-            if entry.get("owner") == result.id:
-                return {**hit, "cache": "built"}
-            return {**hit, "cache": "joined" if entry["created_at"] >= sent_at - 1 else "hit"}
+            if entry.owner == result.id:
+                return _answer(spec, entry, "built")
+            return _answer(spec, entry, "joined" if entry.created_at >= sent_at - 1 else "hit")
         if reader is not None and on_output is not None:
             for line in reader.read(block_s=settings.join_poll_s):
                 on_output(line + "\n")
@@ -208,19 +204,20 @@ def _drain(reader: StreamReader | None, on_output: OutputSink | None) -> None:
             on_output(line + "\n")
 
 
-def cached_push(image_name: str, tag: str | None, additional_tags: list[str] | None, settings: Settings) -> dict[str, Any] | None:
+def cached_push(request: PushRequest, settings: Settings) -> FarmPushResult | None:
     """The fast path of a push: the same image, repository, tags and registry were pushed before."""
     connection = redis_for(settings)
-    reference = f"{image_name}:{tag or 'latest'}"
-    location = hosts.locate_images(connection, settings, [reference])[0]
+    location = hosts.locate_images(connection, settings, [request.reference])[0]
     if location is None:
         return None
-    tags = [tag or "latest", *(additional_tags or [])]
-    key = push_key(image_id=location["image_id"], repository=image_name, tags=tags, registry=registry_of(image_name))
-    entry = SingleFlight(connection, settings, namespace="push").lookup(key)
+    key = push_key(
+        image_id=location["image_id"], repository=request.image_name, tags=request.tags,
+        registry=registry_of(request.image_name),
+    )
+    entry = push_cache(connection, settings).peek(key)
     if entry is None:
         return None
-    return {**entry["value"], "host": location["host"], "cache": "hit"}
+    return farm_push_result(request, entry.value.get("digest"), host=location["host"], cache="hit")
 
 
 def push(
@@ -233,17 +230,16 @@ def push(
     build_backend: str = "docker-py",
     app: Celery | None = None,
     timeout_s: float | None = None,
-) -> dict[str, Any]:
+) -> FarmPushResult:
     """Push on the farm (on the host holding the image) and wait; a repeated push is a hit."""
     settings = get_settings()
-    qualified = qualify_image_name(image_name, settings.default_namespace)
-    validate_tags([tag] if tag else [], additional_tags)
-    validate_credentials(credentials)
-    if not ignore_cache and (hit := cached_push(qualified, tag, additional_tags, settings)) is not None:
-        return hit
-    signature = push_signature(
-        qualified, credentials=credentials, tag=tag, additional_tags=additional_tags,
-        ignore_cache=ignore_cache, build_backend=build_backend, app=app,
+    request = push_request(
+        image_name, settings=settings, tag=tag, credentials=credentials, additional_tags=additional_tags,
+        ignore_cache=ignore_cache, build_backend=build_backend,
     )
-    answer: dict[str, Any] = signature.apply_async().get(timeout=timeout_s or settings.task_time_limit_s * 2)
+    if not ignore_cache and (hit := cached_push(request, settings)) is not None:
+        return hit
+    kwargs = _sealed(request, settings)
+    signature = (app or caller_app()).signature(PUSH_TASK, kwargs=kwargs, kwargsrepr=masked_repr(kwargs))
+    answer: FarmPushResult = signature.apply_async().get(timeout=timeout_s or settings.task_time_limit_s * 2)
     return answer

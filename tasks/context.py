@@ -20,18 +20,9 @@ from typing import IO, BinaryIO
 
 from docker.utils.build import exclude_paths
 
-from tasks.errors import InvalidInput
+from config import defaults
+from tasks.errors import ContextTooLarge, InvalidInput, UnsafeContext
 
-COPY_BUFFER_BYTES = 1024 * 1024
-IN_MEMORY_BYTES = 16 * 1024 * 1024  # a packed context up to this size never touches the disk
-
-
-class ContextTooLarge(InvalidInput):
-    """The packed context is over ``context_max_bytes``."""
-
-
-class UnsafeContext(InvalidInput):
-    """A context archive names a path outside its directory."""
 
 
 @dataclass(frozen=True)
@@ -98,11 +89,11 @@ def pack_context(root: Path, *, dockerfile: str | None = None, max_bytes: int) -
     """Pack ``root`` into a temporary tar file; return it with its sha256 digest."""
     if not root.is_dir():
         raise InvalidInput(f"Build context {str(root)!r} is not a directory.")
-    spool = tempfile.SpooledTemporaryFile(max_size=IN_MEMORY_BYTES)
+    spool = tempfile.SpooledTemporaryFile(max_size=defaults.PACK_IN_MEMORY_BYTES)
     writer = _HashingWriter(spool, max_bytes)
     try:
         with tarfile.open(fileobj=writer, mode="w", format=tarfile.GNU_FORMAT) as archive:  # type: ignore[call-overload]
-            archive.copybufsize = COPY_BUFFER_BYTES
+            archive.copybufsize = defaults.PACK_COPY_BUFFER_BYTES
             for name in context_files(root, dockerfile):
                 _add(archive, root, name)
     except BaseException:
@@ -152,7 +143,7 @@ def unpack_context(archive: BinaryIO, destination: Path) -> None:
 
 def private_directory(prefix: str = "dockyard-context-") -> Path:
     """A new directory only this process uses; remove it with ``remove_directory``."""
-    return Path(tempfile.mkdtemp(prefix=prefix))
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-"))
 
 
 def remove_directory(path: Path) -> None:

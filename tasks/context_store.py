@@ -14,13 +14,9 @@ import redis
 
 from config import defaults
 from config.settings import Settings
-from tasks.context import ContextTooLarge, PackedContext
-from tasks.errors import DockyardError
+from tasks.context import PackedContext
+from tasks.errors import ContextMissing, ContextTooLarge
 from tasks.keyspace import key
-
-
-class ContextMissing(DockyardError):
-    """The context is not (or no longer) in the store: send the build again."""
 
 
 def _meta_key(settings: Settings, digest: str) -> str:

@@ -5,12 +5,8 @@ from __future__ import annotations
 import redis
 
 from config.settings import Settings
-from tasks.errors import DockyardError
+from tasks.errors import RedeliveryLimit
 from tasks.keyspace import key
-
-
-class RedeliveryLimit(DockyardError):
-    """The same task message was delivered more often than ``max_redeliveries`` allows."""
 
 
 def count_delivery(connection: redis.Redis, settings: Settings, task_id: str, attempt: int) -> int:

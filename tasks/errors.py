@@ -1,17 +1,23 @@
-"""Every error dockyard raises, under one root.
+"""Every error dockyard raises, under one root, and the one mapping from engine errors to them.
 
     DockyardError
-     ├── InvalidInput (ValueError)     bad arguments; nothing was built or pushed
+     ├── InvalidInput (ValueError)     bad arguments or message; nothing was built or pushed
+     │    ├── ContextTooLarge            the packed context is over context_max_bytes
+     │    └── UnsafeContext              a context archive names a path outside its directory
      ├── BuildError                    the engine refused or failed the build
      ├── PushError (OSError)           the registry refused the push
      │    └── RegistryAuthError        wrong or missing registry credentials
+     ├── RedeliveryLimit               a message killed its worker too often; not run again
+ ├── ContextMissing                the context is not (or no longer) in the store
      └── TransientError                may succeed if tried again; the only retried class
           ├── RegistryUnavailable (PushError)  registry unreachable or 5xx
           ├── EngineUnavailable            this host's Docker engine does not answer
-          └── StoreUnavailable             Redis does not answer (restarting, failing over)
+          ├── StoreUnavailable             Redis does not answer (restarting, failing over)
+          └── JoinTimeout                  a joined build neither finished nor gave up in time
 
 ``InvalidInput`` is a ``ValueError`` and ``PushError`` an ``OSError`` because
-prefect-docker raises those for the same cases.
+prefect-docker raises those for the same cases. ``engine_error`` sorts the
+messages of docker-py and python-on-whales into these kinds, in one place.
 """
 
 from __future__ import annotations
@@ -25,6 +31,14 @@ class InvalidInput(DockyardError, ValueError):
     """The caller's arguments are wrong; nothing was done."""
 
 
+class ContextTooLarge(InvalidInput):
+    """The packed context is over ``context_max_bytes``."""
+
+
+class UnsafeContext(InvalidInput):
+    """A context archive names a path outside its directory."""
+
+
 class BuildError(DockyardError):
     """The build failed."""
 
@@ -35,6 +49,10 @@ class PushError(DockyardError, OSError):
 
 class RegistryAuthError(PushError):
     """The registry refused the credentials."""
+
+
+class RedeliveryLimit(DockyardError):
+    """The same task message was delivered more often than ``max_redeliveries`` allows."""
 
 
 class TransientError(DockyardError):
@@ -51,3 +69,55 @@ class EngineUnavailable(TransientError):
 
 class StoreUnavailable(TransientError):
     """Redis does not answer."""
+
+
+class ContextMissing(DockyardError):
+    """The context is not (or no longer) in the store: send the build again."""
+
+
+class JoinTimeout(TransientError):
+    """A joined build neither finished nor released its lease in time."""
+
+
+DENIED_HINT = (
+    "Docker reported access denied. This can happen if the base image requires "
+    "authentication, if you are not logged in to the registry, or if the image "
+    "name is invalid. Check your image name (no spaces) and run `docker login` "
+    "for the registry you are using."
+)
+# what registries and engines say when they are down or overloaded (retried)
+UNAVAILABLE_MARKERS = (
+    "connection refused", "no such host", "i/o timeout", "timeout", "connection reset",
+    "502", "503", "504", "500 internal", "bad gateway", "service unavailable",
+    "tls handshake", "context deadline exceeded", "eof",
+)
+# what they say when the credentials are missing or wrong
+DENIED_MARKERS = ("denied", "unauthorized", "no basic auth credentials", "authentication required")
+
+
+def is_unavailable(message: str) -> bool:
+    """The message says the registry or engine is down or overloaded."""
+    lowered = message.lower()
+    return any(marker in lowered for marker in UNAVAILABLE_MARKERS)
+
+
+def is_denied(message: str) -> bool:
+    """The message says the registry refused the credentials."""
+    lowered = message.lower()
+    return any(marker in lowered for marker in DENIED_MARKERS)
+
+
+def engine_error(message: str, *, doing: str) -> DockyardError:
+    """The dockyard error for an engine or registry failure while ``doing`` (build, push or login)."""
+    text = f"{doing.capitalize()} failed: {message}" if doing != "build" else message
+    if doing == "build":
+        if is_denied(message):
+            return BuildError(f"{message}\n{DENIED_HINT}")
+        return BuildError(message)
+    if is_denied(message) and doing.startswith("login"):
+        return RegistryAuthError(text)
+    if is_unavailable(message) and not is_denied(message):
+        return RegistryUnavailable(text)
+    if doing.startswith("login"):
+        return RegistryAuthError(text)
+    return PushError(text)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,17 +20,18 @@ import redis
 
 from config.settings import Settings
 from tasks import hosts, metrics
-from tasks.build import OutputSink, apply_tags, build_image
+from tasks.build import OutputSink, apply_tags, build_in
 from tasks.build_secrets import materialized_secrets
-from tasks.cache import Outcome, SingleFlight
+from tasks.cache import Entry, Outcome, build_cache, push_cache
 from tasks.cache_key import push_key
 from tasks.context import private_directory, remove_directory, unpack_context
 from tasks.context_store import download_context
 from tasks.engine import docker_client
 from tasks.errors import PushError
-from tasks.naming import qualify_image_name, registry_of, validate_tags
-from tasks.push import push_image, validate_credentials
-from tasks.spec import BuildSpec
+from tasks.naming import registry_of
+from tasks.push import push_in
+from tasks.results import cache_source, FarmBuildResult, FarmPushResult, farm_build_result, farm_push_result
+from tasks.spec import BuildSpec, Credentials, PushRequest
 
 
 @dataclass(frozen=True)
@@ -50,13 +51,13 @@ def image_exists(client: docker.DockerClient, image_id: str) -> bool:
     return True
 
 
-def _valid_entry(client: docker.DockerClient, connection: redis.Redis, settings: Settings):  # type: ignore[no-untyped-def]
+def _valid_entry(client: docker.DockerClient, connection: redis.Redis, settings: Settings) -> Callable[[Entry], bool]:
     """A cache entry is good if its image is here, or its host still heartbeats."""
 
-    def valid(entry: Mapping[str, Any]) -> bool:
-        if entry["host"] == settings.host_id:
-            return image_exists(client, entry["value"]["image_id"])
-        return hosts.is_alive(connection, settings, entry["host"])
+    def valid(entry: Entry) -> bool:
+        if entry.host == settings.host_id:
+            return image_exists(client, entry.value["image_id"])
+        return hosts.is_alive(connection, settings, entry.host)
 
     return valid
 
@@ -76,19 +77,6 @@ def materialized_context(spec: BuildSpec, connection: redis.Redis, settings: Set
         remove_directory(directory)
 
 
-def build_result(spec: BuildSpec, image_id: str, host: str, source: str) -> dict[str, Any]:
-    """prefect-docker's build result, plus the host holding the image and the cache outcome."""
-    return {
-        "image_name": spec.image_name,
-        "tag": spec.tag,
-        "image": f"{spec.image_name}:{spec.tag}",
-        "image_id": image_id,
-        "additional_tags": list(spec.additional_tags),
-        "host": host,
-        "cache": source,
-    }
-
-
 def execute_build(
     spec: BuildSpec,
     *,
@@ -97,25 +85,21 @@ def execute_build(
     client: docker.DockerClient,
     output: OutputSink,
     owner: str | None = None,
-) -> dict[str, Any] | Forward:
+) -> FarmBuildResult | Forward:
     """Build once per key on the farm; tag here, or forward to the host holding the image."""
-    cache = SingleFlight(connection, settings, namespace="build")
+    cache = build_cache(connection, settings)
 
     def compute() -> dict[str, str]:
         with contextlib.ExitStack() as stack:
             directory = stack.enter_context(materialized_context(spec, connection, settings))
-            build_kwargs: dict[str, Any] = {**spec.build_kwargs, "path": str(directory)}
+            secrets = None
             if spec.sealed_secrets:
-                build_kwargs["secrets"] = stack.enter_context(
-                    materialized_secrets(spec.sealed_secrets, settings.secret_key)
-                )
-            built = build_image(
-                spec.image_name, dockerfile=spec.dockerfile, tag=spec.tag,
-                additional_tags=spec.additional_tags, build_backend=spec.build_backend,
-                build_kwargs=build_kwargs,
-                settings=settings, client=client, output=output, auto_lines=spec.dockerfile_lines,
+                secrets = stack.enter_context(materialized_secrets(spec.sealed_secrets, settings.secret_key))
+            image_id = build_in(
+                spec, context=directory, auto_lines=spec.dockerfile_lines, secrets=secrets,
+                client=client, settings=settings, output=output,
             )
-        return {"image_id": built["image_id"]}
+        return {"image_id": image_id}
 
     started = time.monotonic()
     outcome = cache.run(
@@ -124,8 +108,8 @@ def execute_build(
     )
     record_build(connection, settings, outcome, time.monotonic() - started)
     image_id = outcome.value["image_id"]
-    if outcome.entry["host"] != settings.host_id:
-        return Forward(outcome.entry["host"], image_id, outcome.source)
+    if outcome.entry.host != settings.host_id:
+        return Forward(outcome.entry.host, image_id, outcome.source)
     return finish_on_holder(spec, image_id, outcome.source, settings=settings, connection=connection, client=client)
 
 
@@ -151,15 +135,15 @@ def finish_on_holder(
     settings: Settings,
     connection: redis.Redis,
     client: docker.DockerClient,
-) -> dict[str, Any]:
+) -> FarmBuildResult:
     """On the host holding ``image_id``: apply the spec's tags and record where they are."""
     if source != "built":
         apply_tags(client, image_id, spec.image_name, [spec.tag, *spec.additional_tags])
     hosts.record_image(
         connection, settings, host_id=settings.host_id, image_id=image_id, references=spec.references,
-        cache_keys=[SingleFlight(connection, settings, namespace="build").entry_key(spec.key)],
+        cache_keys=[build_cache(connection, settings).entry_key(spec.key)],
     )
-    return build_result(spec, image_id, settings.host_id, source)
+    return farm_build_result(spec, image_id, host=settings.host_id, cache=cache_source(source))
 
 
 def execute_tag(
@@ -172,12 +156,12 @@ def execute_tag(
     client: docker.DockerClient,
     output: OutputSink,
     owner: str | None = None,
-) -> dict[str, Any] | Forward:
+) -> FarmBuildResult | Forward:
     """Apply tags to a cached image on its host; rebuild if it vanished behind dockyard's back."""
     if image_exists(client, image_id):
         return finish_on_holder(spec, image_id, source, settings=settings, connection=connection, client=client)
     hosts.forget_image(connection, settings, host_id=settings.host_id, image_id=image_id)
-    SingleFlight(connection, settings, namespace="build").invalidate(spec.key)
+    build_cache(connection, settings).invalidate(spec.key)
     return execute_build(spec, settings=settings, connection=connection, client=client, output=output, owner=owner)
 
 
@@ -189,51 +173,38 @@ def local_image_id(client: docker.DockerClient, reference: str) -> str | None:
 
 
 def execute_push(
-    image_name: str,
+    request: PushRequest,
+    credentials: Credentials | None,
     *,
-    tag: str | None,
-    credentials: Mapping[str, Any] | None,
-    additional_tags: list[str] | None,
-    build_backend: str,
-    ignore_cache: bool,
     settings: Settings,
     connection: redis.Redis,
     client: docker.DockerClient,
     output: OutputSink,
-) -> dict[str, Any] | Forward:
+) -> FarmPushResult | Forward:
     """Push once per (image, repository, tags, registry); forward to the holder if it is elsewhere."""
-    image_name = qualify_image_name(image_name, settings.default_namespace)
-    validate_credentials(credentials)
-    validate_tags([tag] if tag else [], additional_tags)
-    reference = f"{image_name}:{tag or 'latest'}"
-    image_id = local_image_id(client, reference)
+    image_id = local_image_id(client, request.reference)
     if image_id is None:
-        location = hosts.locate_images(connection, settings, [reference])[0]
+        location = hosts.locate_images(connection, settings, [request.reference])[0]
         if location and location["host"] != settings.host_id and hosts.is_alive(connection, settings, location["host"]):
             return Forward(location["host"], location["image_id"], "forwarded")
-        raise PushError(f"No image {reference} on host {settings.host_id} or on any live host.")
-    tags = [tag or "latest", *(additional_tags or [])]
-    cache_key = push_key(image_id=image_id, repository=image_name, tags=tags, registry=registry_of(image_name))
+        raise PushError(f"No image {request.reference} on host {settings.host_id} or on any live host.")
+    cache_key = push_key(
+        image_id=image_id, repository=request.image_name, tags=request.tags, registry=registry_of(request.image_name)
+    )
 
     def compute() -> dict[str, Any]:
         if credentials is None:
-            return dict(push_image(
-                image_name, tag=tag, additional_tags=additional_tags, build_backend=build_backend,
-                settings=settings, client=client, output=output,
-            ))
-        with docker_client(settings) as private:  # a login stays in this call's own client
-            return dict(push_image(
-                image_name, tag=tag, credentials=credentials, additional_tags=additional_tags,
-                build_backend=build_backend, settings=settings, client=private, output=output,
-            ))
+            digest = push_in(request, None, client=client, settings=settings, output=output)
+        else:
+            with docker_client(settings) as private:  # a login stays in this call's own client
+                digest = push_in(request, credentials, client=private, settings=settings, output=output)
+        return {"digest": digest}
 
     started = time.monotonic()
-    outcome: Outcome = SingleFlight(connection, settings, namespace="push").run(
-        cache_key, compute, ignore_cache=ignore_cache
-    )
+    outcome: Outcome = push_cache(connection, settings).run(cache_key, compute, ignore_cache=request.ignore_cache)
     if outcome.source == "built":
         metrics.count(connection, settings, "pushes_total")
         metrics.observe(connection, settings, "push_seconds", time.monotonic() - started)
     else:
         metrics.count(connection, settings, "push_cache_hits_total")
-    return {**outcome.value, "host": settings.host_id, "cache": outcome.source}
+    return farm_push_result(request, outcome.value.get("digest"), host=settings.host_id, cache=outcome.source)

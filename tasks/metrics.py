@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import redis
 
+from config import defaults
 from config.settings import Settings
 from tasks.keyspace import key
 
-METRICS_TTL_S = 30 * 24 * 3600  # a host's counters expire a month after their last change
 COUNTERS = {
     "builds_total": "Builds run on this host's engine",
     "cache_misses_total": "Build requests that found no usable cache entry",
@@ -36,7 +36,7 @@ def count(connection: redis.Redis, settings: Settings, counter: str, amount: int
         raise KeyError(counter)
     pipe = connection.pipeline(transaction=False)
     pipe.hincrby(_name(settings, settings.host_id), counter, amount)
-    pipe.expire(_name(settings, settings.host_id), METRICS_TTL_S)
+    pipe.expire(_name(settings, settings.host_id), defaults.METRICS_TTL_S)
     pipe.execute()
 
 
@@ -46,7 +46,7 @@ def observe(connection: redis.Redis, settings: Settings, duration: str, seconds:
     pipe = connection.pipeline(transaction=False)
     pipe.hincrbyfloat(_name(settings, settings.host_id), f"{duration}_sum", seconds)
     pipe.hincrby(_name(settings, settings.host_id), f"{duration}_count", 1)
-    pipe.expire(_name(settings, settings.host_id), METRICS_TTL_S)
+    pipe.expire(_name(settings, settings.host_id), defaults.METRICS_TTL_S)
     pipe.execute()
 
 
@@ -58,6 +58,11 @@ def read(connection: redis.Redis, settings: Settings, host_id: str) -> dict[str,
     }
 
 
+def _number(value: float) -> str:
+    """A sample value written exactly: whole numbers without a fraction, others in full."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
 def render(connection: redis.Redis, settings: Settings, host_id: str) -> str:
     """The host's counters in Prometheus' text exposition format."""
     values = read(connection, settings, host_id)
@@ -65,9 +70,9 @@ def render(connection: redis.Redis, settings: Settings, host_id: str) -> str:
     lines: list[str] = []
     for name, help_text in COUNTERS.items():
         lines += [f"# HELP dockyard_{name} {help_text}", f"# TYPE dockyard_{name} counter",
-                  f"dockyard_{name}{label} {values.get(name, 0):g}"]
+                  f"dockyard_{name}{label} {_number(values.get(name, 0))}"]
     for name, help_text in DURATIONS.items():
         lines += [f"# HELP dockyard_{name} {help_text}", f"# TYPE dockyard_{name} summary",
-                  f"dockyard_{name}_sum{label} {values.get(name + '_sum', 0):g}",
-                  f"dockyard_{name}_count{label} {values.get(name + '_count', 0):g}"]
+                  f"dockyard_{name}_sum{label} {_number(values.get(name + '_sum', 0))}",
+                  f"dockyard_{name}_count{label} {_number(values.get(name + '_count', 0))}"]
     return "\n".join(lines) + "\n"

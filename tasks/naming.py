@@ -7,7 +7,10 @@ from datetime import datetime, timezone
 
 from tasks.errors import InvalidInput
 
-_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+# Docker's reference grammar: a path component, and a registry host with an optional port
+_COMPONENT_RE = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
+_REGISTRY_RE = re.compile(r"localhost(?::[0-9]+)?|[A-Za-z0-9.-]*[.:][A-Za-z0-9.:-]*")
 
 
 def validate_image_name(image_name: str) -> None:
@@ -20,11 +23,25 @@ def validate_image_name(image_name: str) -> None:
             "spaces. Use lowercase letters, numbers, and separators like '-', '_', "
             "'.', and '/'."
         )
+    if "@" in image_name:
+        raise InvalidInput(f"Invalid Docker image name {image_name!r}: a digest reference cannot be built or pushed.")
+    first, _, rest = image_name.partition("/")
+    components = rest.split("/") if rest and _REGISTRY_RE.fullmatch(first) else image_name.split("/")
+    if ":" in components[-1]:
+        raise InvalidInput(
+            f"Invalid Docker image name {image_name!r}: it names a tag; pass the tag as tag= instead."
+        )
+    for component in components:
+        if not _COMPONENT_RE.fullmatch(component):
+            raise InvalidInput(
+                f"Invalid Docker image name {image_name!r}: repository part {component!r} must be "
+                "lowercase letters and digits, separated by '.', '_', '__' or '-'."
+            )
 
 
 def validate_tag(tag: str) -> None:
     """Reject tags Docker would refuse, before anything is built."""
-    if not isinstance(tag, str) or not _TAG_RE.match(tag):
+    if not isinstance(tag, str) or not _TAG_RE.fullmatch(tag):
         raise InvalidInput(
             f"Invalid Docker tag {tag!r}: up to 128 letters, digits, '_', '.' or '-', "
             "not starting with '.' or '-'."

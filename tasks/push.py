@@ -1,4 +1,10 @@
-"""``push_docker_image``: prefect-docker's push step, stopping at the first error."""
+"""``push_docker_image``: prefect-docker's push step, and the push operation under it.
+
+``push_docker_image`` and ``push_image`` validate their arguments with
+``PushRequest`` (the farm's one validator); ``push_in`` is the operation
+itself: a validated request with credentials in clear and an engine client
+in, the first tag's digest out. It stops at the first error.
+"""
 
 from __future__ import annotations
 
@@ -10,19 +16,13 @@ import docker.errors
 import requests.exceptions
 
 from config.settings import Settings, get_settings
-from tasks.build import BUILD_BACKENDS, OutputSink, write_stdout
+from tasks.build import OutputSink, write_stdout
 from tasks.buildx import buildx_push
 from tasks.engine import docker_client
-from tasks.errors import InvalidInput, PushError, RegistryAuthError, RegistryUnavailable
-from tasks.naming import qualify_image_name, registry_of, validate_tag
-from tasks.results import PushDockerImageResult
-
-CREDENTIAL_KEYS = frozenset({"username", "password", "registry_url", "reauth"})
-_UNAVAILABLE_MARKERS = (
-    "connection refused", "no such host", "i/o timeout", "timeout", "connection reset",
-    "502", "503", "504", "500 internal", "tls handshake", "context deadline exceeded",
-    "eof",
-)
+from tasks.errors import InvalidInput, PushError, RegistryUnavailable, engine_error
+from tasks.naming import qualify_image_name, registry_of
+from tasks.results import PushDockerImageResult, push_result
+from tasks.spec import Credentials, PushRequest
 
 
 def push_docker_image(
@@ -41,6 +41,29 @@ def push_docker_image(
     )
 
 
+def push_request(
+    image_name: str,
+    *,
+    settings: Settings,
+    tag: str | None = None,
+    credentials: Mapping[str, Any] | None = None,
+    additional_tags: list[str] | None = None,
+    ignore_cache: bool = False,
+    build_backend: str = "docker-py",
+) -> PushRequest:
+    """prefect-docker's push arguments as a validated ``PushRequest`` (name qualified)."""
+    if credentials is not None and not isinstance(credentials, Mapping):
+        raise InvalidInput("credentials must be a mapping with username, password and registry_url.")
+    return PushRequest.parse({
+        "image_name": qualify_image_name(image_name, settings.default_namespace),
+        "tag": tag,
+        "additional_tags": [] if additional_tags is None else additional_tags,
+        "credentials": dict(credentials) if credentials is not None else None,
+        "ignore_cache": ignore_cache,
+        "build_backend": build_backend,
+    })
+
+
 def push_image(
     image_name: str,
     *,
@@ -52,72 +75,56 @@ def push_image(
     client: docker.DockerClient | None = None,
     output: OutputSink = write_stdout,
 ) -> PushDockerImageResult:
-    """The push with its I/O injected. Returns the digest of ``tag`` as ``digest``."""
-    image_name = qualify_image_name(image_name, settings.default_namespace)
-    if build_backend not in BUILD_BACKENDS:
-        raise InvalidInput(
-            f"Invalid build_backend {build_backend!r}. Expected 'docker-py' or 'buildx'."
-        )
-    validate_credentials(credentials)
-    for each in [*([tag] if tag else []), *(additional_tags or [])]:
-        validate_tag(each)
+    """Validate prefect-docker's arguments and push from one engine. Returns the tag's ``digest``."""
+    request = push_request(
+        image_name, settings=settings, tag=tag, credentials=credentials,
+        additional_tags=additional_tags, build_backend=build_backend,
+    )
+    opened = request.credentials if isinstance(request.credentials, Credentials) else None
+    if request.credentials is not None and opened is None:
+        raise InvalidInput("Sealed credentials are opened by a worker, not by a local push.")
     if client is None:
         with docker_client(settings) as owned:
-            return push_image(
-                image_name, tag=tag, credentials=credentials, additional_tags=additional_tags,
-                build_backend=build_backend, settings=settings, client=owned, output=output,
-            )
+            digest = push_in(request, opened, client=owned, settings=settings, output=output)
+    else:
+        digest = push_in(request, opened, client=client, settings=settings, output=output)
+    return push_result(request, digest)
 
-    if build_backend == "buildx":
-        with_registry = dict(credentials) if credentials is not None else None
-        if with_registry is not None:
-            with_registry.setdefault("registry_url", registry_of(image_name))
-        digest = buildx_push(
-            settings, image_name=image_name, tags=[tag, *(additional_tags or [])],
-            credentials=with_registry, output=output,
+
+def push_in(
+    request: PushRequest,
+    credentials: Credentials | None,
+    *,
+    client: docker.DockerClient,
+    settings: Settings,
+    output: OutputSink,
+) -> str | None:
+    """Push the request's tag and each additional tag from ``client``'s engine; the tag's digest."""
+    tags: list[str | None] = [request.tag, *request.additional_tags]
+    registry = (credentials.registry_url if credentials else None) or registry_of(request.image_name)
+    if request.build_backend == "buildx":
+        return buildx_push(
+            settings, image_name=request.image_name, tags=tags,
+            credentials=_login_fields(credentials, registry) if credentials else None, output=output,
         )
-        return {
-            "image_name": image_name, "tag": tag, "image": f"{image_name}:{tag}",
-            "additional_tags": list(additional_tags or []), "digest": digest,
-        }
     if credentials is not None:
-        _login(client, credentials, default_registry=registry_of(image_name))
-    digests = {each: _push_one(client, image_name, each, output) for each in [tag, *(additional_tags or [])]}
-    return {
-        "image_name": image_name,
-        "tag": tag,
-        "image": f"{image_name}:{tag}",
-        "additional_tags": list(additional_tags or []),
-        "digest": digests[tag],
-    }
+        _login(client, credentials, registry)
+    digests = [_push_one(client, request.image_name, each, output) for each in tags]
+    return digests[0]
 
 
-def validate_credentials(credentials: Mapping[str, Any] | None) -> None:
-    """Credentials are a mapping of the reference's keys with string user and password."""
-    if credentials is None:
-        return
-    if not isinstance(credentials, Mapping):
-        raise InvalidInput("credentials must be a mapping with username, password and registry_url.")
-    unknown = set(credentials) - CREDENTIAL_KEYS
-    if unknown:
-        raise InvalidInput(f"Unknown credentials keys: {sorted(unknown)}.")
-    for key in ("username", "password"):
-        if not isinstance(credentials.get(key), str) or not credentials.get(key):
-            raise InvalidInput(f"credentials[{key!r}] must be a non-empty string.")
+def _login_fields(credentials: Credentials, registry: str | None) -> dict[str, Any]:
+    return {"username": credentials.username, "password": credentials.password, "registry_url": registry}
 
 
-def _login(client: docker.DockerClient, credentials: Mapping[str, Any], default_registry: str | None) -> None:
-    registry = credentials.get("registry_url") or default_registry
+def _login(client: docker.DockerClient, credentials: Credentials, registry: str | None) -> None:
     try:
         client.login(
-            username=credentials["username"], password=credentials["password"],
-            registry=registry, reauth=credentials.get("reauth", True),
+            username=credentials.username, password=credentials.password,
+            registry=registry, reauth=credentials.reauth,
         )
     except docker.errors.APIError as exc:
-        message = str(exc.explanation or exc)
-        if _looks_unavailable(message) and "unauthorized" not in message.lower():
-            raise RegistryUnavailable(f"Registry {registry} unreachable: {message}") from exc
-        raise RegistryAuthError(f"Login to {registry} failed: {message}") from exc
+        raise engine_error(str(exc.explanation or exc), doing=f"login to {registry}") from exc
 
 
 def _push_one(client: docker.DockerClient, image_name: str, tag: str | None, output: OutputSink) -> str | None:
@@ -126,10 +133,7 @@ def _push_one(client: docker.DockerClient, image_name: str, tag: str | None, out
     try:
         for event in client.api.push(repository=image_name, tag=tag, stream=True, decode=True):
             if "error" in event:
-                message = str(event["error"])
-                if _looks_unavailable(message):
-                    raise RegistryUnavailable(f"Pushing {image_name}:{tag} failed: {message}")
-                raise PushError(f"Pushing {image_name}:{tag} failed: {message}")
+                raise engine_error(str(event["error"]), doing=f"pushing {image_name}:{tag}")
             if "status" in event:
                 output(event["status"] + (" " + event["progress"] if "progress" in event else "") + "\n")
             aux = event.get("aux")
@@ -138,12 +142,7 @@ def _push_one(client: docker.DockerClient, image_name: str, tag: str | None, out
     except docker.errors.ImageNotFound as exc:
         raise PushError(f"No image {image_name}:{tag} on this host to push.") from exc
     except docker.errors.APIError as exc:
-        raise PushError(f"Pushing {image_name}:{tag} failed: {exc.explanation or exc}") from exc
+        raise engine_error(str(exc.explanation or exc), doing=f"pushing {image_name}:{tag}") from exc
     except requests.exceptions.ConnectionError as exc:
         raise RegistryUnavailable(f"Docker engine unreachable while pushing: {exc}") from exc
     return digest
-
-
-def _looks_unavailable(message: str) -> bool:
-    lowered = message.lower()
-    return any(marker in lowered for marker in _UNAVAILABLE_MARKERS)

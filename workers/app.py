@@ -1,22 +1,17 @@
-"""The Celery app, configured from the settings."""
+"""The workers' Celery app: the configured app with dockyard's tasks and heartbeat signals."""
 
 from __future__ import annotations
 
 from celery import Celery
 
-from config.celery import celery_config
+from config.celery import create_celery
 from config.settings import Settings, get_settings
 from workers import heartbeat  # noqa: F401 - connects the worker's heartbeat signals
 
 
 def create_app(settings: Settings) -> Celery:
     """A Celery app for ``settings`` with dockyard's tasks registered."""
-    app = Celery("dockyard", include=["tasks.celery_tasks"])
-    app.conf.update(celery_config(settings))
-    if settings.signs_messages:
-        # task messages must be signed; results and remote control stay JSON
-        app.setup_security(allowed_serializers=["json"])
-    return app
+    return create_celery(settings, include=["tasks.celery_tasks"])
 
 
 app = create_app(get_settings())

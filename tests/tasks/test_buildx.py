@@ -15,7 +15,7 @@ import redis
 from config.settings import Settings
 from tasks import client
 from tasks.build import build_image
-from tasks.buildx import MULTI_PLATFORM_NEEDS_PUSH
+from tasks.spec import MULTI_PLATFORM_NEEDS_PUSH
 from tasks.engine import open_client
 from tasks.errors import InvalidInput
 from tests.conftest import Registry, WorkerProcess

@@ -141,7 +141,7 @@ def test_only_successes_are_stored_and_joiners_learn_of_the_failure(connection: 
     with pytest.raises(BuildError):
         flight.run("bad", failing)
     joiner.join()
-    assert flight.lookup("bad") is None
+    assert flight.peek("bad") is None
     assert joiner_error and "non-zero code" in str(joiner_error[0])
     assert not connection.exists("unit:lease:bad")
 
@@ -156,8 +156,8 @@ def test_ignore_cache_recomputes_and_stores(connection: fakeredis.FakeRedis, set
 def test_an_invalid_entry_is_a_miss_and_is_replaced(connection: fakeredis.FakeRedis, settings: Settings) -> None:
     flight = SingleFlight(connection, settings)
     flight.run("k", lambda: {"image_id": "gone"})
-    outcome = flight.run("k", lambda: {"image_id": "new"}, valid=lambda entry: entry["value"]["image_id"] != "gone")
-    assert outcome.source == "built" and flight.lookup("k")["value"] == {"image_id": "new"}  # type: ignore[index]
+    outcome = flight.run("k", lambda: {"image_id": "new"}, valid=lambda entry: entry.value["image_id"] != "gone")
+    assert outcome.source == "built" and flight.peek("k").value == {"image_id": "new"}  # type: ignore[union-attr]
 
 
 @pytest.fixture

@@ -25,7 +25,8 @@ from tasks.context import ContextTooLarge, PackedContext, UnsafeContext
 from tasks.context_store import upload_context
 from tasks.errors import BuildError, InvalidInput, PushError, RegistryAuthError
 from tasks.routing import BUILD_TASK
-from tasks.spec import prepare_build
+from tasks.prepare import prepare_build
+from tasks.spec import spec_key
 from tests.conftest import Registry, WorkerProcess
 
 TIMEOUT_S = 120
@@ -90,7 +91,8 @@ class Farm:
         upload_context(self.redis, self.settings, packed)
         spec, real = prepare_build({"image_name": self.repo, "path": str(self.project), "tag": "t"}, self.settings)
         real.close()
-        crafted = spec.model_copy(update={"context_digest": packed.digest, "key": "crafted-" + packed.digest})
+        crafted = spec.model_copy(update={"context_digest": packed.digest})
+        crafted = crafted.model_copy(update={"key": spec_key(crafted)})
         from workers.app import app
 
         return app.signature(BUILD_TASK, kwargs={"spec": crafted.model_dump()}).apply_async().get(timeout=TIMEOUT_S)

@@ -69,7 +69,7 @@ def test_a_build_sent_by_name_with_prefect_arguments_reads_path_on_the_worker(
 
 def test_shared_filesystem_transport_uploads_nothing(project: Path, repo: str, settings: Settings, redis_client: redis.Redis, worker: str) -> None:
     from tasks.routing import BUILD_TASK
-    from tasks.spec import prepare_build
+    from tasks.prepare import prepare_build
     from workers.app import app
 
     path_settings = settings.model_copy(update={"context_transport": "path"})
@@ -86,9 +86,9 @@ def test_the_fast_path_answers_without_a_worker(project: Path, repo: str, monkey
 
     first = client.build(repo, path=str(project), tag="fast")
 
-    def no_worker(_app: object) -> object:
+    def no_worker() -> object:
         raise AssertionError("the fast path sent a task")
 
-    monkeypatch.setattr(client, "_app", no_worker)
+    monkeypatch.setattr(client, "caller_app", no_worker)
     again = client.build(repo, path=str(project), tag="fast")
     assert again["cache"] == "hit" and again["image_id"] == first["image_id"]

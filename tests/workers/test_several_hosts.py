@@ -14,8 +14,8 @@ import redis
 
 from config.settings import Settings, host_queue
 from tasks import client
-from tasks.cache import SingleFlight
-from tasks.spec import prepare_build
+from tasks.cache import build_cache
+from tasks.prepare import prepare_build
 from tests.conftest import Registry, WorkerProcess
 from tests.workers.farm_helpers import container_creates, image_id_on_any, settle, slow_context
 
@@ -132,14 +132,14 @@ def test_an_image_deleted_behind_dockyards_back_is_rebuilt(
     engine = engine_of(first["host"], farm_workers, engines)
     spec, packed = prepare_build({"image_name": repo, "path": str(project), "tag": "v1"}, settings)
     packed.close()
-    flight = SingleFlight(redis_client, settings, namespace="build")
-    assert flight.lookup(spec.key) is not None
+    flight = build_cache(redis_client, settings)
+    assert flight.peek(spec.key) is not None
 
     engine.images.remove(first["image_id"], force=True)
     deadline = time.monotonic() + 10
-    while flight.lookup(spec.key) is not None and time.monotonic() < deadline:
+    while flight.peek(spec.key) is not None and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert flight.lookup(spec.key) is None, "the host noticed the deletion and dropped the entry"
+    assert flight.peek(spec.key) is None, "the host noticed the deletion and dropped the entry"
 
     second = client.build(repo, path=str(project), tag="v1", timeout_s=TIMEOUT_S)
     assert second["cache"] == "built"

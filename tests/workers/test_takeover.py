@@ -11,7 +11,7 @@ import redis
 
 from config.settings import Settings
 from tasks import client
-from tasks.spec import prepare_build
+from tasks.prepare import prepare_build
 from tests.conftest import WorkerProcess
 from tests.workers.farm_helpers import slow_context
 

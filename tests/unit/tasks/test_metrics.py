@@ -56,11 +56,6 @@ def test_render_reads_the_host_asked_for(fake_redis: fakeredis.FakeRedis) -> Non
     assert 'dockyard_joins_total{host="h2"} 1' in render(fake_redis, make_settings(host_id="h1"), "h2")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG tasks/metrics.py:68 and :71-72: values are formatted with ':g', six significant digits, "
-    "so a counter or sum past 999999 is rendered rounded (1234567 -> 1.23457e+06)",
-)
 def test_large_values_are_rendered_exactly(fake_redis: fakeredis.FakeRedis, unit_settings: Settings) -> None:
     count(fake_redis, unit_settings, "builds_total", 1234567)
     assert 'dockyard_builds_total{host="h1"} 1234567' in render(fake_redis, unit_settings, "h1").splitlines()

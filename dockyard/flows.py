@@ -1,7 +1,7 @@
 """Using the farm from inside a Prefect flow: build then push as one Prefect task.
 
     from prefect import flow
-    from tasks.prefect_flows import build_and_push_on_farm
+    from dockyard.flows import build_and_push_on_farm
 
     @flow
     def release() -> dict:

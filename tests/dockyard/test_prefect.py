@@ -19,7 +19,7 @@ import yaml  # noqa: E402 - after PREFECT_HOME is chosen
 from prefect import flow  # noqa: E402
 from prefect.deployments.steps.core import run_steps  # noqa: E402
 
-from tasks.prefect_flows import build_and_push_on_farm  # noqa: E402
+from dockyard.flows import build_and_push_on_farm  # noqa: E402
 from tests.conftest import Registry, WorkerProcess  # noqa: E402
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "workers" / "example"

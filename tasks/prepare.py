@@ -1,0 +1,127 @@
+"""The caller's side of a build request: arguments validated, context packed, secrets sealed.
+
+``prepare_build`` turns prefect-docker's build arguments into a ``BuildSpec``
+that any worker can run: the context travels by digest (or, with
+``context_transport="path"``, is read from a shared filesystem). Nothing
+here runs on a worker: it reads the caller's files and environment.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from pathlib import Path
+from typing import Any
+
+from config.settings import Settings
+from tasks import dockerfile as auto
+from tasks.build_secrets import seal_secrets
+from tasks.context import PackedContext, pack_context
+from tasks.errors import InvalidInput
+from tasks.naming import default_tag, qualify_image_name
+from tasks.spec import BuildOptions, BuildSpec, auto_dockerfile_bytes, dockerfile_digest, spec_key
+
+
+def _reference_build_signature(
+    image_name: str,
+    dockerfile: str = "Dockerfile",
+    tag: str | None = None,
+    additional_tags: list[str] | None = None,
+    ignore_cache: bool = False,
+    persist_dockerfile: bool = False,
+    dockerfile_output_path: str = "Dockerfile.generated",
+    build_backend: str = "docker-py",
+    **build_kwargs: Any,
+) -> None:
+    """prefect-docker's ``build_docker_image`` signature, for binding arguments."""
+
+
+_BUILD_PARAMS = inspect.signature(_reference_build_signature)
+
+
+def bind_build_arguments(params: dict[str, Any]) -> dict[str, Any]:
+    """prefect-docker's build arguments, with unknown ones gathered in ``build_kwargs``."""
+    try:
+        bound = _BUILD_PARAMS.bind(**params)
+    except TypeError as exc:
+        raise InvalidInput(f"Bad build arguments: {exc}") from exc
+    bound.apply_defaults()
+    return dict(bound.arguments)
+
+
+def build_options(args: dict[str, Any], settings: Settings) -> BuildOptions:
+    """Bound build arguments as validated ``BuildOptions``: name qualified, default tag filled."""
+    image_name = args["image_name"]
+    qualified = qualify_image_name(image_name, settings.default_namespace)
+    additional = args["additional_tags"]
+    return BuildOptions.parse({
+        "image_name": qualified,
+        "tag": args["tag"] or default_tag(),
+        "additional_tags": [] if additional is None else additional,
+        "dockerfile": args["dockerfile"],
+        "build_backend": args["build_backend"],
+        "build_kwargs": dict(args["build_kwargs"]),
+        "ignore_cache": args["ignore_cache"],
+    })
+
+
+def context_directory(options: BuildOptions) -> Path:
+    """The caller's build context: ``path``, or the working directory."""
+    context = Path(options.build_kwargs.get("path") or os.getcwd()).resolve()
+    if not context.is_dir():
+        raise InvalidInput(f"Build context {str(context)!r} is not a directory.")
+    return context
+
+
+def prepare_build(params: dict[str, Any], settings: Settings) -> tuple[BuildSpec, PackedContext]:
+    """Validate ``params``, pack the context and compute the key; nothing is sent yet."""
+    args = bind_build_arguments(params)
+    options = build_options(args, settings)
+    context = context_directory(options)
+    build_kwargs = {name: value for name, value in options.build_kwargs.items() if name != "path"}
+    sealed_secrets: dict[str, str] | None = None
+    secret_ids: list[str] = []
+    if "secrets" in build_kwargs:
+        if options.build_backend != "buildx":
+            raise InvalidInput("Build secrets need build_backend='buildx'.")
+        sealed_secrets, secret_ids = seal_secrets(build_kwargs.pop("secrets"), settings.secret_key)
+
+    lines: list[str] | None = None
+    if options.dockerfile == "auto":
+        if (context / "Dockerfile").exists():
+            raise InvalidInput("Dockerfile already exists.")
+        lines = auto.auto_dockerfile_lines(
+            context, base_image=settings.auto_base_image, install_command=settings.auto_install_command
+        )
+        content = auto_dockerfile_bytes(lines)
+        dockerfile = "auto"
+        packed = pack_context(context, max_bytes=settings.context_max_bytes)
+        if args["persist_dockerfile"]:
+            output_path = (context / str(args["dockerfile_output_path"])).resolve()
+            if not output_path.is_relative_to(context):
+                raise InvalidInput("dockerfile_output_path must be inside the build context.")
+            auto.persist_dockerfile(lines, output_path)
+    else:
+        dockerfile_path = (context / options.dockerfile).resolve()
+        if not dockerfile_path.is_relative_to(context):
+            raise InvalidInput(f"Dockerfile {options.dockerfile!r} must be inside the build context.")
+        if not dockerfile_path.is_file():
+            raise InvalidInput(f"Dockerfile {options.dockerfile!r} not found in {str(context)!r}.")
+        dockerfile = str(dockerfile_path.relative_to(context))
+        content = dockerfile_path.read_bytes()
+        packed = pack_context(context, dockerfile=dockerfile, max_bytes=settings.context_max_bytes)
+
+    fields: dict[str, Any] = {
+        **options.model_dump(),
+        "dockerfile": dockerfile,
+        "build_kwargs": build_kwargs,
+        "dockerfile_lines": lines,
+        "dockerfile_digest": dockerfile_digest(content),
+        "context_digest": packed.digest,
+        "context_size": packed.size,
+        "context_path": str(context) if settings.context_transport == "path" else None,
+        "sealed_secrets": sealed_secrets,
+        "secret_ids": secret_ids,
+    }
+    unkeyed = BuildSpec.model_construct(**fields, key="")
+    return BuildSpec.parse({**fields, "key": spec_key(unkeyed)}), packed
