@@ -7,13 +7,11 @@ a missing service fails the tests that need it (never a skip).
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
@@ -21,9 +19,12 @@ import redis
 import requests
 
 from config.settings import Settings, get_settings
+from workers import launcher, sweep
 
 TEST_REDIS_DB = "13"
 BASE_IMAGE_FALLBACK = "127.0.0.1:5000/base/busybox:1"
+# Celery's own keys in the test database (results, kombu's bindings and unacked messages, the queues)
+CELERY_KEY_PATTERNS = ("celery-task-meta-*", "_kombu.*", "unacked*", "dockyard.build*", "dockyard.host.*")
 
 
 def _load_farm_env() -> None:
@@ -81,15 +82,35 @@ def settings() -> Settings:
     return get_settings()
 
 
+def clear_test_keys(connection: redis.Redis) -> int:
+    """Delete dockyard's test keys and Celery's keys from the test database; return how many."""
+    deleted = 0
+    for pattern in (f"{get_settings().key_prefix}*", *CELERY_KEY_PATTERNS):
+        names = list(connection.scan_iter(match=pattern, count=1000))
+        for start in range(0, len(names), 500):
+            deleted += int(connection.delete(*names[start:start + 500]))
+    return deleted
+
+
 @pytest.fixture(scope="session")
 def redis_client(settings: Settings) -> Iterator[redis.Redis]:
+    """The test database (13, dedicated to tests): emptied at the start, and its keys deleted at the end."""
+    for url in {settings.effective_cache_url, settings.effective_broker_url, settings.effective_result_backend}:
+        if url.rsplit("/", 1)[-1] != TEST_REDIS_DB:
+            pytest.fail(f"refusing to run: {url} is not the test database {TEST_REDIS_DB}")
     client = redis.Redis.from_url(settings.effective_cache_url)
     try:
         client.ping()
     except redis.ConnectionError as exc:
         pytest.fail(f"Redis is not reachable at {settings.effective_cache_url}: {exc}")
+    assert client.connection_pool.connection_kwargs.get("db") == int(TEST_REDIS_DB)
+    client.flushdb()  # what an interrupted run left: the tests scan the whole database
     yield client
+    clear_test_keys(client)
+    left = sorted(name.decode(errors="replace") for name in client.scan_iter(count=1000))
     client.close()
+    if left:
+        pytest.fail(f"the tests left {len(left)} keys in Redis database {TEST_REDIS_DB}: {left[:20]}")
 
 
 @pytest.fixture(scope="session")
@@ -176,55 +197,24 @@ def engines() -> Iterator[list[docker.DockerClient]]:
         client.close()
 
 
-class WorkerProcess:
-    """A real ``dockyard worker`` process for one host and its engine."""
+class WorkerProcess(launcher.WorkerProcess):
+    """The launcher's worker with the tests' concurrency (2); a worker that does not come up fails the test."""
 
-    def __init__(self, host_id: str, docker_host: str, log_path: Path, extra_env: dict[str, str] | None = None) -> None:
-        self.host_id = host_id
-        self.docker_host = docker_host
-        self.log_path = log_path
-        self.extra_env = extra_env or {}
-        self.process: subprocess.Popen[bytes] | None = None
+    def __init__(
+        self, host_id: str, docker_host: str, log_path: Path, extra_env: dict[str, str] | None = None,
+        concurrency: int = 2,
+    ) -> None:
+        super().__init__(host_id, docker_host, log_path, extra_env, concurrency)
 
     def start(self) -> WorkerProcess:
-        env = {**os.environ, "DOCKYARD_HOST_ID": self.host_id, "DOCKYARD_DOCKER_HOST": self.docker_host, **self.extra_env}
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "workers.cli", "worker", "--concurrency", "2"],
-                env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+        super().start()
         return self
 
-    def wait_ready(self, app: object) -> None:
-        assert self.process is not None
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"worker {self.host_id} exited with {self.process.returncode}:\n{self.log()}")
-            replies = app.control.ping(timeout=1.0) or []  # type: ignore[attr-defined]
-            if any(name.startswith(self.host_id + "@") for reply in replies for name in reply):
-                return
-        pytest.fail(f"worker {self.host_id} did not answer a ping:\n{self.log()}")
-
-    def kill(self) -> None:
-        """SIGKILL the worker and its pool processes at once."""
-        assert self.process is not None
-        os.killpg(self.process.pid, 9)
-        self.process.wait()
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
+    def wait_ready(self, app: Any, timeout_s: float = 60.0, *, ready: Callable[[str], bool] | None = None) -> None:
         try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, 9)
-            self.process.wait()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+            super().wait_ready(app, timeout_s, ready=ready)
+        except (RuntimeError, TimeoutError) as exc:
+            pytest.fail(str(exc))
 
 
 @pytest.fixture(scope="session")
@@ -251,8 +241,17 @@ def farm_workers(
         for each in workers:
             each.stop()
         app.control.purge()
-        for name in redis_client.scan_iter(match="dockyard-test:*"):
-            redis_client.delete(name)
+        clear_test_keys(redis_client)
+        assert_no_private_dirs_left()
+
+
+def assert_no_private_dirs_left() -> None:
+    """Sweep the private directories of dead worker processes (pool processes the tests killed
+    leave theirs; a worker sweeps when it starts); then none of a dead process may remain."""
+    sweep.sweep()
+    left = sweep.left_behind()
+    if left:
+        pytest.fail(f"private directories of dead processes not swept: {[path.name for path in left]}")
 
 
 @pytest.fixture(scope="session")

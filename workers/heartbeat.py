@@ -2,6 +2,8 @@
 
 Both run as daemon threads in the worker's main process, started when the
 worker is ready and stopped (the host record removed) when it shuts down.
+When ready, the worker also sweeps the private directories dead processes
+left (``workers.sweep``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from tasks import hosts
 from tasks.engine import open_client
 from tasks.keyspace import redis_for
 from workers.metrics_server import serve_metrics
+from workers.sweep import sweep
 
 logger = logging.getLogger("dockyard.heartbeat")
 _stop = threading.Event()
@@ -104,6 +107,7 @@ def watch_deletions(settings: Settings, connection: redis.Redis) -> None:
 
 @worker_ready.connect
 def _start(sender: Any = None, **_: Any) -> None:
+    sweep()
     settings = get_settings()
     connection = redis_for(settings)
     _stop.clear()
