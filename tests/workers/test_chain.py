@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import docker
 import pytest
 import redis
 
 from config.settings import Settings
-from tasks.client import build_and_push, build_signature, push_signature
+from tasks.client import build_and_push, build_signature, prepare_and_upload, push_signature
+from tasks.routing import BUILD_TASK
 from tasks.errors import InvalidInput, RegistryAuthError
 from tests.conftest import Registry, WorkerProcess
 
@@ -38,9 +40,14 @@ def test_push_sent_on_its_own_after_a_build(project: Path, repo: str, registry: 
     assert registry.manifest_digest(repo.removeprefix(registry.url + "/"), "solo") == pushed["digest"]
 
 
-def test_errors_cross_the_wire_with_their_type(worker: str) -> None:
+def test_errors_cross_the_wire_with_their_type(project: Path, worker: str) -> None:
+    """Sent by name, so the caller's validator never runs: the worker's InvalidInput comes back as such."""
+    from workers.app import app
+
+    result = app.send_task(BUILD_TASK, kwargs={"image_name": "bad name", "path": str(project)})
     with pytest.raises(InvalidInput, match="Invalid Docker image name"):
-        build_signature("bad name", path="/").apply_async().get(timeout=TIMEOUT_S)
+        result.get(timeout=TIMEOUT_S)
+    assert result.state == "FAILURE" and type(result.result) is InvalidInput
 
 
 def test_wrong_password_fails_the_chain_without_retrying_forever(project: Path, repo: str, registry: Registry, worker: str) -> None:
@@ -51,9 +58,46 @@ def test_wrong_password_fails_the_chain_without_retrying_forever(project: Path, 
     assert registry.manifest_digest(repo.removeprefix(registry.url + "/"), "nope") is None
 
 
-def test_unknown_build_arguments_are_refused(worker: str) -> None:
-    with pytest.raises(InvalidInput):
-        build_signature("127.0.0.1:5000/x/y", path="/", labels="not-a-dict").apply_async().get(timeout=TIMEOUT_S)
+def test_unknown_build_arguments_are_refused(project: Path, repo: str, worker: str) -> None:
+    """Sent by name with arguments the caller would refuse: the worker refuses them too."""
+    from workers.app import app
+
+    for bad in ({"labels": "not-a-dict"}, {"no_such_option": True}):
+        result = app.send_task(BUILD_TASK, kwargs={"image_name": repo, "path": str(project), **bad})
+        with pytest.raises(InvalidInput):
+            result.get(timeout=TIMEOUT_S)
+
+
+def _hand_made_spec(repo: str, project: Path, settings: Settings) -> dict[str, object]:
+    """A valid spec whose context is in the store, as a dict to spoil by hand."""
+    spec = prepare_and_upload(repo, {"path": str(project), "tag": "good"}, settings)
+    return spec.model_dump()
+
+
+@pytest.mark.parametrize(
+    ("spoil", "message"),
+    [
+        ({"tag": "v 1"}, "Invalid Docker tag"),
+        ({"additional_tags": "latest"}, "additional_tags"),
+        ({"key": "0" * 64}, "key does not match"),
+        ({"dockerfile": "/etc/passwd"}, "inside the build context"),
+        ({"image_name": "127.0.0.1:5000/Team/App"}, "lowercase"),
+    ],
+    ids=["tag with a space", "additional_tags a string", "another key", "absolute Dockerfile", "uppercase repository"],
+)
+def test_the_worker_refuses_a_hand_made_spec_the_caller_would_refuse(
+    spoil: dict[str, object], message: str, project: Path, repo: str, settings: Settings,
+    redis_client: redis.Redis, engines: list[docker.DockerClient], worker: str,
+) -> None:
+    from workers.app import app
+
+    spec = {**_hand_made_spec(repo, project, settings), **spoil}
+    result = app.send_task(BUILD_TASK, kwargs={"spec": spec})
+    with pytest.raises(InvalidInput, match=message):
+        result.get(timeout=TIMEOUT_S)
+    assert [image for engine in engines for image in engine.images.list(name=repo)] == [], "nothing built"
+    written = [name for pattern in ("build:*", "lease:*") for name in redis_client.scan_iter(settings.key_prefix + pattern)]
+    assert not [name for name in written if str(spec["key"]).encode() in name], "nothing stored under the key"
 
 
 def test_a_build_sent_by_name_with_prefect_arguments_reads_path_on_the_worker(
