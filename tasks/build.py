@@ -8,6 +8,7 @@ directory and an engine client in, an image id out.
 
 from __future__ import annotations
 
+import inspect
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +22,8 @@ from tasks import dockerfile as auto
 from tasks.buildx import buildx_build
 from tasks.engine import default_build_network, docker_client
 from tasks.errors import BuildError, InvalidInput, engine_error
-from tasks.prepare import bind_build_arguments, build_options, context_directory
+from tasks.context import context_directory
+from tasks.naming import default_tag, qualify_image_name
 from tasks.results import BuildDockerImageResult, build_result
 from tasks.spec import BuildOptions
 
@@ -55,6 +57,32 @@ def build_docker_image(
     )
 
 
+def bind_build_arguments(params: dict[str, Any]) -> dict[str, Any]:
+    """prefect-docker's build arguments, with unknown ones gathered in ``build_kwargs``."""
+    try:
+        bound = inspect.signature(build_docker_image).bind(**params)
+    except TypeError as exc:
+        raise InvalidInput(f"Bad build arguments: {exc}") from exc
+    bound.apply_defaults()
+    return dict(bound.arguments)
+
+
+def build_options(args: dict[str, Any], settings: Settings) -> BuildOptions:
+    """Bound build arguments as validated ``BuildOptions``: name qualified, default tag filled."""
+    image_name = args["image_name"]
+    qualified = qualify_image_name(image_name, settings.default_namespace)
+    additional = args["additional_tags"]
+    return BuildOptions.parse({
+        "image_name": qualified,
+        "tag": args["tag"] or default_tag(),
+        "additional_tags": [] if additional is None else additional,
+        "dockerfile": args["dockerfile"],
+        "build_backend": args["build_backend"],
+        "build_kwargs": dict(args["build_kwargs"]),
+        "ignore_cache": args["ignore_cache"],
+    })
+
+
 def build_image(
     image_name: str,
     *,
@@ -76,7 +104,7 @@ def build_image(
         "build_backend": build_backend, **(build_kwargs or {}),
     })
     options = build_options(args, settings)
-    context = context_directory(options)
+    context = context_directory(options.build_kwargs)
     lines = None
     if options.dockerfile == "auto":
         lines = auto.auto_dockerfile_lines(

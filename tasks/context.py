@@ -16,7 +16,8 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO, BinaryIO
+from collections.abc import Mapping
+from typing import IO, Any, BinaryIO
 
 from docker.utils.build import exclude_paths
 
@@ -83,6 +84,14 @@ def _every_path(root: str) -> list[str]:
         found.extend(prefix + name for name in dirnames)
         found.extend(prefix + name for name in filenames)
     return found
+
+
+def context_directory(build_kwargs: Mapping[str, Any]) -> Path:
+    """The caller's build context: ``path``, or the working directory."""
+    context = Path(build_kwargs.get("path") or os.getcwd()).resolve()
+    if not context.is_dir():
+        raise InvalidInput(f"Build context {str(context)!r} is not a directory.")
+    return context
 
 
 def pack_context(root: Path, *, dockerfile: str | None = None, max_bytes: int) -> PackedContext:

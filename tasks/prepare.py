@@ -8,76 +8,22 @@ here runs on a worker: it reads the caller's files and environment.
 
 from __future__ import annotations
 
-import inspect
-import os
-from pathlib import Path
 from typing import Any
 
 from config.settings import Settings
 from tasks import dockerfile as auto
 from tasks.build_secrets import seal_secrets
-from tasks.context import PackedContext, pack_context
+from tasks.build import bind_build_arguments, build_options
+from tasks.context import PackedContext, context_directory, pack_context
 from tasks.errors import InvalidInput
-from tasks.naming import default_tag, qualify_image_name
-from tasks.spec import BuildOptions, BuildSpec, auto_dockerfile_bytes, dockerfile_digest, spec_key
-
-
-def _reference_build_signature(
-    image_name: str,
-    dockerfile: str = "Dockerfile",
-    tag: str | None = None,
-    additional_tags: list[str] | None = None,
-    ignore_cache: bool = False,
-    persist_dockerfile: bool = False,
-    dockerfile_output_path: str = "Dockerfile.generated",
-    build_backend: str = "docker-py",
-    **build_kwargs: Any,
-) -> None:
-    """prefect-docker's ``build_docker_image`` signature, for binding arguments."""
-
-
-_BUILD_PARAMS = inspect.signature(_reference_build_signature)
-
-
-def bind_build_arguments(params: dict[str, Any]) -> dict[str, Any]:
-    """prefect-docker's build arguments, with unknown ones gathered in ``build_kwargs``."""
-    try:
-        bound = _BUILD_PARAMS.bind(**params)
-    except TypeError as exc:
-        raise InvalidInput(f"Bad build arguments: {exc}") from exc
-    bound.apply_defaults()
-    return dict(bound.arguments)
-
-
-def build_options(args: dict[str, Any], settings: Settings) -> BuildOptions:
-    """Bound build arguments as validated ``BuildOptions``: name qualified, default tag filled."""
-    image_name = args["image_name"]
-    qualified = qualify_image_name(image_name, settings.default_namespace)
-    additional = args["additional_tags"]
-    return BuildOptions.parse({
-        "image_name": qualified,
-        "tag": args["tag"] or default_tag(),
-        "additional_tags": [] if additional is None else additional,
-        "dockerfile": args["dockerfile"],
-        "build_backend": args["build_backend"],
-        "build_kwargs": dict(args["build_kwargs"]),
-        "ignore_cache": args["ignore_cache"],
-    })
-
-
-def context_directory(options: BuildOptions) -> Path:
-    """The caller's build context: ``path``, or the working directory."""
-    context = Path(options.build_kwargs.get("path") or os.getcwd()).resolve()
-    if not context.is_dir():
-        raise InvalidInput(f"Build context {str(context)!r} is not a directory.")
-    return context
+from tasks.spec import BuildSpec, auto_dockerfile_bytes, dockerfile_digest, spec_key
 
 
 def prepare_build(params: dict[str, Any], settings: Settings) -> tuple[BuildSpec, PackedContext]:
     """Validate ``params``, pack the context and compute the key; nothing is sent yet."""
     args = bind_build_arguments(params)
     options = build_options(args, settings)
-    context = context_directory(options)
+    context = context_directory(options.build_kwargs)
     build_kwargs = {name: value for name, value in options.build_kwargs.items() if name != "path"}
     sealed_secrets: dict[str, str] | None = None
     secret_ids: list[str] = []
