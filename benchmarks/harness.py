@@ -12,11 +12,8 @@ import contextlib
 import math
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +22,8 @@ from typing import Any
 
 import docker
 import docker.errors
+
+from workers.launcher import WorkerProcess, wait_all_ready
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_FARM_DIR = "/var/lib/dockyard-farm"
@@ -138,40 +137,66 @@ def count_round(clients: Sequence[docker.DockerClient], round_id: str, since: fl
     return found
 
 
+def labelled_images(client: docker.DockerClient, label: str, *, all_layers: bool = False) -> set[str]:
+    """Ids of the images carrying ``label`` (``name`` or ``name=value``), intermediate layers too if asked."""
+    return {image.id for image in client.images.list(all=all_layers, filters={"label": label})}
+
+
+def remove_images(
+    clients: Iterable[docker.DockerClient], *, label: str, repositories: Iterable[str] = (), passes: int = 8
+) -> dict[str, Any]:
+    """Remove from every engine the images carrying ``label`` and those tagged in ``repositories``.
+
+    Leaves first: a parent still listed after its child went is taken on a
+    later pass (its 409 is not an error until the last pass); passes after
+    the first include intermediate layers. Returns ``{"removed", "errors"}``.
+    """
+    removed = 0
+    errors: list[str] = []
+    repositories = list(repositories)
+    for client in clients:
+        for attempt in range(passes):
+            try:
+                ids = labelled_images(client, label, all_layers=attempt > 0)
+                for repository in repositories:
+                    ids.update(image.id for image in client.images.list(name=repository))
+            except docker.errors.DockerException as exc:
+                errors.append(f"{client.api.base_url}: list: {exc}")
+                break
+            if not ids:
+                break
+            progress = False
+            for image_id in sorted(ids):
+                try:
+                    client.images.remove(image_id, force=True)
+                    removed += 1
+                    progress = True
+                except docker.errors.ImageNotFound:
+                    progress = True
+                except docker.errors.APIError as exc:
+                    if exc.status_code != 409 or attempt == passes - 1:  # 409: a parent whose child goes first
+                        errors.append(f"{client.api.base_url}: {image_id}: {exc}")
+            if not progress and attempt > 0:
+                break
+    return {"removed": removed, "errors": errors[:10]}
+
+
 def remove_bench_images(clients: Iterable[docker.DockerClient], repositories: Iterable[str]) -> int:
     """Remove the bench's images from every engine; return how many were removed.
 
     That is every image of ``repositories`` and every image carrying the
     round label (all the bench builds; concurrent builds of one tag leave
-    untagged ones), leaves first so their parent layers go with them.
+    untagged ones).
     """
-    removed = 0
-    repositories = list(repositories)
-    for client in clients:
-        for _ in range(5):  # a parent still listed after its child went is taken on the next pass
-            try:
-                ids = {image.id for image in client.images.list(filters={"label": ROUND_LABEL})}
-                for repository in repositories:
-                    ids.update(image.id for image in client.images.list(name=repository))
-            except docker.errors.DockerException as exc:
-                print(f"bench: could not list images on {client.api.base_url}: {exc}", file=sys.stderr)
-                break
-            if not ids:
-                break
-            for image_id in sorted(ids):
-                try:
-                    client.images.remove(image_id, force=True)
-                    removed += 1
-                except docker.errors.ImageNotFound:
-                    pass
-                except docker.errors.APIError as exc:
-                    print(f"bench: could not remove {image_id}: {exc}", file=sys.stderr)
-    return removed
+    report = remove_images(clients, label=ROUND_LABEL, repositories=repositories)
+    for error in report["errors"]:
+        print(f"bench: could not remove {error}", file=sys.stderr)
+    return int(report["removed"])
 
 
 def leftover_bench_images(clients: Iterable[docker.DockerClient]) -> int:
     """Images carrying the round label still on the engines, intermediate layers included."""
-    return sum(len(client.images.list(all=True, filters={"label": ROUND_LABEL})) for client in clients)
+    return sum(len(labelled_images(client, ROUND_LABEL, all_layers=True)) for client in clients)
 
 
 def percentile(samples: Sequence[float], fraction: float) -> float:
@@ -190,52 +215,34 @@ def temp_dir(prefix: str) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-class BenchWorker:
-    """A real ``dockyard worker`` for one host and its engine (as tests/conftest.py's WorkerProcess)."""
-
-    def __init__(self, host_id: str, docker_host: str, log_path: Path, *, concurrency: int = 2) -> None:
-        self.host_id = host_id
-        self.docker_host = docker_host
-        self.log_path = log_path
-        self.concurrency = concurrency
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> BenchWorker:
-        env = {
-            **os.environ, "DOCKYARD_HOST_ID": self.host_id, "DOCKYARD_DOCKER_HOST": self.docker_host,
-            "DOCKYARD_METRICS_PORT": "0",  # two workers on one machine: each takes a free port
-        }
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "workers.cli", "worker", "--concurrency", str(self.concurrency)],
-                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        return self
-
-    def check(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            code = None if self.process is None else self.process.returncode
-            raise RuntimeError(f"bench worker {self.host_id} exited ({code}):\n{self.log_tail()}")
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+def bench_worker(host_id: str, docker_host: str, log_path: Path, *, concurrency: int = 2) -> WorkerProcess:
+    """A real ``dockyard worker`` for one host and its engine (not started), through the launcher."""
+    # two workers on one machine: each takes a free /metrics port
+    return WorkerProcess(host_id, docker_host, log_path, {"DOCKYARD_METRICS_PORT": "0"}, concurrency, cwd=REPO)
 
 
-def wait_for_workers(app: Any, workers: Sequence[BenchWorker], *, timeout_s: float = 90) -> None:
+def bench_workers(name: str, engine_urls: Sequence[str], log_dir: Path, *, concurrency: int = 2) -> list[WorkerProcess]:
+    """One worker per engine, ``<name>-1``, ``<name>-2``..., logging to ``log_dir/worker-<n>.log`` (not started)."""
+    return [
+        bench_worker(f"{name}-{index}", url, log_dir / f"worker-{index}.log", concurrency=concurrency)
+        for index, url in enumerate(engine_urls, start=1)
+    ]
+
+
+def start_workers(app: Any, workers: Sequence[WorkerProcess], *, timeout_s: float = 90) -> None:
+    """Start ``workers`` and wait until every one is ready (``wait_for_workers``)."""
+    for worker in workers:
+        worker.start()
+    wait_for_workers(app, workers, timeout_s=timeout_s)
+
+
+def print_log_tails(workers: Iterable[WorkerProcess]) -> None:
+    """The end of each worker's log, on stderr (after a failure)."""
+    for worker in workers:
+        print(f"--- worker {worker.host_id} log tail\n{worker.log_tail()}", file=sys.stderr)
+
+
+def wait_for_workers(app: Any, workers: Sequence[WorkerProcess], *, timeout_s: float = 90) -> None:
     """Until every worker answers a ping and heartbeats into Redis (the fast path needs both)."""
     from config.settings import get_settings
     from tasks import hosts
@@ -243,19 +250,8 @@ def wait_for_workers(app: Any, workers: Sequence[BenchWorker], *, timeout_s: flo
 
     settings = get_settings()
     connection = redis_for(settings)
-    pending = {worker.host_id: worker for worker in workers}
-    deadline = time.monotonic() + timeout_s
-    while pending and time.monotonic() < deadline:
-        for worker in pending.values():
-            worker.check()
-        replies = app.control.ping(timeout=1.0) or []
-        answered = {name.split("@", 1)[0] for reply in replies for name in reply}
-        for host_id in list(pending):
-            if host_id in answered and hosts.is_alive(connection, settings, host_id):
-                del pending[host_id]
-    if pending:
-        tails = "\n".join(f"--- {w.host_id}\n{w.log_tail()}" for w in pending.values())
-        raise RuntimeError(f"bench workers not ready after {timeout_s} s: {sorted(pending)}\n{tails}")
+    wait_all_ready(app, workers, timeout_s=timeout_s,
+                   ready=lambda host_id: hosts.is_alive(connection, settings, host_id))
 
 
 def delete_bench_keys(key_prefix: str = BENCH_KEY_PREFIX) -> int:

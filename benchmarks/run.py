@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import harness
+from workers.launcher import WorkerProcess
 
 PARTS = ("a", "b", "c")
 TARGETS = {
@@ -45,7 +46,7 @@ class Bench:
             raise SystemExit("the bench needs two engines (DOCKYARD_FARM_DOCKER_HOSTS): run benchmarks/run.sh")
         self.engine_urls = self.engine_urls[:2]
         self.clients = [harness.engine(url) for url in self.engine_urls]
-        self.workers: list[harness.BenchWorker] = []
+        self.workers: list[WorkerProcess] = []
         self.repositories: list[str] = []
 
     def image(self, what: str) -> str:
@@ -58,10 +59,8 @@ class Bench:
         from workers.app import app
 
         app.control.purge()
-        for index, url in enumerate(self.engine_urls, start=1):
-            worker = harness.BenchWorker(f"bench-{self.run_id}-{index}", url, self.scratch / f"worker-{index}.log")
-            self.workers.append(worker.start())
-        harness.wait_for_workers(app, self.workers)
+        self.workers = harness.bench_workers(f"bench-{self.run_id}", self.engine_urls, self.scratch)
+        harness.start_workers(app, self.workers)
 
     def client_for_host(self, host_id: str) -> Any:
         for worker, client in zip(self.workers, self.clients):
@@ -71,7 +70,7 @@ class Bench:
 
     def url_for_host(self, host_id: str) -> str:
         for worker in self.workers:
-            if worker.host_id == host_id:
+            if worker.host_id == host_id and worker.docker_host is not None:
                 return worker.docker_host
         raise KeyError(f"no bench worker {host_id}")
 
@@ -260,8 +259,7 @@ def main(argv: list[str] | None = None) -> int:
                                            repeats=args.repeats)
         except BaseException:
             if bench is not None:
-                for worker in bench.workers:
-                    print(f"--- worker {worker.host_id} log tail\n{worker.log_tail()}", file=sys.stderr)
+                harness.print_log_tails(bench.workers)
             raise
         finally:
             if bench is not None:
