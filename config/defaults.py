@@ -29,6 +29,7 @@ HEARTBEAT_INTERVAL_S = 2.0  # how often a worker refreshes its host record
 HEARTBEAT_TTL_S = 10.0  # a host whose record is older than this is dead
 METRICS_PORT = 9808  # port of a worker's /metrics; 0 picks a free one
 METRICS_BIND = "127.0.0.1"  # address /metrics listens on
+SHARED_CONTEXT_ROOT = None  # workers refuse shared-filesystem contexts unless a root is named
 CONTEXT_TRANSPORT: Literal["redis", "path"] = "redis"  # contexts travel through the Redis store ("path": a shared filesystem)
 FAILURE_NOTICE_S = 30  # how long joiners can read a build owner's failure
 STORE_OUTAGE_WAIT_S = 120  # how long a task waits for Redis to come back before failing

@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     context_transport: Literal["redis", "path"] = Field(
         defaults.CONTEXT_TRANSPORT, description="How contexts reach workers"
     )
+    shared_context_root: str | None = Field(
+        defaults.SHARED_CONTEXT_ROOT, description="Worker: directory under which a shared-filesystem context_path may lie; unset refuses them"
+    )
     cache_ttl_s: int = Field(defaults.CACHE_TTL_S, gt=0)
     lease_s: float = Field(defaults.LEASE_S, gt=0)
     join_poll_s: float = Field(defaults.JOIN_POLL_S, gt=0)

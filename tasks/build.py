@@ -12,7 +12,7 @@ import inspect
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import docker
 import docker.errors
@@ -148,6 +148,35 @@ def build_in(
         return _backend_build(options, kwargs, client, settings, context, generated, output)
 
 
+def build_from_archive(
+    options: BuildOptions,
+    archive: BinaryIO,
+    *,
+    auto_lines: list[str] | None,
+    client: docker.DockerClient,
+    output: OutputSink,
+) -> str:
+    """Build ``options`` on the classic builder from a context tar streamed as it is; return the image id.
+
+    The engine unpacks the tar itself, so nothing of it touches this host's
+    filesystem. The generated Dockerfile of ``dockerfile="auto"`` is added as a member.
+    """
+    if options.build_backend != "docker-py":
+        raise InvalidInput("Only the docker-py backend builds from a streamed context.")
+    dockerfile = options.dockerfile
+    if options.dockerfile == "auto":
+        if auto_lines is None:
+            raise InvalidInput("dockerfile='auto' needs the generated Dockerfile's lines.")
+        dockerfile = auto.append_generated_dockerfile(archive, auto_lines)
+    kwargs = {name: value for name, value in options.build_kwargs.items() if name != "path"}
+    labels = {**(kwargs.pop("labels", None) or {}), **IMAGE_LABELS}
+    kwargs.setdefault("tag", options.references[0])
+    archive.seek(0)
+    image_id = _run_build(client, {"fileobj": archive, "custom_context": True}, dockerfile, kwargs, labels, output)
+    apply_tags(client, image_id, options.image_name, options.tags)
+    return image_id
+
+
 def _backend_build(
     options: BuildOptions,
     kwargs: dict[str, Any],
@@ -165,27 +194,27 @@ def _backend_build(
             build_kwargs=kwargs, labels=labels, output=output,
         )
     kwargs.setdefault("tag", options.references[0])  # never untagged, even for a moment
-    image_id = _run_build(client, context, dockerfile, kwargs, labels, output)
+    image_id = _run_build(client, {"path": str(context)}, dockerfile, kwargs, labels, output)
     apply_tags(client, image_id, options.image_name, options.tags)
     return image_id
 
 
 def _run_build(
     client: docker.DockerClient,
-    context: Path,
+    source: dict[str, Any],
     dockerfile: str,
     kwargs: dict[str, Any],
     labels: dict[str, str],
     output: OutputSink,
 ) -> str:
-    """Run the engine's build and read its event stream; return the image id."""
+    """Run the engine's build of ``source`` (a path, or a tar file) and read its events; the image id."""
     kwargs.setdefault("pull", True)
     kwargs.setdefault("rm", True)
     kwargs.setdefault("forcerm", True)
     try:
         if kwargs.get("network_mode") is None and (network := default_build_network(client)):
             kwargs["network_mode"] = network
-        events = client.api.build(path=str(context), dockerfile=dockerfile, decode=True, labels=labels, **kwargs)
+        events = client.api.build(**source, dockerfile=dockerfile, decode=True, labels=labels, **kwargs)
         return _read_build_events(events, output)
     except TypeError as exc:
         raise InvalidInput(f"Unknown or wrong build argument: {exc}") from exc

@@ -32,7 +32,7 @@ from tasks.execute import Forward, execute_build, execute_push, execute_tag
 from tasks.progress import OutputSink, ProgressState, StreamOutput, tee
 from tasks.routing import BUILD_TASK, PUSH_TASK, TAG_TASK
 from tasks.sealing import unseal
-from tasks.prepare import prepare_build
+from tasks.materialize import prepare_sent_arguments
 from tasks.push import push_request
 from tasks.spec import BuildSpec, Credentials, PushRequest, Sealed
 from tasks.keyspace import redis_for
@@ -146,8 +146,7 @@ def build_task(self: Task, spec: Mapping[str, Any] | None = None, **params: Any)
             raise InvalidInput(f"A build with a spec takes no other arguments, got {sorted(params)}.")
         prepared = BuildSpec.parse(spec)
     else:
-        prepared, packed = prepare_build(params, settings.model_copy(update={"context_transport": "path"}))
-        packed.close()
+        prepared = prepare_sent_arguments(params, settings)
     connection = redis_for(settings)
     outcome = execute_build(
         prepared, settings=settings, connection=connection, client=shared_client(settings),

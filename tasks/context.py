@@ -1,4 +1,4 @@
-"""Build contexts: packed as Docker packs them, digested, and unpacked safely.
+"""Build contexts: packed as Docker packs them and digested (``tasks.unpack`` unpacks them).
 
 Packing honours ``.dockerignore`` with Docker's matching rules (docker-py's
 port of Docker's pattern matcher) and writes a tar with normalised metadata
@@ -130,24 +130,6 @@ def _add(archive: tarfile.TarFile, root: Path, name: str) -> None:
         with open(path, "rb") as handle:
             archive.addfile(entry, handle)
     # sockets, devices and fifos are skipped, as the Docker client skips them
-
-
-def _refuse_unsafe(member: tarfile.TarInfo, destination: str) -> tarfile.TarInfo | None:
-    """No absolute names, no ``..``; then Python's ``data`` filter (links, devices, modes)."""
-    if member.name.startswith("/") or ".." in PurePosixPath(member.name).parts:
-        raise UnsafeContext(f"Build context archive refused: member {member.name!r} is outside the context")
-    return tarfile.data_filter(member, destination)
-
-
-def unpack_context(archive: BinaryIO, destination: Path) -> None:
-    """Extract ``archive`` into ``destination``, refusing anything that would land outside it."""
-    try:
-        with tarfile.open(fileobj=archive, mode="r|") as tar:
-            tar.extractall(destination, filter=_refuse_unsafe)
-    except tarfile.FilterError as exc:
-        raise UnsafeContext(f"Build context archive refused: {exc}") from exc
-    except tarfile.TarError as exc:
-        raise InvalidInput(f"Build context archive is not a valid tar: {exc}") from exc
 
 
 def private_directory(prefix: str = "dockyard-context-") -> Path:

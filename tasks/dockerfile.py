@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import secrets
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from tasks.errors import InvalidInput
 
@@ -32,7 +35,7 @@ def generated_dockerfile(context: Path, lines: list[str]) -> Iterator[str]:
     """
     if (context / "Dockerfile").exists():
         raise InvalidInput("Dockerfile already exists.")
-    name = f".dockyard-{secrets.token_hex(6)}.Dockerfile"
+    name = generated_name()
     path = context / name
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
@@ -47,3 +50,23 @@ def persist_dockerfile(lines: list[str], output_path: Path) -> None:
     """Keep a copy of the generated Dockerfile at ``output_path``."""
     output_path.parent.mkdir(parents=True, exist_ok=True)
     output_path.write_text("".join(line + "\n" for line in lines))
+
+
+def generated_name() -> str:
+    """A fresh name for a generated Dockerfile, unlikely to clash with the caller's files."""
+    return f".dockyard-{secrets.token_hex(6)}.Dockerfile"
+
+
+def append_generated_dockerfile(archive: BinaryIO, lines: list[str]) -> str:
+    """Add the generated Dockerfile to the context tar ``archive`` (a seekable file); return its name."""
+    name = generated_name()
+    content = "".join(line + "\n" for line in lines).encode()
+    archive.seek(0)
+    with tarfile.open(fileobj=archive, mode="a") as tar:
+        if "Dockerfile" in tar.getnames():
+            raise InvalidInput("Dockerfile already exists.")
+        member = tarfile.TarInfo(name)
+        member.size, member.mode = len(content), 0o644
+        tar.addfile(member, io.BytesIO(content))
+    archive.seek(0)
+    return name

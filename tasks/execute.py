@@ -20,14 +20,13 @@ import redis
 
 from config.settings import Settings
 from tasks import hosts, metrics
-from tasks.build import OutputSink, apply_tags, build_in
+from tasks.build import OutputSink, apply_tags, build_from_archive, build_in
 from tasks.build_secrets import materialized_secrets
 from tasks.cache import Entry, Outcome, build_cache, push_cache
 from tasks.cache_key import push_key
-from tasks.context import private_directory, remove_directory, unpack_context
-from tasks.context_store import download_context
 from tasks.engine import docker_client
 from tasks.errors import PushError
+from tasks.materialize import shared_directory, stored_archive, unpacked_directory
 from tasks.naming import registry_of
 from tasks.push import push_in
 from tasks.results import cache_source, FarmBuildResult, FarmPushResult, farm_build_result, farm_push_result
@@ -62,21 +61,6 @@ def _valid_entry(client: docker.DockerClient, connection: redis.Redis, settings:
     return valid
 
 
-@contextlib.contextmanager
-def materialized_context(spec: BuildSpec, connection: redis.Redis, settings: Settings) -> Iterator[Path]:
-    """The build context as a directory: the shared path, or a private unpacked copy."""
-    if spec.context_path:
-        yield Path(spec.context_path)
-        return
-    directory = private_directory()
-    try:
-        with download_context(connection, settings, spec.context_digest) as archive:
-            unpack_context(archive, directory)
-        yield directory
-    finally:
-        remove_directory(directory)
-
-
 def execute_build(
     spec: BuildSpec,
     *,
@@ -90,16 +74,7 @@ def execute_build(
     cache = build_cache(connection, settings)
 
     def compute() -> dict[str, str]:
-        with contextlib.ExitStack() as stack:
-            directory = stack.enter_context(materialized_context(spec, connection, settings))
-            secrets = None
-            if spec.sealed_secrets:
-                secrets = stack.enter_context(materialized_secrets(spec.sealed_secrets, settings.secret_key))
-            image_id = build_in(
-                spec, context=directory, auto_lines=spec.dockerfile_lines, secrets=secrets,
-                client=client, settings=settings, output=output,
-            )
-        return {"image_id": image_id}
+        return {"image_id": build_spec(spec, settings=settings, connection=connection, client=client, output=output)}
 
     started = time.monotonic()
     outcome = cache.run(
@@ -111,6 +86,32 @@ def execute_build(
     if outcome.entry.host != settings.host_id:
         return Forward(outcome.entry.host, image_id, outcome.source)
     return finish_on_holder(spec, image_id, outcome.source, settings=settings, connection=connection, client=client)
+
+
+def build_spec(
+    spec: BuildSpec,
+    *,
+    settings: Settings,
+    connection: redis.Redis,
+    client: docker.DockerClient,
+    output: OutputSink,
+) -> str:
+    """Build ``spec`` on this host from its checked context (see ``tasks.materialize``); the image id."""
+    with contextlib.ExitStack() as stack:
+        secrets = None
+        if spec.sealed_secrets:
+            secrets = stack.enter_context(materialized_secrets(spec.sealed_secrets, settings.secret_key))
+        if spec.context_path:
+            directory = shared_directory(spec, settings)
+        else:
+            archive = stack.enter_context(stored_archive(spec, connection, settings))
+            if spec.build_backend == "docker-py":
+                return build_from_archive(spec, archive, auto_lines=spec.dockerfile_lines, client=client, output=output)
+            directory = stack.enter_context(unpacked_directory(archive, settings))
+        return build_in(
+            spec, context=directory, auto_lines=spec.dockerfile_lines, secrets=secrets,
+            client=client, settings=settings, output=output,
+        )
 
 
 def record_build(connection: redis.Redis, settings: Settings, outcome: Outcome, seconds: float) -> None:

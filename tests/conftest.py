@@ -7,6 +7,7 @@ a missing service fails the tests that need it (never a skip).
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from config.settings import Settings, get_settings
 from workers import launcher, sweep
 
 TEST_REDIS_DB = "13"
+SHARED_CONTEXT_ROOT = tempfile.gettempdir()
 BASE_IMAGE_FALLBACK = "127.0.0.1:5000/base/busybox:1"
 # Celery's own keys in the test database (results, kombu's bindings and unacked messages, the queues)
 CELERY_KEY_PATTERNS = ("celery-task-meta-*", "_kombu.*", "unacked*", "dockyard.build*", "dockyard.host.*")
@@ -48,6 +50,8 @@ def _load_farm_env() -> None:
     os.environ["DOCKYARD_HEARTBEAT_TTL_S"] = "3"
     os.environ["DOCKYARD_MAX_REDELIVERIES"] = "2"
     os.environ["DOCKYARD_METRICS_PORT"] = "0"  # each test worker serves /metrics on a free port
+    # the tests' projects live under pytest's temporary directory: the workers may read them there only
+    os.environ["DOCKYARD_SHARED_CONTEXT_ROOT"] = SHARED_CONTEXT_ROOT
     get_settings.cache_clear()
 
 

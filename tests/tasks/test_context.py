@@ -11,7 +11,9 @@ import fakeredis
 import pytest
 
 from config.settings import Settings
-from tasks.context import ContextTooLarge, UnsafeContext, context_files, pack_context, unpack_context
+from tasks.context import context_files, pack_context
+from tasks.errors import ContextTooLarge, UnsafeContext
+from tasks.unpack import safe_unpack
 from tasks.context_store import ContextMissing, download_context, has_context, upload_context
 
 LIMIT = 10 * 1024**2
@@ -77,7 +79,7 @@ def test_pack_then_unpack_round_trips(tmp_path: Path) -> None:
     packed = pack_context(root, max_bytes=LIMIT)
     target = tmp_path / "out"
     target.mkdir()
-    unpack_context(packed.file, target)
+    safe_unpack(packed.file, target, max_bytes=1 << 30)
     packed.close()
     assert (target / "src" / "app.py").read_text() == "print('hi')\n"
     assert os.readlink(target / "link") == "src/app.py"
@@ -106,7 +108,7 @@ def test_unpack_refuses_names_outside(tmp_path: Path, member: tarfile.TarInfo) -
     target = tmp_path / "ctx"
     target.mkdir()
     with pytest.raises(UnsafeContext):
-        unpack_context(malicious(member, b"x"), target)
+        safe_unpack(malicious(member, b"x"), target, max_bytes=1 << 30)
     assert not (tmp_path / "escape.txt").exists()
 
 
@@ -119,7 +121,7 @@ def test_unpack_refuses_links_that_escape(tmp_path: Path, linkname: str) -> None
         member.type = kind
         member.linkname = linkname
         with pytest.raises(UnsafeContext):
-            unpack_context(malicious(member), target)
+            safe_unpack(malicious(member), target, max_bytes=1 << 30)
         assert not (target / "evil").exists()
 
 

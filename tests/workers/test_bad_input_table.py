@@ -80,16 +80,23 @@ class Farm:
         return completed.stdout
 
     def crafted_archive(self, member: tarfile.TarInfo) -> Any:
-        """A context archive made by hand, put in the store, sent to a worker in a build spec."""
+        """A context archive made by hand (the project's Dockerfile and ``member``), put in the store,
+        sent to a worker in a buildx build spec (buildx builds from a directory the worker unpacks)."""
+        dockerfile = (self.project / "Dockerfile").read_bytes()
         buffer = io.BytesIO()
         with tarfile.open(fileobj=buffer, mode="w") as archive:
+            header = tarfile.TarInfo("Dockerfile")
+            header.size = len(dockerfile)
+            archive.addfile(header, io.BytesIO(dockerfile))
             archive.addfile(member, io.BytesIO(b"x" * member.size))
         data = buffer.getvalue()
         import hashlib
 
         packed = PackedContext(digest="sha256:" + hashlib.sha256(data).hexdigest(), size=len(data), file=io.BytesIO(data))
         upload_context(self.redis, self.settings, packed)
-        spec, real = prepare_build({"image_name": self.repo, "path": str(self.project), "tag": "t"}, self.settings)
+        spec, real = prepare_build(
+            {"image_name": self.repo, "path": str(self.project), "tag": "t", "build_backend": "buildx"}, self.settings
+        )
         real.close()
         crafted = spec.model_copy(update={"context_digest": packed.digest})
         crafted = crafted.model_copy(update={"key": spec_key(crafted)})

@@ -22,9 +22,9 @@ from tasks.context import (
     pack_context,
     private_directory,
     remove_directory,
-    unpack_context,
 )
 from tasks.errors import InvalidInput
+from tasks.unpack import safe_unpack
 
 LIMIT = 1024**2
 
@@ -96,7 +96,7 @@ def test_dockerignore_patterns_skip_comments_and_blank_lines(tmp_path: Path) -> 
 
 def test_unpacking_what_is_not_a_tar_is_invalid_input(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="not a valid tar") as raised:
-        unpack_context(io.BytesIO(b"this is not a tar archive" * 40), tmp_path)
+        safe_unpack(io.BytesIO(b"this is not a tar archive" * 40), tmp_path, max_bytes=1 << 30)
     assert not isinstance(raised.value, UnsafeContext)
 
 
@@ -108,7 +108,7 @@ def test_unpacking_a_device_is_refused(tmp_path: Path) -> None:
         archive.addfile(device)
     buffer.seek(0)
     with pytest.raises(UnsafeContext):
-        unpack_context(buffer, tmp_path)
+        safe_unpack(buffer, tmp_path, max_bytes=1 << 30)
     assert not (tmp_path / "dev").exists()
 
 
@@ -120,7 +120,7 @@ def test_unpacking_drops_set_uid_bits(tmp_path: Path) -> None:
         member.size = 2
         archive.addfile(member, io.BytesIO(b"#!"))
     buffer.seek(0)
-    unpack_context(buffer, tmp_path)
+    safe_unpack(buffer, tmp_path, max_bytes=1 << 30)
     assert os.stat(tmp_path / "tool").st_mode & 0o7777 == 0o755
 
 
