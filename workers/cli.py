@@ -1,18 +1,44 @@
-"""The ``dockyard`` command: bring up a local farm, run a worker, build and push."""
+"""The ``dockyard`` command: bring up a local farm, run a worker, build and push.
+
+Every failure ends in one line on stderr, ``dockyard: Type: message``, and
+exit code 1 (the operation failed) or 2 (the command line is wrong).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
+
+import celery.exceptions
+import kombu.exceptions
+import redis.exceptions
 
 from config.settings import get_settings
 from tasks.errors import DockyardError
 
 EXAMPLE_DIR = Path(__file__).with_name("example")
+PUSH_PASSWORD_ENV = "DOCKYARD_PUSH_PASSWORD"
+
+# failures of the farm's services, reported in one line (exit 1) rather than a traceback
+SERVICE_ERRORS: tuple[type[Exception], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    celery.exceptions.TimeoutError,
+    kombu.exceptions.OperationalError,
+)
+
+
+class UsageError(Exception):
+    """The command line is wrong (exit 2); nothing was done."""
+
+
+class CacheKeysNotFound(Exception):
+    """Some cache keys given to ``dockyard cache clear`` are not in the cache (exit 1)."""
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -67,11 +93,12 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """Run a worker in the foreground for this host (its shared and host queues)."""
-    import os
-
+    # before the settings are first read: the host record shows what the worker really runs with
     if args.host_id:
-        os.environ["DOCKYARD_HOST_ID"] = args.host_id  # before the settings are first read
-        get_settings.cache_clear()
+        os.environ["DOCKYARD_HOST_ID"] = args.host_id
+    if args.concurrency:
+        os.environ["DOCKYARD_WORKER_CONCURRENCY"] = str(args.concurrency)
+    get_settings.cache_clear()
     from workers.worker import run_worker
 
     run_worker(get_settings(), concurrency=args.concurrency, loglevel=args.loglevel, extra_queues=args.queue)
@@ -88,10 +115,10 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.additional_tag:
         params["additional_tags"] = args.additional_tag
     if args.build_arg:
-        params["buildargs"] = dict(pair.split("=", 1) for pair in args.build_arg)
+        params["buildargs"] = dict(args.build_arg)
     if args.backend:
         params["build_backend"] = args.backend
-    result = build(args.image_name, on_output=_to_stderr, **params)
+    result = build(args.image_name, on_output=_to_stderr, timeout_s=args.timeout, **params)
     print(json.dumps(result, indent=2))
     return 0
 
@@ -105,9 +132,62 @@ def cmd_push(args: argparse.Namespace) -> int:
     """Push from the host holding the image and print the result as JSON."""
     from tasks.client import push
 
-    result = push(args.image_name, tag=args.tag, additional_tags=args.additional_tag or None)
+    credentials = push_credentials(args)
+    try:
+        result = push(
+            args.image_name, tag=args.tag, additional_tags=args.additional_tag or None,
+            credentials=credentials, timeout_s=args.timeout,
+        )
+    except celery.exceptions.TimeoutError as exc:
+        waited = args.timeout or 2 * get_settings().task_time_limit_s
+        raise celery.exceptions.TimeoutError(
+            f"No result for the push of {args.image_name}:{args.tag or 'latest'} within {waited:g} s "
+            "(is a worker up and consuming?)"
+        ) from exc
     print(json.dumps(result, indent=2))
     return 0
+
+
+def push_credentials(args: argparse.Namespace) -> dict[str, str] | None:
+    """Registry credentials from --username, --registry-url and a password never on the command line.
+
+    The password comes from --password-file (trailing newline stripped) or an
+    environment variable (--password-env, default DOCKYARD_PUSH_PASSWORD).
+    Without --username there are none: the workers' own registry login is used.
+    """
+    if args.username is None:
+        given = [flag for flag, value in (
+            ("--registry-url", args.registry_url), ("--password-env", args.password_env),
+            ("--password-file", args.password_file),
+        ) if value is not None]
+        if given:
+            raise UsageError(f"{', '.join(given)} given without --username")
+        return None
+    if not args.username:
+        raise UsageError("--username is empty")
+    if args.password_file is not None:
+        try:
+            password = Path(args.password_file).read_text().rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"--password-file: cannot read {args.password_file}: {exc}") from exc
+        if not password:
+            raise UsageError(f"--password-file: {args.password_file} is empty")
+    else:
+        variable = args.password_env or PUSH_PASSWORD_ENV
+        password = os.environ.get(variable, "")
+        if not password:
+            raise UsageError(
+                f"--username needs a password: set {variable}, or give --password-env VAR or --password-file PATH"
+            )
+    credentials = {"username": args.username, "password": password}
+    if args.registry_url:
+        credentials["registry_url"] = args.registry_url
+    else:
+        from tasks.naming import registry_of
+
+        if (registry := registry_of(args.image_name)) is not None:
+            credentials["registry_url"] = registry
+    return credentials
 
 
 def cmd_hosts(args: argparse.Namespace) -> int:
@@ -139,9 +219,10 @@ def cmd_cache_list(args: argparse.Namespace) -> int:
     settings = get_settings()
     connection = redis_for(settings)
     flight = SingleFlight(connection, settings, namespace="build")
-    print("KEY\tIMAGE ID\tHOST\tAGE (s)")
     prefix = key(settings, "build", "")
-    for name in sorted(connection.scan_iter(match=prefix + "*", count=1000)):
+    names = sorted(connection.scan_iter(match=prefix + "*", count=1000))
+    print("KEY\tIMAGE ID\tHOST\tAGE (s)")
+    for name in names:
         cache_key = name.decode().removeprefix(prefix)
         entry = flight.lookup(cache_key)
         if entry is not None:
@@ -158,17 +239,27 @@ def cmd_cache_clear(args: argparse.Namespace) -> int:
     settings = get_settings()
     connection = redis_for(settings)
     if not args.all and not args.keys:
-        print("dockyard: give cache keys to clear, or --all", file=sys.stderr)
-        return 2
+        raise UsageError("give cache keys to clear, or --all")
+    if args.all and args.keys:
+        raise UsageError("give cache keys or --all, not both")
     flight = SingleFlight(connection, settings, namespace="build")
     prefix = key(settings, "build", "")
-    names = (
-        [name.decode() for name in connection.scan_iter(match=prefix + "*", count=1000)]
-        if args.all else [flight.entry_key(k) for k in args.keys]
-    )
-    removed = int(connection.delete(*names)) if names else 0
+    missing: list[str] = []
+    if args.all:
+        names = [name.decode() for name in connection.scan_iter(match=prefix + "*", count=1000)]
+        removed = int(connection.delete(*names)) if names else 0
+    else:
+        wanted = list(dict.fromkeys(args.keys))
+        pipe = connection.pipeline(transaction=False)
+        for cache_key in wanted:
+            pipe.delete(flight.entry_key(cache_key))
+        deleted = [int(count) for count in pipe.execute()]
+        removed = sum(deleted)
+        missing = [cache_key for cache_key, count in zip(wanted, deleted) if not count]
     print(f"cleared {removed} cache entr{'y' if removed == 1 else 'ies'}")
-    return 0 if args.all or removed == len(names) else 1
+    if missing:
+        raise CacheKeysNotFound(f"not in the build cache: {', '.join(missing)}")
+    return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -177,6 +268,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     from workers.app import app
 
+    backend = get_settings().effective_result_backend
+    if backend.startswith(("redis://", "rediss://")):
+        # the result backend retries a Redis outage for minutes; say so at once instead
+        redis.Redis.from_url(backend, socket_connect_timeout=5, socket_timeout=5).ping()
     result = AsyncResult(args.task_id, app=app)
     print(f"state\t{result.state}")
     if result.state == "FAILURE":
@@ -187,8 +282,45 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are a ``UsageError`` (one line, exit 2) rather than an exit."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def build_arg(text: str) -> tuple[str, str]:
+    """``KEY=VALUE`` of ``--build-arg``, as a pair."""
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return name, value
+
+
+def positive_int(text: str) -> int:
+    """A whole number above zero."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number above zero, got {text!r}")
+    return value
+
+
+def seconds(text: str) -> float:
+    """A positive number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="dockyard", description=__doc__)
+    root = Parser(prog="dockyard", description=__doc__)
     sub = root.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", help=cmd_up.__doc__)
@@ -210,7 +342,7 @@ def parser() -> argparse.ArgumentParser:
     status.set_defaults(run=cmd_status)
 
     worker = sub.add_parser("worker", help=cmd_worker.__doc__)
-    worker.add_argument("--concurrency", type=int, default=None, help="builds at once (default DOCKYARD_WORKER_CONCURRENCY)")
+    worker.add_argument("--concurrency", type=positive_int, default=None, help="builds at once (default DOCKYARD_WORKER_CONCURRENCY)")
     worker.add_argument("--host-id", default=None, help="this host's id (default DOCKYARD_HOST_ID or the hostname)")
     worker.add_argument("--queue", action="append", default=[], help="an extra queue to consume (repeatable)")
     worker.add_argument("--loglevel", default="INFO")
@@ -222,25 +354,46 @@ def parser() -> argparse.ArgumentParser:
     build.add_argument("--dockerfile", default="Dockerfile", help='Dockerfile, or "auto"')
     build.add_argument("--tag", default=None, help="default: a UTC timestamp")
     build.add_argument("--additional-tag", action="append", default=[])
-    build.add_argument("--build-arg", action="append", default=[], metavar="KEY=VALUE")
+    build.add_argument("--build-arg", action="append", default=[], type=build_arg, metavar="KEY=VALUE")
     build.add_argument("--backend", choices=["docker-py", "buildx"], default=None, help="default docker-py")
+    build.add_argument("--timeout", type=seconds, default=None, help="seconds to wait (default twice DOCKYARD_TASK_TIME_LIMIT_S)")
     build.set_defaults(run=cmd_build)
 
     push = sub.add_parser("push", help=cmd_push.__doc__)
     push.add_argument("image_name")
     push.add_argument("--tag", default=None)
     push.add_argument("--additional-tag", action="append", default=[])
+    push.add_argument("--username", default=None, help="registry user (default: the workers' own registry login)")
+    push.add_argument("--registry-url", default=None, help="registry to log in to (default: the image name's registry)")
+    password = push.add_mutually_exclusive_group()
+    password.add_argument(
+        "--password-env", default=None, metavar="VAR",
+        help=f"environment variable holding the password (default {PUSH_PASSWORD_ENV})",
+    )
+    password.add_argument("--password-file", default=None, metavar="PATH", help="file holding the password")
+    push.add_argument("--timeout", type=seconds, default=None, help="seconds to wait (default twice DOCKYARD_TASK_TIME_LIMIT_S)")
     push.set_defaults(run=cmd_push)
     return root
 
 
+def fail(exc: BaseException, code: int) -> int:
+    """Report ``exc`` as the one line ``dockyard: Type: message`` on stderr; return ``code``."""
+    message = " ".join(str(exc).split()) or "(no message)"
+    print(f"dockyard: {type(exc).__name__}: {message}", file=sys.stderr)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    """Run one command; failures are one line on stderr and exit 1, or 2 for a wrong command line."""
     try:
+        args = parser().parse_args(argv)
         code: int = args.run(args)
-    except DockyardError as exc:
-        print(f"dockyard: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+    except UsageError as exc:
+        return fail(exc, 2)
+    except (DockyardError, CacheKeysNotFound) as exc:
+        return fail(exc, 1)
+    except SERVICE_ERRORS as exc:
+        return fail(exc, 1)
     return code
 
 
