@@ -40,7 +40,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_backend_transport_options": dict(transport),
         "task_track_started": True,
         "result_expires": settings.result_expires_s,
-        "result_extended": True,
+        "result_extended": False,  # results never keep a task's arguments (sealed credentials included)
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "task_default_queue": settings.build_queue,

@@ -29,6 +29,13 @@ HEARTBEAT_INTERVAL_S = 2.0  # how often a worker refreshes its host record
 HEARTBEAT_TTL_S = 10.0  # a host whose record is older than this is dead
 METRICS_PORT = 9808  # port of a worker's /metrics; 0 picks a free one
 METRICS_BIND = "127.0.0.1"  # address /metrics listens on
+ALLOW_HOST_NETWORK = False  # builds may not use the host's network (network_mode/network="host")
+ALLOW_LOCAL_BUILD_IO = False  # buildx may not write outputs or caches to, or read contexts from, the host's disk
+ALLOW_BUILDX_ENTITLEMENTS = False  # buildx `allow` (network.host, security.insecure) is refused
+ALLOW_BUILDX_BUILDER = False  # buildx `builder` (another builder of the host) is refused
+ALLOW_SSH_AGENT = False  # buildx `ssh` (the worker's own agent) is refused
+ACCEPT_CLEAR_CREDENTIALS = False  # a push message must carry sealed credentials, never clear ones
+SEAL_TTL_S = 3600  # sealed credentials and build secrets expire this long after sealing
 SHARED_CONTEXT_ROOT = None  # workers refuse shared-filesystem contexts unless a root is named
 CONTEXT_TRANSPORT: Literal["redis", "path"] = "redis"  # contexts travel through the Redis store ("path": a shared filesystem)
 FAILURE_NOTICE_S = 30  # how long joiners can read a build owner's failure

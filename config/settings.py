@@ -34,9 +34,13 @@ class Settings(BaseSettings):
     registry_url: str | None = Field(None, description="Registry the workers log in to")
     registry_username: str | None = Field(None, description="User for registry_url")
     registry_password: SecretStr | None = Field(None, description="Password for registry_url")
-    secret_key: SecretStr | None = Field(
-        None, description="Shared key that seals credentials in task messages"
+    seal_public_key: str | None = Field(
+        None, description="The farm's public key: callers seal credentials and build secrets with it"
     )
+    seal_private_key: SecretStr | None = Field(
+        None, description="Workers only: the private key that opens sealed credentials and secrets"
+    )
+    seal_ttl_s: float = Field(defaults.SEAL_TTL_S, gt=0, description="Sealed secrets expire this long after sealing")
     security_key: str | None = Field(None, description="PEM private key that signs task messages")
     security_certificate: str | None = Field(None, description="PEM certificate of security_key")
     security_cert_store: str | None = Field(None, description="Glob of trusted certificates")
@@ -53,6 +57,16 @@ class Settings(BaseSettings):
     context_ttl_s: int = Field(defaults.CONTEXT_TTL_S, gt=0)
     context_transport: Literal["redis", "path"] = Field(
         defaults.CONTEXT_TRANSPORT, description="How contexts reach workers"
+    )
+    allow_host_network: bool = Field(defaults.ALLOW_HOST_NETWORK, description="Builds may use the host network")
+    allow_local_build_io: bool = Field(
+        defaults.ALLOW_LOCAL_BUILD_IO, description="buildx may use local outputs, caches and build contexts"
+    )
+    allow_buildx_entitlements: bool = Field(defaults.ALLOW_BUILDX_ENTITLEMENTS, description="buildx `allow` entitlements")
+    allow_buildx_builder: bool = Field(defaults.ALLOW_BUILDX_BUILDER, description="buildx `builder` choice")
+    allow_ssh_agent: bool = Field(defaults.ALLOW_SSH_AGENT, description="buildx `ssh` with the worker's agent")
+    accept_clear_credentials: bool = Field(
+        defaults.ACCEPT_CLEAR_CREDENTIALS, description="Workers accept clear credentials in push messages"
     )
     shared_context_root: str | None = Field(
         defaults.SHARED_CONTEXT_ROOT, description="Worker: directory under which a shared-filesystem context_path may lie; unset refuses them"

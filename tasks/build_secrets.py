@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from config.settings import Settings
 from tasks.errors import InvalidInput
 from tasks.sealing import seal, unseal
 
@@ -56,19 +57,19 @@ def read_secrets(secrets: Any) -> dict[str, str]:
     return found
 
 
-def seal_secrets(secrets: Any, secret_key: SecretStr | None) -> tuple[dict[str, str], list[str]]:
-    """The sealed secrets for a message, and their ids for the cache key."""
+def seal_secrets(secrets: Any, settings: Settings) -> tuple[dict[str, str], list[str]]:
+    """The sealed secrets for a message (the farm's public key), and their ids for the cache key."""
     contents = read_secrets(secrets)
-    return seal(contents, secret_key), sorted(contents)
+    return seal(contents, settings.seal_public_key, ttl_s=settings.seal_ttl_s), sorted(contents)
 
 
 @contextlib.contextmanager
-def materialized_secrets(sealed: Mapping[str, str], secret_key: SecretStr | None) -> Iterator[list[str]]:
+def materialized_secrets(sealed: Mapping[str, str], private_key: SecretStr | None) -> Iterator[list[str]]:
     """Write the secrets to a private directory; yield buildx ``secrets`` entries; remove them."""
     directory = Path(tempfile.mkdtemp(prefix=f"dockyard-secrets-{os.getpid()}-"))
     try:
         entries: list[str] = []
-        for secret_id, encoded in unseal(sealed, secret_key).items():
+        for secret_id, encoded in unseal(sealed, private_key).items():
             path = directory / f"secret-{len(entries)}"
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as handle:

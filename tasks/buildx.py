@@ -1,8 +1,8 @@
 """The buildx backend: python-on-whales driving ``docker buildx build`` on this host's engine.
 
 Every call gets a private Docker config directory (logins made for it land
-there and are removed with it), builds use the host network (the engines
-have no bridge), and transient errors are retried with backoff, as
+there and are removed with it), builds use no network unless the caller
+names one and the farm allows it (the engines have no bridge), and transient errors are retried with backoff, as
 prefect-docker's buildx backend does.
 """
 
@@ -64,7 +64,7 @@ def buildx_build(
     push = bool(kwargs.pop("push", False))
     pull = bool(kwargs.pop("pull", True))
     build_args = kwargs.pop("build_args", None) or kwargs.pop("buildargs", None) or {}
-    kwargs.setdefault("network", "host")
+    kwargs.setdefault("network", "none")  # a RUN step reaches nothing, the farm's Redis included
     multi = bool(platforms and len(platforms) > 1)
     kwargs.setdefault("load", not multi)
     attempts = settings.transient_retries + 1

@@ -127,6 +127,18 @@ class SingleFlight:
             return 0
         return int(self.connection.delete(*(self.entry_key(each) for each in cache_keys)))
 
+    def remove(self, cache_keys: list[str]) -> list[str]:
+        """Remove each of these entries; the keys that had none."""
+        pipe = self.connection.pipeline(transaction=False)
+        for cache_key in cache_keys:
+            pipe.delete(self.entry_key(cache_key))
+        return [cache_key for cache_key, count in zip(cache_keys, pipe.execute()) if not count]
+
+    def clear(self) -> int:
+        """Remove every entry of this namespace; the number removed."""
+        names = list(self.connection.scan_iter(match=key(self.settings, self.namespace, "*"), count=1000))
+        return int(self.connection.delete(*names)) if names else 0
+
     def run(
         self,
         cache_key: str,

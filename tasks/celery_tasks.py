@@ -21,6 +21,7 @@ import kombu.exceptions
 import redis.exceptions
 import requests.exceptions
 from celery import Task, shared_task
+from celery.worker.request import Request as CeleryRequest
 
 from config import defaults
 from config.settings import get_settings, host_queue
@@ -62,8 +63,19 @@ class OutputToLog:
                 logger.info("[%s] %s", self.task_id, line.rstrip())
 
 
+class MaskedRequest(CeleryRequest):  # type: ignore[misc]
+    """A received task whose arguments show masked in the worker's logs and events, whatever the sender wrote."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._kwargsrepr = masked_repr(self.kwargs if isinstance(self.kwargs, Mapping) else {})
+        self._argsrepr = repr([masked_repr(each) if isinstance(each, Mapping) else each for each in self.args or []])
+
+
 class DockyardTask(Task):  # type: ignore[misc]
-    """Counts each delivery, fails a message redelivered past the cap, and times the call."""
+    """Counts each delivery, fails a message redelivered past the cap, and masks its arguments."""
+
+    Request = MaskedRequest
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         settings = get_settings()
@@ -147,6 +159,7 @@ def build_task(self: Task, spec: Mapping[str, Any] | None = None, **params: Any)
         prepared = BuildSpec.parse(spec)
     else:
         prepared = prepare_sent_arguments(params, settings)
+    prepared.check_allowed(settings)
     connection = redis_for(settings)
     outcome = execute_build(
         prepared, settings=settings, connection=connection, client=shared_client(settings),
@@ -190,7 +203,12 @@ def push_arguments(build_result: object, params: Mapping[str, Any]) -> dict[str,
 def opened_credentials(request: PushRequest, settings: Any) -> Credentials | None:
     """The request's credentials in clear: sealed ones opened with the farm's key."""
     if isinstance(request.credentials, Sealed):
-        return Credentials.parse(unseal(request.credentials.model_dump(), settings.secret_key))
+        return Credentials.parse(unseal(request.credentials.model_dump(), settings.seal_private_key))
+    if request.credentials is not None and not settings.accept_clear_credentials:
+        raise InvalidInput(
+            "Clear credentials in a message are refused: seal them with the farm's public key "
+            "(tasks.client does), or set DOCKYARD_ACCEPT_CLEAR_CREDENTIALS=true on the workers."
+        )
     return request.credentials
 
 

@@ -61,7 +61,9 @@ def _sealed(request: PushRequest, settings: Settings) -> dict[str, Any]:
     """The push message's arguments: credentials sealed with the farm's key before they leave."""
     kwargs = request.model_dump(exclude_none=True)
     if isinstance(request.credentials, Credentials):
-        kwargs["credentials"] = seal(request.credentials.model_dump(exclude_none=True), settings.secret_key)
+        kwargs["credentials"] = seal(
+            request.credentials.model_dump(exclude_none=True), settings.seal_public_key, ttl_s=settings.seal_ttl_s
+        )
     return kwargs
 
 

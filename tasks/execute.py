@@ -100,7 +100,7 @@ def build_spec(
     with contextlib.ExitStack() as stack:
         secrets = None
         if spec.sealed_secrets:
-            secrets = stack.enter_context(materialized_secrets(spec.sealed_secrets, settings.secret_key))
+            secrets = stack.enter_context(materialized_secrets(spec.sealed_secrets, settings.seal_private_key))
         if spec.context_path:
             directory = shared_directory(spec, settings)
         else:

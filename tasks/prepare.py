@@ -23,6 +23,7 @@ def prepare_build(params: dict[str, Any], settings: Settings) -> tuple[BuildSpec
     """Validate ``params``, pack the context and compute the key; nothing is sent yet."""
     args = bind_build_arguments(params)
     options = build_options(args, settings)
+    options.check_allowed(settings)
     context = context_directory(options.build_kwargs)
     build_kwargs = {name: value for name, value in options.build_kwargs.items() if name != "path"}
     sealed_secrets: dict[str, str] | None = None
@@ -30,7 +31,7 @@ def prepare_build(params: dict[str, Any], settings: Settings) -> tuple[BuildSpec
     if "secrets" in build_kwargs:
         if options.build_backend != "buildx":
             raise InvalidInput("Build secrets need build_backend='buildx'.")
-        sealed_secrets, secret_ids = seal_secrets(build_kwargs.pop("secrets"), settings.secret_key)
+        sealed_secrets, secret_ids = seal_secrets(build_kwargs.pop("secrets"), settings)
 
     lines: list[str] | None = None
     if options.dockerfile == "auto":

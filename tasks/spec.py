@@ -20,6 +20,8 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from config.settings import Settings
+from tasks.build_options import refused_option, unknown_options
 from tasks.cache_key import build_key, canonical
 from tasks.errors import InvalidInput
 from tasks.naming import validate_image_name, validate_tag
@@ -114,7 +116,10 @@ def platforms_of(build_kwargs: dict[str, Any]) -> list[str] | None:
 
 
 def check_build_kwargs(build_kwargs: dict[str, Any], backend: str) -> None:
-    """Build options must be JSON, labels a mapping of strings, and several platforms need push."""
+    """Build options must be known to the backend, JSON, labels a mapping of strings; several platforms need push."""
+    unknown = unknown_options(build_kwargs, backend)
+    if unknown:
+        raise ValueError(f"Unknown or wrong build argument(s) {unknown} for the {backend} backend.")
     canonical(build_kwargs)  # refuses values that JSON cannot carry
     labels = build_kwargs.get("labels")
     if labels is not None and not (
@@ -148,6 +153,12 @@ class BuildOptions(Request):
     @property
     def tags(self) -> list[str]:
         return [self.tag, *self.additional_tags]
+
+    def check_allowed(self, settings: Settings) -> None:
+        """Refuse options that reach the build host unless ``settings`` allow them (caller and worker)."""
+        reason = refused_option(self.build_kwargs, self.build_backend, settings)
+        if reason is not None:
+            raise InvalidInput(reason)
 
     @property
     def references(self) -> list[str]:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import docker
 import pytest
@@ -20,6 +21,7 @@ import redis
 import requests
 
 from config.settings import Settings, get_settings
+from tasks.sealing import generate_keypair
 from workers import launcher, sweep
 
 TEST_REDIS_DB = "13"
@@ -29,7 +31,24 @@ BASE_IMAGE_FALLBACK = "127.0.0.1:5000/base/busybox:1"
 CELERY_KEY_PATTERNS = ("celery-task-meta-*", "_kombu.*", "unacked*", "dockyard.build*", "dockyard.host.*")
 
 
+def with_db(url: str, db: str) -> str:
+    """``url`` (``redis://``, ``rediss://`` or ``unix://``, with its user, password and query) on database ``db``."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        query = [(name, value) for name, value in parse_qsl(parts.query) if name != "db"] + [("db", db)]
+        return urlunsplit(parts._replace(query=urlencode(query)))
+    return urlunsplit(parts._replace(path="/" + db))
+
+
+# The farm's two Redis users (workers/provision.sh): the test process is a caller (enqueues,
+# uploads contexts, reads); the workers it starts, and the fixtures that check and clean Redis,
+# use the worker user. Both on the test database.
+WORKER_REDIS_URL = ""
+CALLER_REDIS_URL = ""
+
+
 def _load_farm_env() -> None:
+    global WORKER_REDIS_URL, CALLER_REDIS_URL
     farm_dir = Path(os.environ.get("DOCKYARD_FARM_DIR", "/var/lib/dockyard-farm"))
     env_file = farm_dir / "farm.env"
     if env_file.exists():
@@ -37,10 +56,15 @@ def _load_farm_env() -> None:
             key, sep, value = line.partition("=")
             if sep and not key.startswith("#"):
                 os.environ.setdefault(key.strip(), value.strip())
-    redis_url = os.environ.get("DOCKYARD_REDIS_URL", "redis://127.0.0.1:6379/0")
-    os.environ["DOCKYARD_REDIS_URL"] = redis_url.rsplit("/", 1)[0] + "/" + TEST_REDIS_DB
+    worker_url = os.environ.get("DOCKYARD_REDIS_URL", "redis://127.0.0.1:6379/0")
+    WORKER_REDIS_URL = with_db(worker_url, TEST_REDIS_DB)
+    CALLER_REDIS_URL = with_db(os.environ.get("DOCKYARD_CALLER_REDIS_URL") or worker_url, TEST_REDIS_DB)
+    os.environ["DOCKYARD_REDIS_URL"] = CALLER_REDIS_URL
+    os.environ["DOCKYARD_WORKER_REDIS_URL"] = WORKER_REDIS_URL  # read by nothing in dockyard: for subprocesses of tests
     os.environ["DOCKYARD_KEY_PREFIX"] = "dockyard-test:"
-    os.environ.setdefault("DOCKYARD_SECRET_KEY", "test-secret-key")
+    if not os.environ.get("DOCKYARD_SEAL_PUBLIC_KEY"):  # a key pair for this run; workers inherit both
+        public, private = generate_keypair()
+        os.environ["DOCKYARD_SEAL_PUBLIC_KEY"], os.environ["DOCKYARD_SEAL_PRIVATE_KEY"] = public, private
     os.environ["DOCKYARD_TRANSIENT_RETRIES"] = "1"
     os.environ["DOCKYARD_TRANSIENT_BACKOFF_S"] = "0.5"
     os.environ["DOCKYARD_TASK_TIME_LIMIT_S"] = "25"
@@ -86,6 +110,14 @@ def settings() -> Settings:
     return get_settings()
 
 
+def masked_url(url: str) -> str:
+    """``url`` without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(":" + parts.password + "@", ":***@", 1)))
+
+
 def clear_test_keys(connection: redis.Redis) -> int:
     """Delete dockyard's test keys and Celery's keys from the test database; return how many."""
     deleted = 0
@@ -98,15 +130,19 @@ def clear_test_keys(connection: redis.Redis) -> int:
 
 @pytest.fixture(scope="session")
 def redis_client(settings: Settings) -> Iterator[redis.Redis]:
-    """The test database (13, dedicated to tests): emptied at the start, and its keys deleted at the end."""
-    for url in {settings.effective_cache_url, settings.effective_broker_url, settings.effective_result_backend}:
-        if url.rsplit("/", 1)[-1] != TEST_REDIS_DB:
-            pytest.fail(f"refusing to run: {url} is not the test database {TEST_REDIS_DB}")
-    client = redis.Redis.from_url(settings.effective_cache_url)
+    """The test database (13, dedicated to tests): emptied at the start, and its keys deleted at the end.
+
+    The worker user's connection: the test process itself is a caller, which may not write dockyard's keys.
+    """
+    for url in {settings.effective_cache_url, settings.effective_broker_url, settings.effective_result_backend,
+                WORKER_REDIS_URL}:
+        if redis.Redis.from_url(url).connection_pool.connection_kwargs.get("db") != int(TEST_REDIS_DB):
+            pytest.fail(f"refusing to run: {masked_url(url)} is not the test database {TEST_REDIS_DB}")
+    client = redis.Redis.from_url(WORKER_REDIS_URL)
     try:
         client.ping()
     except redis.ConnectionError as exc:
-        pytest.fail(f"Redis is not reachable at {settings.effective_cache_url}: {exc}")
+        pytest.fail(f"Redis is not reachable at {masked_url(WORKER_REDIS_URL)}: {exc}")
     assert client.connection_pool.connection_kwargs.get("db") == int(TEST_REDIS_DB)
     client.flushdb()  # what an interrupted run left: the tests scan the whole database
     yield client
@@ -208,7 +244,9 @@ class WorkerProcess(launcher.WorkerProcess):
         self, host_id: str, docker_host: str, log_path: Path, extra_env: dict[str, str] | None = None,
         concurrency: int = 2,
     ) -> None:
-        super().__init__(host_id, docker_host, log_path, extra_env, concurrency)
+        # workers are the worker user; a test's own extra_env (another Redis) wins
+        env = {"DOCKYARD_REDIS_URL": WORKER_REDIS_URL, **(extra_env or {})}
+        super().__init__(host_id, docker_host, log_path, env, concurrency)
 
     def start(self) -> WorkerProcess:
         super().start()

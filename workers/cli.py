@@ -213,49 +213,35 @@ def cmd_cache_list(args: argparse.Namespace) -> int:
     """List the build cache: key, image id, host, age."""
     import time
 
-    from tasks.cache import SingleFlight
-    from tasks.keyspace import key, redis_for
+    from tasks.cache import build_cache
+    from tasks.keyspace import redis_for
 
     settings = get_settings()
-    connection = redis_for(settings)
-    flight = SingleFlight(connection, settings, namespace="build")
-    prefix = key(settings, "build", "")
-    names = sorted(connection.scan_iter(match=prefix + "*", count=1000))
+    entries = sorted(build_cache(redis_for(settings), settings).entries())
     print("KEY\tIMAGE ID\tHOST\tAGE (s)")
-    for name in names:
-        cache_key = name.decode().removeprefix(prefix)
-        entry = flight.lookup(cache_key)
-        if entry is not None:
-            age = time.time() - entry["created_at"]
-            print(f"{cache_key}\t{entry['value']['image_id']}\t{entry['host']}\t{age:.0f}")
+    for cache_key, entry in entries:
+        print(f"{cache_key}\t{entry.value['image_id']}\t{entry.host}\t{time.time() - entry.created_at:.0f}")
     return 0
 
 
 def cmd_cache_clear(args: argparse.Namespace) -> int:
     """Remove build cache entries (the given keys, or all with --all)."""
-    from tasks.cache import SingleFlight
-    from tasks.keyspace import key, redis_for
+    from tasks.cache import build_cache
+    from tasks.keyspace import redis_for
 
-    settings = get_settings()
-    connection = redis_for(settings)
     if not args.all and not args.keys:
         raise UsageError("give cache keys to clear, or --all")
     if args.all and args.keys:
         raise UsageError("give cache keys or --all, not both")
-    flight = SingleFlight(connection, settings, namespace="build")
-    prefix = key(settings, "build", "")
+    settings = get_settings()
+    cache = build_cache(redis_for(settings), settings)
     missing: list[str] = []
     if args.all:
-        names = [name.decode() for name in connection.scan_iter(match=prefix + "*", count=1000)]
-        removed = int(connection.delete(*names)) if names else 0
+        removed = cache.clear()
     else:
         wanted = list(dict.fromkeys(args.keys))
-        pipe = connection.pipeline(transaction=False)
-        for cache_key in wanted:
-            pipe.delete(flight.entry_key(cache_key))
-        deleted = [int(count) for count in pipe.execute()]
-        removed = sum(deleted)
-        missing = [cache_key for cache_key, count in zip(wanted, deleted) if not count]
+        missing = cache.remove(wanted)
+        removed = len(wanted) - len(missing)
     print(f"cleared {removed} cache entr{'y' if removed == 1 else 'ies'}")
     if missing:
         raise CacheKeysNotFound(f"not in the build cache: {', '.join(missing)}")

@@ -31,6 +31,8 @@ def test_prefect_yaml_steps_run_through_prefects_step_runner(
 ) -> None:
     document = yaml.safe_load((EXAMPLE / "prefect.yaml").read_text())
     document["build"][0]["dockyard.steps.build_docker_image"]["image_name"] = repo
+    # the engine may hold this example's layers from `dockyard up`: run its RUN step, so its output shows
+    document["build"][0]["dockyard.steps.build_docker_image"]["nocache"] = True
     push_step = document["push"][0]["dockyard.steps.push_docker_image"]
     push_step["credentials"] = registry.credentials
     assert push_step["image_name"] == "{{ build-image.image_name }}"

@@ -1,26 +1,70 @@
-"""Sealed credentials (no services)."""
+"""Sealing: callers seal with the farm's public key, only the private key opens, seals expire."""
 
 from __future__ import annotations
 
-import json
+import subprocess
+import sys
+import time
 
 import pytest
 from pydantic import SecretStr
 
 from tasks.errors import InvalidInput
-from tasks.sealing import is_sealed, seal, unseal
+from tasks.sealing import generate_keypair, is_sealed, seal, unseal
+
+CREDENTIALS = {"username": "u", "password": "s3cret-pw", "registry_url": "127.0.0.1:5000"}
 
 
-def test_seal_round_trip_hides_the_password() -> None:
-    credentials = {"username": "u", "password": "hunter2", "registry_url": "r"}
-    sealed = seal(credentials, SecretStr("k"))
-    assert is_sealed(sealed) and "hunter2" not in json.dumps(sealed)
-    assert unseal(sealed, SecretStr("k")) == credentials
-
-
-def test_wrong_key_or_no_key_is_refused() -> None:
-    sealed = seal({"username": "u", "password": "p"}, SecretStr("k"))
+def test_a_seal_opens_with_the_private_key_only() -> None:
+    public, private = generate_keypair()
+    sealed = seal(CREDENTIALS, public, ttl_s=60)
+    assert is_sealed(sealed) and "s3cret-pw" not in str(sealed)
+    assert unseal(sealed, SecretStr(private)) == CREDENTIALS
+    _other_public, other_private = generate_keypair()
     with pytest.raises(InvalidInput, match="could not be opened"):
-        unseal(sealed, SecretStr("other"))
-    with pytest.raises(InvalidInput, match="DOCKYARD_SECRET_KEY"):
-        seal({"username": "u", "password": "p"}, None)
+        unseal(sealed, SecretStr(other_private))
+    with pytest.raises(InvalidInput, match="DOCKYARD_SEAL_PRIVATE_KEY"):
+        unseal(sealed, None)
+
+
+def test_sealing_needs_the_public_key() -> None:
+    with pytest.raises(InvalidInput, match="DOCKYARD_SEAL_PUBLIC_KEY"):
+        seal(CREDENTIALS, None, ttl_s=60)
+
+
+def test_a_seal_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+    public, private = generate_keypair()
+    sealed = seal(CREDENTIALS, public, ttl_s=30)
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 31)
+    with pytest.raises(InvalidInput, match="expired"):
+        unseal(sealed, SecretStr(private))
+
+
+def test_a_caller_with_only_the_public_key_cannot_open_another_callers_seal() -> None:
+    """Another process, holding just the farm's public key, tries every way it has to open a seal."""
+    public, private = generate_keypair()
+    sealed = seal(CREDENTIALS, public, ttl_s=60)
+    probe = (
+        "import os, sys, json\n"
+        "from pydantic import SecretStr\n"
+        "from tasks.sealing import unseal\n"
+        "from config.settings import get_settings\n"
+        "sealed = json.loads(sys.argv[1]); public = os.environ['DOCKYARD_SEAL_PUBLIC_KEY']\n"
+        "for key in (get_settings().seal_private_key, SecretStr(public)):\n"
+        "    try:\n"
+        "        print('OPENED', unseal(sealed, key)); sys.exit(1)\n"
+        "    except ValueError as exc:\n"
+        "        print('refused:', exc)\n"
+    )
+    import json
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "DOCKYARD_SEAL_PRIVATE_KEY"}
+    env["DOCKYARD_SEAL_PUBLIC_KEY"] = public
+    completed = subprocess.run(
+        [sys.executable, "-c", probe, json.dumps(sealed)], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert completed.stdout.count("refused:") == 2 and "s3cret-pw" not in completed.stdout
+    assert unseal(sealed, SecretStr(private)) == CREDENTIALS  # the worker's key does open it
