@@ -41,8 +41,8 @@ class Settings(BaseSettings):
         None, description="Workers only: the private key that opens sealed credentials and secrets"
     )
     seal_ttl_s: float = Field(defaults.SEAL_TTL_S, gt=0, description="Sealed secrets expire this long after sealing")
-    security_key: str | None = Field(None, description="PEM private key that signs task messages")
-    security_certificate: str | None = Field(None, description="PEM certificate of security_key")
+    security_key: str | None = Field(None, description="Path of the PEM file of the key that signs task messages")
+    security_certificate: str | None = Field(None, description="Path of the PEM file of security_key's certificate")
     security_cert_store: str | None = Field(None, description="Glob of trusted certificates")
     build_queue: str = Field(defaults.BUILD_QUEUE, description="Shared build queue")
     task_time_limit_s: int = Field(defaults.TASK_TIME_LIMIT_S, gt=0)

@@ -68,6 +68,34 @@ def test_unknown_build_arguments_are_refused(project: Path, repo: str, worker: s
             result.get(timeout=TIMEOUT_S)
 
 
+WORKER_DIRECTORY = Path(__file__).resolve().parents[2] / "workers" / "example"  # outside the shared root
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"path": str(WORKER_DIRECTORY)}, "DOCKYARD_SHARED_CONTEXT_ROOT"),
+        ({"dockerfile": "auto", "persist_dockerfile": True, "dockerfile_output_path": "/tmp/x"}, "persist_dockerfile"),
+        ({"build_backend": "buildx", "secrets": ["id=x,env=DOCKYARD_SEAL_PRIVATE_KEY"]}, "read on the caller"),
+        ({"network_mode": "host"}, "DOCKYARD_ALLOW_HOST_NETWORK"),
+    ],
+    ids=["a worker directory", "persist_dockerfile", "an env secret of the worker", "host network"],
+)
+def test_raw_arguments_by_name_never_read_the_workers_files_or_environment(
+    arguments: dict[str, object], message: str, project: Path, repo: str,
+    engines: list[docker.DockerClient], worker: str,
+) -> None:
+    from workers.app import app
+
+    (project / "Dockerfile").unlink()  # so that "auto" gets as far as the output path
+    sent = {"image_name": repo, "path": str(project), **arguments}
+    result = app.send_task(BUILD_TASK, kwargs=sent)
+    with pytest.raises(InvalidInput, match=message):
+        result.get(timeout=TIMEOUT_S)
+    assert [image for engine in engines for image in engine.images.list(name=repo)] == [], "nothing built"
+    assert not Path("/tmp/x").exists()
+
+
 def _hand_made_spec(repo: str, project: Path, settings: Settings) -> dict[str, object]:
     """A valid spec whose context is in the store, as a dict to spoil by hand."""
     spec = prepare_and_upload(repo, {"path": str(project), "tag": "good"}, settings)
@@ -82,8 +110,12 @@ def _hand_made_spec(repo: str, project: Path, settings: Settings) -> dict[str, o
         ({"key": "0" * 64}, "key does not match"),
         ({"dockerfile": "/etc/passwd"}, "inside the build context"),
         ({"image_name": "127.0.0.1:5000/Team/App"}, "lowercase"),
+        ({"context_path": str(WORKER_DIRECTORY)}, "DOCKYARD_SHARED_CONTEXT_ROOT"),
     ],
-    ids=["tag with a space", "additional_tags a string", "another key", "absolute Dockerfile", "uppercase repository"],
+    ids=[
+        "tag with a space", "additional_tags a string", "another key", "absolute Dockerfile",
+        "uppercase repository", "a worker directory",
+    ],
 )
 def test_the_worker_refuses_a_hand_made_spec_the_caller_would_refuse(
     spoil: dict[str, object], message: str, project: Path, repo: str, settings: Settings,
