@@ -13,8 +13,12 @@ from pydantic import SecretStr
 
 from tasks.build_secrets import materialized_secrets, read_secrets, seal_secrets
 from tasks.errors import InvalidInput
+from tasks.sealing import generate_keypair
+from tests.unit.support import make_settings
 
-KEY = SecretStr("unit-secret-key")
+PUBLIC_KEY, PRIVATE_KEY = generate_keypair()  # the farm's: callers seal with the public key, workers open with the private one
+CALLER = make_settings(seal_public_key=PUBLIC_KEY)
+KEY = SecretStr(PRIVATE_KEY)
 
 
 def b64(data: bytes) -> str:
@@ -53,22 +57,22 @@ def test_bad_entries_are_refused(secrets: object, message: str) -> None:
 def test_sealed_secrets_hide_their_values_and_give_sorted_ids(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("UNIT_B", "value-of-b")
     monkeypatch.setenv("UNIT_A", "value-of-a")
-    sealed, ids = seal_secrets(["id=b,env=UNIT_B", "id=a,env=UNIT_A"], KEY)
+    sealed, ids = seal_secrets(["id=b,env=UNIT_B", "id=a,env=UNIT_A"], CALLER)
     assert ids == ["a", "b"]
     text = json.dumps(sealed)
     for hidden in ("value-of", b64(b"value-of-a"), b64(b"value-of-b")):
         assert hidden not in text
 
 
-def test_sealing_needs_the_secret_key(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sealing_needs_the_farms_public_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("UNIT_A", "a")
-    with pytest.raises(InvalidInput, match="DOCKYARD_SECRET_KEY"):
-        seal_secrets("id=a,env=UNIT_A", None)
+    with pytest.raises(InvalidInput, match="DOCKYARD_SEAL_PUBLIC_KEY"):
+        seal_secrets("id=a,env=UNIT_A", make_settings())
 
 
 def test_materialized_secrets_are_private_files_removed_after(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("UNIT_A", "value-of-a")
-    sealed, _ids = seal_secrets("id=a,env=UNIT_A", KEY)
+    sealed, _ids = seal_secrets("id=a,env=UNIT_A", CALLER)
     with materialized_secrets(sealed, KEY) as entries:
         (entry,) = entries
         assert entry.startswith("id=a,src=")
@@ -80,7 +84,7 @@ def test_materialized_secrets_are_private_files_removed_after(monkeypatch: pytes
 
 def test_materialized_secrets_are_removed_when_the_build_fails(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("UNIT_A", "a")
-    sealed, _ids = seal_secrets("id=a,env=UNIT_A", KEY)
+    sealed, _ids = seal_secrets("id=a,env=UNIT_A", CALLER)
     with pytest.raises(RuntimeError), materialized_secrets(sealed, KEY) as entries:
         directory = Path(entries[0].split("src=", 1)[1]).parent
         raise RuntimeError("build failed")
@@ -89,7 +93,7 @@ def test_materialized_secrets_are_removed_when_the_build_fails(monkeypatch: pyte
 
 def test_another_farms_key_cannot_open_the_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("UNIT_A", "a")
-    sealed, _ids = seal_secrets("id=a,env=UNIT_A", KEY)
+    sealed, _ids = seal_secrets("id=a,env=UNIT_A", CALLER)
     with pytest.raises(InvalidInput, match="could not be opened"):
-        with materialized_secrets(sealed, SecretStr("another-key")):
+        with materialized_secrets(sealed, SecretStr(generate_keypair()[1])):
             pass

@@ -1,0 +1,267 @@
+"""tasks.client: the caller's fast path from Redis, and the signatures it sends (credentials sealed).
+
+No worker and no broker: ``caller_app`` fails if anything tries to send, and
+Redis is fakeredis.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import fakeredis
+import pytest
+from celery import Celery
+from pydantic import SecretStr
+
+from config.settings import Settings
+from tasks import cache as cache_module
+from tasks import client, hosts, keyspace
+from tasks.cache import build_cache, push_cache
+from tasks.cache_key import push_key
+from tasks.errors import InvalidInput
+from tasks.lease import Lease
+from tasks.prepare import prepare_build
+from tasks.routing import BUILD_TASK, PUSH_TASK
+from tasks.sealing import generate_keypair, unseal
+from tasks.spec import BuildSpec, PushRequest
+from tests.unit.support import make_settings
+
+IMAGE = "sha256:" + "1" * 64
+PASSWORD = "pa55-w0rd-unit"
+PUBLIC_KEY, PRIVATE_KEY = generate_keypair()  # the farm's; the caller holds only the public one
+CREDENTIALS = {"username": "ci", "password": PASSWORD, "registry_url": "reg.io"}
+
+
+class SentTask(AssertionError):
+    """Something tried to reach the broker."""
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return make_settings(seal_public_key=PUBLIC_KEY, join_poll_s=0.01)
+
+
+@pytest.fixture(autouse=True)
+def no_farm(monkeypatch: pytest.MonkeyPatch, fake_redis: fakeredis.FakeRedis, settings: Settings) -> None:
+    """Redis is fakeredis, the settings are the test's, and the broker is out of reach."""
+
+    def caller_app() -> Celery:
+        raise SentTask("a task was sent; the cache should have answered")
+
+    monkeypatch.setattr(client, "caller_app", caller_app)
+    monkeypatch.setattr(client, "redis_for", lambda _settings: fake_redis)
+    monkeypatch.setattr(keyspace, "redis_for", lambda _settings: fake_redis)
+    monkeypatch.setattr(client, "get_settings", lambda: settings)
+
+
+@pytest.fixture
+def context(tmp_path: Path) -> Path:
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    return tmp_path
+
+
+@pytest.fixture
+def app() -> Celery:
+    return Celery("unit-caller")
+
+
+def spec_for(settings: Settings, context: Path, **params: Any) -> BuildSpec:
+    spec, packed = prepare_build({"image_name": "reg.io/team/app", "tag": "v1", "path": str(context), **params}, settings)
+    packed.close()
+    return spec
+
+
+def built_on(
+    connection: fakeredis.FakeRedis, settings: Settings, spec: BuildSpec, host: str = "h2", *, alive: bool = True
+) -> None:
+    """The farm built ``spec`` on ``host``: cache entry, every reference located there, host heartbeating."""
+    build_cache(connection, settings).store(spec.key, {"image_id": IMAGE}, host=host)
+    hosts.record_image(connection, settings, host_id=host, image_id=IMAGE, references=spec.references)
+    if alive:
+        hosts.beat(connection, settings, host, {})
+
+
+def on_poll(monkeypatch: pytest.MonkeyPatch, *steps: Callable[[], None]) -> None:
+    pending = list(steps)
+    monkeypatch.setattr(cache_module.time, "sleep", lambda _s: pending.pop(0)() if pending else None)
+
+
+# the build fast path
+
+
+def test_no_entry_no_answer(fake_redis: fakeredis.FakeRedis, settings: Settings, context: Path) -> None:
+    assert client.cached_build(spec_for(settings, context), settings) is None
+
+
+def test_a_cached_build_on_a_live_host_answers(fake_redis: fakeredis.FakeRedis, settings: Settings, context: Path) -> None:
+    spec = spec_for(settings, context, additional_tags=["latest"])
+    built_on(fake_redis, settings, spec)
+    assert client.cached_build(spec, settings) == {
+        "image_name": "reg.io/team/app", "tag": "v1", "image": "reg.io/team/app:v1", "image_id": IMAGE,
+        "additional_tags": ["latest"], "host": "h2", "cache": "hit",
+    }
+
+
+def test_a_cached_build_on_a_dead_host_does_not_answer(
+    fake_redis: fakeredis.FakeRedis, settings: Settings, context: Path
+) -> None:
+    spec = spec_for(settings, context)
+    built_on(fake_redis, settings, spec, alive=False)
+    assert client.cached_entry(spec, settings) is None
+
+
+def test_a_tag_not_yet_on_the_image_needs_a_worker(fake_redis: fakeredis.FakeRedis, settings: Settings, context: Path) -> None:
+    built_on(fake_redis, settings, spec_for(settings, context))
+    retagged = spec_for(settings, context, additional_tags=["new"])
+    assert client.cached_entry(retagged, settings) is None, "the worker must apply the new tag first"
+
+
+def test_a_tag_that_now_names_another_image_needs_a_worker(
+    fake_redis: fakeredis.FakeRedis, settings: Settings, context: Path
+) -> None:
+    spec = spec_for(settings, context)
+    built_on(fake_redis, settings, spec)
+    hosts.record_image(fake_redis, settings, host_id="h2", image_id="sha256:other", references=spec.references)
+    assert client.cached_entry(spec, settings) is None
+
+
+def test_build_answers_from_the_cache_without_sending(
+    fake_redis: fakeredis.FakeRedis, settings: Settings, context: Path
+) -> None:
+    built_on(fake_redis, settings, spec_for(settings, context))
+    result = client.build("reg.io/team/app", tag="v1", path=str(context))
+    assert (result["image_id"], result["host"], result["cache"]) == (IMAGE, "h2", "hit")
+    assert not fake_redis.keys("unit:ctx:*"), "a hit uploads no context"
+
+
+def test_build_with_ignore_cache_sends_a_task(fake_redis: fakeredis.FakeRedis, settings: Settings, context: Path) -> None:
+    built_on(fake_redis, settings, spec_for(settings, context))
+    with pytest.raises(SentTask):
+        client.build("reg.io/team/app", tag="v1", path=str(context), ignore_cache=True)
+
+
+def test_a_miss_uploads_the_context_then_sends(fake_redis: fakeredis.FakeRedis, settings: Settings, context: Path) -> None:
+    spec = spec_for(settings, context)
+    with pytest.raises(SentTask):
+        client.build("reg.io/team/app", tag="v1", path=str(context))
+    assert fake_redis.exists(f"unit:ctx:{spec.context_digest}:meta")
+
+
+def test_build_joins_the_same_key_running_elsewhere(
+    fake_redis: fakeredis.FakeRedis, settings: Settings, context: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = spec_for(settings, context)
+    owner = Lease(fake_redis, f"unit:lease:{spec.key}", lease_s=60)
+    assert owner.acquire()
+
+    def finish() -> None:
+        built_on(fake_redis, settings, spec, host="h3")
+        owner.release()
+
+    on_poll(monkeypatch, lambda: None, finish)
+    result = client.build("reg.io/team/app", tag="v1", path=str(context))
+    assert (result["host"], result["cache"]) == ("h3", "joined")
+
+
+def test_wait_for_running_build_without_one_is_none(settings: Settings, context: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    on_poll(monkeypatch, lambda: pytest.fail("nothing runs: no wait"))
+    assert client.wait_for_running_build(spec_for(settings, context), settings) is None
+
+
+def test_wait_for_running_build_gives_none_when_it_fails(
+    fake_redis: fakeredis.FakeRedis, settings: Settings, context: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = spec_for(settings, context)
+    owner = Lease(fake_redis, f"unit:lease:{spec.key}", lease_s=60)
+    owner.acquire()
+    on_poll(monkeypatch, owner.release)
+    assert client.wait_for_running_build(spec, settings) is None
+
+
+# the push fast path
+
+
+def pushed(connection: fakeredis.FakeRedis, settings: Settings, request: PushRequest, tags: list[str]) -> None:
+    """``request``'s image was pushed under ``tags`` before, from h2."""
+    hosts.record_image(connection, settings, host_id="h2", image_id=IMAGE, references=[request.reference])
+    key = push_key(image_id=IMAGE, repository=request.image_name, tags=tags, registry="reg.io")
+    push_cache(connection, settings).store(key, {"digest": "sha256:pushed"})
+
+
+def test_a_repeated_push_is_a_hit(fake_redis: fakeredis.FakeRedis, settings: Settings) -> None:
+    request = PushRequest.parse({"image_name": "reg.io/team/app", "tag": "v1", "additional_tags": ["latest"]})
+    assert client.cached_push(request, settings) is None
+    pushed(fake_redis, settings, request, ["v1", "latest"])
+    assert client.cached_push(request, settings) == {
+        "image_name": "reg.io/team/app", "tag": "v1", "image": "reg.io/team/app:v1", "additional_tags": ["latest"],
+        "digest": "sha256:pushed", "host": "h2", "cache": "hit",
+    }
+
+
+def test_a_push_with_other_additional_tags_is_not_a_hit(fake_redis: fakeredis.FakeRedis, settings: Settings) -> None:
+    before = PushRequest.parse({"image_name": "reg.io/team/app", "tag": "v1"})
+    pushed(fake_redis, settings, before, ["v1"])
+    more = PushRequest.parse({"image_name": "reg.io/team/app", "tag": "v1", "additional_tags": ["latest"]})
+    assert client.cached_push(more, settings) is None
+
+
+def test_push_answers_from_the_cache_without_sending(fake_redis: fakeredis.FakeRedis, settings: Settings) -> None:
+    request = PushRequest.parse({"image_name": "reg.io/team/app", "tag": "v1"})
+    pushed(fake_redis, settings, request, ["v1"])
+    result = client.push("reg.io/team/app", tag="v1", credentials=CREDENTIALS)
+    assert result["cache"] == "hit" and result["digest"] == "sha256:pushed"
+    with pytest.raises(SentTask):
+        client.push("reg.io/team/app", tag="v1", ignore_cache=True)
+
+
+# signatures: credentials sealed before they leave
+
+
+def assert_nothing_clear(signature: Any) -> None:
+    text = json.dumps(dict(signature), default=str)
+    assert PASSWORD not in text and "username" not in text
+
+
+def test_push_signature_seals_the_credentials(settings: Settings, app: Celery) -> None:
+    signature = client.push_signature("reg.io/team/app", tag="v1", credentials=CREDENTIALS, app=app)
+    assert signature.task == PUSH_TASK
+    assert set(signature.kwargs["credentials"]) == {"sealed"}
+    assert_nothing_clear(signature)
+    assert signature.options["kwargsrepr"].count("***") == 1
+    assert unseal(signature.kwargs["credentials"], SecretStr(PRIVATE_KEY)) == {**CREDENTIALS, "reauth": True}
+    assert PushRequest.parse(signature.kwargs).image_name == "reg.io/team/app", "the worker's validator takes it"
+
+
+def test_a_chained_push_signature_leaves_name_and_tags_to_the_build(settings: Settings, app: Celery) -> None:
+    signature = client.push_signature(credentials=CREDENTIALS, app=app)
+    assert "image_name" not in signature.kwargs and "additional_tags" not in signature.kwargs
+    assert "tag" not in signature.kwargs
+    assert_nothing_clear(signature)
+
+
+def test_credentials_without_the_farms_key_are_refused(monkeypatch: pytest.MonkeyPatch, app: Celery) -> None:
+    monkeypatch.setattr(client, "get_settings", lambda: make_settings())
+    with pytest.raises(InvalidInput, match="DOCKYARD_SEAL_PUBLIC_KEY"):
+        client.push_signature("reg.io/team/app", credentials=CREDENTIALS, app=app)
+
+
+def test_build_and_push_is_a_chain_with_sealed_credentials(
+    fake_redis: fakeredis.FakeRedis, settings: Settings, context: Path, app: Celery
+) -> None:
+    workflow = client.build_and_push("reg.io/team/app", credentials=CREDENTIALS, app=app, tag="v1", path=str(context))
+    build, push = workflow.tasks
+    assert build.task == BUILD_TASK and push.task == PUSH_TASK
+    spec = BuildSpec.parse(build.kwargs["spec"])
+    assert fake_redis.exists(f"unit:ctx:{spec.context_digest}:meta"), "the context is uploaded for the worker"
+    assert set(push.kwargs["credentials"]) == {"sealed"}
+    assert_nothing_clear(build)
+    assert_nothing_clear(push)
+
+
+def test_build_signature_sends_a_spec_the_worker_accepts(settings: Settings, context: Path, app: Celery) -> None:
+    signature = client.build_signature("reg.io/team/app", app=app, tag="v1", path=str(context))
+    assert list(signature.kwargs) == ["spec"]
+    assert BuildSpec.parse(json.loads(json.dumps(signature.kwargs["spec"]))) == spec_for(settings, context)
