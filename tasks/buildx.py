@@ -23,7 +23,7 @@ from python_on_whales import DockerClient
 from python_on_whales.exceptions import DockerException
 
 from config.settings import Settings
-from tasks.errors import BuildError, InvalidInput, engine_error, is_unavailable
+from tasks.errors import BuildError, InvalidInput, engine_error, is_build_retryable
 from tasks.spec import platforms_of
 
 logger = logging.getLogger("dockyard.buildx")
@@ -84,7 +84,7 @@ def buildx_build(
                 raise InvalidInput(f"Unknown or wrong buildx argument: {exc}") from exc
             except DockerException as exc:
                 message = str(exc)
-                if attempt + 1 < attempts and is_unavailable(message):
+                if attempt + 1 < attempts and is_build_retryable(message):
                     delay = settings.transient_backoff_s * 2**attempt
                     logger.warning("buildx transient error (attempt %d/%d), retrying in %.1f s: %s",
                                    attempt + 1, attempts, delay, message.strip()[-300:])

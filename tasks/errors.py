@@ -8,8 +8,9 @@
      ├── PushError (OSError)           the registry refused the push
      │    └── RegistryAuthError        wrong or missing registry credentials
      ├── RedeliveryLimit               a message killed its worker too often; not run again
- ├── ContextMissing                the context is not (or no longer) in the store
+     ├── ContextMissing                the context is not (or no longer) in the store
      └── TransientError                may succeed if tried again; the only retried class
+          ├── BaseUnavailable (BuildError)     a build's registry unreachable or 5xx (base image pull)
           ├── RegistryUnavailable (PushError)  registry unreachable or 5xx
           ├── EngineUnavailable            this host's Docker engine does not answer
           ├── StoreUnavailable             Redis does not answer (restarting, failing over)
@@ -59,6 +60,10 @@ class TransientError(DockyardError):
     """A failure that may pass if tried again (retried with backoff)."""
 
 
+class BaseUnavailable(TransientError, BuildError):
+    """A build met an unreachable or failing registry (pulling its base image, say)."""
+
+
 class RegistryUnavailable(TransientError, PushError):
     """The registry could not be reached or answered with a server error."""
 
@@ -91,6 +96,13 @@ UNAVAILABLE_MARKERS = (
     "502", "503", "504", "500 internal", "bad gateway", "service unavailable",
     "tls handshake", "context deadline exceeded", "eof",
 )
+# what a build says when its registry fails for a while (the reference's buildx retry list)
+BUILD_RETRY_MARKERS = (
+    "502", "503", "500 internal server error", "bad gateway", "service unavailable", "i/o timeout",
+    "tls handshake timeout", "connection reset", "context deadline exceeded",
+)
+# a RUN step that failed: its own words are the command's, never a registry outage
+RUN_FAILED_MARKER = "returned a non-zero code"
 # what they say when the credentials are missing or wrong
 DENIED_MARKERS = ("denied", "unauthorized", "no basic auth credentials", "authentication required")
 
@@ -107,12 +119,20 @@ def is_denied(message: str) -> bool:
     return any(marker in lowered for marker in DENIED_MARKERS)
 
 
+def is_build_retryable(message: str) -> bool:
+    """A build failed because its registry was down for a while, not because of the build itself."""
+    lowered = message.lower()
+    return RUN_FAILED_MARKER not in lowered and any(marker in lowered for marker in BUILD_RETRY_MARKERS)
+
+
 def engine_error(message: str, *, doing: str) -> DockyardError:
     """The dockyard error for an engine or registry failure while ``doing`` (build, push or login)."""
     text = f"{doing.capitalize()} failed: {message}" if doing != "build" else message
     if doing == "build":
         if is_denied(message):
             return BuildError(f"{message}\n{DENIED_HINT}")
+        if is_build_retryable(message):
+            return BaseUnavailable(message)
         return BuildError(message)
     if is_denied(message) and doing.startswith("login"):
         return RegistryAuthError(text)

@@ -100,7 +100,7 @@ def push_in(
     output: OutputSink,
 ) -> str | None:
     """Push the request's tag and each additional tag from ``client``'s engine; the tag's digest."""
-    tags: list[str | None] = [request.tag, *request.additional_tags]
+    tags: list[str | None] = list(request.tags)  # tag=None pushes "latest": exactly what the push key names
     registry = (credentials.registry_url if credentials else None) or registry_of(request.image_name)
     if request.build_backend == "buildx":
         return buildx_push(

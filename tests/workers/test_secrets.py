@@ -8,9 +8,14 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import redis
 
+from config.settings import Settings
 from tasks import client
+from tasks.errors import InvalidInput
+from tasks.routing import PUSH_TASK
+from tasks.sealing import seal
 from tests.conftest import Registry, WorkerProcess
 
 TIMEOUT_S = 120
@@ -53,6 +58,23 @@ def everything_in(connection: redis.Redis) -> Iterator[bytes]:
             yield from _decoded(value)
 
 
+def every_database(connection: redis.Redis) -> Iterator[redis.Redis]:
+    """A client for each database of the same Redis server (the farm's, the tests', the benchmarks', ...)."""
+    kwargs = dict(connection.connection_pool.connection_kwargs)
+    for number in range(16):
+        other = redis.Redis(**{**kwargs, "db": number})
+        try:
+            yield other
+        finally:
+            other.close()
+
+
+def occurrences(secret: str, connection: redis.Redis) -> int:
+    """How often ``secret`` appears in any key or value of any database, queued messages decoded."""
+    needle = secret.encode()
+    return sum(value.count(needle) for each in every_database(connection) for value in everything_in(each))
+
+
 def test_a_queued_push_holds_no_clear_password(repo: str, registry: Registry, redis_client: redis.Redis) -> None:
     nobody = f"dockyard.host.nobody-{uuid.uuid4().hex[:6]}"
     client.push_signature(repo, tag="queued", credentials=registry.credentials).set(queue=nobody).apply_async()
@@ -72,9 +94,29 @@ def test_after_a_push_neither_redis_nor_worker_logs_hold_the_password(
     job = client.build_and_push(repo, credentials=registry.credentials, path=str(project), tag="secret").apply_async()
     pushed = job.get(timeout=TIMEOUT_S)
     assert pushed["digest"] == registry.manifest_digest(repo.removeprefix(registry.url + "/"), "secret")
-    password = registry.password.encode()
-    assert not any(password in value for value in everything_in(redis_client))
+    assert occurrences(registry.password, redis_client) == 0
     holder = next(worker for worker in farm_workers if worker.host_id == pushed["host"])
     assert "dockyard.push_docker_image" in holder.log(), "the push is in the captured log"
+    for worker in farm_workers:
+        assert registry.password not in worker.log()
+
+
+def test_pushes_sent_by_name_leave_the_password_nowhere(
+    project: Path, repo: str, registry: Registry, settings: Settings, redis_client: redis.Redis,
+    farm_workers: list[WorkerProcess],
+) -> None:
+    """Sealed credentials by name push; clear ones by name are refused; neither leaves the password behind."""
+    from workers.app import app
+
+    built = client.build(repo, path=str(project), tag="by-name")
+    sealed = seal(registry.credentials, settings.seal_public_key, ttl_s=60)
+    pushed = app.send_task(PUSH_TASK, kwargs={"image_name": repo, "tag": "by-name", "credentials": sealed})
+    assert pushed.get(timeout=TIMEOUT_S)["digest"] == registry.manifest_digest(
+        repo.removeprefix(registry.url + "/"), "by-name"
+    )
+    clear = app.send_task(PUSH_TASK, args=[built], kwargs={"credentials": registry.credentials, "ignore_cache": True})
+    with pytest.raises(InvalidInput, match="Clear credentials"):
+        clear.get(timeout=TIMEOUT_S)
+    assert occurrences(registry.password, redis_client) == 0
     for worker in farm_workers:
         assert registry.password not in worker.log()

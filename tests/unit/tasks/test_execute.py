@@ -257,13 +257,6 @@ def test_a_shared_path_context_is_built_in_place(fake_redis: fakeredis.FakeRedis
     assert not fake_redis.keys("unit:ctx:*")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG tasks/errors.py:113-116 (engine_error) with tasks/build.py _run_build: a docker-py build that "
-    "meets an unreachable registry (503, i/o timeout, connection reset pulling the base image) is a plain "
-    "BuildError, never a TransientError, and nothing retries it; DESIGN.md section 1 lists 'no retry on the "
-    "docker-py path' among the reference's limits dockyard removes (buildx retries in tasks/buildx.py)",
-)
 def test_a_docker_py_build_that_meets_an_unavailable_registry_is_retried(
     fake_redis: fakeredis.FakeRedis, settings: Settings, engine: FakeEngine, context: Path
 ) -> None:
@@ -329,13 +322,6 @@ def test_a_push_pushes_every_tag_once(fake_redis: fakeredis.FakeRedis, settings:
     assert (counted["pushes_total"], counted["push_cache_hits_total"]) == (1, 1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG tasks/push.py:103: with tag=None push_in asks the engine to push tag=None, which pushes every "
-    "local tag of the repository, while the push key (tasks/execute.py, request.tags) and the caller's lookup "
-    "(request.reference) name only 'latest' (tasks/spec.py:234-235); a later tag=None push after a new local "
-    "tag is then a cache hit, and that tag never reaches the registry",
-)
 def test_a_push_without_a_tag_pushes_what_its_key_names(
     fake_redis: fakeredis.FakeRedis, settings: Settings, engine: FakeEngine
 ) -> None:
