@@ -274,14 +274,9 @@ def farm_workers(
         for n, url in enumerate(farm_docker_hosts()[:2], start=1)
     ]
     try:
-        for each in workers:
-            each.start()
-        for each in workers:
-            each.wait_ready(app)
-        yield workers
+        with launcher.running(workers, app):
+            yield workers
     finally:
-        for each in workers:
-            each.stop()
         app.control.purge()
         clear_test_keys(redis_client)
         assert_no_private_dirs_left()

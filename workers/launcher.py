@@ -13,12 +13,14 @@ when it did not answer in time. Callers in tests turn them into test failures.
 
 from __future__ import annotations
 
+import contextlib
+
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +123,21 @@ class WorkerProcess:
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         return "\n".join(self.log().splitlines()[-lines:]) or "(no log)"
+
+
+
+@contextlib.contextmanager
+def running(workers: Sequence[WorkerProcess], app: Any) -> Iterator[list[WorkerProcess]]:
+    """Start every worker, wait until each answers a ping, yield them; stop them all on the way out."""
+    try:
+        for each in workers:
+            each.start()
+        for each in workers:
+            each.wait_ready(app)
+        yield list(workers)
+    finally:
+        for each in workers:
+            each.stop()
 
 
 def answering_hosts(app: Any, timeout_s: float = PING_TIMEOUT_S) -> set[str]:

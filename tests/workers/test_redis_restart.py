@@ -19,6 +19,7 @@ import pytest
 import redis
 
 from tests.conftest import WorkerProcess, farm_docker_hosts
+from workers import launcher
 
 PORT = 6391
 ENQUEUE = """
@@ -67,14 +68,9 @@ def persistent_farm(tmp_path: Path) -> Iterator[dict[str, object]]:
     app = create_app(Settings(redis_url=env["DOCKYARD_REDIS_URL"], key_prefix="dockyard-test:"))
     state: dict[str, object] = {"server": server, "data": data, "env": env, "workers": workers}
     try:
-        for each in workers:
-            each.start()
-        for each in workers:
-            each.wait_ready(app)
-        yield state
+        with launcher.running(workers, app):
+            yield state
     finally:
-        for each in workers:
-            each.stop()
         current = state["server"]
         assert isinstance(current, subprocess.Popen)
         current.terminate()
