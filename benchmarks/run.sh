@@ -8,15 +8,6 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 # shellcheck source=workers/farm_env.sh
 . workers/farm_env.sh
-
-farm_dir="${DOCKYARD_FARM_DIR:-/var/lib/dockyard-farm}"
-prefect_venv="${DOCKYARD_BENCH_PREFECT_VENV:-$farm_dir/bench-prefect-venv}"
-if ! "$prefect_venv/bin/python" -c "import prefect_docker.deployments.steps" >/dev/null 2>&1; then
-  echo "bench: creating the prefect-docker venv $prefect_venv (pip install prefect-docker) ..." >&2
-  rm -rf "$prefect_venv"
-  python3 -m venv "$prefect_venv"
-  "$prefect_venv/bin/pip" install --quiet --disable-pip-version-check prefect-docker >"$farm_dir/bench-prefect-pip.log" 2>&1 \
-    || { echo "bench: pip install prefect-docker failed, see $farm_dir/bench-prefect-pip.log" >&2; exit 1; }
-fi
-export DOCKYARD_BENCH_PREFECT_PYTHON="$prefect_venv/bin/python"
+# shellcheck source=benchmarks/prefect_venv.sh
+. benchmarks/prefect_venv.sh
 exec .venv/bin/python -m benchmarks.run "$@"
