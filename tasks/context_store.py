@@ -1,7 +1,9 @@
 """The content-addressed context store in Redis: chunked, size-limited, expiring.
 
-Keys: ``ctx:<digest>:meta`` (size and chunk count, written last, so its
-presence means the upload is complete) and ``ctx:<digest>:<n>`` chunks.
+Keys: ``ctx:<digest>:meta`` (size and chunk count, written last) and
+``ctx:<digest>:<n>`` chunks. A context counts as present only while its meta
+and every chunk are there; one found corrupt or incomplete on download loses
+its meta, so the next upload replaces it.
 """
 
 from __future__ import annotations
@@ -35,9 +37,8 @@ def upload_context(connection: redis.Redis, settings: Settings, packed: PackedCo
         )
     meta = _meta_key(settings, packed.digest)
     chunks = connection.hget(meta, "chunks")
-    if chunks is not None:
-        _touch(connection, settings, packed.digest, int(chunks))
-        return False
+    if chunks is not None and _touch(connection, settings, packed.digest, int(chunks)):
+        return False  # complete: every chunk is there, and lives on
     packed.file.seek(0)
     count = 0
     pipe = connection.pipeline(transaction=False)
@@ -53,16 +54,23 @@ def upload_context(connection: redis.Redis, settings: Settings, packed: PackedCo
     return True
 
 
-def _touch(connection: redis.Redis, settings: Settings, digest: str, chunks: int) -> None:
+def _touch(connection: redis.Redis, settings: Settings, digest: str, chunks: int) -> bool:
+    """Renew the context's keys; False if one of them is gone (the context must be uploaded again)."""
     pipe = connection.pipeline(transaction=False)
     pipe.expire(_meta_key(settings, digest), settings.context_ttl_s)
     for index in range(chunks):
         pipe.expire(_chunk_key(settings, digest, index), settings.context_ttl_s)
-    pipe.execute()
+    return all(pipe.execute())
 
 
 def has_context(connection: redis.Redis, settings: Settings, digest: str) -> bool:
     return bool(connection.exists(_meta_key(settings, digest)))
+
+
+def _forget(connection: redis.Redis, settings: Settings, digest: str, what: str) -> ContextMissing:
+    """Drop a broken context's metadata, so the next upload replaces it; the error to raise."""
+    connection.delete(_meta_key(settings, digest))
+    return ContextMissing(f"Build context {digest} {what} in the store: it was removed; send the build again.")
 
 
 def download_context(connection: redis.Redis, settings: Settings, digest: str) -> BinaryIO:
@@ -76,11 +84,11 @@ def download_context(connection: redis.Redis, settings: Settings, digest: str) -
         for index in range(int(meta[b"chunks"])):
             block = connection.get(_chunk_key(settings, digest, index))
             if not isinstance(block, bytes):
-                raise ContextMissing(f"Build context {digest} lost chunk {index}.")
+                raise _forget(connection, settings, digest, f"lost chunk {index}")
             hasher.update(block)
             spool.write(block)
         if "sha256:" + hasher.hexdigest() != digest:
-            raise ContextMissing(f"Build context {digest} is corrupt in the store.")
+            raise _forget(connection, settings, digest, "is corrupt")
     except BaseException:
         spool.close()
         raise

@@ -101,12 +101,6 @@ def test_contexts_of_another_key_prefix_are_not_seen(fake_redis: fakeredis.FakeR
     assert not has_context(fake_redis, unit_settings, context.digest)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG tasks/context_store.py:41-44: upload_context trusts the meta key alone; once a chunk is gone "
-    "(it expires just before the meta, which is written last with the same TTL, or is evicted) every "
-    "later upload returns False and renews the meta, so download_context raises ContextMissing for good",
-)
 def test_uploading_again_after_a_chunk_was_lost_repairs_the_context(
     fake_redis: fakeredis.FakeRedis, unit_settings: Settings
 ) -> None:
@@ -115,5 +109,20 @@ def test_uploading_again_after_a_chunk_was_lost_repairs_the_context(
     upload_context(fake_redis, unit_settings, context)
     fake_redis.delete(f"unit:ctx:{context.digest}:1")
     upload_context(fake_redis, unit_settings, context)
+    with download_context(fake_redis, unit_settings, context.digest) as archive:
+        assert archive.read() == data
+
+
+def test_a_corrupt_context_found_on_download_is_replaced_by_the_next_upload(
+    fake_redis: fakeredis.FakeRedis, unit_settings: Settings
+) -> None:
+    data = os.urandom(3 * CHUNK)
+    context = packed(data)
+    upload_context(fake_redis, unit_settings, context)
+    fake_redis.set(f"unit:ctx:{context.digest}:2", os.urandom(CHUNK))
+    with pytest.raises(ContextMissing, match="send the build again"):
+        download_context(fake_redis, unit_settings, context.digest)
+    assert not has_context(fake_redis, unit_settings, context.digest), "the broken context is forgotten"
+    assert upload_context(fake_redis, unit_settings, context) is True
     with download_context(fake_redis, unit_settings, context.digest) as archive:
         assert archive.read() == data
