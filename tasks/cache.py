@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -32,7 +33,16 @@ from tasks.errors import BuildError, DockyardError, JoinTimeout, TransientError
 from tasks.keyspace import key, redis_for
 from tasks.lease import KeepAlive, Lease
 
+logger = logging.getLogger("dockyard.cache")
 P = ParamSpec("P")
+# fencing: write the entry only while the writer still holds the key's lease
+_STORE_IF_OWNER = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  redis.call('set', KEYS[2], ARGV[2], 'EX', ARGV[3])
+  return 1
+end
+return 0
+"""
 T = TypeVar("T")
 Source = Literal["hit", "built", "joined"]
 
@@ -117,9 +127,19 @@ class SingleFlight:
                 yield name.decode().removeprefix(prefix), Entry.from_json(raw)
 
     def store(self, cache_key: str, value: Any, *, host: str | None = None, token: str = "", owner: str | None = None) -> Entry:
+        """Write an entry unconditionally (for values computed outside single flight)."""
         entry = Entry(value, host or self.settings.host_id, time.time(), token, owner)
         self.connection.set(self.entry_key(cache_key), entry.to_json(), ex=self.settings.cache_ttl_s)
         return entry
+
+    def store_as_owner(self, cache_key: str, value: Any, lease: Lease, *, host: str | None, owner: str | None) -> Entry | None:
+        """Write the entry only if ``lease`` is still held (atomically); None if the lease was lost."""
+        entry = Entry(value, host or self.settings.host_id, time.time(), lease.token, owner)
+        written = self.connection.eval(
+            _STORE_IF_OWNER, 2, lease.name, self.entry_key(cache_key), lease.token, entry.to_json(),
+            self.settings.cache_ttl_s,
+        )
+        return entry if written else None
 
     def invalidate(self, *cache_keys: str) -> int:
         """Remove these entries; the number removed."""
@@ -182,10 +202,31 @@ class SingleFlight:
                     if not isinstance(exc, TransientError):
                         self._announce_failure(cache_key, exc, lease.token)
                     raise
-            entry = self.store(cache_key, value, host=host, token=lease.token, owner=owner)
-            return Outcome(value, "built", entry)
+            entry = self.store_as_owner(cache_key, value, lease, host=host, owner=owner)
+            if entry is not None:
+                return Outcome(value, "built", entry)
         finally:
             lease.release()
+        return self._after_lost_lease(cache_key, value, lease, host, owner)
+
+    def _after_lost_lease(self, cache_key: str, value: Any, lease: Lease, host: str | None, owner: str | None) -> Outcome:
+        """The lease expired while computing: the entry that won answers; with none, take the lease again."""
+        logger.warning("lost the lease of %s while computing it; its value is not written over another's", cache_key)
+        deadline = time.monotonic() + self.settings.task_time_limit_s + self.settings.lease_s
+        while True:
+            winner = self.peek(cache_key)
+            if winner is not None:
+                return Outcome(winner.value, "joined", winner)
+            if lease.acquire():
+                try:
+                    entry = self.store_as_owner(cache_key, value, lease, host=host, owner=owner)
+                finally:
+                    lease.release()
+                if entry is not None:
+                    return Outcome(value, "built", entry)
+            joined = self._wait_for_owner(cache_key, lease, deadline)
+            if joined is not None:
+                return joined
 
     def _wait_for_owner(self, cache_key: str, lease: Lease, deadline: float) -> Outcome | None:
         """Poll until the owner stores a value (joined), fails (raise) or vanishes (None: take over)."""

@@ -383,3 +383,38 @@ def test_cacheable_does_not_store_a_failure(fake_store: fakeredis.FakeRedis) -> 
     with pytest.raises(BuildError):
         step("a")
     assert step("a") == "a" and len(attempts) == 2
+
+
+# fencing
+
+
+def test_an_owner_that_lost_its_lease_does_not_overwrite_the_winner(
+    fake_redis: fakeredis.FakeRedis, settings: Settings
+) -> None:
+    """The lease vanishes mid-build (a Redis flush, a failover); another owner stores first; the late one joins it."""
+    first, second = SingleFlight(fake_redis, settings), SingleFlight(fake_redis, settings)
+
+    def slow_first() -> dict[str, str]:
+        fake_redis.delete("unit:lease:k")  # the first owner's lease is gone
+        outcome = second.run("k", lambda: {"image_id": "B"})
+        assert outcome.source == "built"
+        return {"image_id": "A"}
+
+    late = first.run("k", slow_first)
+    assert late.source == "joined" and late.value == {"image_id": "B"}
+    assert first.peek("k").value == {"image_id": "B"}, "the winner's entry stays"  # type: ignore[union-attr]
+    assert not fake_redis.exists("unit:lease:k")
+
+
+def test_an_owner_that_lost_its_lease_with_no_winner_stores_under_a_new_lease(
+    fake_redis: fakeredis.FakeRedis, settings: Settings
+) -> None:
+    flight = SingleFlight(fake_redis, settings)
+
+    def lose_the_lease() -> dict[str, str]:
+        fake_redis.flushdb()
+        return {"image_id": "A"}
+
+    outcome = flight.run("k", lose_the_lease)
+    assert outcome.source == "built" and flight.peek("k").value == {"image_id": "A"}  # type: ignore[union-attr]
+    assert not fake_redis.exists("unit:lease:k")
