@@ -8,6 +8,7 @@ directory and an engine client in, an image id out.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import sys
 from collections.abc import Callable, Iterator
@@ -57,10 +58,15 @@ def build_docker_image(
     )
 
 
+@functools.lru_cache(maxsize=1)
+def _reference_signature() -> inspect.Signature:
+    return inspect.signature(build_docker_image)
+
+
 def bind_build_arguments(params: dict[str, Any]) -> dict[str, Any]:
     """prefect-docker's build arguments, with unknown ones gathered in ``build_kwargs``."""
     try:
-        bound = inspect.signature(build_docker_image).bind(**params)
+        bound = _reference_signature().bind(**params)
     except TypeError as exc:
         raise InvalidInput(f"Bad build arguments: {exc}") from exc
     bound.apply_defaults()

@@ -101,18 +101,25 @@ def build_and_push(
     )
 
 
-def _servable(spec: BuildSpec, entry: Entry, settings: Settings) -> bool:
+def _servable(spec: BuildSpec, entry: Entry, locations: list[dict[str, Any] | None], settings: Settings) -> bool:
     """The entry's image carries every tag of ``spec`` on a live host (so no worker is needed)."""
-    connection = redis_for(settings)
     wanted = {"host": entry.host, "image_id": entry.value["image_id"]}
-    locations = hosts.locate_images(connection, settings, spec.references)
-    return all(location == wanted for location in locations) and hosts.is_alive(connection, settings, entry.host)
+    return all(location == wanted for location in locations) and hosts.is_alive(redis_for(settings), settings, entry.host)
 
 
 def cached_entry(spec: BuildSpec, settings: Settings) -> Entry | None:
-    """The fast path: the cache entry of the spec's key, if its image and all its tags are on a live host."""
-    entry = build_cache(redis_for(settings), settings).peek(spec.key)
-    return entry if entry is not None and _servable(spec, entry, settings) else None
+    """The fast path: the cache entry of the spec's key, if its image and all its tags are on a live host.
+
+    The entry and the tags' locations are read in one round trip, the host's heartbeat in a second.
+    """
+    cache = build_cache(redis_for(settings), settings)
+    raw_entry, *raw_locations = redis_for(settings).mget(
+        [cache.entry_key(spec.key), *hosts.location_keys(settings, spec.references)]
+    )
+    if not raw_entry:
+        return None
+    entry = Entry.from_json(raw_entry)
+    return entry if _servable(spec, entry, hosts.parse_locations(raw_locations), settings) else None
 
 
 def cached_build(spec: BuildSpec, settings: Settings) -> FarmBuildResult | None:
@@ -127,8 +134,10 @@ def _answer(spec: BuildSpec, entry: Entry, cache: Any) -> FarmBuildResult:
 
 def wait_for_running_build(spec: BuildSpec, settings: Settings) -> FarmBuildResult | None:
     """Join a build of the same key already running on the farm; None if none runs or it gave nothing."""
-    entry = build_cache(redis_for(settings), settings).join(
-        spec.key, accept=lambda found: _servable(spec, found, settings)
+    connection = redis_for(settings)
+    entry = build_cache(connection, settings).join(
+        spec.key,
+        accept=lambda found: _servable(spec, found, hosts.locate_images(connection, settings, spec.references), settings),
     )
     return _answer(spec, entry, "joined") if entry is not None else None
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import redis
@@ -65,12 +65,21 @@ def record_image(
     pipe.execute()
 
 
+def location_keys(settings: Settings, references: list[str]) -> list[str]:
+    """The keys of the references' locations (to read them with other keys in one round trip)."""
+    return [key(settings, "image", reference) for reference in references]
+
+
+def parse_locations(raws: Sequence[bytes | str | None]) -> list[dict[str, Any] | None]:
+    """Locations read from ``location_keys``: ``{"host", "image_id"}`` or None."""
+    return [json.loads(raw) if raw else None for raw in raws]
+
+
 def locate_images(connection: redis.Redis, settings: Settings, references: list[str]) -> list[dict[str, Any] | None]:
     """Where each reference lives, or None."""
     if not references:
         return []
-    raws = connection.mget([key(settings, "image", reference) for reference in references])
-    return [json.loads(raw) if raw else None for raw in raws]
+    return parse_locations(connection.mget(location_keys(settings, references)))
 
 
 def forget_image(connection: redis.Redis, settings: Settings, *, host_id: str, image_id: str) -> int:
