@@ -6,6 +6,7 @@ a missing service fails the tests that need it (never a skip).
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 import uuid
@@ -237,6 +238,20 @@ def engines() -> Iterator[list[docker.DockerClient]]:
         client.close()
 
 
+@functools.lru_cache(maxsize=1)
+def operator_app() -> Any:
+    """The app of an operator (the worker user, test database): remote control (ping, inspect) and
+    event receivers, which a caller may not use (it may not touch the pidbox nor kombu's unacked keys)."""
+    from workers.app import create_app
+
+    return create_app(get_settings().model_copy(update={"redis_url": WORKER_REDIS_URL}))
+
+
+def control_app(app: Any) -> Any:
+    """``app``, or the operator's app in place of the test process's caller app."""
+    return operator_app() if app.conf.broker_url == get_settings().effective_broker_url else app
+
+
 class WorkerProcess(launcher.WorkerProcess):
     """The launcher's worker with the tests' concurrency (2); a worker that does not come up fails the test."""
 
@@ -254,7 +269,7 @@ class WorkerProcess(launcher.WorkerProcess):
 
     def wait_ready(self, app: Any, timeout_s: float = 60.0, *, ready: Callable[[str], bool] | None = None) -> None:
         try:
-            super().wait_ready(app, timeout_s, ready=ready)
+            super().wait_ready(control_app(app), timeout_s, ready=ready)
         except (RuntimeError, TimeoutError) as exc:
             pytest.fail(str(exc))
 
@@ -264,8 +279,7 @@ def farm_workers(
     engines: list[docker.DockerClient], redis_client: redis.Redis, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[list[WorkerProcess]]:
     """One real worker per engine (two hosts), each with its own host id and DOCKER_HOST."""
-    from workers.app import app
-
+    app = operator_app()
     app.control.purge()
     run = uuid.uuid4().hex[:6]
     logs = tmp_path_factory.mktemp("workers")

@@ -6,8 +6,11 @@
 #     on /var/run/docker.sock, hosts 2..N on /run/dockyard-host<k>.sock),
 #   - the buildx CLI plugin (Debian 13 package, also used on Debian 12),
 #   - a registry with htpasswd auth on 127.0.0.1:5000,
-#   - Redis on 127.0.0.1:6379,
-#   - the base image 127.0.0.1:5000/base/busybox:1 (made locally from
+#   - the farm's own Redis on 127.0.0.1:6390 with ACL users (the machine's Redis
+#     on 6379, if any, is left alone): `default` off, dockyard-worker (workers
+#     and operators), dockyard-caller (clients: enqueue, upload contexts, read),
+#     dockyard-admin (this script only); passwords made once in the state dir,
+##   - the base image 127.0.0.1:5000/base/busybox:1 (made locally from
 #     busybox-static; nothing is ever pulled from outside),
 #   - the project's virtual env at <repo>/.venv.
 # Everything already running or present is reused, so the script is idempotent:
@@ -20,8 +23,12 @@
 #                        (default: the one in the system's apt sources)
 #   DOCKYARD_ENGINE_START_TIMEOUT  seconds to wait for a starting dockerd
 #                        (default 600; a killed one cleans up first)
+#   DOCKYARD_FARM_REDIS_PORT  loopback port of the farm's Redis (default 6390)
 # Progress goes to stderr; the last line on stdout is the path of farm.env,
-# a shell-sourceable file with the DOCKYARD_* settings for workers and tests.
+# a shell-sourceable file with the DOCKYARD_* settings for workers and tests:
+# DOCKYARD_REDIS_URL is the worker user's URL (workers, operators' CLI), and
+# DOCKYARD_CALLER_REDIS_URL the caller user's (give it to clients as their
+# DOCKYARD_REDIS_URL).
 set -euo pipefail
 umask 022
 
@@ -33,6 +40,10 @@ REGISTRY=127.0.0.1:5000
 REGISTRY_USER=dockyard
 BASE_IMAGE=$REGISTRY/base/busybox:1
 DEFAULT_SOCK=unix:///var/run/docker.sock
+REDIS_PORT=${DOCKYARD_FARM_REDIS_PORT:-6390}
+REDIS_DIR=$STATE/redis
+# dockyard's key prefixes: the farm's, the test suite's, the benchmarks'
+REDIS_KEY_PREFIXES=(dockyard: dockyard-test: dockyard-bench:)
 SYS_PYTHON=/usr/bin/python3
 export DEBIAN_FRONTEND=noninteractive
 
@@ -380,18 +391,78 @@ step_registry() {
     }
 }
 
-redis_up() { [ "$(timeout 10 redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null)" = PONG ]; }
+# A password made once for a Redis user, kept in the state dir (mode 600).
+redis_password() {  # redis_password USER-SUFFIX
+    local file=$STATE/redis-$1.password
+    if [ ! -s "$file" ]; then
+        (umask 077 && head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$file")
+    fi
+    chmod 600 "$file"
+    cat "$file"
+}
+
+sha256_of() { printf '%s' "$1" | sha256sum | cut -d' ' -f1; }
+
+# The ACL file (DESIGN.md section 3, trust boundaries): no anonymous access;
+# workers may do everything but administer the server; callers enqueue,
+# upload contexts and read, but never write cache entries, leases, host
+# records, image locations, metrics or results.
+redis_acl() {
+    local p caller_keys=""
+    for p in "${REDIS_KEY_PREFIXES[@]}"; do
+        caller_keys+=" %R~$p* %RW~${p}ctx:*"
+    done
+    cat <<EOF
+user default off resetpass resetkeys resetchannels -@all
+user dockyard-admin on #$(sha256_of "$(redis_password admin)") ~* &* +@all
+user dockyard-worker on #$(sha256_of "$(redis_password worker)") ~* &* +@all -@admin +client|list
+user dockyard-caller on #$(sha256_of "$(redis_password caller)") resetkeys resetchannels -@all +@all -@admin -@dangerous -@scripting +eval +evalsha +eval_ro +evalsha_ro +script|load +script|exists$caller_keys %R~celery-task-meta-* ~dockyard.build* ~dockyard.host.* ~_kombu.* &celery-task-meta-* &/*.celeryev/*
+EOF
+}
+
+# Run redis-cli against the farm's Redis as USER (the password never on argv).
+farm_redis_cli() {  # farm_redis_cli USER-SUFFIX REDIS-CLI-ARGS...
+    local who=$1; shift
+    REDISCLI_AUTH=$(redis_password "$who") timeout 10 \
+        redis-cli --no-auth-warning --user "dockyard-$who" -h 127.0.0.1 -p "$REDIS_PORT" "$@" 2>/dev/null
+}
+
+farm_redis_up() { [ "$(farm_redis_cli admin ping)" = PONG ]; }
 
 step_redis() {
-    if redis_up; then
-        log "redis: reusing 127.0.0.1:6379"
+    local version changed=0
+    version=$(redis-server --version | sed -n 's/.* v=\([0-9]*\)\..*/\1/p')
+    [ "${version:-0}" -ge 7 ] || die "the farm's Redis needs redis-server 7 or later for its ACLs (found: $(redis-server --version))"
+    mkdir -p "$REDIS_DIR"
+    chmod 700 "$REDIS_DIR"
+    if ! redis_acl | cmp -s - "$REDIS_DIR/users.acl"; then
+        redis_acl | write_if_changed "$REDIS_DIR/users.acl" 600
+        changed=1
+    fi
+    chmod 600 "$REDIS_DIR/users.acl"
+    if farm_redis_up; then
+        if [ "$changed" = 1 ]; then
+            log "redis: users changed; ACL LOAD on 127.0.0.1:$REDIS_PORT"
+            [ "$(farm_redis_cli admin acl load)" = OK ] || die "ACL LOAD of $REDIS_DIR/users.acl failed"
+        fi
+        log "redis: reusing the farm's Redis on 127.0.0.1:$REDIS_PORT"
         return
     fi
-    log "redis: starting redis-server on 127.0.0.1:6379"
+    if [ -n "$(timeout 10 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" ]; then
+        die "a Redis on 127.0.0.1:$REDIS_PORT does not take the farm's admin password ($STATE/redis-admin.password); stop it or set DOCKYARD_FARM_REDIS_PORT"
+    fi
+    log "redis: starting the farm's redis-server on 127.0.0.1:$REDIS_PORT (ACL users, $REDIS_DIR)"
     (close_extra_fds
-     exec redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
-        --dir "$STATE" --logfile "$STATE/redis.log" --pidfile "$STATE/redis.pid" </dev/null)
-    wait_until 30 "redis" redis_up || die "redis did not answer PONG within 30 s (log: $STATE/redis.log)"
+     exec redis-server --daemonize yes --bind 127.0.0.1 --port "$REDIS_PORT" --protected-mode yes \
+        --save "" --appendonly no --maxmemory-policy noeviction \
+        --dir "$REDIS_DIR" --logfile "$REDIS_DIR/redis.log" --pidfile "$REDIS_DIR/redis.pid" \
+        --aclfile "$REDIS_DIR/users.acl" </dev/null)
+    wait_until 30 "redis" farm_redis_up ||
+        die "the farm's redis did not answer PONG within 30 s (log: $REDIS_DIR/redis.log)"
+}
+
+redis_url() {  # redis_url USER-SUFFIX -> URL of the farm's Redis, database 0
+    echo "redis://dockyard-$1:$(redis_password "$1")@127.0.0.1:$REDIS_PORT/0"
 }
 
 base_image_present() {
@@ -466,7 +537,8 @@ step_farm_env() {
         hosts+=${hosts:+,}$(engine_sock "$k")
     done
     write_if_changed "$STATE/farm.env" 600 <<EOF
-DOCKYARD_REDIS_URL=redis://127.0.0.1:6379/0
+DOCKYARD_REDIS_URL=$(redis_url worker)
+DOCKYARD_CALLER_REDIS_URL=$(redis_url caller)
 DOCKYARD_REGISTRY_URL=$REGISTRY
 DOCKYARD_REGISTRY_USERNAME=$REGISTRY_USER
 DOCKYARD_REGISTRY_PASSWORD=$(registry_password)

@@ -17,7 +17,7 @@ from tasks import client
 from tasks.deliveries import RedeliveryLimit
 from tasks.errors import EngineUnavailable, RegistryUnavailable
 from tasks.hosts import live_hosts
-from tests.conftest import WorkerProcess
+from tests.conftest import WorkerProcess, operator_app
 from tests.workers.farm_helpers import slow_context
 
 TIMEOUT_S = 180
@@ -26,7 +26,7 @@ TIMEOUT_S = 180
 def test_a_task_that_kills_its_worker_every_time_stops_at_the_redelivery_cap(
     tmp_path: Path, repo: str, base_image: str, settings: Settings, farm_workers: list[WorkerProcess]
 ) -> None:
-    from workers.app import app
+    app = operator_app()  # remote control and event receivers are an operator's (the worker user)
 
     context = slow_context(tmp_path / "ctx", base_image, seconds=30)
     result = client.build_signature(repo, path=str(context), tag="poison").apply_async()

@@ -14,7 +14,7 @@ import requests
 from config.settings import Settings, host_queue
 from tasks import client
 from tasks.hosts import live_hosts
-from tests.conftest import WorkerProcess
+from tests.conftest import WorkerProcess, operator_app
 from tests.workers.farm_helpers import slow_context
 
 TIMEOUT_S = 120
@@ -54,7 +54,7 @@ def test_a_miss_a_hit_and_a_join_are_each_counted_once(
 
 
 def test_task_events_reach_an_event_consumer(project: Path, repo: str, farm_workers: list[WorkerProcess]) -> None:
-    from workers.app import app
+    app = operator_app()  # remote control and event receivers are an operator's (the worker user)
 
     seen: dict[str, list[dict[str, Any]]] = {}
     ready = threading.Event()
