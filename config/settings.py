@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     metrics_port: int = Field(defaults.METRICS_PORT, ge=0, le=65535, description="Port of the worker's /metrics; 0 picks one")
     metrics_bind: str = Field(defaults.METRICS_BIND, description="Address /metrics listens on")
     farm_dir: str = Field(defaults.FARM_DIR, description="State of the local farm (dockyard up)")
+    state_dir: str | None = Field(
+        defaults.STATE_DIR, description="Pid files and logs of the workers `dockyard up` starts; default <farm_dir>/workers"
+    )
 
     @model_validator(mode="after")
     def _time_limit_below_visibility(self) -> Settings:

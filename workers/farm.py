@@ -35,7 +35,8 @@ def load_farm_env(path: Path) -> Settings:
 
 
 def pid_dir(settings: Settings) -> Path:
-    path = Path(settings.farm_dir) / "workers"
+    """Where ``dockyard up`` keeps its workers' pid files and logs (``state_dir``, or the farm's)."""
+    path = Path(settings.state_dir) if settings.state_dir else Path(settings.farm_dir) / "workers"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
