@@ -14,6 +14,7 @@ import os
 import shutil
 import sys
 import tempfile
+import urllib.parse
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +40,15 @@ def farm_dir() -> Path:
     return Path(os.environ.get("DOCKYARD_FARM_DIR", DEFAULT_FARM_DIR))
 
 
+def _with_db(url: str, db: int) -> str:
+    """``url`` (``redis://``, ``rediss://``, ``unix://``; user, password and query kept) on database ``db``."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "unix":
+        query = [(k, v) for k, v in urllib.parse.parse_qsl(parts.query) if k != "db"] + [("db", str(db))]
+        return url.split("?", 1)[0] + "?" + urllib.parse.urlencode(query)
+    return urllib.parse.urlunsplit(parts._replace(path=f"/{db}"))
+
+
 def setup_environment(*, redis_db: int = BENCH_REDIS_DB, key_prefix: str = BENCH_KEY_PREFIX) -> None:
     """Read farm.env (exported values win), then point dockyard at the bench's database and prefix."""
     env_file = farm_dir() / "farm.env"
@@ -47,8 +57,13 @@ def setup_environment(*, redis_db: int = BENCH_REDIS_DB, key_prefix: str = BENCH
             name, sep, value = line.partition("=")
             if sep and not name.startswith("#"):
                 os.environ.setdefault(name.strip(), value.strip())
+    # The bench process starts its workers, purges queues and empties its database: it is the farm's
+    # operator, so it keeps the worker user's URL; DOCKYARD_CALLER_REDIS_URL (the caller user, see
+    # workers/provision.sh) is moved to the same database for clients that should run as callers.
     redis_url = os.environ.get("DOCKYARD_REDIS_URL", "redis://127.0.0.1:6379/0")
-    os.environ["DOCKYARD_REDIS_URL"] = redis_url.rsplit("/", 1)[0] + f"/{redis_db}"
+    os.environ["DOCKYARD_REDIS_URL"] = _with_db(redis_url, redis_db)
+    if os.environ.get("DOCKYARD_CALLER_REDIS_URL"):
+        os.environ["DOCKYARD_CALLER_REDIS_URL"] = _with_db(os.environ["DOCKYARD_CALLER_REDIS_URL"], redis_db)
     for separate in ("DOCKYARD_BROKER_URL", "DOCKYARD_RESULT_BACKEND", "DOCKYARD_CACHE_URL"):
         os.environ.pop(separate, None)  # everything of the bench lives in its one database
     os.environ["DOCKYARD_KEY_PREFIX"] = key_prefix

@@ -6,8 +6,10 @@ a missing service fails the tests that need it (never a skip).
 
 from __future__ import annotations
 
+import atexit
 import functools
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -37,7 +39,7 @@ def with_db(url: str, db: str) -> str:
     parts = urlsplit(url)
     if parts.scheme == "unix":
         query = [(name, value) for name, value in parse_qsl(parts.query) if name != "db"] + [("db", db)]
-        return urlunsplit(parts._replace(query=urlencode(query)))
+        return url.split("?", 1)[0] + "?" + urlencode(query)
     return urlunsplit(parts._replace(path="/" + db))
 
 
@@ -77,6 +79,11 @@ def _load_farm_env() -> None:
     os.environ["DOCKYARD_METRICS_PORT"] = "0"  # each test worker serves /metrics on a free port
     # the tests' projects live under pytest's temporary directory: the workers may read them there only
     os.environ["DOCKYARD_SHARED_CONTEXT_ROOT"] = SHARED_CONTEXT_ROOT
+    # `dockyard up`/`down` in tests: their own worker id and pid files, never the user's farm worker
+    state_dir = tempfile.mkdtemp(prefix="pytest-dockyard-state-")
+    atexit.register(shutil.rmtree, state_dir, True)
+    os.environ["DOCKYARD_STATE_DIR"] = state_dir
+    os.environ["DOCKYARD_HOST_ID"] = f"test-up-{uuid.uuid4().hex[:6]}"
     get_settings.cache_clear()
 
 
