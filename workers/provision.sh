@@ -406,7 +406,9 @@ sha256_of() { printf '%s' "$1" | sha256sum | cut -d' ' -f1; }
 # The ACL file (DESIGN.md section 3, trust boundaries): no anonymous access;
 # workers may do everything but administer the server; callers enqueue,
 # upload contexts and read, but never write cache entries, leases, host
-# records, image locations, metrics or results.
+# records, image locations, metrics or results. Queues: the farm's
+# (dockyard.build*, dockyard.host.*) and the tests' and benchmarks' own
+# (dockyard-test.*, dockyard-bench.*, named by DOCKYARD_BUILD_QUEUE).
 redis_acl() {
     local p caller_keys=""
     for p in "${REDIS_KEY_PREFIXES[@]}"; do
@@ -416,7 +418,7 @@ redis_acl() {
 user default off resetpass resetkeys resetchannels -@all
 user dockyard-admin on #$(sha256_of "$(redis_password admin)") ~* &* +@all
 user dockyard-worker on #$(sha256_of "$(redis_password worker)") ~* &* +@all -@admin +client|list
-user dockyard-caller on #$(sha256_of "$(redis_password caller)") resetkeys resetchannels -@all +@all -@admin -@dangerous -@scripting +eval +evalsha +eval_ro +evalsha_ro +script|load +script|exists$caller_keys %R~celery-task-meta-* ~dockyard.build* ~dockyard.host.* ~_kombu.* &celery-task-meta-* &/*.celeryev/*
+user dockyard-caller on #$(sha256_of "$(redis_password caller)") resetkeys resetchannels -@all +@all -@admin -@dangerous -@scripting +eval +evalsha +eval_ro +evalsha_ro +script|load +script|exists$caller_keys %R~celery-task-meta-* ~dockyard.build* ~dockyard.host.* ~dockyard-test.* ~dockyard-bench.* ~_kombu.* &celery-task-meta-* &/*.celeryev/*
 EOF
 }
 

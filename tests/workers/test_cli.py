@@ -24,7 +24,7 @@ import pytest
 import redis
 
 from tasks import client
-from tests.conftest import Registry, WorkerProcess, farm_docker_hosts
+from tests.conftest import WORKER_REDIS_URL, Registry, WorkerProcess, farm_docker_hosts
 from workers import cli
 
 TIMEOUT_S = 120
@@ -32,10 +32,13 @@ COMMANDS = ["up", "down", "hosts", "cache", "status", "worker", "build", "push"]
 
 
 def dockyard(*args: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run ``dockyard ARGS`` in a child process, with the test environment plus ``env``."""
+    """Run ``dockyard ARGS`` in a child process, with the test environment plus ``env``.
+
+    The CLI runs as an operator: the worker user's Redis URL (the test process itself is a caller).
+    """
     return subprocess.run(
         [sys.executable, "-m", "workers.cli", *args], capture_output=True, text=True, timeout=TIMEOUT_S,
-        env={**os.environ, **(env or {})},
+        env={**os.environ, "DOCKYARD_REDIS_URL": WORKER_REDIS_URL, **(env or {})},
     )
 
 
@@ -275,7 +278,7 @@ def lone_worker(engine: docker.DockerClient, redis_client: redis.Redis, tmp_path
     """A real ``dockyard worker --concurrency 3`` on a queue of its own (it takes no other test's builds)."""
     host_id = f"test-conc-{uuid.uuid4().hex[:8]}"
     env = {
-        **os.environ, "DOCKYARD_DOCKER_HOST": farm_docker_hosts()[0],
+        **os.environ, "DOCKYARD_DOCKER_HOST": farm_docker_hosts()[0], "DOCKYARD_REDIS_URL": WORKER_REDIS_URL,
         "DOCKYARD_BUILD_QUEUE": f"dockyard-test.{host_id}",
     }
     env.pop("DOCKYARD_WORKER_CONCURRENCY", None)

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from config.settings import Settings
-from tests.conftest import WorkerProcess
+from tests.conftest import CALLER_REDIS_URL, WORKER_REDIS_URL, WorkerProcess, with_db
 
 SIGNED_DB = "11"  # a farm of its own: its worker must not see the other tests' unsigned tasks
 
@@ -48,7 +48,7 @@ def make_certificate(directory: Path) -> dict[str, str]:
 
 @pytest.fixture
 def signed_farm(tmp_path: Path, settings: Settings) -> Iterator[dict[str, str]]:
-    env = {**make_certificate(tmp_path), "DOCKYARD_REDIS_URL": settings.redis_url.rsplit("/", 1)[0] + "/" + SIGNED_DB}
+    env = {**make_certificate(tmp_path), "DOCKYARD_REDIS_URL": with_db(WORKER_REDIS_URL, SIGNED_DB)}
     worker = WorkerProcess(f"test-signed-{uuid.uuid4().hex[:6]}", "unix:///var/run/docker.sock", tmp_path / "signed.log", env)
     worker.start()
     deadline = time.monotonic() + 60
@@ -65,6 +65,7 @@ def signed_farm(tmp_path: Path, settings: Settings) -> Iterator[dict[str, str]]:
 def send(env: dict[str, str], image: str, project: Path, *, signed: bool) -> subprocess.CompletedProcess[str]:
     """Send a build by name from another process, signed or not, and wait briefly for its result."""
     child_env = {**os.environ, **{k: v for k, v in env.items() if k != "LOG"}}
+    child_env["DOCKYARD_REDIS_URL"] = with_db(CALLER_REDIS_URL, SIGNED_DB)  # the sender is a caller
     if not signed:
         for name in ("DOCKYARD_SECURITY_KEY", "DOCKYARD_SECURITY_CERTIFICATE", "DOCKYARD_SECURITY_CERT_STORE"):
             child_env.pop(name)
