@@ -12,7 +12,7 @@ AUTO_BASE_IMAGE = "python:3.11-slim"  # FROM line of dockerfile="auto"
 AUTO_INSTALL_COMMAND = "pip install -r"  # RUN line for requirements.txt of dockerfile="auto"
 TASK_TIME_LIMIT_S = 1800  # hard limit of one build or push
 VISIBILITY_TIMEOUT_S = 3600  # unacked message redelivered after this; above the time limit
-MAX_REDELIVERIES = 3  # a message delivered more often than this fails instead of running
+MAX_REDELIVERIES = 3  # a message whose worker died this many times fails instead of running again
 RESULT_EXPIRES_S = 7 * 24 * 3600  # results outlive the redelivery window
 TRANSIENT_RETRIES = 3  # retries of transient registry or engine errors
 TRANSIENT_BACKOFF_S = 2.0  # first retry delay, doubled each retry

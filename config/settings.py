@@ -47,7 +47,7 @@ class Settings(BaseSettings):
     build_queue: str = Field(defaults.BUILD_QUEUE, description="Shared build queue")
     task_time_limit_s: int = Field(defaults.TASK_TIME_LIMIT_S, gt=0)
     visibility_timeout_s: int = Field(defaults.VISIBILITY_TIMEOUT_S, gt=0)
-    max_redeliveries: int = Field(defaults.MAX_REDELIVERIES, ge=0)
+    max_redeliveries: int = Field(defaults.MAX_REDELIVERIES, ge=1)
     result_expires_s: int = Field(defaults.RESULT_EXPIRES_S, gt=0)
     transient_retries: int = Field(defaults.TRANSIENT_RETRIES, ge=0)
     transient_backoff_s: float = Field(defaults.TRANSIENT_BACKOFF_S, ge=0)

@@ -1,4 +1,9 @@
-"""A cap on redeliveries: a message that keeps killing its worker fails instead of looping."""
+"""A cap on redeliveries: a message that keeps killing its worker fails instead of looping.
+
+A message whose worker died ``max_redeliveries`` times (it was delivered that
+often and never finished) fails with ``RedeliveryLimit`` at its next delivery.
+Key: ``deliveries:<task id>:<attempt>``, the count, dropped when the task ends.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ def count_delivery(connection: redis.Redis, settings: Settings, task_id: str, at
     pipe.incr(counter)
     pipe.expire(counter, settings.visibility_timeout_s * (settings.max_redeliveries + 2))
     count = int(pipe.execute()[0])
-    if count > settings.max_redeliveries + 1:
+    if count > settings.max_redeliveries:
         raise RedeliveryLimit(
             f"task {task_id} was delivered {count} times; its worker died on each of the "
             f"first {count - 1} (limit DOCKYARD_MAX_REDELIVERIES={settings.max_redeliveries})"
