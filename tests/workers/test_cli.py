@@ -148,7 +148,10 @@ def test_a_failing_build_exits_non_zero_with_the_error(project: Path, repo: str,
 
 
 def test_up_runs_the_main_job_and_down_stops_its_worker(registry: Registry, farm_workers: list[WorkerProcess]) -> None:
-    up = subprocess.run([sys.executable, "-m", "workers.cli", "up"], capture_output=True, text=True, timeout=600)
+    up = subprocess.run(
+        [sys.executable, "-m", "workers.cli", "up"], capture_output=True, text=True, timeout=600,
+        env={**os.environ, "DOCKYARD_REDIS_URL": WORKER_REDIS_URL},  # an operator's command: the worker user
+    )
     assert up.returncode == 0, up.stderr[-3000:]
     lines = dict(line.split(None, 1) for line in up.stdout.splitlines() if line.strip())
     reference, digest = lines["pushed"].strip(), lines["digest"].strip()
