@@ -526,11 +526,12 @@ step_venv() {
     touch "$stamp"
 }
 
-farm_secret_key() {  # the key that seals credentials in task messages, made once
-    if [ ! -s "$STATE/secret.key" ]; then
-        (umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$STATE/secret.key")
+farm_seal_keys() {  # the farm's sealing key pair (public for callers, private for workers), made once
+    if [ ! -s "$STATE/seal.keys" ]; then
+        (umask 077 && "$REPO/.venv/bin/python" -m tasks.sealing > "$STATE/seal.keys.new" \
+            && mv "$STATE/seal.keys.new" "$STATE/seal.keys")
     fi
-    cat "$STATE/secret.key"
+    cat "$STATE/seal.keys"
 }
 
 step_farm_env() {
@@ -546,7 +547,7 @@ DOCKYARD_REGISTRY_USERNAME=$REGISTRY_USER
 DOCKYARD_REGISTRY_PASSWORD=$(registry_password)
 DOCKYARD_AUTO_BASE_IMAGE=$BASE_IMAGE
 DOCKYARD_FARM_DOCKER_HOSTS=$hosts
-DOCKYARD_SECRET_KEY=$(farm_secret_key)
+$(farm_seal_keys)
 EOF
     log "farm ready: $STATE/farm.env"
 }

@@ -29,7 +29,7 @@ def test_a_task_that_kills_its_worker_every_time_stops_at_the_redelivery_cap(
     app = operator_app()  # remote control and event receivers are an operator's (the worker user)
 
     context = slow_context(tmp_path / "ctx", base_image, seconds=30)
-    lost_before = sum(worker.log().count("WorkerLostError") for worker in farm_workers)
+    lost_before = sum(worker.log().count("raised error: WorkerLostError") for worker in farm_workers)
     result = client.build_signature(repo, path=str(context), tag="poison").apply_async()
     killed: set[int] = set()
     deadline = time.monotonic() + TIMEOUT_S
@@ -44,7 +44,7 @@ def test_a_task_that_kills_its_worker_every_time_stops_at_the_redelivery_cap(
         time.sleep(0.1)
     with pytest.raises(RedeliveryLimit, match=f"its worker died on each of the first {settings.max_redeliveries} "):
         result.get(timeout=5)
-    lost = sum(worker.log().count("WorkerLostError") for worker in farm_workers) - lost_before
+    lost = sum(worker.log().count("raised error: WorkerLostError") for worker in farm_workers) - lost_before
     assert lost == len(killed) == settings.max_redeliveries, "a message whose worker died max_redeliveries times fails"
 
 

@@ -16,7 +16,8 @@ from tasks import client
 from tasks.errors import InvalidInput
 from tasks.routing import PUSH_TASK
 from tasks.sealing import seal
-from tests.conftest import Registry, WorkerProcess
+from tests import conftest
+from tests.conftest import Registry, WorkerProcess, with_db
 
 TIMEOUT_S = 120
 
@@ -59,10 +60,10 @@ def everything_in(connection: redis.Redis) -> Iterator[bytes]:
 
 
 def every_database(connection: redis.Redis) -> Iterator[redis.Redis]:
-    """A client for each database of the same Redis server (the farm's, the tests', the benchmarks', ...)."""
-    kwargs = dict(connection.connection_pool.connection_kwargs)
+    """A client for each database of the farm's Redis server (the farm's, the tests', the benchmarks', ...)."""
+    del connection  # the fixture's client: same server and user as WORKER_REDIS_URL
     for number in range(16):
-        other = redis.Redis(**{**kwargs, "db": number})
+        other = redis.Redis.from_url(with_db(conftest.WORKER_REDIS_URL, str(number)))
         try:
             yield other
         finally:

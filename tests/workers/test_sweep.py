@@ -50,15 +50,15 @@ def test_the_private_directories_name_the_process_that_made_them(monkeypatch: py
     from tasks.build_secrets import materialized_secrets
     from tasks.buildx import private_docker
     from tasks.context import private_directory, remove_directory
-    from tasks.sealing import seal
+    from tasks.sealing import generate_keypair, seal
 
     context = private_directory()
     try:
         assert sweep.owner_pid(context.name) == os.getpid()
     finally:
         remove_directory(context)
-    key = SecretStr("sweep-test-key")
-    with materialized_secrets(seal({"token": "eA=="}, key), key) as entries:
+    public, private = generate_keypair()
+    with materialized_secrets(seal({"token": "eA=="}, public, ttl_s=60), SecretStr(private)) as entries:
         assert sweep.owner_pid(Path(entries[0].split("src=", 1)[1]).parent.name) == os.getpid()
     with private_docker(Settings(registry_url=None)) as (_client, config_dir):
         assert sweep.owner_pid(config_dir.name) == os.getpid()
