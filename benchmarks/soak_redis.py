@@ -108,17 +108,17 @@ def _db(connection: Any) -> int:
     return int(connection.connection_pool.connection_kwargs.get("db") or 0)
 
 
-def _port_owners() -> dict[int, list[int]]:
-    """Local port of each established connection to Redis -> the pids that hold it (from ``ss``;
-    a socket opened before a fork is held by the parent and its children alike)."""
+def _port_owners(port: int) -> dict[int, list[int]]:
+    """Local port of each established connection to Redis on ``port`` -> the pids that hold it (from
+    ``ss``; a socket opened before a fork is held by the parent and its children alike)."""
     try:
-        listing = subprocess.run(["ss", "-tnpH", "state", "established", "( dport = :6379 )"],
+        listing = subprocess.run(["ss", "-tnpH", "state", "established", f"( dport = :{port} )"],
                                  capture_output=True, text=True, timeout=10).stdout
     except (OSError, subprocess.SubprocessError):
         return {}
     owners = {}
     for line in listing.splitlines():
-        match = re.search(r":(\d+)\s+\S+:6379\s+users:(.*)$", line)
+        match = re.search(rf":(\d+)\s+\S+:{port}\s+users:(.*)$", line)
         if match:
             owners[int(match.group(1))] = [int(pid) for pid in re.findall(r"pid=(\d+)", match.group(2))]
     return owners
@@ -127,7 +127,7 @@ def _port_owners() -> dict[int, list[int]]:
 def redis_connections(connection: Any, workers: list[WorkerProcess]) -> dict[str, int]:
     """Connections to the soak database, by who holds them: this process, each worker's main
     process (also when its pool children share the socket), its pool children, or someone else."""
-    owners = _port_owners()
+    owners = _port_owners(int(connection.connection_pool.connection_kwargs.get("port") or 6379))
     roles = {os.getpid(): (0, "soak client")}
     for worker in workers:
         if worker.running():
