@@ -1,11 +1,14 @@
 """The distributed cache with single flight, and the public ``cacheable`` decorator.
 
-Keys (under the prefix, ``<ns>`` is ``build``, ``push`` or ``cache``):
+Keys (under the prefix, ``<ns>`` is ``build`` or ``push``, written by workers only):
 
 - ``<ns>:<key>``: the entry, JSON ``{"value", "host", "created_at", "token", "owner"}``,
   expiring after ``cache_ttl_s``;
 - ``lease:<key>``: the owner's lease token (see ``tasks.lease``);
 - ``failed:<key>``: the owner's failure notice for its joiners, for ``FAILURE_NOTICE_S``.
+
+``cacheable`` runs in any process, callers included, so its keys are apart:
+``call:<key>``, ``call:lease:<key>`` and ``call:failed:<key>``.
 
 The first caller of a key takes the lease, renews it while it works and
 stores only a success; callers with the same key join and wait for that
@@ -45,6 +48,7 @@ return 0
 """
 T = TypeVar("T")
 Source = Literal["hit", "built", "joined"]
+FARM_NAMESPACES = ("build", "push")  # written by workers only; ``call`` (``cacheable``) by any process
 
 
 @dataclass(frozen=True)
@@ -82,7 +86,7 @@ class Outcome:
 class SingleFlight:
     """Get a key's value from the cache, or compute it once for every concurrent caller."""
 
-    def __init__(self, connection: redis.Redis, settings: Settings, *, namespace: str = "cache") -> None:
+    def __init__(self, connection: redis.Redis, settings: Settings, *, namespace: str = "call") -> None:
         self.connection = connection
         self.settings = settings
         self.namespace = namespace
@@ -90,8 +94,14 @@ class SingleFlight:
     def entry_key(self, cache_key: str) -> str:
         return key(self.settings, self.namespace, cache_key)
 
+    def _aux_key(self, kind: str, cache_key: str) -> str:
+        """The lease or failure key: the farm's caches share ``lease:``/``failed:``; ``call`` keeps its own."""
+        if self.namespace in FARM_NAMESPACES:
+            return key(self.settings, kind, cache_key)
+        return key(self.settings, self.namespace, kind, cache_key)
+
     def lease(self, cache_key: str) -> Lease:
-        return Lease(self.connection, key(self.settings, "lease", cache_key), lease_s=self.settings.lease_s)
+        return Lease(self.connection, self._aux_key("lease", cache_key), lease_s=self.settings.lease_s)
 
     def peek(self, cache_key: str) -> Entry | None:
         """The stored entry of ``cache_key``, without waiting or computing."""
@@ -236,7 +246,7 @@ class SingleFlight:
             entry = self.peek(cache_key)
             if entry is not None and (owner is None or entry.token == owner):
                 return Outcome(entry.value, "joined", entry)
-            failure = self.connection.get(key(self.settings, "failed", cache_key))
+            failure = self.connection.get(self._aux_key("failed", cache_key))
             if failure is not None:
                 notice = json.loads(failure)
                 if notice["token"] == owner:
@@ -252,7 +262,7 @@ class SingleFlight:
     def _announce_failure(self, cache_key: str, exc: Exception, token: str) -> None:
         notice = {"type": type(exc).__name__, "message": str(exc), "token": token}
         self.connection.set(
-            key(self.settings, "failed", cache_key), json.dumps(notice), ex=defaults.FAILURE_NOTICE_S
+            self._aux_key("failed", cache_key), json.dumps(notice), ex=defaults.FAILURE_NOTICE_S
         )
 
 

@@ -412,7 +412,7 @@ sha256_of() { printf '%s' "$1" | sha256sum | cut -d' ' -f1; }
 redis_acl() {
     local p caller_keys=""
     for p in "${REDIS_KEY_PREFIXES[@]}"; do
-        caller_keys+=" %R~$p* %RW~${p}ctx:*"
+        caller_keys+=" %R~$p* %RW~${p}ctx:* %RW~${p}call:*"
     done
     cat <<EOF
 user default off resetpass resetkeys resetchannels -@all

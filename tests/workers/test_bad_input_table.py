@@ -164,7 +164,7 @@ CASES = [
 
 
 def snapshot(redis_client: redis.Redis, settings: Settings, engines: list[docker.DockerClient], repo: str) -> dict[str, Any]:
-    keys = {k.decode() for pattern in ("lease:*", "build:*", "push:*", "cache:*") for k in redis_client.scan_iter(settings.key_prefix + pattern)}
+    keys = {k.decode() for pattern in ("lease:*", "build:*", "push:*", "call:*") for k in redis_client.scan_iter(settings.key_prefix + pattern)}
     temporary = set(glob.glob(str(Path(tempfile.gettempdir()) / "dockyard-*")))
     images = [tag for engine in engines for image in engine.images.list(name=repo) for tag in image.tags]
     return {"keys": keys, "temporary": temporary, "images": images}

@@ -99,3 +99,22 @@ def test_the_clients_api_works_as_a_caller(
     chained = client.build_and_push(repo, tag="acl-chain", credentials=registry.credentials).apply_async()
     result = chained.get(timeout=settings.task_time_limit_s * 2)
     assert registry.manifest_digest(repo.removeprefix(registry.url + "/"), "acl-chain") == result["digest"]
+
+
+def test_cacheable_works_in_a_caller_process(caller: redis.Redis, settings: Settings) -> None:
+    """prefect-docker's ``cacheable``, distributed: a caller may run it, under its own ``call:`` keys."""
+    from tasks.cache import cacheable
+
+    calls: list[str] = []
+
+    @cacheable
+    def shout(word: str) -> str:
+        calls.append(word)
+        return word.upper()
+
+    word = uuid.uuid4().hex
+    assert shout(word) == shout(word) == word.upper()
+    assert calls == [word], "computed once, then answered from Redis"
+    assert list(caller.scan_iter(settings.key_prefix + "call:*")), "stored under call:"
+    for name in caller.scan_iter(settings.key_prefix + "call:*"):
+        caller.delete(name)

@@ -31,7 +31,7 @@ def settings() -> Settings:
 
 @pytest.fixture
 def flight(fake_redis: fakeredis.FakeRedis, settings: Settings) -> SingleFlight:
-    return SingleFlight(fake_redis, settings)
+    return SingleFlight(fake_redis, settings, namespace="build")
 
 
 def on_poll(monkeypatch: pytest.MonkeyPatch, *steps: Callable[[], None]) -> list[float]:
@@ -72,7 +72,7 @@ def test_entry_round_trips_and_reads_old_entries() -> None:
 def test_a_stored_entry_expires_after_cache_ttl(fake_redis: fakeredis.FakeRedis, clock: Clock) -> None:
     flight = SingleFlight(fake_redis, make_settings(cache_ttl_s=600))
     flight.run("k", lambda: {"n": 1})
-    assert fake_redis.ttl("unit:cache:k") == 600
+    assert fake_redis.ttl("unit:call:k") == 600
     clock.advance(599)
     assert flight.peek("k") is not None
     clock.advance(2)
@@ -95,7 +95,9 @@ def test_the_caches_have_their_own_namespaces(fake_redis: fakeredis.FakeRedis, s
     builds, pushes = build_cache(fake_redis, settings), push_cache(fake_redis, settings)
     assert builds.entry_key("k") == "unit:build:k" and pushes.entry_key("k") == "unit:push:k"
     builds.store("k", {"image_id": "i"})
-    assert pushes.peek("k") is None and SingleFlight(fake_redis, settings).peek("k") is None
+    calls = SingleFlight(fake_redis, settings)
+    assert pushes.peek("k") is None and calls.peek("k") is None
+    assert calls.lease("k").name == "unit:call:lease:k" and builds.lease("k").name == "unit:lease:k"
 
 
 def test_entries_lists_this_namespace_only(fake_redis: fakeredis.FakeRedis, settings: Settings) -> None:
@@ -147,7 +149,7 @@ def test_concurrent_callers_compute_once_and_join(fake_redis: fakeredis.FakeRedi
 
     def caller() -> None:
         barrier.wait()
-        results.append(SingleFlight(fake_redis, settings).run("same", compute))
+        results.append(SingleFlight(fake_redis, settings, namespace="build").run("same", compute))
 
     threads = [threading.Thread(target=caller) for _ in range(8)]
     for each in threads:
@@ -162,7 +164,7 @@ def test_concurrent_callers_compute_once_and_join(fake_redis: fakeredis.FakeRedi
 def test_a_dead_owners_lease_expires_and_a_waiter_takes_over(fake_redis: fakeredis.FakeRedis, settings: Settings) -> None:
     held_by_another_owner(fake_redis, "orphan", lease_s=settings.lease_s)  # never renews, stores nor releases
     started = time.monotonic()
-    outcome = SingleFlight(fake_redis, settings).run("orphan", lambda: {"by": "waiter"})
+    outcome = SingleFlight(fake_redis, settings, namespace="build").run("orphan", lambda: {"by": "waiter"})
     assert outcome.source == "built" and outcome.value == {"by": "waiter"} and outcome.took_over
     assert time.monotonic() - started >= settings.lease_s * 0.8
     assert not fake_redis.exists("unit:lease:orphan")
@@ -354,7 +356,7 @@ def test_cacheable_keeps_the_reference_interface(fake_store: fakeredis.FakeRedis
     assert step("a", tag="1", ignore_cache=True) == {"image": "a:1"}
     assert calls == [("a", "1"), ("a", "2"), ("a", "1")]
     assert step.__name__ == "step"
-    stored = [fake_store.get(name) for name in fake_store.keys("unit:cache:*")]
+    stored = [fake_store.get(name) for name in fake_store.keys("unit:call:*")]
     assert len(stored) == 2 and not any(b"p1" in raw or b"p2" in raw for raw in stored)
 
 
@@ -392,7 +394,7 @@ def test_an_owner_that_lost_its_lease_does_not_overwrite_the_winner(
     fake_redis: fakeredis.FakeRedis, settings: Settings
 ) -> None:
     """The lease vanishes mid-build (a Redis flush, a failover); another owner stores first; the late one joins it."""
-    first, second = SingleFlight(fake_redis, settings), SingleFlight(fake_redis, settings)
+    first, second = SingleFlight(fake_redis, settings, namespace="build"), SingleFlight(fake_redis, settings, namespace="build")
 
     def slow_first() -> dict[str, str]:
         fake_redis.delete("unit:lease:k")  # the first owner's lease is gone
@@ -409,7 +411,7 @@ def test_an_owner_that_lost_its_lease_does_not_overwrite_the_winner(
 def test_an_owner_that_lost_its_lease_with_no_winner_stores_under_a_new_lease(
     fake_redis: fakeredis.FakeRedis, settings: Settings
 ) -> None:
-    flight = SingleFlight(fake_redis, settings)
+    flight = SingleFlight(fake_redis, settings, namespace="build")
 
     def lose_the_lease() -> dict[str, str]:
         fake_redis.flushdb()
