@@ -51,14 +51,13 @@ def archive_of(members: Iterable[Member]) -> bytes:
     return buffer.getvalue()
 
 
-def realpath_limit_attack(destination: Path, escape_to: str) -> bytes:
+def realpath_limit_members(component_len: int, escape_to: str) -> list[Member]:
     """CVE-2025-4517 (after CPython's ``test_realpath_limit_attack``): a chain of long directories and
     short symlinks whose resolution overflows PATH_MAX, so ``os.path.realpath`` stops expanding it and
     the ``data`` filter sees an inside path; ``escape`` then points, through the chain, at ``escape_to``
     (relative to the destination's top); a hardlink to ``escape/flag`` is overwritten, and
     ``escape/newfile`` is written through the link."""
-    path_max = os.pathconf(destination.parent, "PC_PATH_MAX")
-    component = "d" * min(255, (path_max - len(str(destination)) - 1) // (len(STEPS) + 1))
+    component = "d" * component_len
     members: list[Member] = []
     path = ""
     for step in STEPS:
@@ -71,7 +70,14 @@ def realpath_limit_attack(destination: Path, escape_to: str) -> bytes:
     members.append(Member("flaglink", tarfile.LNKTYPE, linkname=os.path.join("escape", "flag")))
     members.append(Member("flaglink", content=b"overwrite"))
     members.append(Member("escape/newfile", content=b"new"))
-    return archive_of(members)
+    return members
+
+
+def realpath_limit_attack(destination: Path, escape_to: str) -> bytes:
+    """The CVE-2025-4517 archive, its components sized so that the chain overflows PATH_MAX under ``destination``."""
+    path_max = os.pathconf(destination.parent, "PC_PATH_MAX")
+    component_len = min(255, (path_max - len(str(destination)) - 1) // (len(STEPS) + 1))
+    return archive_of(realpath_limit_members(component_len, escape_to))
 
 
 def hardlink_escape(relative_target: str, absolute_target: str) -> bytes:
@@ -116,11 +122,12 @@ def gnu_sparse_member(name: str, data: bytes, realsize: int) -> bytes:
     return bytes(header) + data + padding
 
 
-def sparse_bomb(kind: str, realsize: int) -> bytes:
+def sparse_bomb(kind: str, realsize: int, dockerfile: bytes = b"FROM scratch\n") -> bytes:
     """A few KiB of archive declaring a ``realsize`` file: a GNU sparse member (old ``S`` type,
     or a pax header with ``GNU.sparse.*`` 0.1), after a Dockerfile."""
     data = b"x" * 4096
-    dockerfile = archive_of([Member("Dockerfile", content=b"FROM scratch\n")])[:2 * tarfile.BLOCKSIZE]
+    assert len(dockerfile) <= tarfile.BLOCKSIZE
+    head = archive_of([Member("Dockerfile", content=dockerfile)])[:2 * tarfile.BLOCKSIZE]
     if kind == "gnu":
         body = gnu_sparse_member("bomb", data, realsize)
     else:
@@ -131,7 +138,7 @@ def sparse_bomb(kind: str, realsize: int) -> bytes:
             "GNU.sparse.size": str(realsize), "GNU.sparse.map": f"0,{len(data)}",
         }
         body = info.tobuf(format=tarfile.PAX_FORMAT) + data  # 4096: whole blocks
-    archive = dockerfile + body + b"\0" * (2 * tarfile.BLOCKSIZE)
+    archive = head + body + b"\0" * (2 * tarfile.BLOCKSIZE)
     return archive + b"\0" * (-len(archive) % tarfile.RECORDSIZE)
 
 
@@ -228,7 +235,7 @@ def test_realpath_limit_attack_writes_nothing_outside(scene: Scene) -> None:
 
 
 def test_realpath_limit_attack_on_an_absolute_target_writes_nothing(scene: Scene) -> None:
-    climb = os.path.join(*[".."] * 64)
+    climb = os.path.join(*[".."] * len(STEPS))  # to / for the kernel, still inside for os.path.realpath
     scene.absolute.mkdir()
     (scene.absolute / "flag").write_bytes(b"absolute flag")
     before = listing(scene.absolute)
@@ -252,6 +259,18 @@ def test_this_pythons_data_filter_against_the_realpath_limit_attack(tmp_path: Pa
     if escaped:  # what safe_unpack prevents, shown on this Python
         assert (outer / "flag").read_bytes() == b"overwrite"
         assert (outer / "newfile").read_bytes() == b"new"
+
+
+def test_this_pythons_data_filter_against_the_attack_on_an_absolute_target(tmp_path: Path) -> None:
+    """Not dockyard's behaviour: the same chain climbing to / and down to an absolute directory."""
+    outer, target = tmp_path / "outer", tmp_path / "target"
+    (outer / "dest").mkdir(parents=True)
+    target.mkdir()
+    (target / "flag").write_bytes(b"original flag")
+    scene = Scene(target, outer / "dest", target, tmp_path / "unused")
+    climb = os.path.join(*[".."] * len(STEPS))
+    escaped = stdlib_escapes(scene, realpath_limit_attack(scene.destination, climb + str(target)))
+    assert escaped == DATA_FILTER_VULNERABLE
 
 
 def test_hardlink_escape_writes_nothing_outside(scene: Scene) -> None:
