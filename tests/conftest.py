@@ -31,7 +31,10 @@ TEST_REDIS_DB = "13"
 SHARED_CONTEXT_ROOT = tempfile.gettempdir()
 BASE_IMAGE_FALLBACK = "127.0.0.1:5000/base/busybox:1"
 # Celery's own keys in the test database (results, kombu's bindings and unacked messages, the queues)
-CELERY_KEY_PATTERNS = ("celery-task-meta-*", "_kombu.*", "unacked*", "dockyard.build*", "dockyard.host.*")
+CELERY_KEY_PATTERNS = (
+    "celery-task-meta-*", "_kombu.*", "unacked*", "dockyard.build*", "dockyard.host.*", "dockyard-test.*",
+    "*.reply.celery.pidbox",  # remote-control replies (inspect, ping) of the operator app
+)
 
 
 def with_db(url: str, db: str) -> str:
