@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import io
+import tarfile
 from pathlib import Path
 
 import pytest
 
-from tasks.dockerfile import auto_dockerfile_lines, generated_dockerfile, persist_dockerfile
+from tasks.dockerfile import (
+    append_generated_dockerfile,
+    auto_dockerfile_lines,
+    generated_dockerfile,
+    persist_dockerfile,
+)
 from tasks.errors import InvalidInput
 
 
@@ -74,3 +81,41 @@ def test_persist_writes_a_copy_creating_its_directory(tmp_path: Path) -> None:
     target = tmp_path / "out" / "deep" / "Dockerfile.generated"
     persist_dockerfile(["FROM b", "WORKDIR /x"], target)
     assert target.read_text() == "FROM b\nWORKDIR /x\n"
+
+
+def context_tar(**files: bytes) -> io.BytesIO:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, content in files.items():
+            member = tarfile.TarInfo(name)
+            member.size = len(content)
+            tar.addfile(member, io.BytesIO(content))
+    return buffer
+
+
+def test_append_adds_the_generated_dockerfile_as_a_member_and_rewinds() -> None:
+    archive = context_tar(**{"app.py": b"print(1)\n", "sub/data": b"x"})
+    name = append_generated_dockerfile(archive, ["FROM b", "COPY . /app/"])
+    assert archive.tell() == 0
+    assert name.startswith(".dockyard-") and name.endswith(".Dockerfile") and name != "Dockerfile"
+    with tarfile.open(fileobj=archive, mode="r:") as tar:
+        assert tar.getnames() == ["app.py", "sub/data", name], "the context's members kept, in order"
+        member = tar.getmember(name)
+        assert member.isreg() and member.mode == 0o644
+        handle = tar.extractfile(member)
+        assert handle is not None and handle.read() == b"FROM b\nCOPY . /app/\n"
+        app = tar.extractfile("app.py")
+        assert app is not None and app.read() == b"print(1)\n"
+
+
+def test_append_gives_each_build_its_own_name() -> None:
+    assert append_generated_dockerfile(context_tar(), ["FROM a"]) != append_generated_dockerfile(context_tar(), ["FROM a"])
+
+
+def test_append_refuses_an_archive_with_a_dockerfile() -> None:
+    archive = context_tar(Dockerfile=b"FROM mine\n")
+    with pytest.raises(InvalidInput, match="Dockerfile already exists."):
+        append_generated_dockerfile(archive, ["FROM b"])
+    archive.seek(0)
+    with tarfile.open(fileobj=archive, mode="r:") as tar:
+        assert tar.getnames() == ["Dockerfile"], "nothing was added"

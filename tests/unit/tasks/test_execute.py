@@ -1,19 +1,16 @@
 """tasks.execute: build, tag and push on one host, with a fake engine client and fakeredis.
 
-``FakeEngine`` answers what execute and the build and push operations under
-it ask of docker-py: ``images.get``, ``Image.tag``, ``api.build`` and
-``api.push`` event streams, ``api.networks`` and ``login``.
+``FakeEngine`` (tests/unit/fakes.py) answers what execute and the build and
+push operations under it ask of docker-py.
 """
 
 from __future__ import annotations
 
 import contextlib
-import tarfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
-import docker.errors
 import fakeredis
 import pytest
 
@@ -25,110 +22,10 @@ from tasks.errors import BuildError, PushError, RegistryAuthError, RegistryUnava
 from tasks.execute import Forward, execute_build, execute_push, execute_tag
 from tasks.prepare import prepare_build
 from tasks.spec import BuildSpec, Credentials, PushRequest
+from tests.unit.fakes import FakeEngine
 from tests.unit.support import make_settings
 
 NAME = "reg.io/team/app"
-
-
-class FakeImage:
-    def __init__(self, engine: FakeEngine, image_id: str) -> None:
-        self.engine, self.id = engine, image_id
-
-    @property
-    def tags(self) -> list[str]:
-        return sorted(ref for ref, image_id in self.engine.refs.items() if image_id == self.id)
-
-    def tag(self, repository: str, tag: str) -> bool:
-        self.engine.refs[f"{repository}:{tag}"] = self.id
-        return True
-
-
-class FakeImages:
-    def __init__(self, engine: FakeEngine) -> None:
-        self.engine = engine
-
-    def get(self, name: str) -> FakeImage:
-        image_id = self.engine.refs.get(name, name)
-        if image_id not in self.engine.image_ids:
-            raise docker.errors.ImageNotFound(f"No such image: {name}")
-        return FakeImage(self.engine, image_id)
-
-    def remove(self, reference: str, noprune: bool = False) -> None:
-        self.engine.refs.pop(reference, None)
-
-
-class FakeAPI:
-    def __init__(self, engine: FakeEngine) -> None:
-        self.engine = engine
-
-    def networks(self, names: list[str]) -> list[dict[str, str]]:
-        return [{"Name": "bridge"}]
-
-    def build(
-        self, *, dockerfile: str, decode: bool, labels: dict[str, str], path: str | None = None,
-        fileobj: BinaryIO | None = None, custom_context: bool = False, **kwargs: Any,
-    ) -> Iterator[dict[str, Any]]:
-        """docker-py's build of a directory (``path``) or of a context tar (``fileobj``, ``custom_context``)."""
-        if fileobj is not None:
-            assert custom_context, "a tar is only a context with custom_context=True"
-            with tarfile.open(fileobj=fileobj, mode="r:") as tar:
-                member = tar.extractfile(dockerfile)
-                assert member is not None
-                content = member.read().decode()
-        else:
-            content = (Path(str(path)) / dockerfile).read_text()
-        self.engine.builds.append({"dockerfile": content, "labels": labels, **kwargs})
-        if self.engine.build_error:
-            error = self.engine.build_error
-            if self.engine.build_error_once:
-                self.engine.build_error = None
-            yield {"stream": "Step 1/1 : FROM private/base\n"}
-            yield {"error": error}
-            return
-        image_id = f"sha256:{len(self.engine.builds):064x}"
-        yield {"stream": "Step 1/1 : FROM scratch\n"}
-        yield {"aux": {"ID": image_id}}
-        self.engine.image_ids.add(image_id)
-        self.engine.refs[kwargs["tag"]] = image_id
-        yield {"stream": f"Successfully built {image_id[7:19]}\n"}
-
-    def push(self, repository: str, tag: str | None, stream: bool, decode: bool) -> Iterator[dict[str, Any]]:
-        self.engine.pushes.append(f"{repository}:{tag}")
-        yield {"status": f"The push refers to repository [{repository}]"}
-        if self.engine.push_error:
-            yield {"error": self.engine.push_error}
-            return
-        yield {"status": f"{tag}: digest: sha256:{tag} size: 528"}
-        yield {"progress": "", "aux": {"Tag": tag, "Digest": f"sha256:digest-of-{tag}", "Size": 528}}
-
-
-class FakeEngine:
-    """One Docker engine; ``share`` gives another client of the same engine (images shared, logins not)."""
-
-    def __init__(self, share: FakeEngine | None = None) -> None:
-        self.image_ids: set[str] = share.image_ids if share else set()
-        self.refs: dict[str, str] = share.refs if share else {}
-        self.builds: list[dict[str, Any]] = share.builds if share else []
-        self.pushes: list[str] = share.pushes if share else []
-        self.build_error: str | None = None
-        self.build_error_once = False
-        self.push_error: str | None = None
-        self.login_error: str | None = None
-        self.logins: list[dict[str, Any]] = []
-        self.images = FakeImages(self)
-        self.api = FakeAPI(self)
-
-    def login(self, **kwargs: Any) -> dict[str, str]:
-        if self.login_error:
-            raise docker.errors.APIError(self.login_error)
-        self.logins.append(kwargs)
-        return {"Status": "Login Succeeded"}
-
-    def delete(self, image_id: str) -> None:
-        """The image is removed behind dockyard's back."""
-        self.image_ids.discard(image_id)
-        for ref in [ref for ref, found in self.refs.items() if found == image_id]:
-            del self.refs[ref]
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Sealing: callers seal with the farm's public key, only the private key opens, seals expire."""
+"""tasks.sealing: callers seal with the farm's public key, only the private key opens, seals expire (no services)."""
 
 from __future__ import annotations
 

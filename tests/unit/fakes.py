@@ -1,0 +1,137 @@
+"""A fake Docker engine client for the unit tests (moved here from tests/unit/tasks/test_execute.py).
+
+``FakeEngine`` answers what execute and the build and push operations under
+it ask of docker-py: ``images.get``, ``Image.tag``, ``api.build`` and
+``api.push`` event streams, ``api.networks`` and ``login``.
+
+Opt-in hooks (their defaults keep the plain behaviour): ``bridge`` (whether
+``api.networks`` finds a ``bridge`` network), ``failing_tags`` (tags whose
+``Image.tag`` raises ``APIError``), ``push_missing`` (``api.push`` raises
+``ImageNotFound``), ``push_error_on`` (only that tag's push yields the error
+event). ``sources`` records what each build was given as its context.
+"""
+
+from __future__ import annotations
+
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import docker.errors
+
+
+class FakeImage:
+    def __init__(self, engine: FakeEngine, image_id: str) -> None:
+        self.engine, self.id = engine, image_id
+
+    @property
+    def tags(self) -> list[str]:
+        return sorted(ref for ref, image_id in self.engine.refs.items() if image_id == self.id)
+
+    def tag(self, repository: str, tag: str) -> bool:
+        if tag in self.engine.failing_tags:
+            raise docker.errors.APIError(f"cannot tag {repository}:{tag}")
+        self.engine.refs[f"{repository}:{tag}"] = self.id
+        return True
+
+
+class FakeImages:
+    def __init__(self, engine: FakeEngine) -> None:
+        self.engine = engine
+
+    def get(self, name: str) -> FakeImage:
+        image_id = self.engine.refs.get(name, name)
+        if image_id not in self.engine.image_ids:
+            raise docker.errors.ImageNotFound(f"No such image: {name}")
+        return FakeImage(self.engine, image_id)
+
+    def remove(self, reference: str, noprune: bool = False) -> None:
+        self.engine.removed.append(reference)
+        self.engine.refs.pop(reference, None)
+
+
+class FakeAPI:
+    def __init__(self, engine: FakeEngine) -> None:
+        self.engine = engine
+
+    def networks(self, names: list[str]) -> list[dict[str, str]]:
+        self.engine.network_queries.append(list(names))
+        return [{"Name": "bridge"}] if self.engine.bridge else [{"Name": "bridge-like"}]
+
+    def build(
+        self, *, dockerfile: str, decode: bool, labels: dict[str, str], path: str | None = None,
+        fileobj: BinaryIO | None = None, custom_context: bool = False, **kwargs: Any,
+    ) -> Iterator[dict[str, Any]]:
+        """docker-py's build of a directory (``path``) or of a context tar (``fileobj``, ``custom_context``)."""
+        if fileobj is not None:
+            assert custom_context, "a tar is only a context with custom_context=True"
+            with tarfile.open(fileobj=fileobj, mode="r:") as tar:
+                member = tar.extractfile(dockerfile)
+                assert member is not None
+                content = member.read().decode()
+                self.engine.sources.append({"custom_context": custom_context, "members": tar.getnames()})
+        else:
+            content = (Path(str(path)) / dockerfile).read_text()
+            self.engine.sources.append({"path": path})
+        self.engine.builds.append({"dockerfile": content, "labels": labels, **kwargs})
+        if self.engine.build_error:
+            error = self.engine.build_error
+            if self.engine.build_error_once:
+                self.engine.build_error = None
+            yield {"stream": "Step 1/1 : FROM private/base\n"}
+            yield {"error": error}
+            return
+        image_id = f"sha256:{len(self.engine.builds):064x}"
+        yield {"stream": "Step 1/1 : FROM scratch\n"}
+        yield {"aux": {"ID": image_id}}
+        self.engine.image_ids.add(image_id)
+        self.engine.refs[kwargs["tag"]] = image_id
+        yield {"stream": f"Successfully built {image_id[7:19]}\n"}
+
+    def push(self, repository: str, tag: str | None, stream: bool, decode: bool) -> Iterator[dict[str, Any]]:
+        self.engine.pushes.append(f"{repository}:{tag}")
+        if self.engine.push_missing:
+            raise docker.errors.ImageNotFound(f"No such image: {repository}:{tag}")
+        yield {"status": f"The push refers to repository [{repository}]"}
+        if self.engine.push_error and self.engine.push_error_on in (None, tag):
+            yield {"error": self.engine.push_error}
+            return
+        yield {"status": f"{tag}: digest: sha256:{tag} size: 528"}
+        yield {"progress": "", "aux": {"Tag": tag, "Digest": f"sha256:digest-of-{tag}", "Size": 528}}
+
+
+class FakeEngine:
+    """One Docker engine; ``share`` gives another client of the same engine (images shared, logins not)."""
+
+    def __init__(self, share: FakeEngine | None = None) -> None:
+        self.image_ids: set[str] = share.image_ids if share else set()
+        self.refs: dict[str, str] = share.refs if share else {}
+        self.builds: list[dict[str, Any]] = share.builds if share else []
+        self.pushes: list[str] = share.pushes if share else []
+        self.sources: list[dict[str, Any]] = share.sources if share else []
+        self.removed: list[str] = share.removed if share else []
+        self.build_error: str | None = None
+        self.build_error_once = False
+        self.push_error: str | None = None
+        self.push_error_on: str | None = None
+        self.push_missing = False
+        self.failing_tags: set[str] = set()
+        self.bridge = True
+        self.network_queries: list[list[str]] = []
+        self.login_error: str | None = None
+        self.logins: list[dict[str, Any]] = []
+        self.images = FakeImages(self)
+        self.api = FakeAPI(self)
+
+    def login(self, **kwargs: Any) -> dict[str, str]:
+        if self.login_error:
+            raise docker.errors.APIError(self.login_error)
+        self.logins.append(kwargs)
+        return {"Status": "Login Succeeded"}
+
+    def delete(self, image_id: str) -> None:
+        """The image is removed behind dockyard's back."""
+        self.image_ids.discard(image_id)
+        for ref in [ref for ref, found in self.refs.items() if found == image_id]:
+            del self.refs[ref]
