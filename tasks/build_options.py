@@ -56,12 +56,13 @@ def _is_local_io(value: Any) -> bool:
     """A buildx output or cache that is written to or read from the host's disk."""
     for entry in _entries(value):
         if isinstance(entry, Mapping):
-            kind = str(entry.get("type", "local"))
+            fields = {str(name): str(field) for name, field in entry.items()}
+            kind = fields.get("type", "local")
         else:
             text = str(entry)
             fields = dict(part.split("=", 1) for part in text.split(",") if "=" in part)
             kind = fields.get("type", "local" if "=" not in text or "dest" in fields or "src" in fields else "")
-        if kind in ("local", "tar", ""):
+        if kind in ("local", "tar", "") or (kind in ("oci", "docker") and "dest" in fields):
             return True
     return False
 

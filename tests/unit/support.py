@@ -39,6 +39,16 @@ def make_settings(**overrides: Any) -> Settings:
         "lease_s": 3.0,
         "heartbeat_interval_s": 1.0,
         "heartbeat_ttl_s": 5.0,
+        "shared_context_root": None,
+        "context_transport": "redis",
+        "allow_host_network": False,
+        "allow_local_build_io": False,
+        "allow_buildx_entitlements": False,
+        "allow_buildx_builder": False,
+        "allow_ssh_agent": False,
+        "broker_url": None,
+        "result_backend": None,
+        "cache_url": None,
     }
     values.update(overrides)
     return Settings(**values)

@@ -160,11 +160,6 @@ def test_options_that_do_not_reach_the_host_need_no_setting() -> None:
     assert refused_option(given, "buildx", settings_allowing()) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG tasks/build_options.py:64 _is_local_io counts only type local/tar (and no type) as host disk I/O; "
-    "buildx's oci and docker exporters with dest= also write a tarball on the build host",
-)
 @pytest.mark.parametrize("value", ["type=oci,dest=/tmp/image.tar", "type=docker,dest=/tmp/image.tar", {"type": "oci", "dest": "x.tar"}])
 def test_oci_and_docker_exports_to_a_file_reach_the_host(value: Any) -> None:
     assert list(host_reaching({"output": value}, "buildx")) == [("output", "allow_local_build_io")]
