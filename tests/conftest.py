@@ -25,7 +25,7 @@ import requests
 
 from config.settings import Settings, get_settings
 from tasks.sealing import generate_keypair
-from workers import launcher, sweep
+from workers import farm, launcher, sweep
 
 TEST_REDIS_DB = "13"
 SHARED_CONTEXT_ROOT = tempfile.gettempdir()
@@ -301,6 +301,7 @@ def farm_workers(
         with launcher.running(workers, app):
             yield workers
     finally:
+        farm.stop_workers(get_settings())  # what a test's `dockyard up` left, in the tests' own state dir
         app.control.purge()
         clear_test_keys(redis_client)
         assert_no_private_dirs_left()
