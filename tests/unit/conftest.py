@@ -12,6 +12,7 @@ import fakeredis
 import pytest
 
 from config.settings import Settings
+from tests.unit.fakes import FakeEngine
 from tests.unit.support import Clock, make_settings
 
 
@@ -32,3 +33,9 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     fake = Clock(time.time())
     monkeypatch.setattr(time, "time", fake)
     return fake
+
+
+@pytest.fixture
+def engine() -> FakeEngine:
+    """A fake Docker engine client."""
+    return FakeEngine()

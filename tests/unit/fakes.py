@@ -13,6 +13,7 @@ event). ``sources`` records what each build was given as its context.
 
 from __future__ import annotations
 
+import io
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -135,3 +136,22 @@ class FakeEngine:
         self.image_ids.discard(image_id)
         for ref in [ref for ref, found in self.refs.items() if found == image_id]:
             del self.refs[ref]
+
+
+class Output(list[str]):
+    """An output sink that keeps what it is given."""
+
+    def __call__(self, text: str) -> None:
+        self.append(text)
+
+
+def context_tar(**files: bytes) -> io.BytesIO:
+    """A context tar in memory with these files, read from the start."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, content in files.items():
+            member = tarfile.TarInfo(name)
+            member.size = len(content)
+            tar.addfile(member, io.BytesIO(content))
+    buffer.seek(0)
+    return buffer

@@ -15,20 +15,12 @@ from config.settings import Settings
 from tasks.build import IMAGE_LABELS, _read_build_events, _run_build, apply_tags, build_from_archive, build_image
 from tasks.errors import DENIED_HINT, BaseUnavailable, BuildError, InvalidInput, TransientError
 from tasks.spec import BuildOptions
-from tests.unit.fakes import FakeEngine, FakeImage
+from tests.unit.fakes import FakeEngine, FakeImage, Output, context_tar
 from tests.unit.support import make_settings
 
 NAME = "reg.io/team/app"
 
 
-class Output(list[str]):
-    def __call__(self, text: str) -> None:
-        self.append(text)
-
-
-@pytest.fixture
-def engine() -> FakeEngine:
-    return FakeEngine()
 
 
 @pytest.fixture
@@ -39,16 +31,6 @@ def settings() -> Settings:
 def options(**fields: Any) -> BuildOptions:
     return BuildOptions.parse({"image_name": NAME, "tag": "v1", **fields})
 
-
-def context_tar(**files: bytes) -> io.BytesIO:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for name, content in files.items():
-            member = tarfile.TarInfo(name)
-            member.size = len(content)
-            tar.addfile(member, io.BytesIO(content))
-    buffer.seek(0)
-    return buffer
 
 
 # build_from_archive

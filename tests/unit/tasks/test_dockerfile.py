@@ -15,6 +15,7 @@ from tasks.dockerfile import (
     persist_dockerfile,
 )
 from tasks.errors import InvalidInput
+from tests.unit.fakes import context_tar
 
 
 def test_auto_lines_without_requirements(tmp_path: Path) -> None:
@@ -82,15 +83,6 @@ def test_persist_writes_a_copy_creating_its_directory(tmp_path: Path) -> None:
     persist_dockerfile(["FROM b", "WORKDIR /x"], target)
     assert target.read_text() == "FROM b\nWORKDIR /x\n"
 
-
-def context_tar(**files: bytes) -> io.BytesIO:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for name, content in files.items():
-            member = tarfile.TarInfo(name)
-            member.size = len(content)
-            tar.addfile(member, io.BytesIO(content))
-    return buffer
 
 
 def test_append_adds_the_generated_dockerfile_as_a_member_and_rewinds() -> None:

@@ -22,7 +22,7 @@ from tasks.errors import BuildError, PushError, RegistryAuthError, RegistryUnava
 from tasks.execute import Forward, execute_build, execute_push, execute_tag
 from tasks.prepare import prepare_build
 from tasks.spec import BuildSpec, Credentials, PushRequest
-from tests.unit.fakes import FakeEngine
+from tests.unit.fakes import FakeEngine, Output
 from tests.unit.support import make_settings
 
 NAME = "reg.io/team/app"
@@ -34,20 +34,10 @@ def settings() -> Settings:
 
 
 @pytest.fixture
-def engine() -> FakeEngine:
-    return FakeEngine()
-
-
-@pytest.fixture
 def context(tmp_path: Path) -> Path:
     (tmp_path / "Dockerfile").write_text("FROM scratch\nCOPY app.py /\n")
     (tmp_path / "app.py").write_text("print('hi')\n")
     return tmp_path
-
-
-class Output(list[str]):
-    def __call__(self, text: str) -> None:
-        self.append(text)
 
 
 def uploaded_spec(connection: fakeredis.FakeRedis, settings: Settings, context: Path, **params: Any) -> BuildSpec:

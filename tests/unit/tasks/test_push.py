@@ -12,20 +12,12 @@ from config.settings import Settings
 from tasks.errors import InvalidInput, PushError, RegistryAuthError, RegistryUnavailable, TransientError
 from tasks.push import push_image, push_in, push_request
 from tasks.spec import Credentials, PushRequest
-from tests.unit.fakes import FakeEngine
+from tests.unit.fakes import FakeEngine, Output
 from tests.unit.support import make_settings
 
 NAME = "reg.io/team/app"
 
 
-class Output(list[str]):
-    def __call__(self, text: str) -> None:
-        self.append(text)
-
-
-@pytest.fixture
-def engine() -> FakeEngine:
-    return FakeEngine()
 
 
 @pytest.fixture
