@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import docker
@@ -68,7 +69,8 @@ def test_unknown_build_arguments_are_refused(project: Path, repo: str, worker: s
             result.get(timeout=TIMEOUT_S)
 
 
-WORKER_DIRECTORY = Path(__file__).resolve().parents[2] / "workers" / "example"  # outside the shared root
+WORKER_DIRECTORY = Path("/etc")  # a directory of the worker's own, outside the shared root (the temp dir)
+assert not WORKER_DIRECTORY.is_relative_to(tempfile.gettempdir())
 
 
 @pytest.mark.parametrize(
