@@ -49,3 +49,4 @@ PROGRESS_EVERY_S = 1.0  # a running task's PROGRESS state is updated at most thi
 METRICS_TTL_S = 30 * 24 * 3600  # a host's counters expire a month after their last change
 PACK_COPY_BUFFER_BYTES = 1024 * 1024  # read size when packing context files
 PACK_IN_MEMORY_BYTES = 16 * 1024**2  # a packed context up to this size never touches the disk
+REGISTRY_TIMEOUT_S = 5.0  # a registry HEAD that takes longer counts as no answer (a cache miss)

@@ -186,7 +186,7 @@ def tag_task(self: Task, spec: Mapping[str, Any], image_id: str, source: str) ->
 
 
 def push_arguments(build_result: object, params: Mapping[str, Any]) -> dict[str, Any]:
-    """A push's arguments: in a chain, name, tag and additional tags default to the build's result."""
+    """A push's arguments: in a chain, name, tags and the image id default to the build's result."""
     merged = dict(params)
     if build_result is not None:
         if not isinstance(build_result, Mapping):
@@ -195,6 +195,8 @@ def push_arguments(build_result: object, params: Mapping[str, Any]) -> dict[str,
         merged["tag"] = merged.get("tag") or build_result.get("tag")
         if merged.get("additional_tags") is None:
             merged["additional_tags"] = build_result.get("additional_tags")
+        if merged.get("image_id") is None and merged["image_name"] == build_result.get("image_name"):
+            merged["image_id"] = build_result.get("image_id")  # push the image this build made, not its tag
     if not isinstance(merged.get("image_name"), str) or not merged["image_name"]:
         raise InvalidInput("push needs image_name, or a build result to take it from.")
     return merged

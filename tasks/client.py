@@ -9,6 +9,7 @@ from ``config`` alone: a caller needs no worker code.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -19,11 +20,11 @@ from celery.result import AsyncResult
 
 from config.celery import caller_app
 from config.settings import Settings, get_settings
-from tasks import hosts
+from tasks import hosts, registry
 from tasks.cache import Entry, build_cache, push_cache
 from tasks.cache_key import push_key
 from tasks.context_store import upload_context
-from tasks.errors import JoinTimeout
+from tasks.errors import JoinTimeout, PushError
 from tasks.keyspace import redis_for
 from tasks.masking import masked_repr
 from tasks.naming import registry_of
@@ -74,7 +75,10 @@ def push_signature(
     app: Celery | None = None,
     **params: Any,
 ) -> Signature:
-    """A push signature; without ``image_name`` it takes the name from the build result before it."""
+    """A push signature; without ``image_name`` it takes the name and image from the build result before it.
+
+    With ``image_name``, the image its tag names on the farm now is the one pushed.
+    """
     settings = get_settings()
     if image_name is None:  # in a chain: the build result fills in name and tags on the worker
         placeholder = push_request("placeholder", settings=settings, credentials=credentials, **params)
@@ -83,7 +87,10 @@ def push_signature(
         if not params.get("additional_tags"):
             kwargs.pop("additional_tags", None)
     else:
-        kwargs = _sealed(push_request(image_name, settings=settings, credentials=credentials, **params), settings)
+        request = push_request(image_name, settings=settings, credentials=credentials, **params)
+        with contextlib.suppress(PushError):  # not on the farm yet: the worker takes what the tag names then
+            request = pinned_push(request, settings)
+        kwargs = _sealed(request, settings)
     return (app or caller_app()).signature(PUSH_TASK, kwargs=kwargs, kwargsrepr=masked_repr(kwargs))
 
 
@@ -215,20 +222,32 @@ def _drain(reader: StreamReader | None, on_output: OutputSink | None) -> None:
             on_output(line + "\n")
 
 
-def cached_push(request: PushRequest, settings: Settings) -> FarmPushResult | None:
-    """The fast path of a push: the same image, repository, tags and registry were pushed before."""
-    connection = redis_for(settings)
-    location = hosts.locate_images(connection, settings, [request.reference])[0]
+def pinned_push(request: PushRequest, settings: Settings) -> PushRequest:
+    """The request with the image its tag names on the farm (read once, from the index), so the
+    push sends exactly that image wherever it runs."""
+    if request.image_id is not None:
+        return request
+    location = hosts.locate_images(redis_for(settings), settings, [request.reference])[0]
     if location is None:
-        return None
+        raise PushError(f"No image {request.reference} on any farm host: build it on the farm first.")
+    return request.model_copy(update={"image_id": location["image_id"]})
+
+
+def cached_push(request: PushRequest, settings: Settings) -> FarmPushResult | None:
+    """The fast path of a push: the same image, repository, tags and registry were pushed before,
+    and the registry still serves that digest under each tag to the caller's credentials."""
+    assert request.image_id is not None, "a push is pinned to an image id before the cache is asked"
     key = push_key(
-        image_id=location["image_id"], repository=request.image_name, tags=request.tags,
+        image_id=request.image_id, repository=request.image_name, tags=request.tags,
         registry=registry_of(request.image_name),
     )
-    entry = push_cache(connection, settings).peek(key)
+    entry = push_cache(redis_for(settings), settings).peek(key)
     if entry is None:
         return None
-    return farm_push_result(request, entry.value.get("digest"), host=location["host"], cache="hit")
+    credentials = request.credentials if isinstance(request.credentials, Credentials) else None
+    if not registry.serves(request.image_name, request.tags, entry.value.get("digest"), credentials):
+        return None
+    return farm_push_result(request, entry.value.get("digest"), host=entry.host, cache="hit")
 
 
 def push(
@@ -239,15 +258,19 @@ def push(
     additional_tags: list[str] | None = None,
     ignore_cache: bool = False,
     build_backend: str = "docker-py",
+    image_id: str | None = None,
     app: Celery | None = None,
     timeout_s: float | None = None,
 ) -> FarmPushResult:
-    """Push on the farm (on the host holding the image) and wait; a repeated push is a hit."""
+    """Push on the farm (on the host holding the image) and wait; a repeated push is a hit.
+
+    The tag is resolved to an image id once, here; ``image_id`` names it outright.
+    """
     settings = get_settings()
-    request = push_request(
+    request = pinned_push(push_request(
         image_name, settings=settings, tag=tag, credentials=credentials, additional_tags=additional_tags,
-        ignore_cache=ignore_cache, build_backend=build_backend,
-    )
+        ignore_cache=ignore_cache, build_backend=build_backend, image_id=image_id,
+    ), settings)
     if not ignore_cache and (hit := cached_push(request, settings)) is not None:
         return hit
     kwargs = _sealed(request, settings)

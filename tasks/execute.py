@@ -19,12 +19,13 @@ import docker.errors
 import redis
 
 from config.settings import Settings
-from tasks import hosts, metrics
+from tasks import hosts, metrics, registry
 from tasks.build import OutputSink, apply_tags, build_from_archive, build_in
 from tasks.build_secrets import materialized_secrets
 from tasks.cache import Entry, Outcome, build_cache, push_cache
 from tasks.cache_key import push_key
 from tasks.engine import docker_client
+from tasks.keyspace import key
 from tasks.errors import PushError
 from tasks.materialize import shared_directory, stored_archive, unpacked_directory
 from tasks.naming import registry_of
@@ -173,6 +174,54 @@ def local_image_id(client: docker.DockerClient, reference: str) -> str | None:
         return None
 
 
+def image_to_push(
+    request: PushRequest, *, settings: Settings, connection: redis.Redis, client: docker.DockerClient
+) -> str | Forward:
+    """The image id this host pushes, or the live host to forward to.
+
+    A request that names its ``image_id`` gets that image or a clear error,
+    never whatever its tag names here; one without (sent by name, not by
+    dockyard's client) takes the image its tag names on this host.
+    """
+    wanted = request.image_id
+    here = wanted if wanted is not None and image_exists(client, wanted) else None
+    if wanted is None:
+        here = local_image_id(client, request.reference)
+    if here is not None:
+        return here
+    location = hosts.locate_images(connection, settings, [request.reference])[0]
+    if (
+        location
+        and location["host"] != settings.host_id
+        and (wanted is None or location["image_id"] == wanted)
+        and hosts.is_alive(connection, settings, location["host"])
+    ):
+        return Forward(location["host"], location["image_id"], "forwarded")
+    if wanted is not None:
+        raise PushError(
+            f"Image {wanted} ({request.reference}) is no longer on host {settings.host_id} "
+            "nor on any live host: build it again."
+        )
+    raise PushError(f"No image {request.reference} on host {settings.host_id} or on any live host.")
+
+
+def served_by_registry(request: PushRequest, credentials: Credentials | None, settings: Settings) -> Callable[[Entry], bool]:
+    """A push hit holds only while the registry serves its digest under every tag (one HEAD per tag).
+
+    Without the request's credentials, the farm's own login asks.
+    """
+    if credentials is None and settings.registry_username and settings.registry_password:
+        credentials = Credentials(
+            username=settings.registry_username, password=settings.registry_password.get_secret_value(),
+            registry_url=settings.registry_url,
+        )
+
+    def valid(entry: Entry) -> bool:
+        return registry.serves(request.image_name, request.tags, entry.value.get("digest"), credentials)
+
+    return valid
+
+
 def execute_push(
     request: PushRequest,
     credentials: Credentials | None,
@@ -182,27 +231,31 @@ def execute_push(
     client: docker.DockerClient,
     output: OutputSink,
 ) -> FarmPushResult | Forward:
-    """Push once per (image, repository, tags, registry); forward to the holder if it is elsewhere."""
-    image_id = local_image_id(client, request.reference)
-    if image_id is None:
-        location = hosts.locate_images(connection, settings, [request.reference])[0]
-        if location and location["host"] != settings.host_id and hosts.is_alive(connection, settings, location["host"]):
-            return Forward(location["host"], location["image_id"], "forwarded")
-        raise PushError(f"No image {request.reference} on host {settings.host_id} or on any live host.")
+    """Push once per (image, repository, tags, registry); forward to the holder if it is elsewhere.
+
+    A cached push answers only while the registry still serves its digest under each tag.
+    """
+    found = image_to_push(request, settings=settings, connection=connection, client=client)
+    if isinstance(found, Forward):
+        return found
+    pinned = request.model_copy(update={"image_id": found})
     cache_key = push_key(
-        image_id=image_id, repository=request.image_name, tags=request.tags, registry=registry_of(request.image_name)
+        image_id=found, repository=request.image_name, tags=request.tags, registry=registry_of(request.image_name)
     )
 
     def compute() -> dict[str, Any]:
-        if credentials is None:
-            digest = push_in(request, None, client=client, settings=settings, output=output)
-        else:
-            with docker_client(settings) as private:  # a login stays in this call's own client
-                digest = push_in(request, credentials, client=private, settings=settings, output=output)
+        with connection.lock(key(settings, "pushing", settings.host_id, request.image_name), timeout=settings.task_time_limit_s):
+            if credentials is None:
+                digest = push_in(pinned, None, client=client, settings=settings, output=output)
+            else:
+                with docker_client(settings) as private:  # a login stays in this call's own client
+                    digest = push_in(pinned, credentials, client=private, settings=settings, output=output)
         return {"digest": digest}
 
     started = time.monotonic()
-    outcome: Outcome = push_cache(connection, settings).run(cache_key, compute, ignore_cache=request.ignore_cache)
+    outcome: Outcome = push_cache(connection, settings).run(
+        cache_key, compute, valid=served_by_registry(request, credentials, settings), ignore_cache=request.ignore_cache,
+    )
     if outcome.source == "built":
         metrics.count(connection, settings, "pushes_total")
         metrics.observe(connection, settings, "push_seconds", time.monotonic() - started)

@@ -50,6 +50,7 @@ def push_request(
     additional_tags: list[str] | None = None,
     ignore_cache: bool = False,
     build_backend: str = "docker-py",
+    image_id: str | None = None,
 ) -> PushRequest:
     """prefect-docker's push arguments as a validated ``PushRequest`` (name qualified)."""
     if credentials is not None and not isinstance(credentials, Mapping):
@@ -61,6 +62,7 @@ def push_request(
         "credentials": dict(credentials) if credentials is not None else None,
         "ignore_cache": ignore_cache,
         "build_backend": build_backend,
+        "image_id": image_id,
     })
 
 
@@ -101,6 +103,8 @@ def push_in(
 ) -> str | None:
     """Push the request's tag and each additional tag from ``client``'s engine; the tag's digest."""
     tags: list[str | None] = list(request.tags)  # tag=None pushes "latest": exactly what the push key names
+    if request.image_id is not None:
+        point_tags(client, request.image_id, request.image_name, request.tags)
     registry = (credentials.registry_url if credentials else None) or registry_of(request.image_name)
     if request.build_backend == "buildx":
         return buildx_push(
@@ -111,6 +115,18 @@ def push_in(
         _login(client, credentials, registry)
     digests = [_push_one(client, request.image_name, each, output) for each in tags]
     return digests[0]
+
+
+def point_tags(client: docker.DockerClient, image_id: str, image_name: str, tags: list[str]) -> None:
+    """Make each ``image_name:tag`` on this engine name ``image_id``, whatever it named before."""
+    try:
+        image = client.images.get(image_id)
+    except docker.errors.ImageNotFound as exc:
+        raise PushError(f"Image {image_id} ({image_name}) is no longer on this host; build it again.") from exc
+    except docker.errors.APIError as exc:
+        raise engine_error(str(exc.explanation or exc), doing=f"looking up {image_id}") from exc
+    for tag in tags:
+        image.tag(image_name, tag)
 
 
 def _login_fields(credentials: Credentials, registry: str | None) -> dict[str, Any]:

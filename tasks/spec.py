@@ -75,6 +75,7 @@ Backend = Annotated[Literal["docker-py", "buildx"], BeforeValidator(_backend)]
 ImageName = Annotated[str, AfterValidator(_image_name)]
 Tag = Annotated[str, AfterValidator(_tag)]
 RelativePath = Annotated[str, AfterValidator(_relative_path)]
+ImageId = Annotated[str, Field(pattern=DIGEST_PATTERN)]
 Model = TypeVar("Model", bound="Request")
 
 
@@ -240,6 +241,7 @@ class PushRequest(Request):
     credentials: Annotated[Sealed | Credentials | None, BeforeValidator(_credentials)] = None
     ignore_cache: bool = False
     build_backend: Backend = "docker-py"
+    image_id: ImageId | None = None  # the image to push; set by a chain or the caller, never a tag lookup
 
     @property
     def tags(self) -> list[str]:

@@ -12,7 +12,8 @@ import fakeredis
 import pytest
 
 from config.settings import Settings
-from tests.unit.fakes import FakeEngine
+from tasks import registry
+from tests.unit.fakes import FakeEngine, FakeRegistry
 from tests.unit.support import Clock, make_settings
 
 
@@ -39,3 +40,10 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
 def engine() -> FakeEngine:
     """A fake Docker engine client."""
     return FakeEngine()
+
+
+@pytest.fixture
+def fake_registry(engine: FakeEngine, monkeypatch: pytest.MonkeyPatch) -> FakeRegistry:
+    """The engine's registry answers dockyard's manifest HEADs (no network)."""
+    monkeypatch.setattr(registry, "served_digest", engine.registry.served_digest)
+    return engine.registry

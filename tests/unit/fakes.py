@@ -2,7 +2,9 @@
 
 ``FakeEngine`` answers what execute and the build and push operations under
 it ask of docker-py: ``images.get``, ``Image.tag``, ``api.build`` and
-``api.push`` event streams, ``api.networks`` and ``login``.
+``api.push`` event streams, ``api.networks`` and ``login``. Its pushes land in
+``registry``, a ``FakeRegistry`` (the ``fake_registry`` fixture answers
+``tasks.registry.served_digest`` from it).
 
 Opt-in hooks (their defaults keep the plain behaviour): ``bridge`` (whether
 ``api.networks`` finds a ``bridge`` network), ``failing_tags`` (tags whose
@@ -20,6 +22,22 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import docker.errors
+
+
+class FakeRegistry:
+    """A registry: the digest each ``name:tag`` serves, and (``readers``) which users may read it."""
+
+    def __init__(self) -> None:
+        self.served: dict[str, str] = {}
+        self.heads: list[str] = []
+        self.readers: set[str] | None = None  # None: anyone
+
+    def served_digest(self, image_name: str, tag: str, credentials: Any) -> str | None:
+        """``tasks.registry.served_digest``, answered from memory."""
+        self.heads.append(f"{image_name}:{tag}")
+        if self.readers is not None and (credentials is None or credentials.username not in self.readers):
+            return None
+        return self.served.get(f"{image_name}:{tag}")
 
 
 class FakeImage:
@@ -98,8 +116,11 @@ class FakeAPI:
         if self.engine.push_error and self.engine.push_error_on in (None, tag):
             yield {"error": self.engine.push_error}
             return
-        yield {"status": f"{tag}: digest: sha256:{tag} size: 528"}
-        yield {"progress": "", "aux": {"Tag": tag, "Digest": f"sha256:digest-of-{tag}", "Size": 528}}
+        image_id = self.engine.refs.get(f"{repository}:{tag}", "")
+        digest = self.engine.digests.setdefault(image_id, f"sha256:digest-of-{tag}")  # one manifest per image
+        self.engine.registry.served[f"{repository}:{tag}"] = digest
+        yield {"status": f"{tag}: digest: {digest} size: 528"}
+        yield {"progress": "", "aux": {"Tag": tag, "Digest": digest, "Size": 528}}
 
 
 class FakeEngine:
@@ -112,6 +133,8 @@ class FakeEngine:
         self.pushes: list[str] = share.pushes if share else []
         self.sources: list[dict[str, Any]] = share.sources if share else []
         self.removed: list[str] = share.removed if share else []
+        self.digests: dict[str, str] = share.digests if share else {}
+        self.registry: FakeRegistry = share.registry if share else FakeRegistry()
         self.build_error: str | None = None
         self.build_error_once = False
         self.push_error: str | None = None

@@ -24,7 +24,7 @@ from tasks.sealing import generate_keypair
 from tasks.spec import BuildSpec, Credentials, PushRequest
 from tests.unit.support import Clock, make_settings
 
-BUILT = {"image_name": "reg.io/team/app", "tag": "v1", "image": "reg.io/team/app:v1", "image_id": "sha256:x", "additional_tags": ["latest"]}
+BUILT = {"image_name": "reg.io/team/app", "tag": "v1", "image": "reg.io/team/app:v1", "image_id": "sha256:" + "a" * 64, "additional_tags": ["latest"]}
 PUBLIC_KEY, PRIVATE_KEY = generate_keypair()
 CREDENTIALS = {"username": "ci", "password": "pw-unit", "registry_url": "reg.io"}
 
@@ -79,10 +79,15 @@ def test_push_arguments_without_a_build_are_the_params() -> None:
     assert push_arguments(None, {"image_name": "app", "tag": "v1"}) == {"image_name": "app", "tag": "v1"}
 
 
-def test_push_arguments_take_name_and_tags_from_the_build() -> None:
+def test_push_arguments_take_name_tags_and_image_from_the_build() -> None:
     assert push_arguments(BUILT, {"credentials": {"sealed": "x"}}) == {
         "image_name": "reg.io/team/app", "tag": "v1", "additional_tags": ["latest"], "credentials": {"sealed": "x"},
+        "image_id": BUILT["image_id"],
     }
+
+
+def test_a_push_of_another_name_does_not_take_the_builds_image() -> None:
+    assert "image_id" not in push_arguments(BUILT, {"image_name": "other/app"})
 
 
 def test_explicit_push_arguments_win_over_the_build() -> None:

@@ -21,12 +21,13 @@ from tasks import cache as cache_module
 from tasks import client, hosts, keyspace
 from tasks.cache import build_cache, push_cache
 from tasks.cache_key import push_key
-from tasks.errors import InvalidInput
+from tasks.errors import InvalidInput, PushError
 from tasks.lease import Lease
 from tasks.prepare import prepare_build
 from tasks.routing import BUILD_TASK, PUSH_TASK
 from tasks.sealing import generate_keypair, unseal
 from tasks.spec import BuildSpec, PushRequest
+from tests.unit.fakes import FakeRegistry
 from tests.unit.support import make_settings
 
 IMAGE = "sha256:" + "1" * 64
@@ -184,37 +185,81 @@ def test_wait_for_running_build_gives_none_when_it_fails(
 # the push fast path
 
 
-def pushed(connection: fakeredis.FakeRedis, settings: Settings, request: PushRequest, tags: list[str]) -> None:
-    """``request``'s image was pushed under ``tags`` before, from h2."""
+def pushed(
+    connection: fakeredis.FakeRedis, settings: Settings, request: PushRequest, tags: list[str], served: FakeRegistry
+) -> PushRequest:
+    """``request``'s image was pushed under ``tags`` before, from h2, and the registry serves it; the pinned request."""
     hosts.record_image(connection, settings, host_id="h2", image_id=IMAGE, references=[request.reference])
     key = push_key(image_id=IMAGE, repository=request.image_name, tags=tags, registry="reg.io")
-    push_cache(connection, settings).store(key, {"digest": "sha256:pushed"})
+    push_cache(connection, settings).store(key, {"digest": "sha256:pushed"}, host="h2")
+    served.served.update({f"{request.image_name}:{tag}": "sha256:pushed" for tag in tags})
+    return client.pinned_push(request, settings)
 
 
-def test_a_repeated_push_is_a_hit(fake_redis: fakeredis.FakeRedis, settings: Settings) -> None:
+def test_a_repeated_push_is_a_hit_after_one_head_per_tag(
+    fake_redis: fakeredis.FakeRedis, settings: Settings, fake_registry: FakeRegistry
+) -> None:
     request = PushRequest.parse({"image_name": "reg.io/team/app", "tag": "v1", "additional_tags": ["latest"]})
-    assert client.cached_push(request, settings) is None
-    pushed(fake_redis, settings, request, ["v1", "latest"])
-    assert client.cached_push(request, settings) == {
+    pinned = pushed(fake_redis, settings, request, ["v1", "latest"], fake_registry)
+    assert pinned.image_id == IMAGE, "the tag is resolved to its image id through the index"
+    assert client.cached_push(pinned, settings) == {
         "image_name": "reg.io/team/app", "tag": "v1", "image": "reg.io/team/app:v1", "additional_tags": ["latest"],
         "digest": "sha256:pushed", "host": "h2", "cache": "hit",
     }
+    assert fake_registry.heads == ["reg.io/team/app:v1", "reg.io/team/app:latest"]
 
 
-def test_a_push_with_other_additional_tags_is_not_a_hit(fake_redis: fakeredis.FakeRedis, settings: Settings) -> None:
+def test_a_tag_moved_in_the_registry_is_not_a_hit(
+    fake_redis: fakeredis.FakeRedis, settings: Settings, fake_registry: FakeRegistry
+) -> None:
+    request = PushRequest.parse({"image_name": "reg.io/team/app", "tag": "live"})
+    pinned = pushed(fake_redis, settings, request, ["live"], fake_registry)
+    fake_registry.served["reg.io/team/app:live"] = "sha256:another-image"
+    assert client.cached_push(pinned, settings) is None
+
+
+def test_a_caller_who_cannot_read_the_repository_gets_no_hit(
+    fake_redis: fakeredis.FakeRedis, settings: Settings, fake_registry: FakeRegistry
+) -> None:
+    request = PushRequest.parse({"image_name": "reg.io/team/app", "tag": "v1", "credentials": CREDENTIALS})
+    pinned = pushed(fake_redis, settings, request, ["v1"], fake_registry)
+    fake_registry.readers = {"someone-else"}
+    assert client.cached_push(pinned, settings) is None
+    fake_registry.readers = {CREDENTIALS["username"]}
+    assert client.cached_push(pinned, settings) is not None
+
+
+def test_a_push_with_other_additional_tags_is_not_a_hit(
+    fake_redis: fakeredis.FakeRedis, settings: Settings, fake_registry: FakeRegistry
+) -> None:
     before = PushRequest.parse({"image_name": "reg.io/team/app", "tag": "v1"})
-    pushed(fake_redis, settings, before, ["v1"])
+    pushed(fake_redis, settings, before, ["v1"], fake_registry)
     more = PushRequest.parse({"image_name": "reg.io/team/app", "tag": "v1", "additional_tags": ["latest"]})
-    assert client.cached_push(more, settings) is None
+    assert client.cached_push(client.pinned_push(more, settings), settings) is None
 
 
-def test_push_answers_from_the_cache_without_sending(fake_redis: fakeredis.FakeRedis, settings: Settings) -> None:
+def test_a_push_of_an_image_no_host_holds_fails_on_the_caller(settings: Settings) -> None:
+    with pytest.raises(PushError, match="No image reg.io/team/app:v9 on any farm host"):
+        client.push("reg.io/team/app", tag="v9")
+
+
+def test_push_answers_from_the_cache_without_sending(
+    fake_redis: fakeredis.FakeRedis, settings: Settings, fake_registry: FakeRegistry
+) -> None:
     request = PushRequest.parse({"image_name": "reg.io/team/app", "tag": "v1"})
-    pushed(fake_redis, settings, request, ["v1"])
+    pushed(fake_redis, settings, request, ["v1"], fake_registry)
     result = client.push("reg.io/team/app", tag="v1", credentials=CREDENTIALS)
     assert result["cache"] == "hit" and result["digest"] == "sha256:pushed"
     with pytest.raises(SentTask):
         client.push("reg.io/team/app", tag="v1", ignore_cache=True)
+
+
+def test_a_push_signature_names_the_image_its_tag_names_now(
+    fake_redis: fakeredis.FakeRedis, settings: Settings, fake_registry: FakeRegistry, app: Celery
+) -> None:
+    assert "image_id" not in client.push_signature("reg.io/team/app", tag="v1", app=app).kwargs, "not on the farm yet"
+    pushed(fake_redis, settings, PushRequest.parse({"image_name": "reg.io/team/app", "tag": "v1"}), ["v1"], fake_registry)
+    assert client.push_signature("reg.io/team/app", tag="v1", app=app).kwargs["image_id"] == IMAGE
 
 
 # signatures: credentials sealed before they leave

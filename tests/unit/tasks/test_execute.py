@@ -22,7 +22,7 @@ from tasks.errors import BuildError, PushError, RegistryAuthError, RegistryUnava
 from tasks.execute import Forward, execute_build, execute_push, execute_tag
 from tasks.prepare import prepare_build
 from tasks.spec import BuildSpec, Credentials, PushRequest
-from tests.unit.fakes import FakeEngine, Output
+from tests.unit.fakes import FakeEngine, FakeRegistry, Output
 from tests.unit.support import make_settings
 
 NAME = "reg.io/team/app"
@@ -184,6 +184,12 @@ def test_tag_of_a_vanished_image_forgets_it_and_rebuilds(
 # pushes
 
 
+@pytest.fixture(autouse=True)
+def registry_in_memory(fake_registry: FakeRegistry) -> FakeRegistry:
+    """Push hits are checked against the engine's fake registry, never the network."""
+    return fake_registry
+
+
 def local_image(engine: FakeEngine, *refs: str) -> str:
     image_id = f"sha256:{len(engine.image_ids) + 100:064x}"
     engine.image_ids.add(image_id)
@@ -234,6 +240,51 @@ def test_a_retagged_image_is_pushed_again(fake_redis: fakeredis.FakeRedis, setti
     local_image(engine, f"{NAME}:v1")  # v1 now names a new image
     assert push(request, fake_redis, settings, engine)["cache"] == "built"
     assert len(engine.pushes) == 2
+
+
+def test_a_push_hit_whose_tag_moved_in_the_registry_pushes_again(
+    fake_redis: fakeredis.FakeRedis, settings: Settings, engine: FakeEngine, fake_registry: FakeRegistry
+) -> None:
+    image_x = local_image(engine)
+    request = PushRequest.parse({"image_name": NAME, "tag": "live", "image_id": image_x})
+    assert push(request, fake_redis, settings, engine)["cache"] == "built"
+    assert push(request, fake_redis, settings, engine)["cache"] == "hit"
+    fake_registry.served[f"{NAME}:live"] = "sha256:digest-of-y"  # someone pushed Y to live
+    again = push(request, fake_redis, settings, engine)
+    assert again["cache"] == "built" and fake_registry.served[f"{NAME}:live"] == again["digest"]
+    assert len(engine.pushes) == 2
+
+
+def test_a_push_by_image_id_pushes_that_image_whatever_its_tag_names_here(
+    fake_redis: fakeredis.FakeRedis, settings: Settings, engine: FakeEngine
+) -> None:
+    first = local_image(engine, f"{NAME}:v1")
+    local_image(engine, f"{NAME}:v1")  # a second build took the tag on this host
+    push(PushRequest.parse({"image_name": NAME, "tag": "v1", "image_id": first}), fake_redis, settings, engine)
+    assert engine.refs[f"{NAME}:v1"] == first and engine.pushes == [f"{NAME}:v1"]
+
+
+def test_a_push_by_image_id_of_a_vanished_image_fails_clearly(
+    fake_redis: fakeredis.FakeRedis, settings: Settings, engine: FakeEngine
+) -> None:
+    local_image(engine, f"{NAME}:v1")  # an older image still carries the tag: never pushed instead
+    gone = local_image(engine)
+    engine.delete(gone)
+    hosts.record_image(fake_redis, settings, host_id="h2", image_id="sha256:" + "9" * 64, references=[f"{NAME}:v1"])
+    hosts.beat(fake_redis, settings, "h2", {})
+    with pytest.raises(PushError, match=f"Image {gone} .* is no longer on host h1 nor on any live host"):
+        push(PushRequest.parse({"image_name": NAME, "tag": "v1", "image_id": gone}), fake_redis, settings, engine)
+    assert engine.pushes == []
+
+
+def test_a_push_by_image_id_held_elsewhere_is_forwarded(
+    fake_redis: fakeredis.FakeRedis, settings: Settings, engine: FakeEngine
+) -> None:
+    elsewhere = "sha256:" + "8" * 64
+    hosts.record_image(fake_redis, settings, host_id="h2", image_id=elsewhere, references=[f"{NAME}:v1"])
+    hosts.beat(fake_redis, settings, "h2", {})
+    request = PushRequest.parse({"image_name": NAME, "tag": "v1", "image_id": elsewhere})
+    assert push(request, fake_redis, settings, engine) == Forward("h2", elsewhere, "forwarded")
 
 
 def test_a_push_of_an_image_held_elsewhere_is_forwarded(fake_redis: fakeredis.FakeRedis, settings: Settings, engine: FakeEngine) -> None:

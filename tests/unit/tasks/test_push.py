@@ -41,7 +41,7 @@ def test_each_tag_is_pushed_in_order_and_the_first_tags_digest_returned(engine: 
     digest = push_in(request(tag="v1", additional_tags=["v2", "latest"]), None, client=engine, settings=settings, output=output)  # type: ignore[arg-type]
     assert engine.pushes == [f"{NAME}:v1", f"{NAME}:v2", f"{NAME}:latest"]
     assert digest == "sha256:digest-of-v1"
-    assert output[:2] == [f"The push refers to repository [{NAME}]\n", "v1: digest: sha256:v1 size: 528\n"]
+    assert output[:2] == [f"The push refers to repository [{NAME}]\n", "v1: digest: sha256:digest-of-v1 size: 528\n"]
     assert engine.logins == [], "no credentials: no login"
 
 
