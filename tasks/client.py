@@ -20,7 +20,7 @@ from celery.result import AsyncResult
 
 from config.celery import caller_app
 from config.settings import Settings, get_settings
-from tasks import hosts, registry
+from tasks import base_images, hosts, registry
 from tasks.cache import Entry, build_cache, push_cache
 from tasks.cache_key import push_key
 from tasks.context_store import upload_context
@@ -114,14 +114,23 @@ def _servable(spec: BuildSpec, entry: Entry, locations: list[dict[str, Any] | No
     return all(location == wanted for location in locations) and hosts.is_alive(redis_for(settings), settings, entry.host)
 
 
-def cached_entry(spec: BuildSpec, settings: Settings) -> Entry | None:
-    """The fast path: the cache entry of the spec's key, if its image and all its tags are on a live host.
+def caller_cache_key(spec: BuildSpec, settings: Settings) -> str | None:
+    """The key the farm caches ``spec`` under (bases resolved now, one HEAD each); None if a base cannot be
+    resolved from here, and then only a worker can answer."""
+    digests = base_images.resolve(spec, settings)
+    return None if digests is None else base_images.cache_key(spec, digests)
+
+
+def cached_entry(spec: BuildSpec, cache_key: str | None, settings: Settings) -> Entry | None:
+    """The fast path: the entry of ``cache_key``, if its image and all the spec's tags are on a live host.
 
     The entry and the tags' locations are read in one round trip, the host's heartbeat in a second.
     """
+    if cache_key is None:
+        return None
     cache = build_cache(redis_for(settings), settings)
     raw_entry, *raw_locations = redis_for(settings).mget(
-        [cache.entry_key(spec.key), *hosts.location_keys(settings, spec.references)]
+        [cache.entry_key(cache_key), *hosts.location_keys(settings, spec.references)]
     )
     if not raw_entry:
         return None
@@ -131,7 +140,7 @@ def cached_entry(spec: BuildSpec, settings: Settings) -> Entry | None:
 
 def cached_build(spec: BuildSpec, settings: Settings) -> FarmBuildResult | None:
     """The build's result from the cache, without a worker, or None."""
-    entry = cached_entry(spec, settings)
+    entry = cached_entry(spec, caller_cache_key(spec, settings), settings)
     return _answer(spec, entry, "hit") if entry is not None else None
 
 
@@ -139,11 +148,14 @@ def _answer(spec: BuildSpec, entry: Entry, cache: Any) -> FarmBuildResult:
     return farm_build_result(spec, entry.value["image_id"], host=entry.host, cache=cache)
 
 
-def wait_for_running_build(spec: BuildSpec, settings: Settings) -> FarmBuildResult | None:
+def wait_for_running_build(spec: BuildSpec, settings: Settings, cache_key: str | None = None) -> FarmBuildResult | None:
     """Join a build of the same key already running on the farm; None if none runs or it gave nothing."""
+    cache_key = cache_key or caller_cache_key(spec, settings)
+    if cache_key is None:
+        return None
     connection = redis_for(settings)
     entry = build_cache(connection, settings).join(
-        spec.key,
+        cache_key,
         accept=lambda found: _servable(spec, found, hosts.locate_images(connection, settings, spec.references), settings),
     )
     return _answer(spec, entry, "joined") if entry is not None else None
@@ -164,11 +176,12 @@ def build(
     settings = get_settings()
     spec, packed = prepare_build({"image_name": image_name, **params}, settings)
     reader = StreamReader(redis_for(settings), settings, spec.key) if on_output else None
+    cache_key = None if spec.ignore_cache else caller_cache_key(spec, settings)
     try:
-        if not spec.ignore_cache:
-            if (hit := cached_build(spec, settings)) is not None:
-                return hit
-            if (joined := wait_for_running_build(spec, settings)) is not None:
+        if cache_key is not None:
+            if (entry := cached_entry(spec, cache_key, settings)) is not None:
+                return _answer(spec, entry, "hit")
+            if (joined := wait_for_running_build(spec, settings, cache_key)) is not None:
                 return joined
         if spec.context_path is None:
             upload_context(redis_for(settings), settings, packed)
@@ -177,7 +190,7 @@ def build(
     result = _spec_signature(spec, app).apply_async()
     return await_build(
         result, spec, settings, timeout_s=timeout_s or settings.task_time_limit_s * 2,
-        reader=reader, on_output=on_output,
+        cache_key=cache_key, reader=reader, on_output=on_output,
     )
 
 
@@ -187,10 +200,12 @@ def await_build(
     settings: Settings,
     *,
     timeout_s: float,
+    cache_key: str | None = None,
     reader: StreamReader | None = None,
     on_output: OutputSink | None = None,
 ) -> FarmBuildResult:
-    """The task's result, or sooner the same key's result stored by another caller's build.
+    """The task's result, or sooner the same key's result stored by another caller's build
+    (when ``cache_key`` is known: without it, only the task answers).
 
     Identical requests sent at the same moment each send a task; the first
     one stored answers them all, and their own tasks end as cheap hits.
@@ -202,7 +217,7 @@ def await_build(
             _drain(reader, on_output)
             answer: FarmBuildResult = result.get(timeout=1)
             return answer
-        if not spec.ignore_cache and (entry := cached_entry(spec, settings)) is not None:
+        if not spec.ignore_cache and (entry := cached_entry(spec, cache_key, settings)) is not None:
             _drain(reader, on_output)
             if entry.owner == result.id:
                 return _answer(spec, entry, "built")

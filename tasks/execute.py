@@ -20,13 +20,14 @@ import redis
 
 from config.settings import Settings
 from tasks import hosts, metrics, registry
+from tasks.base_images import built_on, worker_cache_key
 from tasks.build import OutputSink, apply_tags, build_from_archive, build_in
 from tasks.build_secrets import materialized_secrets
 from tasks.cache import Entry, Outcome, build_cache, push_cache
 from tasks.cache_key import push_key
 from tasks.engine import docker_client
 from tasks.keyspace import key
-from tasks.errors import PushError
+from tasks.errors import BaseUnavailable, PushError
 from tasks.materialize import shared_directory, stored_archive, unpacked_directory
 from tasks.naming import registry_of
 from tasks.push import push_in
@@ -73,20 +74,26 @@ def execute_build(
 ) -> FarmBuildResult | Forward:
     """Build once per key on the farm; tag here, or forward to the host holding the image."""
     cache = build_cache(connection, settings)
+    cache_key, bases = worker_cache_key(spec, settings, client)
 
     def compute() -> dict[str, str]:
-        return {"image_id": build_spec(spec, settings=settings, connection=connection, client=client, output=output)}
+        image_id = build_spec(spec, settings=settings, connection=connection, client=client, output=output)
+        if spec.build_backend == "docker-py" and not built_on(client, bases):
+            raise BaseUnavailable(f"A base image of {spec.image_name} moved while it was built; it is built again.")
+        return {"image_id": image_id}
 
     started = time.monotonic()
     outcome = cache.run(
-        spec.key, compute, valid=_valid_entry(client, connection, settings),
+        cache_key, compute, valid=_valid_entry(client, connection, settings),
         ignore_cache=spec.ignore_cache, host=settings.host_id, owner=owner,
     )
     record_build(connection, settings, outcome, time.monotonic() - started)
     image_id = outcome.value["image_id"]
     if outcome.entry.host != settings.host_id:
         return Forward(outcome.entry.host, image_id, outcome.source)
-    return finish_on_holder(spec, image_id, outcome.source, settings=settings, connection=connection, client=client)
+    return finish_on_holder(
+        spec, image_id, outcome.source, cache_key=cache_key, settings=settings, connection=connection, client=client
+    )
 
 
 def build_spec(
@@ -134,6 +141,7 @@ def finish_on_holder(
     image_id: str,
     source: str,
     *,
+    cache_key: str,
     settings: Settings,
     connection: redis.Redis,
     client: docker.DockerClient,
@@ -143,7 +151,7 @@ def finish_on_holder(
         apply_tags(client, image_id, spec.image_name, [spec.tag, *spec.additional_tags])
     hosts.record_image(
         connection, settings, host_id=settings.host_id, image_id=image_id, references=spec.references,
-        cache_keys=[build_cache(connection, settings).entry_key(spec.key)],
+        cache_keys=[build_cache(connection, settings).entry_key(cache_key)],
     )
     return farm_build_result(spec, image_id, host=settings.host_id, cache=cache_source(source))
 
@@ -160,10 +168,13 @@ def execute_tag(
     owner: str | None = None,
 ) -> FarmBuildResult | Forward:
     """Apply tags to a cached image on its host; rebuild if it vanished behind dockyard's back."""
+    cache_key, _bases = worker_cache_key(spec, settings, client)
     if image_exists(client, image_id):
-        return finish_on_holder(spec, image_id, source, settings=settings, connection=connection, client=client)
+        return finish_on_holder(
+            spec, image_id, source, cache_key=cache_key, settings=settings, connection=connection, client=client
+        )
     hosts.forget_image(connection, settings, host_id=settings.host_id, image_id=image_id)
-    build_cache(connection, settings).invalidate(spec.key)
+    build_cache(connection, settings).invalidate(cache_key)
     return execute_build(spec, settings=settings, connection=connection, client=client, output=output, owner=owner)
 
 

@@ -24,7 +24,8 @@ from tasks.context import private_directory, remove_directory
 from tasks.context_store import download_context
 from tasks.errors import InvalidInput
 from tasks.prepare import prepare_build
-from tasks.spec import BuildSpec, dockerfile_digest
+from tasks.base_images import check_bases
+from tasks.spec import BuildSpec, auto_dockerfile_bytes, dockerfile_digest
 from tasks.unpack import safe_unpack
 
 
@@ -33,8 +34,9 @@ def _mismatch(spec: BuildSpec) -> InvalidInput:
 
 
 def check_archive_dockerfile(archive: BinaryIO, spec: BuildSpec) -> None:
-    """The context tar's Dockerfile has the bytes the key was computed from (``auto``: none to check)."""
+    """The context tar's Dockerfile has the bytes the key was computed from, and the bases the spec names."""
     if spec.dockerfile == "auto":
+        check_bases(spec, auto_dockerfile_bytes(spec.dockerfile_lines or []))
         return
     archive.seek(0)
     with tarfile.open(fileobj=archive, mode="r:") as tar:
@@ -43,8 +45,10 @@ def check_archive_dockerfile(archive: BinaryIO, spec: BuildSpec) -> None:
         except KeyError:
             raise InvalidInput(f"Dockerfile {spec.dockerfile!r} is not in the build context.") from None
         handle = tar.extractfile(member) if member.isreg() else None
-        if handle is None or dockerfile_digest(handle.read()) != spec.dockerfile_digest:
+        content = handle.read() if handle is not None else None
+        if content is None or dockerfile_digest(content) != spec.dockerfile_digest:
             raise _mismatch(spec)
+        check_bases(spec, content)
     archive.seek(0)
 
 
@@ -69,8 +73,12 @@ def shared_directory(spec: BuildSpec, settings: Settings) -> Path:
         dockerfile = (directory / spec.dockerfile).resolve()
         if not dockerfile.is_relative_to(directory) or not dockerfile.is_file():
             raise InvalidInput(f"Dockerfile {spec.dockerfile!r} not found inside {str(directory)!r}.")
-        if dockerfile_digest(dockerfile.read_bytes()) != spec.dockerfile_digest:
+        content = dockerfile.read_bytes()
+        if dockerfile_digest(content) != spec.dockerfile_digest:
             raise _mismatch(spec)
+        check_bases(spec, content)
+    else:
+        check_bases(spec, auto_dockerfile_bytes(spec.dockerfile_lines or []))
     return directory
 
 

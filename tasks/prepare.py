@@ -12,6 +12,7 @@ from typing import Any
 
 from config.settings import Settings
 from tasks import dockerfile as auto
+from tasks.base_images import base_references, build_arguments
 from tasks.build_secrets import seal_secrets
 from tasks.build import bind_build_arguments, build_options
 from tasks.context import PackedContext, context_directory, pack_context
@@ -69,6 +70,7 @@ def prepare_build(params: dict[str, Any], settings: Settings) -> tuple[BuildSpec
         "context_path": str(context) if settings.context_transport == "path" else None,
         "sealed_secrets": sealed_secrets,
         "secret_ids": secret_ids,
+        "base_images": base_references(content.decode(errors="replace"), build_arguments(build_kwargs)),
     }
     unkeyed = BuildSpec.model_construct(**fields, key="")
     return BuildSpec.parse({**fields, "key": spec_key(unkeyed)}), packed

@@ -184,6 +184,7 @@ class BuildSpec(BuildOptions):
     context_path: str | None = None
     sealed_secrets: dict[str, str] | None = None
     secret_ids: list[str] = Field(default_factory=list)
+    base_images: list[str] = Field(default_factory=list)  # the FROM images (tasks.base_images), checked by the worker
     key: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
     @model_validator(mode="after")
@@ -209,6 +210,8 @@ def spec_key(spec: BuildSpec) -> str:
     options = dict(spec.build_kwargs)
     if spec.secret_ids:
         options["secrets"] = sorted(spec.secret_ids)
+    if spec.base_images:
+        options["from"] = list(spec.base_images)  # no build option is called "from"
     return build_key(
         context_digest=spec.context_digest,
         dockerfile_digest=spec.dockerfile_digest,

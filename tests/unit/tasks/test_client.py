@@ -111,13 +111,13 @@ def test_a_cached_build_on_a_dead_host_does_not_answer(
 ) -> None:
     spec = spec_for(settings, context)
     built_on(fake_redis, settings, spec, alive=False)
-    assert client.cached_entry(spec, settings) is None
+    assert client.cached_entry(spec, spec.key, settings) is None
 
 
 def test_a_tag_not_yet_on_the_image_needs_a_worker(fake_redis: fakeredis.FakeRedis, settings: Settings, context: Path) -> None:
     built_on(fake_redis, settings, spec_for(settings, context))
     retagged = spec_for(settings, context, additional_tags=["new"])
-    assert client.cached_entry(retagged, settings) is None, "the worker must apply the new tag first"
+    assert client.cached_entry(retagged, retagged.key, settings) is None, "the worker must apply the new tag first"
 
 
 def test_a_tag_that_now_names_another_image_needs_a_worker(
@@ -126,7 +126,7 @@ def test_a_tag_that_now_names_another_image_needs_a_worker(
     spec = spec_for(settings, context)
     built_on(fake_redis, settings, spec)
     hosts.record_image(fake_redis, settings, host_id="h2", image_id="sha256:other", references=spec.references)
-    assert client.cached_entry(spec, settings) is None
+    assert client.cached_entry(spec, spec.key, settings) is None
 
 
 def test_build_answers_from_the_cache_without_sending(
