@@ -82,6 +82,24 @@ def locate_images(connection: redis.Redis, settings: Settings, references: list[
     return parse_locations(connection.mget(location_keys(settings, references)))
 
 
+def recorded_images(connection: redis.Redis, settings: Settings, host_id: str) -> list[str]:
+    """The image ids ``host_id`` is recorded as holding (its ``byimage:`` index sets), sorted."""
+    prefix = key(settings, "byimage", host_id, "")
+    pattern = _glob_escape(prefix) + "*"
+    found = (_text(name).removeprefix(prefix) for name in connection.scan_iter(match=pattern, count=500))
+    # the index of a host whose id extends this one (``a:b`` for ``a``) is not this host's: an id has one colon
+    return sorted({image_id for image_id in found if image_id.count(":") <= 1})
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` matched literally in a Redis ``SCAN MATCH`` pattern."""
+    return "".join("\\" + char if char in "*?[]\\" else char for char in text)
+
+
 def forget_image(connection: redis.Redis, settings: Settings, *, host_id: str, image_id: str) -> int:
     """Drop every reference and cache entry that points at ``image_id`` on ``host_id``."""
     index = key(settings, "byimage", host_id, image_id)

@@ -3,7 +3,13 @@
 Both run as daemon threads in the worker's main process, started when the
 worker is ready and stopped (the host record removed) when it shuts down.
 When ready, the worker also sweeps the private directories dead processes
-left (``workers.sweep``).
+left (``workers.sweep``), withdraws a host record a previous run left, and
+reconciles its host's records with its engine (``tasks.reconcile``) before
+the heartbeat starts. ``worker_ready`` runs in the consumer's event loop
+after the queues are declared and before the loop first fetches a message,
+so no task starts before the reconciliation ends. The heartbeat advertises
+the host only once it is reconciled, and reconciles again whenever the
+engine answers after it did not.
 """
 
 from __future__ import annotations
@@ -11,16 +17,19 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from typing import Any
 
 import docker
 import redis
+import requests
 from celery.signals import worker_ready, worker_shutdown
 
 from config.settings import Settings, get_settings
 from tasks import hosts
 from tasks.engine import open_client
 from tasks.keyspace import redis_for
+from tasks.reconcile import reconcile
 from workers.metrics_server import serve_metrics
 from workers.sweep import sweep
 
@@ -58,19 +67,42 @@ class Engine:
             return False
 
 
-def beat_forever(settings: Settings, connection: redis.Redis, engine: Engine, app: Any, nodename: str) -> None:
-    """Heartbeat while the engine answers. When it does not, stop advertising the host
-    and stop taking shared builds (they go to other hosts); resume when it answers again."""
-    consuming = True
+def reconciled(settings: Settings, connection: redis.Redis, engine: Engine) -> bool:
+    """Reconcile this host's records with its engine; False (logged) if the engine or Redis failed."""
+    if not engine.answers() or engine.client is None:
+        logger.warning("engine of %s does not answer: not reconciled, not advertised", settings.host_id)
+        return False
+    try:
+        found = reconcile(connection, settings, engine.client, settings.host_id)
+    except (docker.errors.DockerException, requests.RequestException, redis.RedisError) as exc:
+        logger.warning("reconciliation of %s failed, not advertised: %s", settings.host_id, exc)
+        return False
+    logger.info(
+        "reconciled %s: %d of %d recorded images gone from its engine, %d keys dropped",
+        settings.host_id, len(found.gone), found.checked, found.dropped,
+    )
+    return True
+
+
+def beat_forever(
+    settings: Settings, connection: redis.Redis, engine: Engine, app: Any, nodename: str, *, reconciled_at_start: bool
+) -> None:
+    """Heartbeat while the engine answers and the host is reconciled. When the engine does not
+    answer, stop advertising the host and stop taking shared builds (they go to other hosts);
+    when it answers again, reconcile, then resume."""
+    consuming, is_reconciled = True, reconciled_at_start
     while not _stop.is_set():
         try:
             if engine.answers():
-                hosts.beat(connection, settings, settings.host_id, host_info(settings))
+                is_reconciled = is_reconciled or reconciled(settings, connection, engine)
+                if is_reconciled:
+                    hosts.beat(connection, settings, settings.host_id, host_info(settings))
                 if not consuming:
                     logger.warning("engine of %s answers again: taking builds", settings.host_id)
                     app.control.add_consumer(settings.build_queue, destination=[nodename])
                     consuming = True
             else:
+                is_reconciled = False
                 hosts.forget_host(connection, settings, settings.host_id)
                 if consuming:
                     logger.warning("engine of %s does not answer: not advertised, no shared builds", settings.host_id)
@@ -81,8 +113,12 @@ def beat_forever(settings: Settings, connection: redis.Redis, engine: Engine, ap
         _stop.wait(settings.heartbeat_interval_s)
 
 
-def watch_deletions(settings: Settings, connection: redis.Redis) -> None:
-    """Drop cache entries and image locations as soon as the engine deletes their image."""
+def watch_deletions(settings: Settings, connection: redis.Redis, since: float) -> None:
+    """Drop cache entries and image locations as soon as the engine deletes their image.
+
+    The first stream starts at ``since`` (taken before the start's reconciliation, so a
+    deletion while it ran is not missed); a stream that broke resumes where it broke.
+    """
     while not _stop.is_set():
         try:
             client = open_client(settings)
@@ -91,7 +127,8 @@ def watch_deletions(settings: Settings, connection: redis.Redis) -> None:
             _stop.wait(settings.heartbeat_interval_s)
             continue
         try:
-            for event in client.events(decode=True, filters={"type": "image", "event": ["delete"]}):
+            events = client.events(since=f"{since:.6f}", decode=True, filters={"type": "image", "event": ["delete"]})
+            for event in events:
                 image_id = str(event.get("id") or event.get("Actor", {}).get("ID", ""))
                 if image_id:
                     dropped = hosts.forget_image(connection, settings, host_id=settings.host_id, image_id=image_id)
@@ -100,6 +137,7 @@ def watch_deletions(settings: Settings, connection: redis.Redis) -> None:
                     return
         except Exception as exc:  # noqa: BLE001 - reconnect on any stream failure
             logger.warning("image event stream broke, reconnecting: %s", exc)
+            since = time.time()
             _stop.wait(1.0)
         finally:
             client.close()
@@ -116,11 +154,24 @@ def _start(sender: Any = None, **_: Any) -> None:
         _metrics_url[:] = [f"http://{settings.metrics_bind}:{server.server_address[1]}/metrics"]
     except OSError as exc:
         logger.warning("no /metrics endpoint: %s", exc)
+    since, engine = time.time(), Engine(settings)
+    withdraw_stale_record(settings, connection)
+    at_start = reconciled(settings, connection, engine)
     threading.Thread(
-        target=beat_forever, args=(settings, connection, Engine(settings), sender.app, sender.hostname),
-        name="heartbeat", daemon=True,
+        target=beat_forever, args=(settings, connection, engine, sender.app, sender.hostname),
+        kwargs={"reconciled_at_start": at_start}, name="heartbeat", daemon=True,
     ).start()
-    threading.Thread(target=watch_deletions, args=(settings, connection), name="image-watch", daemon=True).start()
+    threading.Thread(
+        target=watch_deletions, args=(settings, connection, since), name="image-watch", daemon=True
+    ).start()
+
+
+def withdraw_stale_record(settings: Settings, connection: redis.Redis) -> None:
+    """Remove a host record a killed previous run left: the host is not advertised until reconciled."""
+    try:
+        hosts.forget_host(connection, settings, settings.host_id)
+    except redis.RedisError as exc:
+        logger.warning("could not withdraw the host record of %s: %s", settings.host_id, exc)
 
 
 @worker_shutdown.connect
