@@ -178,10 +178,13 @@ class SingleFlight:
         ignore_cache: bool = False,
         host: str | None = None,
         owner: str | None = None,
+        on_takeover: Callable[[], None] | None = None,
     ) -> Outcome:
         """The cached value of ``cache_key``, or ``compute()`` run under the key's lease.
 
         ``owner`` (a task id) is stored with a computed value, so its caller can tell it built it.
+        ``on_takeover`` runs when the owner this call waited for vanished, before it takes the
+        lease itself: a Celery task raises its retry there, so the build gets a fresh time limit.
         """
         if not ignore_cache:
             entry = self.peek(cache_key)
@@ -200,6 +203,8 @@ class SingleFlight:
             if joined is not None:
                 return joined
             took_over = True
+            if on_takeover is not None:
+                on_takeover()
 
     def _compute_as_owner(
         self, cache_key: str, compute: Callable[[], Any], lease: Lease, host: str | None, owner: str | None

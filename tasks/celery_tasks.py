@@ -147,6 +147,17 @@ def _tag_signature(spec: BuildSpec, forward: Forward) -> Any:
     return tag_task.signature(kwargs={"spec": spec.model_dump(), "image_id": forward.image_id, "source": forward.source})
 
 
+def fresh_budget(task: Task) -> Callable[[], None]:
+    """Before a task takes over a build it waited for, it runs again as a new delivery: the build
+    then has the whole time limit, not what the wait left of it."""
+
+    def take_over() -> None:
+        logger.info("the build %s waited for lost its owner: running again to take it over", task.request.id)
+        raise task.retry(countdown=0, max_retries=task.request.retries + 1)
+
+    return take_over
+
+
 @shared_task(name=BUILD_TASK, bind=True, base=DockyardTask, **_RETRY)
 @transient_errors
 def build_task(self: Task, spec: Mapping[str, Any] | None = None, **params: Any) -> Any:
@@ -163,7 +174,7 @@ def build_task(self: Task, spec: Mapping[str, Any] | None = None, **params: Any)
     connection = redis_for(settings)
     outcome = execute_build(
         prepared, settings=settings, connection=connection, client=shared_client(settings),
-        output=_build_output(self, prepared, connection), owner=self.request.id,
+        output=_build_output(self, prepared, connection), owner=self.request.id, on_takeover=fresh_budget(self),
     )
     return _finish(self, outcome, started, lambda forward: _tag_signature(prepared, forward))
 

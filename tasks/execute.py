@@ -71,8 +71,12 @@ def execute_build(
     client: docker.DockerClient,
     output: OutputSink,
     owner: str | None = None,
+    on_takeover: Callable[[], None] | None = None,
 ) -> FarmBuildResult | Forward:
-    """Build once per key on the farm; tag here, or forward to the host holding the image."""
+    """Build once per key on the farm; tag here, or forward to the host holding the image.
+
+    ``on_takeover``: see ``SingleFlight.run`` (the task's fresh time budget).
+    """
     cache = build_cache(connection, settings)
     cache_key, bases = worker_cache_key(spec, settings, client)
 
@@ -85,7 +89,7 @@ def execute_build(
     started = time.monotonic()
     outcome = cache.run(
         cache_key, compute, valid=_valid_entry(client, connection, settings),
-        ignore_cache=spec.ignore_cache, host=settings.host_id, owner=owner,
+        ignore_cache=spec.ignore_cache, host=settings.host_id, owner=owner, on_takeover=on_takeover,
     )
     record_build(connection, settings, outcome, time.monotonic() - started)
     image_id = outcome.value["image_id"]

@@ -170,6 +170,27 @@ def test_a_dead_owners_lease_expires_and_a_waiter_takes_over(fake_redis: fakered
     assert not fake_redis.exists("unit:lease:orphan")
 
 
+class Retried(Exception):
+    """What a Celery task's retry raises, in miniature."""
+
+
+def test_a_takeover_after_waiting_hands_back_for_a_fresh_time_budget(fake_redis: fakeredis.FakeRedis, settings: Settings) -> None:
+    held_by_another_owner(fake_redis, "orphan", lease_s=settings.lease_s)
+    computed: list[str] = []
+
+    def retry() -> None:
+        raise Retried()
+
+    with pytest.raises(Retried):
+        SingleFlight(fake_redis, settings, namespace="build").run(
+            "orphan", lambda: computed.append("late") or {}, on_takeover=retry
+        )
+    assert computed == [], "nothing is computed within the waiting task's time limit"
+    assert not fake_redis.exists("unit:lease:orphan"), "the lease is left for the new delivery to take"
+    outcome = SingleFlight(fake_redis, settings, namespace="build").run("orphan", lambda: {"by": "fresh"}, on_takeover=retry)
+    assert outcome.source == "built" and not outcome.took_over, "the new delivery takes the free lease at once"
+
+
 def test_only_successes_are_stored_and_joiners_learn_of_the_failure(
     fake_redis: fakeredis.FakeRedis, flight: SingleFlight
 ) -> None:

@@ -17,7 +17,7 @@ from celery import Celery
 
 from config.settings import Settings
 from tasks import celery_tasks, client
-from tasks.celery_tasks import build_task, opened_credentials, push_arguments, push_task, tag_task
+from tasks.celery_tasks import build_task, opened_credentials, push_arguments, push_task, tag_task, fresh_budget
 from tasks.errors import InvalidInput
 from tasks.prepare import prepare_build
 from tasks.sealing import generate_keypair
@@ -215,3 +215,21 @@ def test_push_task_refuses_bad_arguments(calls: list[Any], params: dict[str, Any
     with pytest.raises(InvalidInput):
         push_task.run(BUILT, **params)
     assert calls == []
+
+
+# fresh_budget
+
+
+def test_a_takeover_retries_the_task_at_once_whatever_its_retries_so_far() -> None:
+    asked: list[dict[str, Any]] = []
+
+    class Task:
+        request = type("Request", (), {"id": "t-1", "retries": 3})()
+
+        def retry(self, **kwargs: Any) -> Exception:
+            asked.append(kwargs)
+            return RuntimeError("retry")
+
+    with pytest.raises(RuntimeError, match="retry"):
+        fresh_budget(Task())()
+    assert asked == [{"countdown": 0, "max_retries": 4}]
