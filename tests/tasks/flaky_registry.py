@@ -69,7 +69,9 @@ class FlakyRegistry:
                 for name, value in response.getheaders():
                     if name.lower() not in HOP_HEADERS | {"content-length"}:
                         self.send_header(name, value)
-                self.send_header("Content-Length", str(len(data)))
+                # a HEAD answer has no body but tells the size of the GET's (clients read it as the blob's size)
+                length_of = response.getheader("Content-Length") if self.command == "HEAD" else None
+                self.send_header("Content-Length", length_of or str(len(data)))
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(data)

@@ -39,8 +39,9 @@ def base_repo(repo: str, engines: list[docker.DockerClient]) -> Iterator[str]:
     name = f"{repo}-base"
     yield name
     for engine in engines:
-        for image in [*engine.images.list(name=repo), *engine.images.list(name=name)]:  # children first
-            with contextlib.suppress(docker.errors.NotFound):
+        children = [*engine.images.list(name=repo), *engine.images.list(filters={"dangling": True, "label": "io.dockyard.builder=dockyard"})]
+        for image in [*children, *engine.images.list(name=name)]:  # the images built on the base first
+            with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
                 engine.images.remove(image.id, force=True)
 
 

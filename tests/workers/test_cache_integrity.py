@@ -114,10 +114,12 @@ def test_after_a_flush_the_taker_over_stores_and_the_first_owners_late_write_is_
     )
     packed.close()
     cache = build_cache(redis_client, settings)
-    lease_key = cache.lease(spec.key).name
+    cache_key = client.caller_cache_key(spec, settings)  # the content key plus the base's digest (it pulls)
+    assert cache_key is not None
+    lease_key = cache.lease(cache_key).name
     owner, taker = farm_workers
     owner_engine = engine_of(owner.host_id, farm_workers, engines)
-    lost_lease = f"lost the lease of {spec.key}"
+    lost_lease = f"lost the lease of {cache_key}"
     assert lost_lease not in owner.log()
 
     first = send_build(spec, owner.host_id)
@@ -130,17 +132,17 @@ def test_after_a_flush_the_taker_over_stores_and_the_first_owners_late_write_is_
         assert owner_token, "the first owner holds the key's lease while it builds"
         second = send_build(spec, taker.host_id)
         wait_for("the second host's task to start (and wait on the lease)", lambda: second.state == "STARTED")
-        assert redis_client.get(lease_key) == owner_token and not cache.peek(spec.key), "the second host waits"
+        assert redis_client.get(lease_key) == owner_token and not cache.peek(cache_key), "the second host waits"
 
         flush_test_database(redis_client)
         assert redis_client.get(lease_key) != owner_token, "the flush took the first owner's lease"
 
         taker_token = wait_for("the second host to take the lease over", lambda: redis_client.get(lease_key))
         assert taker_token != owner_token
-        taker_answer = client.await_build(second, spec, settings, timeout_s=WAIT_S)
-        stored = wait_for("the taker-over's entry", lambda: cache.peek(spec.key))
+        taker_answer = client.await_build(second, spec, settings, timeout_s=WAIT_S, cache_key=cache_key)
+        stored = wait_for("the taker-over's entry", lambda: cache.peek(cache_key))
         # the first owner's caller waits the way tasks.client does: its task is frozen, the stored entry answers
-        owner_answer = client.await_build(first, spec, settings, timeout_s=WAIT_S)
+        owner_answer = client.await_build(first, spec, settings, timeout_s=WAIT_S, cache_key=cache_key)
     finally:
         try:
             container.reload()
@@ -152,7 +154,7 @@ def test_after_a_flush_the_taker_over_stores_and_the_first_owners_late_write_is_
     second_result = second.get(timeout=WAIT_S)
 
     entries = list(cache.entries())
-    assert [cache_key for cache_key, _ in entries] == [spec.key], "exactly one entry, for this key"
+    assert [cache_key for cache_key, _ in entries] == [cache_key], "exactly one entry, for this key"
     entry = entries[0][1]
     assert entry.token == taker_token.decode(), (
         f"the entry was written by the first owner after it lost its lease ({entry.host}, token {entry.token})"

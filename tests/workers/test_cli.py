@@ -23,7 +23,8 @@ import docker
 import pytest
 import redis
 
-from tasks import client
+from config.settings import get_settings
+from tasks import client, hosts
 from tests.conftest import WORKER_REDIS_URL, Registry, WorkerProcess, farm_docker_hosts
 from workers import cli
 
@@ -256,6 +257,8 @@ def test_a_redis_outage_is_one_line_and_exit_1(command: list[str], tmp_path: Pat
 def test_push_and_build_without_a_consuming_worker_time_out(project: Path, redis_client: redis.Redis) -> None:
     queue = f"dockyard-test.nobody-{uuid.uuid4().hex[:8]}"  # a queue no worker consumes
     image = f"127.0.0.1:5000/dockyard-test/{uuid.uuid4().hex[:10]}"
+    settings = get_settings()  # the image is on the farm (so the caller sends its push), on a host that never answers
+    hosts.record_image(redis_client, settings, host_id="nobody", image_id="sha256:" + "0" * 64, references=[f"{image}:t"])
     try:
         started = time.monotonic()
         pushed = dockyard("push", image, "--tag", "t", "--timeout", "2", env={"DOCKYARD_BUILD_QUEUE": queue})

@@ -133,13 +133,14 @@ def test_an_image_deleted_behind_dockyards_back_is_rebuilt(
     spec, packed = prepare_build({"image_name": repo, "path": str(project), "tag": "v1"}, settings)
     packed.close()
     flight = build_cache(redis_client, settings)
-    assert flight.peek(spec.key) is not None
+    cache_key = client.caller_cache_key(spec, settings)
+    assert cache_key is not None and flight.peek(cache_key) is not None
 
     engine.images.remove(first["image_id"], force=True)
     deadline = time.monotonic() + 10
-    while flight.peek(spec.key) is not None and time.monotonic() < deadline:
+    while flight.peek(cache_key) is not None and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert flight.peek(spec.key) is None, "the host noticed the deletion and dropped the entry"
+    assert flight.peek(cache_key) is None, "the host noticed the deletion and dropped the entry"
 
     second = client.build(repo, path=str(project), tag="v1", timeout_s=TIMEOUT_S)
     assert second["cache"] == "built"

@@ -39,7 +39,7 @@ def test_sigkill_of_the_owner_hands_the_build_to_another_host(
     signature = client.build_signature(repo, path=str(context), tag="survivor")
     spec, packed = prepare_build({"image_name": repo, "path": str(context), "tag": "survivor"}, settings)
     packed.close()
-    lease_key = f"{settings.key_prefix}lease:{spec.key}"
+    lease_key = f"{settings.key_prefix}lease:{client.caller_cache_key(spec, settings)}"
 
     pending = [signature.clone().apply_async() for _ in range(CALLERS)]
     owner_index = running_build_engine(engines)

@@ -160,7 +160,7 @@ def test_hostile_archive_streamed_to_the_engine_writes_nothing_outside(
     print(f"{name}: {result!r}")
     assert canary.state() == before, "the canary directory is unchanged"
     assert not canary.missing.exists(), f"{canary.missing} was not created"
-    entry = build_cache(redis_client, settings).peek(crafted.key)
+    entry = build_cache(redis_client, settings).peek(str(client.caller_cache_key(crafted, settings)))
     if isinstance(result, Exception):
         assert entry is None, f"a failed build ({result!r}) stores no result"
         return
@@ -284,7 +284,7 @@ def test_host_reaching_option_is_refused_on_the_worker(
     )
     with pytest.raises(InvalidInput, match=refusal(option, setting)):
         send_spec(spec)
-    assert build_cache(redis_client, settings).peek(spec.key) is None
+    assert build_cache(redis_client, settings).peek(str(client.caller_cache_key(spec, settings))) is None
     assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
 
 
