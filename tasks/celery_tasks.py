@@ -25,6 +25,7 @@ from celery.worker.request import Request as CeleryRequest
 
 from config import defaults
 from config.settings import get_settings, host_queue
+from tasks import recovery
 from tasks.deliveries import count_delivery, forget_deliveries
 from tasks.masking import masked_repr
 from tasks.engine import shared_client
@@ -86,9 +87,11 @@ class DockyardTask(Task):  # type: ignore[misc]
         try:
             return super().__call__(*args, **kwargs)
         finally:
-            if task_id:
-                with contextlib.suppress(redis.exceptions.RedisError):
+            with contextlib.suppress(redis.exceptions.RedisError):
+                if task_id:
                     forget_deliveries(connection, settings, task_id, self.request.retries)
+                if task_id:
+                    recovery.finished(connection, settings, recovery.delivery(task_id, self.request.retries))
 
 
 def wait_for_redis(connection: Any, timeout_s: float) -> bool:
@@ -243,5 +246,7 @@ def push_task(self: Task, build_result: Mapping[str, Any] | None = None, **param
     )
     return _finish(
         self, outcome, started,
-        lambda forward: push_task.signature(kwargs=request.model_dump(exclude_none=True)),
+        lambda forward: push_task.signature(
+            kwargs=request.model_copy(update={"image_id": forward.image_id}).model_dump(exclude_none=True)
+        ),
     )

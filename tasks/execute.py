@@ -19,7 +19,7 @@ import docker.errors
 import redis
 
 from config.settings import Settings
-from tasks import hosts, metrics, registry
+from tasks import hosts, metrics, rebuild, registry
 from tasks.base_images import built_on, worker_cache_key
 from tasks.build import OutputSink, apply_tags, build_from_archive, build_in
 from tasks.build_secrets import materialized_secrets
@@ -157,6 +157,7 @@ def finish_on_holder(
         connection, settings, host_id=settings.host_id, image_id=image_id, references=spec.references,
         cache_keys=[build_cache(connection, settings).entry_key(cache_key)],
     )
+    rebuild.remember(connection, settings, spec, cache_key, image_id)
     return farm_build_result(spec, image_id, host=settings.host_id, cache=cache_source(source))
 
 
@@ -191,8 +192,8 @@ def local_image_id(client: docker.DockerClient, reference: str) -> str | None:
 
 def image_to_push(
     request: PushRequest, *, settings: Settings, connection: redis.Redis, client: docker.DockerClient
-) -> str | Forward:
-    """The image id this host pushes, or the live host to forward to.
+) -> str | Forward | BuildSpec:
+    """The image id this host pushes, the live host to forward to, or the spec to build it again from.
 
     A request that names its ``image_id`` gets that image or a clear error,
     never whatever its tag names here; one without (sent by name, not by
@@ -212,6 +213,8 @@ def image_to_push(
         and hosts.is_alive(connection, settings, location["host"])
     ):
         return Forward(location["host"], location["image_id"], "forwarded")
+    if wanted is not None and (spec := rebuild.recall(connection, settings, wanted)) is not None:
+        return spec  # its only copy died with its host: built again here, by the same key
     if wanted is not None:
         raise PushError(
             f"Image {wanted} ({request.reference}) is no longer on host {settings.host_id} "
@@ -251,6 +254,11 @@ def execute_push(
     A cached push answers only while the registry still serves its digest under each tag.
     """
     found = image_to_push(request, settings=settings, connection=connection, client=client)
+    if isinstance(found, BuildSpec):
+        rebuilt = execute_build(found, settings=settings, connection=connection, client=client, output=output)
+        if isinstance(rebuilt, Forward):  # another live host holds it now
+            return Forward(rebuilt.host, rebuilt.image_id, "forwarded")
+        found = rebuilt["image_id"]
     if isinstance(found, Forward):
         return found
     pinned = request.model_copy(update={"image_id": found})

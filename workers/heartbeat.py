@@ -30,6 +30,7 @@ from tasks import hosts
 from tasks.engine import open_client
 from tasks.keyspace import redis_for
 from tasks.reconcile import reconcile
+from workers.inflight import recover_forever, recover_own_previous_run
 from workers.metrics_server import serve_metrics
 from workers.sweep import sweep
 
@@ -156,6 +157,7 @@ def _start(sender: Any = None, **_: Any) -> None:
         logger.warning("no /metrics endpoint: %s", exc)
     since, engine = time.time(), Engine(settings)
     withdraw_stale_record(settings, connection)
+    recover_own_previous_run(settings, sender.app)
     at_start = reconciled(settings, connection, engine)
     threading.Thread(
         target=beat_forever, args=(settings, connection, engine, sender.app, sender.hostname),
@@ -164,6 +166,7 @@ def _start(sender: Any = None, **_: Any) -> None:
     threading.Thread(
         target=watch_deletions, args=(settings, connection, since), name="image-watch", daemon=True
     ).start()
+    threading.Thread(target=recover_forever, args=(settings, sender.app, _stop), name="recovery", daemon=True).start()
 
 
 def withdraw_stale_record(settings: Settings, connection: redis.Redis) -> None:

@@ -1,0 +1,70 @@
+"""tasks.recovery: a dead host's deliveries are put back once, its queue moved to the shared one."""
+
+from __future__ import annotations
+
+import fakeredis
+import pytest
+
+from config.settings import Settings, host_queue
+from tasks import hosts, recovery
+from tests.unit.support import make_settings
+
+
+class Channel:
+    """kombu's Redis channel, as far as recovery uses it: ``qos.restore_by_tag`` and ``client``."""
+
+    def __init__(self, client: fakeredis.FakeRedis) -> None:
+        self.client = client
+        self.restored: list[str] = []
+        self.qos = self
+
+    def restore_by_tag(self, tag: str, leftmost: bool = False) -> None:
+        self.restored.append(tag)
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return make_settings(host_id="live")
+
+
+def as_host(settings: Settings, host: str) -> Settings:
+    return settings.model_copy(update={"host_id": host})
+
+
+def test_a_dead_hosts_deliveries_are_restored_and_its_queue_rerouted(fake_redis: fakeredis.FakeRedis, settings: Settings) -> None:
+    dead = as_host(settings, "gone")
+    recovery.received(fake_redis, dead, recovery.delivery("t1", 0), "tag-1")
+    recovery.received(fake_redis, dead, recovery.delivery("t2", 0), "tag-2")
+    recovery.finished(fake_redis, dead, recovery.delivery("t2", 0))
+    fake_redis.lpush(host_queue("gone"), "forwarded-tag-task")
+    channel = Channel(fake_redis)
+    assert recovery.dead_hosts(fake_redis, settings) == ["gone"]
+    done = recovery.recover_dead_hosts(fake_redis, settings, channel)
+    assert done == [recovery.Recovered("gone", 1, 1)]
+    assert channel.restored == ["tag-1"], "only what it still held"
+    assert fake_redis.lrange(settings.build_queue, 0, -1) == [b"forwarded-tag-task"]
+    assert recovery.recover_dead_hosts(fake_redis, settings, channel) == [], "under the lease: once"
+
+
+def test_a_live_host_is_not_recovered(fake_redis: fakeredis.FakeRedis, settings: Settings) -> None:
+    alive = as_host(settings, "busy")
+    recovery.received(fake_redis, alive, recovery.delivery("t1", 0), "tag-1")
+    hosts.beat(fake_redis, settings, "busy", {})
+    assert recovery.dead_hosts(fake_redis, settings) == []
+
+
+def test_a_restarted_worker_restores_its_previous_run_but_keeps_its_queue(
+    fake_redis: fakeredis.FakeRedis, settings: Settings
+) -> None:
+    recovery.received(fake_redis, settings, recovery.delivery("t1", 0), "tag-1")
+    fake_redis.lpush(host_queue("live"), "mine")
+    channel = Channel(fake_redis)
+    assert recovery.recover_host(fake_redis, settings, channel, "live", reroute=False) == recovery.Recovered("live", 1, 0)
+    assert fake_redis.lrange(host_queue("live"), 0, -1) == [b"mine"]
+
+
+def test_a_retry_is_another_delivery(fake_redis: fakeredis.FakeRedis, settings: Settings) -> None:
+    recovery.received(fake_redis, settings, recovery.delivery("t1", 0), "first")
+    recovery.received(fake_redis, settings, recovery.delivery("t1", 1), "retried")
+    recovery.finished(fake_redis, settings, recovery.delivery("t1", 0))
+    assert fake_redis.hvals(recovery.inflight_key(settings, "live")) == [b"retried"]
