@@ -8,12 +8,21 @@ from typing import Any
 
 from celery import Celery
 
+from config.redis_urls import is_sentinel_url
 from config.settings import Settings, get_settings
+
+
+def transport_options(settings: Settings, url: str) -> dict[str, Any]:
+    """Transport options for ``url``: the visibility timeout, and for ``sentinel://`` the master and sentinels."""
+    options: dict[str, Any] = {"visibility_timeout": settings.visibility_timeout_s}
+    if is_sentinel_url(url):
+        options["master_name"] = settings.sentinel_master
+        options["sentinel_kwargs"] = settings.sentinel_kwargs
+    return options
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Celery settings: JSON only, late acks, one prefetch, limits below visibility."""
-    transport = {"visibility_timeout": settings.visibility_timeout_s}
     signing: dict[str, Any] = {}
     if settings.signs_messages:
         signing = {
@@ -36,8 +45,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         "task_time_limit": settings.task_time_limit_s,
         "task_soft_time_limit": max(1, settings.task_time_limit_s - min(30, settings.task_time_limit_s // 10)),
-        "broker_transport_options": dict(transport),
-        "result_backend_transport_options": dict(transport),
+        "broker_transport_options": transport_options(settings, settings.effective_broker_url),
+        "result_backend_transport_options": transport_options(settings, settings.effective_result_backend),
         "task_track_started": True,
         "result_expires": settings.result_expires_s,
         "result_extended": False,  # results never keep a task's arguments (sealed credentials included)

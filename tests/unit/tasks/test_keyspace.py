@@ -24,3 +24,23 @@ def test_one_client_per_url_preferring_the_cache_url() -> None:
     client = redis_for(split)
     assert client is not redis_for(plain)
     assert client.connection_pool.connection_kwargs["db"] == 5
+
+
+def test_a_sentinel_url_gives_a_client_of_the_named_master() -> None:
+    from redis.sentinel import SentinelConnectionPool
+
+    settings = make_settings(
+        redis_url="sentinel://dockyard-worker:pw@127.0.0.1:1/7;sentinel://127.0.0.1:2",
+        sentinel_master="farm-a", sentinel_password="sp",
+    )
+    client = redis_for(settings)
+    pool = client.connection_pool
+    assert isinstance(pool, SentinelConnectionPool)
+    assert pool.service_name == "farm-a"
+    assert pool.connection_kwargs["db"] == 7
+    assert (pool.connection_kwargs["username"], pool.connection_kwargs["password"]) == ("dockyard-worker", "pw")
+    sentinels = pool.sentinel_manager.sentinels
+    assert [s.connection_pool.connection_kwargs["port"] for s in sentinels] == [1, 2]
+    assert all(s.connection_pool.connection_kwargs["password"] == "sp" for s in sentinels)
+    assert redis_for(settings) is client
+    assert redis_for(settings.model_copy(update={"sentinel_master": "farm-b"})) is not client
