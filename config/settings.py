@@ -26,6 +26,10 @@ class Settings(BaseSettings):
         defaults.SENTINEL_MASTER, min_length=1, description="Master name the sentinels monitor (sentinel:// URLs)"
     )
     sentinel_password: SecretStr | None = Field(None, description="Password of the sentinels themselves")
+    sentinel_failover_wait_s: float = Field(
+        defaults.SENTINEL_FAILOVER_WAIT_S, ge=0,
+        description="dockyard's sentinel:// client retries a command through a failover this long",
+    )
     key_prefix: str = Field(defaults.KEY_PREFIX, description="Prefix of dockyard's Redis keys")
     host_id: str = Field(default_factory=socket.gethostname, description="This build host's id")
     docker_host: str | None = Field(None, description="Docker engine URL; default Docker's own")

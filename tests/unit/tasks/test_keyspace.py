@@ -44,3 +44,13 @@ def test_a_sentinel_url_gives_a_client_of_the_named_master() -> None:
     assert all(s.connection_pool.connection_kwargs["password"] == "sp" for s in sentinels)
     assert redis_for(settings) is client
     assert redis_for(settings.model_copy(update={"sentinel_master": "farm-b"})) is not client
+
+
+def test_a_sentinel_client_retries_through_a_failover_for_the_configured_time() -> None:
+    from tasks.keyspace import failover_retry
+
+    settings = make_settings(redis_url="sentinel://127.0.0.1:1/0", sentinel_failover_wait_s=20)
+    retry = redis_for(settings).connection_pool.connection_kwargs["retry"]
+    assert retry.get_retries() == failover_retry(20).get_retries() > failover_retry(5).get_retries() > 0
+    plain = redis_for(make_settings(redis_url="redis://127.0.0.1:1/0"))
+    assert plain.connection_pool.connection_kwargs.get("retry") is not retry
