@@ -18,6 +18,7 @@ import shutil
 import sys
 import threading
 import time
+import traceback
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -103,6 +104,7 @@ def send(args: argparse.Namespace, repository: str, paths: list[Path], killer: K
             record.update(cache=result.get("cache"), host=result.get("host"), image_id=result.get("image_id"))
         except Exception as exc:  # noqa: BLE001 - every failure is a figure
             record["error"] = f"{type(exc).__name__}: {exc}"[:300]
+            record["where"] = [f"{f.filename.rsplit('/', 2)[-1]}:{f.lineno} {f.name}" for f in traceback.extract_tb(exc.__traceback__)][-12:]
         record["latency_s"] = round(time.monotonic() - began, 3)
         killer.answer()
         return record
@@ -122,6 +124,7 @@ def summarize(records: list[dict[str, Any]], engines: dict[str, Any], keys: int)
     return {
         "requested": len(records), "answered": len(records) - len(failed), "failed": len(failed),
         "errors": [r["error"] for r in failed][:10],
+        "error_traces": [r["where"] for r in failed][:3],
         "outcomes": dict(Counter(r.get("cache") for r in records if "error" not in r)),
         "per_host": dict(Counter(r.get("host") for r in records if "error" not in r)),
         "keys": keys, "keys_built": len(per_key), "engine_builds": sum(per_key.values()),

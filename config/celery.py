@@ -61,7 +61,18 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_concurrency": settings.worker_concurrency,
         "worker_max_tasks_per_child": settings.max_tasks_per_child,
         "worker_hijack_root_logger": False,
-    } | signing
+    } | signing | _publish_retry(settings)
+
+
+def _publish_retry(settings: Settings) -> dict[str, Any]:
+    """Through a sentinel:// broker, a send retries through a failover (Celery's default gives up after ~1 s)."""
+    if not is_sentinel_url(settings.effective_broker_url):
+        return {}
+    step = 1.0
+    return {"task_publish_retry_policy": {
+        "max_retries": max(1, int(settings.sentinel_failover_wait_s / step)),
+        "interval_start": 0, "interval_step": step, "interval_max": step,
+    }}
 
 
 def create_celery(settings: Settings, *, include: Sequence[str] = ()) -> Celery:

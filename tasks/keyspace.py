@@ -16,7 +16,7 @@ from typing import Any
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
-from redis.sentinel import Sentinel
+from redis.sentinel import Sentinel, SentinelManagedConnection
 
 from config import defaults
 from config.redis_urls import is_sentinel_url, parse_sentinel_url
@@ -25,6 +25,20 @@ from config.settings import Settings, sentinel_kwargs
 HEALTH_CHECK_INTERVAL_S = 30
 RETRY_BACKOFF_BASE_S = 0.05  # first wait before retrying a command through a failover, doubled up to the cap
 RETRY_BACKOFF_CAP_S = 1.0
+
+
+class MasterConnection(SentinelManagedConnection):
+    """A connection to the master the sentinels name at each (re)connection.
+
+    redis-py 8 reconnects a dropped connection inside a command's retries to
+    the address it had, the dead master's, until the retries run out; this one
+    asks the sentinels again first.
+    """
+
+    def connect_check_health(self, check_health: bool = True, retry_socket_connect: bool = True) -> None:
+        if self._sock is None and self.connection_pool.is_master:
+            self.host, self.port = self.connection_pool.get_master_address()
+        super().connect_check_health(check_health=check_health, retry_socket_connect=retry_socket_connect)
 
 
 def failover_retry(wait_s: float) -> Retry:
@@ -50,7 +64,7 @@ def connect(
     sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=dict(sentinels or sentinel_kwargs(None)))  # type: ignore[no-untyped-call]
     client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
         master, db=target.db, username=target.username, password=target.password,
-        **{"retry": failover_retry(failover_wait_s), **options},
+        **{"retry": failover_retry(failover_wait_s), "connection_class": MasterConnection, **options},
     )
     return client
 

@@ -88,3 +88,9 @@ def test_celery_reads_the_sentinel_url_with_its_master() -> None:
     with app.connection_for_write() as connection:
         assert connection.transport_cls == "sentinel"
         assert connection.transport_options["master_name"] == "farm-a"
+
+
+def test_sends_through_a_sentinel_broker_retry_for_the_failover_wait() -> None:
+    policy = celery_config(Settings(redis_url=URL, sentinel_failover_wait_s=30))["task_publish_retry_policy"]
+    assert policy["max_retries"] * policy["interval_max"] >= 30
+    assert "task_publish_retry_policy" not in celery_config(Settings(redis_url="redis://h:1/0"))

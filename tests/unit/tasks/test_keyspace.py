@@ -54,3 +54,21 @@ def test_a_sentinel_client_retries_through_a_failover_for_the_configured_time() 
     assert retry.get_retries() == failover_retry(20).get_retries() > failover_retry(5).get_retries() > 0
     plain = redis_for(make_settings(redis_url="redis://127.0.0.1:1/0"))
     assert plain.connection_pool.connection_kwargs.get("retry") is not retry
+
+
+def test_a_sentinel_client_reconnects_to_the_master_the_sentinels_name_now() -> None:
+    from unittest import mock
+
+    from redis.sentinel import SentinelManagedConnection
+
+    from tasks.keyspace import MasterConnection
+
+    client = redis_for(make_settings(redis_url="sentinel://127.0.0.1:1/0", sentinel_master="now"))
+    pool = client.connection_pool
+    assert pool.connection_class is MasterConnection
+    connection = pool.make_connection()
+    connection.host, connection.port = "127.0.0.1", 6395  # the master it had before a failover
+    with mock.patch.object(pool, "get_master_address", return_value=("127.0.0.1", 6396)), \
+            mock.patch.object(SentinelManagedConnection, "connect_check_health") as base:
+        connection.connect_check_health()
+    assert (connection.host, connection.port) == ("127.0.0.1", 6396) and base.called
