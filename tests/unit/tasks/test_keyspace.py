@@ -68,7 +68,7 @@ def test_a_sentinel_client_reconnects_to_the_master_the_sentinels_name_now() -> 
     assert pool.connection_class is MasterConnection
     connection = pool.make_connection()
     connection.host, connection.port = "127.0.0.1", 6395  # the master it had before a failover
-    with mock.patch.object(pool, "get_master_address", return_value=("127.0.0.1", 6396)), \
+    with mock.patch.object(connection.connection_pool, "get_master_address", return_value=("127.0.0.1", 6396)), \
             mock.patch.object(SentinelManagedConnection, "connect_check_health") as base:
         connection.connect_check_health()
     assert (connection.host, connection.port) == ("127.0.0.1", 6396) and base.called
