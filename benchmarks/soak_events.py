@@ -11,7 +11,8 @@ from benchmarks.soak_plan import CONTEXT_LABEL, SOAK_LABEL
 
 
 class EngineWatch:
-    """Counts, live, the container events carrying the run's label on each engine.
+    """Counts, live, the container events carrying the run's label on each engine (the soak's labels
+    unless others are given).
 
     Live, because an engine replays only its last 256 events (of every kind) to
     a ``since`` query, far fewer than a soak makes: counting afterwards undercounts.
@@ -19,10 +20,14 @@ class EngineWatch:
     label tells which context was built.
     """
 
-    def __init__(self, urls: list[str], run_id: str) -> None:
+    def __init__(
+        self, urls: list[str], run_id: str, *, run_label: str = SOAK_LABEL, context_label: str = CONTEXT_LABEL
+    ) -> None:
         import docker
 
         self.run_id = run_id
+        self.run_label = run_label
+        self.context_label = context_label
         self.clients = [docker.DockerClient(base_url=url, timeout=None) for url in urls]
         self.starts: dict[str, int] = {f"engine{n}": 0 for n in range(1, len(urls) + 1)}
         self.creates: dict[str, int] = dict.fromkeys(self.starts, 0)
@@ -37,7 +42,7 @@ class EngineWatch:
         """Follow each engine's container events carrying the run's label, one thread per engine."""
         for number, client in enumerate(self.clients, start=1):
             stream = client.events(decode=True, filters={
-                "type": "container", "event": ["create", "start"], "label": f"{SOAK_LABEL}={self.run_id}"})
+                "type": "container", "event": ["create", "start"], "label": f"{self.run_label}={self.run_id}"})
             self._streams.append(stream)
             thread = threading.Thread(target=self._consume, args=(f"engine{number}", stream),
                                       name=f"soak-events-{number}", daemon=True)
@@ -54,7 +59,7 @@ class EngineWatch:
                         self.creates[engine] += 1
                     elif action == "start":
                         self.starts[engine] += 1
-                        context = attributes.get(CONTEXT_LABEL)
+                        context = attributes.get(self.context_label)
                         if context is not None and str(context).isdigit():
                             self.by_context[int(context)].append(engine)
         except Exception as exc:  # noqa: BLE001 - closing the stream ends the loop this way too

@@ -8,12 +8,21 @@ from typing import Any
 
 from celery import Celery
 
+from config.redis_urls import is_sentinel_url
 from config.settings import Settings, get_settings
+
+
+def transport_options(settings: Settings, url: str) -> dict[str, Any]:
+    """Transport options for ``url``: the visibility timeout, and for ``sentinel://`` the master and sentinels."""
+    options: dict[str, Any] = {"visibility_timeout": settings.visibility_timeout_s}
+    if is_sentinel_url(url):
+        options["master_name"] = settings.sentinel_master
+        options["sentinel_kwargs"] = settings.sentinel_kwargs
+    return options
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Celery settings: JSON only, late acks, one prefetch, limits below visibility."""
-    transport = {"visibility_timeout": settings.visibility_timeout_s}
     signing: dict[str, Any] = {}
     if settings.signs_messages:
         signing = {
@@ -36,8 +45,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         "task_time_limit": settings.task_time_limit_s,
         "task_soft_time_limit": max(1, settings.task_time_limit_s - min(30, settings.task_time_limit_s // 10)),
-        "broker_transport_options": dict(transport),
-        "result_backend_transport_options": dict(transport),
+        "broker_transport_options": transport_options(settings, settings.effective_broker_url),
+        "result_backend_transport_options": transport_options(settings, settings.effective_result_backend),
         "task_track_started": True,
         "result_expires": settings.result_expires_s,
         "result_extended": False,  # results never keep a task's arguments (sealed credentials included)
@@ -52,7 +61,18 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_concurrency": settings.worker_concurrency,
         "worker_max_tasks_per_child": settings.max_tasks_per_child,
         "worker_hijack_root_logger": False,
-    } | signing
+    } | signing | _publish_retry(settings)
+
+
+def _publish_retry(settings: Settings) -> dict[str, Any]:
+    """Through a sentinel:// broker, a send retries through a failover (Celery's default gives up after ~1 s)."""
+    if not is_sentinel_url(settings.effective_broker_url):
+        return {}
+    step = 1.0
+    return {"task_publish_retry_policy": {
+        "max_retries": max(1, int(settings.sentinel_failover_wait_s / step)),
+        "interval_start": 0, "interval_step": step, "interval_max": step,
+    }}
 
 
 def create_celery(settings: Settings, *, include: Sequence[str] = ()) -> Celery:

@@ -7,6 +7,9 @@ from typing import Literal
 REDIS_URL = "redis://127.0.0.1:6379/0"  # broker, result backend and cache unless set apart
 BUILD_QUEUE = "dockyard.build"  # shared queue every worker consumes
 HOST_QUEUE_PREFIX = "dockyard.host."  # + host id: the queue only that host consumes
+SENTINEL_MASTER = "dockyard"  # name the sentinels monitor the master under (sentinel:// URLs)
+SENTINEL_FAILOVER_WAIT_S = 60.0  # a sentinel:// client retries a command this long: a failover takes down-after (30 s) + election
+SENTINEL_SOCKET_TIMEOUT_S = 5.0  # a sentinel that does not answer within this is skipped for the next
 KEY_PREFIX = "dockyard:"  # prefix of every key dockyard writes to Redis
 AUTO_BASE_IMAGE = "python:3.11-slim"  # FROM line of dockerfile="auto"
 AUTO_INSTALL_COMMAND = "pip install -r"  # RUN line for requirements.txt of dockerfile="auto"

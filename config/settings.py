@@ -10,6 +10,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from config import defaults
+from config.redis_urls import is_sentinel_url, parse_sentinel_url
 
 
 class Settings(BaseSettings):
@@ -21,6 +22,14 @@ class Settings(BaseSettings):
     broker_url: str | None = Field(None, description="Celery broker; default redis_url")
     result_backend: str | None = Field(None, description="Celery results; default redis_url")
     cache_url: str | None = Field(None, description="Cache and coordination; default redis_url")
+    sentinel_master: str = Field(
+        defaults.SENTINEL_MASTER, min_length=1, description="Master name the sentinels monitor (sentinel:// URLs)"
+    )
+    sentinel_password: SecretStr | None = Field(None, description="Password of the sentinels themselves")
+    sentinel_failover_wait_s: float = Field(
+        defaults.SENTINEL_FAILOVER_WAIT_S, ge=0,
+        description="dockyard's sentinel:// client retries a command through a failover this long",
+    )
     key_prefix: str = Field(defaults.KEY_PREFIX, description="Prefix of dockyard's Redis keys")
     host_id: str = Field(default_factory=socket.gethostname, description="This build host's id")
     docker_host: str | None = Field(None, description="Docker engine URL; default Docker's own")
@@ -101,6 +110,18 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _sentinel_urls_parse(self) -> Settings:
+        for url in (self.effective_broker_url, self.effective_result_backend, self.effective_cache_url):
+            if is_sentinel_url(url):
+                parse_sentinel_url(url)  # a ValueError here is a validation error naming the URL's fault
+        return self
+
+    @property
+    def sentinel_kwargs(self) -> dict[str, object]:
+        """How to reach the sentinels themselves (redis-py's and kombu's ``sentinel_kwargs``)."""
+        return sentinel_kwargs(self.sentinel_password.get_secret_value() if self.sentinel_password else None)
+
     @property
     def signs_messages(self) -> bool:
         return bool(self.security_key)
@@ -120,6 +141,17 @@ class Settings(BaseSettings):
     @property
     def host_queue(self) -> str:
         return host_queue(self.host_id)
+
+
+def sentinel_kwargs(password: str | None) -> dict[str, object]:
+    """Connection options for the sentinels: short timeouts, and their password if they have one."""
+    found: dict[str, object] = {
+        "socket_timeout": defaults.SENTINEL_SOCKET_TIMEOUT_S,
+        "socket_connect_timeout": defaults.SENTINEL_SOCKET_TIMEOUT_S,
+    }
+    if password is not None:
+        found["password"] = password
+    return found
 
 
 def host_queue(host_id: str) -> str:

@@ -252,12 +252,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     """Show a task's state, and its result or error."""
     from celery.result import AsyncResult
 
+    from tasks.keyspace import connect_for
     from workers.app import app
 
-    backend = get_settings().effective_result_backend
-    if backend.startswith(("redis://", "rediss://")):
+    settings = get_settings()
+    backend = settings.effective_result_backend
+    if backend.startswith(("redis://", "rediss://", "sentinel://")):
         # the result backend retries a Redis outage for minutes; say so at once instead
-        redis.Redis.from_url(backend, socket_connect_timeout=5, socket_timeout=5).ping()
+        connect_for(settings, backend, socket_connect_timeout=5, socket_timeout=5).ping()
     result = AsyncResult(args.task_id, app=app)
     print(f"state\t{result.state}")
     if result.state == "FAILURE":
