@@ -54,6 +54,7 @@ def received(connection: redis.Redis, settings: Settings, task_delivery: str, de
     pipe.hset(inflight_key(settings, settings.host_id), task_delivery, delivery_tag)
     pipe.expire(inflight_key(settings, settings.host_id), settings.visibility_timeout_s)
     pipe.sadd(known_hosts_key(settings), settings.host_id)
+    pipe.expire(known_hosts_key(settings), settings.visibility_timeout_s)
     pipe.execute()
 
 
