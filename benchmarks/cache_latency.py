@@ -85,6 +85,12 @@ def run(bench: Any, *, fast_samples: int, worker_samples: int, engine_samples: i
     out["fast_path"] = _summary(timings)
     out["fast_path"]["not_hits"] = sum(answer.get("cache") != "hit" for answer in answers)
 
+    # pull=False: the key names the base by its tag, so the fast path asks no registry (see README, base images)
+    build(image_name, path=str(directory), tag="hit-nopull", pull=False, timeout_s=600)
+    timings, answers = _time(lambda: build(image_name, path=str(directory), tag="hit-nopull", pull=False), fast_samples, warmup=20)
+    out["fast_path_no_pull"] = _summary(timings)
+    out["fast_path_no_pull"]["not_hits"] = sum(answer.get("cache") != "hit" for answer in answers)
+
     signature = build_signature(image_name, path=str(directory), tag=tag)
 
     def through_worker() -> dict[str, Any]:
