@@ -21,12 +21,13 @@ import kombu.exceptions
 import redis.exceptions
 import requests.exceptions
 from celery import Task, shared_task
+from celery.exceptions import Retry
 from celery.worker.request import Request as CeleryRequest
 
 from config import defaults
 from config.settings import get_settings, host_queue
 from tasks import recovery
-from tasks.deliveries import count_delivery, forget_deliveries
+from tasks.deliveries import count_delivery, forget_deliveries, hand_over_deliveries
 from tasks.masking import masked_repr
 from tasks.engine import shared_client
 from tasks.errors import EngineUnavailable, InvalidInput, StoreUnavailable, TransientError
@@ -84,11 +85,17 @@ class DockyardTask(Task):  # type: ignore[misc]
         task_id = self.request.id
         if task_id:
             count_delivery(connection, settings, task_id, self.request.retries)
+        handed_over = False
         try:
             return super().__call__(*args, **kwargs)
+        except Retry as exc:
+            handed_over = bool(getattr(exc, "takeover", False))
+            raise
         finally:
             with contextlib.suppress(redis.exceptions.RedisError):
-                if task_id:
+                if task_id and handed_over:
+                    hand_over_deliveries(connection, settings, task_id, self.request.retries)
+                elif task_id:
                     forget_deliveries(connection, settings, task_id, self.request.retries)
                 if task_id:
                     recovery.finished(connection, settings, recovery.delivery(task_id, self.request.retries))
@@ -156,7 +163,9 @@ def fresh_budget(task: Task) -> Callable[[], None]:
 
     def take_over() -> None:
         logger.info("the build %s waited for lost its owner: running again to take it over", task.request.id)
-        raise task.retry(countdown=0, max_retries=task.request.retries + 1)
+        retry = task.retry(countdown=0, max_retries=task.request.retries + 1, throw=False)
+        retry.takeover = True  # the delivery count goes on (tasks.deliveries.hand_over_deliveries)
+        raise retry
 
     return take_over
 

@@ -3,6 +3,9 @@
 A message whose worker died ``max_redeliveries`` times (it was delivered that
 often and never finished) fails with ``RedeliveryLimit`` at its next delivery.
 Key: ``deliveries:<task id>:<attempt>``, the count, dropped when the task ends.
+A delivery that hands its build over to a new attempt (a takeover, see
+``tasks.celery_tasks.fresh_budget``) carries the deaths so far to that
+attempt: a poison message cannot escape the cap through takeovers.
 """
 
 from __future__ import annotations
@@ -32,3 +35,15 @@ def count_delivery(connection: redis.Redis, settings: Settings, task_id: str, at
 def forget_deliveries(connection: redis.Redis, settings: Settings, task_id: str, attempt: int) -> None:
     """Drop the counter once the task has finished, one way or another."""
     connection.delete(key(settings, "deliveries", task_id, str(attempt)))
+
+
+def hand_over_deliveries(connection: redis.Redis, settings: Settings, task_id: str, attempt: int) -> None:
+    """This delivery ended well, handing over to ``attempt + 1``: that attempt starts from the deaths so far."""
+    counter = key(settings, "deliveries", task_id, str(attempt))
+    deaths = int(connection.get(counter) or 1) - 1  # every delivery counted but this one died
+    pipe = connection.pipeline()
+    if deaths > 0:
+        pipe.set(key(settings, "deliveries", task_id, str(attempt + 1)), deaths,
+                 ex=settings.visibility_timeout_s * (settings.max_redeliveries + 2))
+    pipe.delete(counter)
+    pipe.execute()

@@ -71,6 +71,12 @@ def _load_farm_env() -> None:
     if not os.environ.get("DOCKYARD_SEAL_PUBLIC_KEY"):  # a key pair for this run; workers inherit both
         public, private = generate_keypair()
         os.environ["DOCKYARD_SEAL_PUBLIC_KEY"], os.environ["DOCKYARD_SEAL_PRIVATE_KEY"] = public, private
+    # Shortened for the session's two workers, so the suite runs in minutes: retries and backoff (the
+    # tests count retries, not wait for them), the time limit (a hung build fails a test in 25 s), the
+    # lease and heartbeat (takeover tests of the session workers wait seconds, not 20), the visibility
+    # timeout (kept above the time limit) and the redelivery cap (2: one kill fewer). Recovery is measured
+    # with the defaults users get by tests that start their own workers (tests/workers/test_dead_host.py,
+    # test_sentinel.py).
     os.environ["DOCKYARD_TRANSIENT_RETRIES"] = "1"
     os.environ["DOCKYARD_TRANSIENT_BACKOFF_S"] = "0.5"
     os.environ["DOCKYARD_TASK_TIME_LIMIT_S"] = "25"

@@ -230,6 +230,7 @@ def test_a_takeover_retries_the_task_at_once_whatever_its_retries_so_far() -> No
             asked.append(kwargs)
             return RuntimeError("retry")
 
-    with pytest.raises(RuntimeError, match="retry"):
+    with pytest.raises(RuntimeError, match="retry") as raised:
         fresh_budget(Task())()
-    assert asked == [{"countdown": 0, "max_retries": 4}]
+    assert asked == [{"countdown": 0, "max_retries": 4, "throw": False}]
+    assert getattr(raised.value, "takeover", False), "marked, so the delivery count is handed over"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import fakeredis
 import pytest
 
-from tasks.deliveries import RedeliveryLimit, count_delivery, forget_deliveries
+from tasks.deliveries import RedeliveryLimit, count_delivery, forget_deliveries, hand_over_deliveries
 from tests.unit.support import make_settings
 
 
@@ -55,3 +55,22 @@ def test_forget_resets_the_count(fake_redis: fakeredis.FakeRedis) -> None:
     forget_deliveries(fake_redis, settings, "t", 0)
     assert fake_redis.keys("*") == []
     assert count_delivery(fake_redis, settings, "t", 0) == 1
+
+
+def test_a_takeover_hands_its_deaths_to_the_next_attempt(fake_redis: fakeredis.FakeRedis) -> None:
+    """Died, died, then a delivery that waited and handed over: the next attempt has 2 deaths behind it."""
+    settings = make_settings(max_redeliveries=3)
+    for _ in range(3):
+        count_delivery(fake_redis, settings, "t", 0)
+    hand_over_deliveries(fake_redis, settings, "t", 0)
+    assert fake_redis.get("unit:deliveries:t:0") is None
+    assert count_delivery(fake_redis, settings, "t", 1) == 3, "the third delivery of the new attempt"
+    with pytest.raises(RedeliveryLimit):
+        count_delivery(fake_redis, settings, "t", 1)
+
+
+def test_a_takeover_with_no_death_starts_the_next_attempt_afresh(fake_redis: fakeredis.FakeRedis) -> None:
+    settings = make_settings(max_redeliveries=1)
+    count_delivery(fake_redis, settings, "t", 0)
+    hand_over_deliveries(fake_redis, settings, "t", 0)
+    assert fake_redis.keys("*") == []
