@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -154,7 +155,9 @@ def _finish(task: Task, outcome: Mapping[str, Any] | Forward, started: float, fo
 
 
 def _tag_signature(spec: BuildSpec, forward: Forward) -> Any:
-    return tag_task.signature(kwargs={"spec": spec.model_dump(), "image_id": forward.image_id, "source": forward.source})
+    return tag_task.signature(kwargs={
+        "spec": spec.model_dump(), "image_id": forward.image_id, "source": forward.source, "cache_key": forward.cache_key,
+    })
 
 
 def fresh_budget(task: Task) -> Callable[[], None]:
@@ -193,16 +196,18 @@ def build_task(self: Task, spec: Mapping[str, Any] | None = None, **params: Any)
 
 @shared_task(name=TAG_TASK, bind=True, base=DockyardTask, **_RETRY)
 @transient_errors
-def tag_task(self: Task, spec: Mapping[str, Any], image_id: str, source: str) -> Any:
+def tag_task(self: Task, spec: Mapping[str, Any], image_id: str, source: str, cache_key: str | None = None) -> Any:
     """Apply a build's tags on the host holding its cached image (or rebuild it here if gone)."""
     settings = get_settings()
     started = time.monotonic()
     prepared = BuildSpec.parse(spec)
     if not isinstance(image_id, str) or not isinstance(source, str):
         raise InvalidInput("tag_image needs image_id and source as strings.")
+    if cache_key is not None and not (isinstance(cache_key, str) and re.fullmatch(r"[0-9a-f]{64}", cache_key)):
+        raise InvalidInput("tag_image's cache_key must be a build key (64 hex digits).")
     connection = redis_for(settings)
     outcome = execute_tag(
-        prepared, image_id, source, settings=settings, connection=connection,
+        prepared, image_id, source, cache_key=cache_key, settings=settings, connection=connection,
         client=shared_client(settings), output=_build_output(self, prepared, connection), owner=self.request.id,
     )
     return _finish(self, outcome, started, lambda forward: _tag_signature(prepared, forward))

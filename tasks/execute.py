@@ -42,6 +42,7 @@ class Forward:
     host: str
     image_id: str
     source: str
+    cache_key: str | None = None  # the build's cache key, which the holder checks against its entry
 
 
 def image_exists(client: docker.DockerClient, image_id: str) -> bool:
@@ -94,7 +95,7 @@ def execute_build(
     record_build(connection, settings, outcome, time.monotonic() - started)
     image_id = outcome.value["image_id"]
     if outcome.entry.host != settings.host_id:
-        return Forward(outcome.entry.host, image_id, outcome.source)
+        return Forward(outcome.entry.host, image_id, outcome.source, cache_key)
     return finish_on_holder(
         spec, image_id, outcome.source, cache_key=cache_key, settings=settings, connection=connection, client=client
     )
@@ -171,9 +172,17 @@ def execute_tag(
     client: docker.DockerClient,
     output: OutputSink,
     owner: str | None = None,
+    cache_key: str | None = None,
 ) -> FarmBuildResult | Forward:
-    """Apply tags to a cached image on its host; rebuild if it vanished behind dockyard's back."""
-    cache_key, _bases = worker_cache_key(spec, settings, client)
+    """Apply tags to a cached image on its host; rebuild if it vanished behind dockyard's back.
+
+    ``cache_key`` (from the forwarding task) is taken only if this host's entry under it holds
+    ``image_id``; otherwise the key is resolved here (the bases' digests asked again).
+    """
+    entry = build_cache(connection, settings).peek(cache_key) if cache_key else None
+    if entry is None or entry.host != settings.host_id or entry.value.get("image_id") != image_id:
+        cache_key, _bases = worker_cache_key(spec, settings, client)
+    assert cache_key is not None
     if image_exists(client, image_id):
         return finish_on_holder(
             spec, image_id, source, cache_key=cache_key, settings=settings, connection=connection, client=client

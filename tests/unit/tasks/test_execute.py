@@ -105,8 +105,27 @@ def test_an_entry_on_another_live_host_is_forwarded(
     spec = uploaded_spec(fake_redis, settings, context)
     build_cache(fake_redis, settings).store(spec.key, {"image_id": "sha256:on-h2"}, host="h2")
     hosts.beat(fake_redis, settings, "h2", {})
-    assert build(spec, fake_redis, settings, engine) == Forward("h2", "sha256:on-h2", "hit")
+    assert build(spec, fake_redis, settings, engine) == Forward("h2", "sha256:on-h2", "hit", spec.key)
     assert engine.builds == []
+
+
+def test_the_holder_takes_the_forwarded_key_only_if_its_entry_holds_the_image(
+    fake_redis: fakeredis.FakeRedis, settings: Settings, engine: FakeEngine, context: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = uploaded_spec(fake_redis, settings, context)
+    image_id = build(spec, fake_redis, settings, engine)["image_id"]
+    resolved: list[str] = []
+
+    def worker_cache_key(spec: BuildSpec, *_: Any) -> tuple[str, dict[str, str]]:
+        resolved.append(spec.key)
+        return spec.key, {}
+
+    monkeypatch.setattr(execute, "worker_cache_key", worker_cache_key)
+    tag = lambda key: execute_tag(spec, image_id, "hit", cache_key=key, settings=settings, connection=fake_redis, client=engine, output=Output())  # type: ignore[arg-type]  # noqa: E731
+    tag(spec.key)
+    assert resolved == [], "its own entry holds the image: no base resolved again"
+    tag("f" * 64)
+    assert resolved == [spec.key], "a key that is not this host's entry for the image is not taken"
 
 
 def test_an_entry_on_a_dead_host_is_rebuilt_here(
