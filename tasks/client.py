@@ -212,7 +212,10 @@ def await_build(
     """
     deadline = time.monotonic() + timeout_s
     sent_at = time.time()
+    watch = RunningHost(result, settings)
     while time.monotonic() < deadline:
+        if on_output is not None and (notice := watch.gone()) is not None:
+            on_output(notice)
         if result.ready():
             _drain(reader, on_output)
             answer: FarmBuildResult = result.get(timeout=1)
@@ -228,6 +231,32 @@ def await_build(
         else:
             time.sleep(settings.join_poll_s)
     raise JoinTimeout(f"No result for {spec.image_name}:{spec.tag} within {timeout_s:.0f} s.")
+
+
+class RunningHost:
+    """The host running a task, checked about once a second: has its heartbeat stopped?"""
+
+    def __init__(self, result: AsyncResult, settings: Settings) -> None:
+        self.result, self.settings = result, settings
+        self.next_check = time.monotonic() + 1.0
+        self.seen: set[str] = set()
+        self.told: set[str] = set()
+
+    def gone(self) -> str | None:
+        """A line for the caller when a host that ran its task stopped answering (once per host)."""
+        if time.monotonic() < self.next_check:
+            return None
+        self.next_check = time.monotonic() + 1.0
+        meta = self.result.backend.get_task_meta(self.result.id)
+        info = meta.get("result") if meta.get("status") in ("STARTED", "PROGRESS") else None
+        host = (info.get("host") or str(info.get("hostname") or "").split("@")[0]) if isinstance(info, dict) else ""
+        if host:
+            self.seen.add(host)  # remembered: a restored delivery soon names the host that took it over
+        for each in sorted(self.seen - self.told):
+            if not hosts.is_alive(redis_for(self.settings), self.settings, each):
+                self.told.add(each)
+                return f"dockyard: host {each} running this build stopped answering; a live host takes its work over\n"
+        return None
 
 
 def _drain(reader: StreamReader | None, on_output: OutputSink | None) -> None:

@@ -53,7 +53,7 @@ def received(connection: redis.Redis, settings: Settings, task_delivery: str, de
     pipe = connection.pipeline(transaction=False)
     pipe.hset(inflight_key(settings, settings.host_id), task_delivery, delivery_tag)
     pipe.expire(inflight_key(settings, settings.host_id), settings.visibility_timeout_s)
-    pipe.sadd(known_hosts_key(settings), settings.host_id)
+    pipe.hset(known_hosts_key(settings), settings.host_id, settings.build_queue)  # where its queue goes if it dies
     pipe.expire(known_hosts_key(settings), settings.visibility_timeout_s)
     pipe.execute()
 
@@ -66,7 +66,7 @@ def finished(connection: redis.Redis, settings: Settings, task_delivery: str) ->
 def dead_hosts(connection: redis.Redis, settings: Settings) -> list[str]:
     """Hosts that held work and no longer heartbeat."""
     known = sorted(member.decode() if isinstance(member, bytes) else str(member)
-                   for member in connection.smembers(known_hosts_key(settings)))
+                   for member in connection.hkeys(known_hosts_key(settings)))
     return [host for host in known if host != settings.host_id and not hosts.is_alive(connection, settings, host)]
 
 
@@ -86,14 +86,16 @@ def recover_host(
         broker_channel.qos.restore_by_tag(tag, leftmost=True)  # atomic: out of ``unacked``, onto its queue
     rerouted = 0
     broker = broker_channel.client
-    while reroute and broker.lmove(host_queue(host), settings.build_queue, "RIGHT", "LEFT") is not None:
+    shared = connection.hget(known_hosts_key(settings), host)  # the dead host's shared queue, not necessarily ours
+    target = shared.decode() if isinstance(shared, bytes) else (shared or settings.build_queue)
+    while reroute and broker.lmove(host_queue(host), target, "RIGHT", "LEFT") is not None:
         rerouted += 1
     connection.delete(inflight_key(settings, host))
     if rerouted == 0 and not tags:
-        connection.srem(known_hosts_key(settings), host)
+        connection.hdel(known_hosts_key(settings), host)
     if tags or rerouted:
         logger.warning("host %s is dead: %d in-flight messages restored, %d rerouted to %s",
-                       host, len(tags), rerouted, settings.build_queue)
+                       host, len(tags), rerouted, target)
     return Recovered(host, len(tags), rerouted)
 
 

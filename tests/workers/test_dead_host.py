@@ -138,8 +138,9 @@ def test_a_lone_caller_of_a_killed_host_is_answered_by_the_restored_message(
 ) -> None:
     """No other caller builds the key: only the killed host's message, restored at once, can answer."""
     context = slow_context(tmp_path / "ctx", base_image, seconds=BUILD_S)
+    lines: list[str] = []
     with ThreadPoolExecutor(1) as pool:
-        direct = pool.submit(client.build, repo, path=str(context), tag="alone", timeout_s=300)
+        direct = pool.submit(client.build, repo, path=str(context), tag="alone", timeout_s=300, on_output=lines.append)
         builder = the_builder(three_hosts)
         answered = answered_at(direct)
         builder.kill()
@@ -148,6 +149,8 @@ def test_a_lone_caller_of_a_killed_host_is_answered_by_the_restored_message(
     print(f"answered {answered() - killed_at:.1f} s after the kill")
     assert answered() - killed_at <= ANSWERED_WITHIN_S
     assert result["host"] != builder.host_id and result["cache"] in ("built", "joined")
+    told = [line for line in lines if "stopped answering" in line]
+    assert told == [f"dockyard: host {builder.host_id} running this build stopped answering; a live host takes its work over\n"]
     engines[[each.host_id for each in three_hosts].index(result["host"]) % 2].images.get(result["image_id"])
 
 

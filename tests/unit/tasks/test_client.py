@@ -310,3 +310,57 @@ def test_build_signature_sends_a_spec_the_worker_accepts(settings: Settings, con
     signature = client.build_signature("reg.io/team/app", app=app, tag="v1", path=str(context))
     assert list(signature.kwargs) == ["spec"]
     assert BuildSpec.parse(json.loads(json.dumps(signature.kwargs["spec"]))) == spec_for(settings, context)
+
+
+# the caller is told when the host running its build stops answering
+
+
+class Meta:
+    """An AsyncResult whose backend answers ``get_task_meta`` with a fixed state."""
+
+    def __init__(self, status: str, info: dict[str, Any]) -> None:
+        self.id = "t-1"
+        self.backend = self
+        self.meta = {"status": status, "result": info}
+
+    def get_task_meta(self, task_id: str) -> dict[str, Any]:
+        return self.meta
+
+
+def test_a_caller_is_told_once_when_the_host_running_its_build_stops_answering(
+    fake_redis: fakeredis.FakeRedis, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = [100.0]
+    monkeypatch.setattr(client.time, "monotonic", lambda: clock[0])
+    watch = client.RunningHost(Meta("STARTED", {"hostname": "h9@box", "pid": 1}), settings)  # type: ignore[arg-type]
+    hosts.beat(fake_redis, settings, "h9", {})
+    clock[0] += 1.5
+    assert watch.gone() is None, "alive"
+    fake_redis.delete(f"{settings.key_prefix}hosts:h9")
+    assert watch.gone() is None, "checked at most once a second"
+    clock[0] += 1.5
+    assert watch.gone() == "dockyard: host h9 running this build stopped answering; a live host takes its work over\n"
+    clock[0] += 1.5
+    assert watch.gone() is None, "said once"
+
+
+def test_a_queued_task_names_no_host(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(client.time, "monotonic", lambda: 1e9)
+    assert client.RunningHost(Meta("PENDING", {}), settings).gone() is None  # type: ignore[arg-type]
+
+
+def test_a_host_seen_running_the_task_is_remembered_after_another_took_it(
+    fake_redis: fakeredis.FakeRedis, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = [100.0]
+    monkeypatch.setattr(client.time, "monotonic", lambda: clock[0])
+    result = Meta("PROGRESS", {"host": "h9", "lines": 3})
+    watch = client.RunningHost(result, settings)  # type: ignore[arg-type]
+    hosts.beat(fake_redis, settings, "h9", {})
+    hosts.beat(fake_redis, settings, "h8", {})
+    clock[0] += 1.5
+    assert watch.gone() is None
+    result.meta = {"status": "STARTED", "result": {"hostname": "h8@box"}}  # its message was restored to h8
+    fake_redis.delete(f"{settings.key_prefix}hosts:h9")
+    clock[0] += 1.5
+    assert watch.gone() is not None and "host h9" in str(watch.told)

@@ -46,6 +46,14 @@ def test_a_dead_hosts_deliveries_are_restored_and_its_queue_rerouted(fake_redis:
     assert recovery.recover_dead_hosts(fake_redis, settings, channel) == [], "under the lease: once"
 
 
+def test_a_dead_hosts_queue_goes_to_its_own_shared_queue(fake_redis: fakeredis.FakeRedis, settings: Settings) -> None:
+    other_pool = settings.model_copy(update={"host_id": "gone", "build_queue": "pool-b"})
+    recovery.received(fake_redis, other_pool, recovery.delivery("t1", 0), "tag-1")
+    fake_redis.lpush(host_queue("gone"), "forwarded")
+    recovery.recover_dead_hosts(fake_redis, settings, Channel(fake_redis))
+    assert fake_redis.lrange("pool-b", 0, -1) == [b"forwarded"] and not fake_redis.exists(settings.build_queue)
+
+
 def test_a_live_host_is_not_recovered(fake_redis: fakeredis.FakeRedis, settings: Settings) -> None:
     alive = as_host(settings, "busy")
     recovery.received(fake_redis, alive, recovery.delivery("t1", 0), "tag-1")
