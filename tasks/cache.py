@@ -12,7 +12,7 @@ Keys (under the prefix, ``<ns>`` is ``build`` or ``push``, written by workers on
 
 The first caller of a key takes the lease, renews it while it works and
 stores only a success; callers with the same key join and wait for that
-value. If the owner dies, its lease expires and one waiter takes over.
+value, blocked on the key's wake-ups (``tasks.notify``), not polling. If the owner dies, its lease expires and one waiter takes over.
 Callers outside a worker use ``peek`` and ``join``; nobody else reads these keys.
 """
 
@@ -35,6 +35,7 @@ from tasks.cache_key import call_key
 from tasks.errors import BuildError, DockyardError, JoinTimeout, TransientError
 from tasks.keyspace import key, redis_for
 from tasks.lease import KeepAlive, Lease
+from tasks.notify import Waiter, announce
 
 logger = logging.getLogger("dockyard.cache")
 P = ParamSpec("P")
@@ -120,11 +121,12 @@ class SingleFlight:
         """
         deadline = time.monotonic() + self.settings.task_time_limit_s + self.settings.lease_s
         lease = self.lease(cache_key)
+        waiter = Waiter(self.connection, self.settings, self.namespace, cache_key)
         while lease.held_by_anyone() and time.monotonic() < deadline:
-            time.sleep(self.settings.join_poll_s)
             entry = self.peek(cache_key)
             if entry is not None and accept(entry):
                 return entry
+            waiter.wait(min(self.settings.wait_wake_s, max(0.001, deadline - time.monotonic())))
         entry = self.peek(cache_key)
         return entry if entry is not None and accept(entry) else None
 
@@ -222,6 +224,7 @@ class SingleFlight:
                 return Outcome(value, "built", entry)
         finally:
             lease.release()
+            announce(self.connection, self.settings, self.namespace, cache_key, "released")
         return self._after_lost_lease(cache_key, value, lease, host, owner)
 
     def _after_lost_lease(self, cache_key: str, value: Any, lease: Lease, host: str | None, owner: str | None) -> Outcome:
@@ -237,6 +240,7 @@ class SingleFlight:
                     entry = self.store_as_owner(cache_key, value, lease, host=host, owner=owner)
                 finally:
                     lease.release()
+                    announce(self.connection, self.settings, self.namespace, cache_key, "released")
                 if entry is not None:
                     return Outcome(value, "built", entry)
             joined = self._wait_for_owner(cache_key, lease, deadline)
@@ -245,6 +249,7 @@ class SingleFlight:
 
     def _wait_for_owner(self, cache_key: str, lease: Lease, deadline: float) -> Outcome | None:
         """Poll until the owner stores a value (joined), fails (raise) or vanishes (None: take over)."""
+        waiter = Waiter(self.connection, self.settings, self.namespace, cache_key)
         raw_owner = self.connection.get(lease.name)
         owner = raw_owner.decode() if isinstance(raw_owner, bytes) else raw_owner
         while time.monotonic() < deadline:
@@ -261,7 +266,7 @@ class SingleFlight:
                 if entry is not None:
                     return Outcome(entry.value, "joined", entry)
                 return None
-            time.sleep(self.settings.join_poll_s)
+            waiter.wait(min(self.settings.wait_wake_s, max(0.001, deadline - time.monotonic())))
         raise JoinTimeout(f"Waited too long for the build of {cache_key} on another host.")
 
     def _announce_failure(self, cache_key: str, exc: Exception, token: str) -> None:

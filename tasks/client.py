@@ -16,8 +16,10 @@ from typing import Any
 
 from celery import Celery
 from celery.canvas import Signature, chain
+from celery.exceptions import TimeoutError as CeleryTimeout
 from celery.result import AsyncResult
 
+from config import defaults
 from config.celery import caller_app
 from config.settings import Settings, get_settings
 from tasks import base_images, hosts, registry
@@ -28,6 +30,7 @@ from tasks.errors import JoinTimeout, PushError
 from tasks.keyspace import redis_for
 from tasks.masking import masked_repr
 from tasks.naming import registry_of
+from tasks.notify import Waiter
 from tasks.prepare import prepare_build
 from tasks.progress import OutputSink, StreamReader
 from tasks.push import push_request
@@ -213,6 +216,7 @@ def await_build(
     deadline = time.monotonic() + timeout_s
     sent_at = time.time()
     watch = RunningHost(result, settings)
+    waiter = Waiter(redis_for(settings), settings, "build", cache_key) if cache_key and not spec.ignore_cache else None
     while time.monotonic() < deadline:
         if on_output is not None and (notice := watch.gone()) is not None:
             on_output(notice)
@@ -220,17 +224,53 @@ def await_build(
             _drain(reader, on_output)
             answer: FarmBuildResult = result.get(timeout=1)
             return answer
-        if not spec.ignore_cache and (entry := cached_entry(spec, cache_key, settings)) is not None:
+        if waiter is not None and (entry := cached_entry(spec, cache_key, settings)) is not None:
             _drain(reader, on_output)
             if entry.owner == result.id:
                 return _answer(spec, entry, "built")
             return _answer(spec, entry, "joined" if entry.created_at >= sent_at - 1 else "hit")
-        if reader is not None and on_output is not None:
-            for line in reader.read(block_s=settings.join_poll_s):
-                on_output(line + "\n")
-        else:
-            time.sleep(settings.join_poll_s)
+        if result.id in _catch_up_soon:
+            _catch_up_soon.discard(result.id)
+            try:
+                caught: FarmBuildResult = result.get(timeout=defaults.RESULT_CATCH_UP_S)
+                _drain(reader, on_output)
+                return caught
+            except CeleryTimeout:
+                pass
+        if (got := _block(result, waiter, reader, on_output, min(settings.wait_wake_s, deadline - time.monotonic()))) is not None:
+            _drain(reader, on_output)
+            return got
     raise JoinTimeout(f"No result for {spec.image_name}:{spec.tag} within {timeout_s:.0f} s.")
+
+
+_catch_up_soon: set[str] = set()  # tasks whose key woke their caller with nothing to answer from yet
+
+
+def _block(
+    result: AsyncResult, waiter: Waiter | None, reader: StreamReader | None, on_output: OutputSink | None, block_s: float
+) -> FarmBuildResult | None:
+    """Wait up to ``block_s`` without polling: for the key's wake-ups and output lines, or for the
+    task's own result (Celery's result wait); the result if it came."""
+    block_s = max(0.001, block_s)
+    if waiter is None and (reader is None or on_output is None):
+        try:
+            answer: FarmBuildResult = result.get(timeout=block_s)
+            return answer
+        except CeleryTimeout:
+            return None
+    if waiter is None:
+        assert reader is not None and on_output is not None
+        for line in reader.read(block_s=block_s):
+            on_output(line + "\n")
+        return None
+    streaming = reader is not None and on_output is not None
+    found = waiter.wait(block_s, also={reader.name: reader.last_id} if streaming and reader else None)
+    if streaming and reader is not None and on_output is not None:
+        for line in reader.take(found.get(reader.name, [])):
+            on_output(line + "\n")
+    if found.get(waiter.name) and not result.ready():  # woke on the key: answered from the cache next, if
+        _catch_up_soon.add(result.id)  # it can be; else the task's own result may be a moment behind
+    return None
 
 
 class RunningHost:

@@ -19,7 +19,7 @@ import docker.errors
 import redis
 
 from config.settings import Settings
-from tasks import hosts, metrics, rebuild, registry
+from tasks import hosts, metrics, notify, rebuild, registry
 from tasks.base_images import built_on, worker_cache_key
 from tasks.build import OutputSink, apply_tags, build_from_archive, build_in
 from tasks.build_secrets import materialized_secrets
@@ -159,6 +159,7 @@ def finish_on_holder(
         cache_keys=[build_cache(connection, settings).entry_key(cache_key)],
     )
     rebuild.remember(connection, settings, spec, cache_key, image_id)
+    notify.announce(connection, settings, "build", cache_key, "answered")  # its callers wake (tasks.client)
     return farm_build_result(spec, image_id, host=settings.host_id, cache=cache_source(source))
 
 

@@ -90,10 +90,13 @@ class StreamReader:
     def read(self, *, block_s: float) -> list[str]:
         """New lines, waiting up to ``block_s`` for the first one."""
         answer: Any = self.connection.xread({self.name: self.last_id}, block=max(1, int(block_s * 1000)), count=500)
+        return [line for _stream, entries in answer or [] for line in self.take(entries)]
+
+    def take(self, entries: list[tuple[Any, Any]]) -> list[str]:
+        """The lines of entries read from this stream elsewhere (by a ``tasks.notify.Waiter``); moves on past them."""
         lines: list[str] = []
-        for _stream, entries in answer or []:
-            for entry_id, fields in entries:
-                self.last_id = entry_id
-                raw = fields.get(b"line", b"")
-                lines.append(raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw))
+        for entry_id, fields in entries:
+            self.last_id = entry_id
+            raw = fields.get(b"line", b"")
+            lines.append(raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw))
         return lines

@@ -21,12 +21,13 @@ from tasks import cache as cache_module
 from tasks.cache import Entry, SingleFlight, build_cache, cacheable, push_cache
 from tasks.errors import BuildError, EngineUnavailable, JoinTimeout
 from tasks.lease import Lease
+from tasks.notify import Waiter
 from tests.unit.support import Clock, make_settings
 
 
 @pytest.fixture
 def settings() -> Settings:
-    return make_settings(lease_s=0.5, join_poll_s=0.01)
+    return make_settings(lease_s=0.5, wait_wake_s=0.01)
 
 
 @pytest.fixture
@@ -35,16 +36,17 @@ def flight(fake_redis: fakeredis.FakeRedis, settings: Settings) -> SingleFlight:
 
 
 def on_poll(monkeypatch: pytest.MonkeyPatch, *steps: Callable[[], None]) -> list[float]:
-    """Replace the poll loop's sleep: each call runs the next step (then nothing); returns the sleeps."""
+    """Replace the waiter's blocking read: each wait runs the next step (then nothing); returns the waits."""
     slept: list[float] = []
     pending = list(steps)
 
-    def sleep(seconds: float) -> None:
-        slept.append(seconds)
+    def wait(self: Waiter, block_s: float, *, also: object = None) -> dict[str, list[tuple[object, object]]]:
+        slept.append(block_s)
         if pending:
             pending.pop(0)()
+        return {}
 
-    monkeypatch.setattr(cache_module.time, "sleep", sleep)
+    monkeypatch.setattr(Waiter, "wait", wait)
     return slept
 
 
@@ -342,7 +344,7 @@ def test_join_waits_for_the_running_builds_entry(
     slept = on_poll(monkeypatch, lambda: None, lambda: flight.store("k", {"image_id": "new"}, token=owner.token))
     entry = flight.join("k", accept=lambda found: found.value["image_id"] == "new")
     assert entry is not None and entry.value == {"image_id": "new"}
-    assert slept == [0.01, 0.01]
+    assert slept == [0.01, 0.01], "blocked on the key's wake-ups, never polling"
 
 
 def test_join_gives_none_when_the_run_ends_without_an_acceptable_entry(

@@ -27,6 +27,7 @@ from tasks.prepare import prepare_build
 from tasks.routing import BUILD_TASK, PUSH_TASK
 from tasks.sealing import generate_keypair, unseal
 from tasks.spec import BuildSpec, PushRequest
+from tasks.notify import Waiter
 from tests.unit.fakes import FakeRegistry
 from tests.unit.support import make_settings
 
@@ -42,7 +43,7 @@ class SentTask(AssertionError):
 
 @pytest.fixture
 def settings() -> Settings:
-    return make_settings(seal_public_key=PUBLIC_KEY, join_poll_s=0.01)
+    return make_settings(seal_public_key=PUBLIC_KEY, wait_wake_s=0.01)
 
 
 @pytest.fixture(autouse=True)
@@ -87,7 +88,13 @@ def built_on(
 
 def on_poll(monkeypatch: pytest.MonkeyPatch, *steps: Callable[[], None]) -> None:
     pending = list(steps)
-    monkeypatch.setattr(cache_module.time, "sleep", lambda _s: pending.pop(0)() if pending else None)
+
+    def wait(self: Waiter, block_s: float, *, also: object = None) -> dict[str, list[tuple[object, object]]]:
+        if pending:
+            pending.pop(0)()
+        return {}
+
+    monkeypatch.setattr(Waiter, "wait", wait)
 
 
 # the build fast path

@@ -30,7 +30,7 @@ NAME = "reg.io/team/app"
 
 @pytest.fixture
 def settings() -> Settings:
-    return make_settings(host_id="h1", lease_s=0.5, join_poll_s=0.01)
+    return make_settings(host_id="h1", lease_s=0.5, wait_wake_s=0.01)
 
 
 @pytest.fixture
