@@ -228,7 +228,13 @@ def await_build(
             _drain(reader, on_output)
             if entry.owner == result.id:
                 return _answer(spec, entry, "built")
-            return _answer(spec, entry, "joined" if entry.created_at >= sent_at - 1 else "hit")
+            if entry.created_at < sent_at - 1:
+                return _answer(spec, entry, "hit")
+            try:  # made about when this task was sent: its own answer (a hit, or a join) says which, if it is there
+                own: FarmBuildResult = result.get(timeout=defaults.RESULT_CATCH_UP_S)
+                return own
+            except CeleryTimeout:
+                return _answer(spec, entry, "joined")
         if result.id in _catch_up_soon:
             _catch_up_soon.discard(result.id)
             try:

@@ -37,8 +37,15 @@ def test_sixteen_identical_requests_over_two_hosts_build_once(
     context = slow_context(tmp_path / "ctx", base_image, seconds=3)
     received_before = [received_builds(each) for each in farm_workers]
     since = settle()
+    # half through the caller's API, a quarter sent to each host's own queue: both hosts surely get requests
+    on_hosts = [host_queue(each.host_id) for each in farm_workers] * 4
     with ThreadPoolExecutor(16) as pool:
-        results = list(pool.map(lambda _: client.build(repo, path=str(context), tag="same", timeout_s=TIMEOUT_S), range(16)))
+        by_client = [pool.submit(client.build, repo, path=str(context), tag="same", timeout_s=TIMEOUT_S) for _ in range(8)]
+        by_queue = [
+            pool.submit(lambda queue: client.build_signature(repo, path=str(context), tag="same").set(queue=queue).apply_async().get(timeout=TIMEOUT_S), queue)
+            for queue in on_hosts
+        ]
+        results = [each.result() for each in [*by_client, *by_queue]]
     until = settle()
 
     base_id = image_id_on_any(engines, base_image)
