@@ -55,3 +55,4 @@ REGISTRY_TIMEOUT_S = 5.0  # a registry HEAD that takes longer counts as no answe
 WAIT_WAKE_S = 2.0  # a waiter blocked on a key's wake-ups looks anyway this often (to notice a dead owner)
 NOTICE_TTL_S = 600  # a key's wake-up stream expires this long after its last event
 RESULT_CATCH_UP_S = 0.5  # after a key's wake-up, how long a caller waits for its task's result to land
+REDIS_MAX_CONNECTIONS = 2000  # per process: every thread waiting on a key blocks on a connection of its own

@@ -80,6 +80,7 @@ def _connect(url: str, master: str, sentinel_password: str | None, failover_wait
     return connect(
         url, master=master, sentinels=sentinel_kwargs(sentinel_password), failover_wait_s=failover_wait_s,
         health_check_interval=HEALTH_CHECK_INTERVAL_S,
+        max_connections=defaults.REDIS_MAX_CONNECTIONS,  # each waiting thread holds one while it blocks
     )
 
 
