@@ -56,3 +56,4 @@ WAIT_WAKE_S = 2.0  # a waiter blocked on a key's wake-ups looks anyway this ofte
 NOTICE_TTL_S = 600  # a key's wake-up stream expires this long after its last event
 RESULT_CATCH_UP_S = 0.5  # after a key's wake-up, how long a caller waits for its task's result to land
 REDIS_MAX_CONNECTIONS = 2000  # per process: every thread waiting on a key blocks on a connection of its own
+NO_KEY_POLL_S = 0.5  # a caller with no cache key to wake on (ignore_cache) reads its task's state this often

@@ -36,6 +36,7 @@ from tasks.errors import BuildError, DockyardError, JoinTimeout, TransientError
 from tasks.keyspace import key, redis_for
 from tasks.lease import KeepAlive, Lease
 from tasks.notify import Waiter, announce
+from tasks.progress import StreamReader
 
 logger = logging.getLogger("dockyard.cache")
 P = ParamSpec("P")
@@ -113,11 +114,18 @@ class SingleFlight:
         """Someone holds the lease of ``cache_key``: its value is being computed."""
         return self.lease(cache_key).held_by_anyone()
 
-    def join(self, cache_key: str, accept: Callable[[Entry], bool] = lambda entry: True) -> Entry | None:
+    def join(
+        self,
+        cache_key: str,
+        accept: Callable[[Entry], bool] = lambda entry: True,
+        *,
+        output: tuple[StreamReader, Callable[[str], None]] | None = None,
+    ) -> Entry | None:
         """Wait while ``cache_key`` is being computed; the stored entry that ``accept`` takes, or None.
 
         None means nothing is running, or the run ended without an acceptable
         entry (failed, or its owner died): the caller then asks a worker.
+        ``output``: a reader of the build's live output and where its lines go while waiting.
         """
         deadline = time.monotonic() + self.settings.task_time_limit_s + self.settings.lease_s
         lease = self.lease(cache_key)
@@ -126,7 +134,14 @@ class SingleFlight:
             entry = self.peek(cache_key)
             if entry is not None and accept(entry):
                 return entry
-            waiter.wait(min(self.settings.wait_wake_s, max(0.001, deadline - time.monotonic())))
+            block_s = min(self.settings.wait_wake_s, max(0.001, deadline - time.monotonic()))
+            if output is None:
+                waiter.wait(block_s)
+                continue
+            reader, sink = output
+            found = waiter.wait(block_s, also={reader.name: reader.last_id})
+            for line in reader.take(found.get(reader.name, [])):
+                sink(line + "\n")
         entry = self.peek(cache_key)
         return entry if entry is not None and accept(entry) else None
 

@@ -16,7 +16,6 @@ from typing import Any
 
 from celery import Celery
 from celery.canvas import Signature, chain
-from celery.exceptions import TimeoutError as CeleryTimeout
 from celery.result import AsyncResult
 
 from config import defaults
@@ -151,8 +150,18 @@ def _answer(spec: BuildSpec, entry: Entry, cache: Any) -> FarmBuildResult:
     return farm_build_result(spec, entry.value["image_id"], host=entry.host, cache=cache)
 
 
-def wait_for_running_build(spec: BuildSpec, settings: Settings, cache_key: str | None = None) -> FarmBuildResult | None:
-    """Join a build of the same key already running on the farm; None if none runs or it gave nothing."""
+def wait_for_running_build(
+    spec: BuildSpec,
+    settings: Settings,
+    cache_key: str | None = None,
+    *,
+    reader: StreamReader | None = None,
+    on_output: OutputSink | None = None,
+) -> FarmBuildResult | None:
+    """Join a build of the same key already running on the farm; None if none runs or it gave nothing.
+
+    With ``reader`` and ``on_output``, the running build's output lines go to ``on_output`` while it runs.
+    """
     cache_key = cache_key or caller_cache_key(spec, settings)
     if cache_key is None:
         return None
@@ -160,6 +169,7 @@ def wait_for_running_build(spec: BuildSpec, settings: Settings, cache_key: str |
     entry = build_cache(connection, settings).join(
         cache_key,
         accept=lambda found: _servable(spec, found, hosts.locate_images(connection, settings, spec.references), settings),
+        output=(reader, on_output) if reader is not None and on_output is not None else None,
     )
     return _answer(spec, entry, "joined") if entry is not None else None
 
@@ -184,7 +194,7 @@ def build(
         if cache_key is not None:
             if (entry := cached_entry(spec, cache_key, settings)) is not None:
                 return _answer(spec, entry, "hit")
-            if (joined := wait_for_running_build(spec, settings, cache_key)) is not None:
+            if (joined := wait_for_running_build(spec, settings, cache_key, reader=reader, on_output=on_output)) is not None:
                 return joined
         if spec.context_path is None:
             upload_context(redis_for(settings), settings, packed)
@@ -230,23 +240,29 @@ def await_build(
                 return _answer(spec, entry, "built")
             if entry.created_at < sent_at - 1:
                 return _answer(spec, entry, "hit")
-            try:  # made about when this task was sent: its own answer (a hit, or a join) says which, if it is there
-                own: FarmBuildResult = result.get(timeout=defaults.RESULT_CATCH_UP_S)
+            if _ready_within(result, defaults.RESULT_CATCH_UP_S):  # made about when this task was sent:
+                own: FarmBuildResult = result.get(timeout=1)  # its own answer (a hit, or a join) says which
                 return own
-            except CeleryTimeout:
-                return _answer(spec, entry, "joined")
+            return _answer(spec, entry, "joined")
         if result.id in _catch_up_soon:
             _catch_up_soon.discard(result.id)
-            try:
-                caught: FarmBuildResult = result.get(timeout=defaults.RESULT_CATCH_UP_S)
-                _drain(reader, on_output)
-                return caught
-            except CeleryTimeout:
-                pass
+            if _ready_within(result, defaults.RESULT_CATCH_UP_S):
+                continue  # answered at the top of the loop
         if (got := _block(result, waiter, reader, on_output, min(settings.wait_wake_s, deadline - time.monotonic()))) is not None:
             _drain(reader, on_output)
             return got
     raise JoinTimeout(f"No result for {spec.image_name}:{spec.tag} within {timeout_s:.0f} s.")
+
+
+def _ready_within(result: AsyncResult, seconds: float, *, every_s: float = 0.05) -> bool:
+    """Whether the task's result is stored within ``seconds`` (its state read, never Celery's result
+    subscription, which does not follow a Sentinel failover)."""
+    deadline = time.monotonic() + seconds
+    while not result.ready():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(min(every_s, max(0.0, deadline - time.monotonic())))
+    return True
 
 
 _catch_up_soon: set[str] = set()  # tasks whose key woke their caller with nothing to answer from yet
@@ -259,11 +275,8 @@ def _block(
     task's own result (Celery's result wait); the result if it came."""
     block_s = max(0.001, block_s)
     if waiter is None and (reader is None or on_output is None):
-        try:
-            answer: FarmBuildResult = result.get(timeout=block_s)
-            return answer
-        except CeleryTimeout:
-            return None
+        _ready_within(result, block_s, every_s=defaults.NO_KEY_POLL_S)  # no key to wake on: the result's state
+        return None
     if waiter is None:
         assert reader is not None and on_output is not None
         for line in reader.read(block_s=block_s):

@@ -51,3 +51,43 @@ def test_the_task_shows_started_and_progress(
         time.sleep(0.1)
     assert async_result.get(timeout=5)["image"] == f"{repo}:states"
     assert "STARTED" in states and "PROGRESS" in states, sorted(set(states))
+
+
+def test_a_caller_that_joins_from_another_process_gets_the_lines_too(
+    tmp_path: Path, repo: str, base_image: str, farm_workers: list[WorkerProcess]
+) -> None:
+    """Another process starts the build; this one joins it (the fast path's join, no task of its own)."""
+    import subprocess
+    import sys
+
+    marker = uuid.uuid4().hex[:8]
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "Dockerfile").write_text(f"FROM {base_image}\nRUN for i in 1 2 3 4 5 6; do echo tick-{marker}-$i; sleep 1; done\n")
+    starter = subprocess.Popen(
+        [sys.executable, "-c", f"from tasks import client; client.build({repo!r}, path={str(context)!r}, tag='live', timeout_s=120)"],
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    try:
+        spec_key = None
+        deadline = time.monotonic() + 60
+        while spec_key is None and time.monotonic() < deadline:  # the build runs once its lease is held
+            from config.settings import get_settings
+            from tasks.keyspace import redis_for
+
+            settings = get_settings()
+            found = list(redis_for(settings).scan_iter(match=f"{settings.key_prefix}lease:*", count=1000))
+            spec_key = found[0] if found else None
+            time.sleep(0.1)
+        assert spec_key is not None, "the other process's build started"
+        seen: list[tuple[float, str]] = []
+        result = client.build(
+            repo, path=str(context), tag="live", timeout_s=TIMEOUT_S,
+            on_output=lambda text: seen.append((time.monotonic(), text)),
+        )
+        finished = time.monotonic()
+    finally:
+        assert starter.wait(timeout=TIMEOUT_S) == 0
+    ticks = [at for at, text in seen if f"tick-{marker}-" in text and "echo" not in text]
+    assert result["cache"] == "joined", result
+    assert ticks and finished - ticks[0] >= 2, f"lines of the running build arrived while it ran: {seen}"
