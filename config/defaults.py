@@ -54,6 +54,7 @@ PACK_IN_MEMORY_BYTES = 16 * 1024**2  # a packed context up to this size never to
 REGISTRY_TIMEOUT_S = 5.0  # a registry HEAD that takes longer counts as no answer (a cache miss)
 WAIT_WAKE_S = 2.0  # a waiter blocked on a key's wake-ups looks anyway this often (to notice a dead owner)
 NOTICE_TTL_S = 600  # a key's wake-up stream expires this long after its last event
+ANSWER_SETTLE_S = 2.0  # after an owner lets go, how long a joiner waits for the holder to record the tags and answer
 RESULT_CATCH_UP_S = 0.5  # after a key's wake-up, how long a caller waits for its task's result to land
 REDIS_MAX_CONNECTIONS = 2000  # per process: every thread waiting on a key blocks on a connection of its own
 NO_KEY_POLL_S = 0.5  # a caller with no cache key to wake on (ignore_cache) reads its task's state this often

@@ -130,7 +130,9 @@ class SingleFlight:
         deadline = time.monotonic() + self.settings.task_time_limit_s + self.settings.lease_s
         lease = self.lease(cache_key)
         waiter = Waiter(self.connection, self.settings, self.namespace, cache_key)
+        joined = False
         while lease.held_by_anyone() and time.monotonic() < deadline:
+            joined = True
             entry = self.peek(cache_key)
             if entry is not None and accept(entry):
                 return entry
@@ -142,8 +144,25 @@ class SingleFlight:
             found = waiter.wait(block_s, also={reader.name: reader.last_id})
             for line in reader.take(found.get(reader.name, [])):
                 sink(line + "\n")
-        entry = self.peek(cache_key)
-        return entry if entry is not None and accept(entry) else None
+        if not joined:
+            entry = self.peek(cache_key)
+            return entry if entry is not None and accept(entry) else None
+        return self._settled(cache_key, accept, waiter)
+
+    def _settled(self, cache_key: str, accept: Callable[[Entry], bool], waiter: Waiter) -> Entry | None:
+        """The entry once its owner is done: a stored entry that ``accept`` does not take yet gets
+        up to ``ANSWER_SETTLE_S`` for the holder to record its tags (it announces ``answered`` then)."""
+        deadline = time.monotonic() + defaults.ANSWER_SETTLE_S
+        while True:
+            entry = self.peek(cache_key)
+            if entry is None or accept(entry):
+                return entry
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            woke = waiter.wait(remaining).get(waiter.name, [])
+            if not woke:
+                return None
 
     def entries(self) -> Iterator[tuple[str, Entry]]:
         """Every stored entry of this namespace, as (cache key, entry)."""

@@ -69,15 +69,21 @@ def test_a_caller_that_joins_from_another_process_gets_the_lines_too(
         cwd=Path(__file__).resolve().parents[2],
     )
     try:
+        from config.settings import get_settings
+        from tasks.cache import build_cache
+        from tasks.keyspace import redis_for
+        from tasks.prepare import prepare_build
+
+        settings = get_settings()
+        spec, packed = prepare_build({"image_name": repo, "path": str(context), "tag": "live"}, settings)
+        packed.close()
+        cache_key = client.caller_cache_key(spec, settings)
+        assert cache_key is not None, "the caller resolves the base, so it can join"
+        own_lease = build_cache(redis_for(settings), settings).lease(cache_key)
         spec_key = None
         deadline = time.monotonic() + 60
-        while spec_key is None and time.monotonic() < deadline:  # the build runs once its lease is held
-            from config.settings import get_settings
-            from tasks.keyspace import redis_for
-
-            settings = get_settings()
-            found = list(redis_for(settings).scan_iter(match=f"{settings.key_prefix}lease:*", count=1000))
-            spec_key = found[0] if found else None
+        while spec_key is None and time.monotonic() < deadline:  # this build's lease, not another test's
+            spec_key = own_lease.name if redis_for(settings).exists(own_lease.name) else None
             time.sleep(0.1)
         assert spec_key is not None, "the other process's build started"
         seen: list[tuple[float, str]] = []

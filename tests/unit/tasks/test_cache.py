@@ -355,6 +355,29 @@ def test_join_gives_none_when_the_run_ends_without_an_acceptable_entry(
     assert flight.join("k") is None
 
 
+def test_join_waits_for_the_holder_to_answer_after_the_owner_lets_go(
+    fake_redis: fakeredis.FakeRedis, flight: SingleFlight
+) -> None:
+    """The owner stores its entry and releases its lease before the holder records the tags and
+    announces ``answered``: a joiner takes the entry once it is answered, not a miss in between."""
+    from tasks.notify import announce as wake
+
+    owner = held_by_another_owner(fake_redis, "k")
+    flight.store("k", {"image_id": "new"}, token=owner.token)
+    answered = threading.Event()
+
+    def holder() -> None:
+        time.sleep(0.2)
+        owner.release()
+        time.sleep(0.3)
+        answered.set()
+        wake(fake_redis, flight.settings, flight.namespace, "k", "answered")
+
+    threading.Thread(target=holder).start()
+    entry = flight.join("k", accept=lambda found: answered.is_set())
+    assert entry is not None and entry.value == {"image_id": "new"}
+
+
 # cacheable
 
 
