@@ -24,6 +24,7 @@ from config.settings import Settings, get_settings
 from tasks import base_images, hosts, registry
 from tasks.cache import Entry, build_cache, push_cache
 from tasks.cache_key import push_key
+from tasks.coalesce import Coalescer
 from tasks.context_store import upload_context
 from tasks.errors import JoinTimeout, PushError
 from tasks.keyspace import redis_for
@@ -37,6 +38,8 @@ from tasks.results import FarmBuildResult, FarmPushResult, farm_build_result, fa
 from tasks.routing import BUILD_TASK, PUSH_TASK
 from tasks.sealing import seal
 from tasks.spec import BuildSpec, Credentials, PushRequest
+
+_joins: Coalescer[Entry | None] = Coalescer()  # see wait_for_running_build
 
 
 def prepare_and_upload(image_name: str, params: Mapping[str, Any], settings: Settings) -> BuildSpec:
@@ -166,11 +169,17 @@ def wait_for_running_build(
     if cache_key is None:
         return None
     connection = redis_for(settings)
-    entry = build_cache(connection, settings).join(
-        cache_key,
-        accept=lambda found: _servable(spec, found, hosts.locate_images(connection, settings, spec.references), settings),
-        output=(reader, on_output) if reader is not None and on_output is not None else None,
-    )
+    output = (reader, on_output) if reader is not None and on_output is not None else None
+
+    def join() -> Entry | None:
+        return build_cache(connection, settings).join(
+            cache_key,
+            accept=lambda found: _servable(spec, found, hosts.locate_images(connection, settings, spec.references), settings),
+            output=output,
+        )
+
+    # threads of this process joining the same key for the same tags share one wait (one Redis reader, not one each)
+    entry = join() if output is not None else _joins.run((settings.key_prefix, cache_key, tuple(spec.references)), join)
     return _answer(spec, entry, "joined") if entry is not None else None
 
 

@@ -85,6 +85,10 @@ def execute_build(
         image_id = build_spec(spec, settings=settings, connection=connection, client=client, output=output)
         if spec.build_backend == "docker-py" and not built_on(client, bases):
             raise BaseUnavailable(f"A base image of {spec.image_name} moved while it was built; it is built again.")
+        hosts.record_image(  # the tags' locations before the entry: a joiner woken by the entry answers at once
+            connection, settings, host_id=settings.host_id, image_id=image_id, references=spec.references,
+            cache_keys=[cache.entry_key(cache_key)],
+        )
         return {"image_id": image_id}
 
     started = time.monotonic()

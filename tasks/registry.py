@@ -8,13 +8,17 @@ Registries on loopback are spoken to over plain HTTP, as Docker does.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import logging
+import os
 import re
+import threading
 
 import requests
 
 from config import defaults
+from tasks.coalesce import Coalescer
 from tasks.naming import registry_of
 from tasks.spec import Credentials
 
@@ -27,6 +31,8 @@ MANIFEST_TYPES = ", ".join((
     "application/vnd.docker.distribution.manifest.v2+json",
 ))
 _CHALLENGE_FIELD = re.compile(r'(\w+)="([^"]*)"')
+_heads: Coalescer[str | None] = Coalescer()  # identical HEADs in flight at once are asked once
+_sessions = threading.local()  # one keep-alive session per thread (and process: never across a fork)
 
 
 def repository_path(image_name: str) -> tuple[str, str]:
@@ -67,24 +73,40 @@ def _bearer_token(session: requests.Session, challenge: str, auth: tuple[str, st
 
 
 def served_digest(image_name: str, tag: str, credentials: Credentials | None) -> str | None:
-    """The digest the registry serves for ``image_name:tag`` to these credentials, or None."""
+    """The digest the registry serves for ``image_name:tag`` to these credentials, or None.
+
+    Threads asking the same question while it is being asked share its answer (``tasks.coalesce``).
+    """
     registry, path = repository_path(image_name)
     url = f"{base_url(registry)}/v2/{path}/manifests/{tag}"
     auth = (credentials.username, credentials.password) if credentials else None
+    asker = hashlib.sha256(repr(auth).encode()).hexdigest()  # the credentials, not kept in clear
+    return _heads.run((url, asker), lambda: _ask_digest(url, auth))
+
+
+def _session() -> requests.Session:
+    owner, session = getattr(_sessions, "owned", (None, None))
+    if session is None or owner != os.getpid():
+        session = requests.Session()
+        _sessions.owned = (os.getpid(), session)
+    return session
+
+
+def _ask_digest(url: str, auth: tuple[str, str] | None) -> str | None:
     headers = {"Accept": MANIFEST_TYPES}
+    session = _session()
     try:
-        with requests.Session() as session:
-            answer = session.head(url, headers=headers, auth=auth, timeout=defaults.REGISTRY_TIMEOUT_S)
-            challenge = answer.headers.get("WWW-Authenticate", "")
-            if answer.status_code == 401 and challenge.lower().startswith("bearer"):
-                token = _bearer_token(session, challenge, auth)
-                if token is not None:
-                    answer = session.head(
-                        url, headers={**headers, "Authorization": f"Bearer {token}"},
-                        timeout=defaults.REGISTRY_TIMEOUT_S,
-                    )
+        answer = session.head(url, headers=headers, auth=auth, timeout=defaults.REGISTRY_TIMEOUT_S)
+        challenge = answer.headers.get("WWW-Authenticate", "")
+        if answer.status_code == 401 and challenge.lower().startswith("bearer"):
+            token = _bearer_token(session, challenge, auth)
+            if token is not None:
+                answer = session.head(
+                    url, headers={**headers, "Authorization": f"Bearer {token}"},
+                    timeout=defaults.REGISTRY_TIMEOUT_S,
+                )
     except (requests.RequestException, ValueError) as exc:
-        logger.warning("registry %s did not answer for %s:%s: %s", registry, image_name, tag, exc)
+        logger.warning("registry did not answer %s: %s", url, exc)
         return None
     if answer.status_code != 200:
         return None

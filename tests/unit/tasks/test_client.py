@@ -189,6 +189,35 @@ def test_wait_for_running_build_gives_none_when_it_fails(
     assert client.wait_for_running_build(spec, settings) is None
 
 
+def test_threads_joining_one_key_share_one_wait(
+    fake_redis: fakeredis.FakeRedis, settings: Settings, context: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many threads of one process waiting on one build hold one Redis reader, not one each."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    spec = spec_for(settings, context)
+    built_on(fake_redis, settings, spec, host="h3")
+    joins: list[str] = []
+    release = threading.Event()
+    real_join = cache_module.SingleFlight.join
+
+    def counted_join(self: cache_module.SingleFlight, cache_key: str, *args: Any, **kwargs: Any) -> Any:
+        joins.append(cache_key)
+        release.wait(5)
+        return real_join(self, cache_key, *args, **kwargs)
+
+    monkeypatch.setattr(cache_module.SingleFlight, "join", counted_join)
+    with ThreadPoolExecutor(20) as pool:
+        answers = [pool.submit(client.wait_for_running_build, spec, settings, spec.key) for _ in range(20)]
+        time.sleep(0.3)
+        release.set()
+        results = [each.result() for each in answers]
+    assert len(joins) == 1
+    assert all(result is not None and result["host"] == "h3" for result in results)
+
+
 # the push fast path
 
 

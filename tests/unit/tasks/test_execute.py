@@ -76,6 +76,24 @@ def test_a_miss_builds_here_tags_and_records(
     assert counted["builds_total"] == counted["cache_misses_total"] == counted["build_seconds_count"] == 1
 
 
+def test_the_tags_are_located_before_the_entry_is_stored(
+    fake_redis: fakeredis.FakeRedis, settings: Settings, engine: FakeEngine, context: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A joiner woken by the stored entry can answer at once: the tags' locations are already there."""
+    from tasks.cache import SingleFlight
+
+    spec = uploaded_spec(fake_redis, settings, context)
+    located_at_store: list[Any] = []
+    real_store = SingleFlight.store_as_owner
+
+    def store_as_owner(self: SingleFlight, *args: Any, **kwargs: Any) -> Any:
+        located_at_store.extend(hosts.locate_images(fake_redis, settings, spec.references))
+        return real_store(self, *args, **kwargs)
+
+    monkeypatch.setattr(SingleFlight, "store_as_owner", store_as_owner)
+    result = build(spec, fake_redis, settings, engine)
+    assert located_at_store == [{"host": "h1", "image_id": result["image_id"]}]
+
 def test_the_same_key_again_is_a_hit_and_gets_its_own_tags(
     fake_redis: fakeredis.FakeRedis, settings: Settings, engine: FakeEngine, context: Path
 ) -> None:
