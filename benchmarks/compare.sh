@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Measure the benchmark of the working tree and of git revision REV side by side, in one run:
-#   bash benchmarks/compare.sh REV [--rounds N] [--json-dir DIR] [-- options of benchmarks/run.py]
+#   bash benchmarks/compare.sh REV [--rounds N] [--json-dir DIR] [--module M] [--same-bench] [-- options of the benchmark]
 # Provisions the farm once (workers/farm_env.sh) and the prefect-docker venv (benchmarks/prefect_venv.sh),
 # checks REV out in a temporary `git worktree` (removed at the end, even after a failure), then runs
 # `python -m benchmarks.run --json` alternately in the working tree and in the worktree (current, REV,
@@ -9,26 +9,33 @@
 # tree, and the workers it starts run there too; every import of those packages is recorded and a run
 # fails if one came from elsewhere. The benchmarks' output goes to stderr; the table (benchmarks/compare.py:
 # medians per side, ratio current/REV) goes to stdout.
+# --module M runs `python -m benchmarks.M --json` instead of benchmarks.run (M prints its figures and takes
+# --json PATH). --same-bench copies this tree's benchmarks/ over REV's, so one benchmark code measures both
+# trees' dockyard (for a benchmark REV does not have yet; it must drive the farm only through what REV has).
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 cd "$REPO"
 
-usage() { echo "usage: bash benchmarks/compare.sh REV [--rounds N] [--json-dir DIR] [-- benchmark options]" >&2; exit 2; }
-rev="" rounds=2 json_dir="" extra=()
+usage() { echo "usage: bash benchmarks/compare.sh REV [--rounds N] [--json-dir DIR] [--module M] [--same-bench] [-- benchmark options]" >&2; exit 2; }
+rev="" rounds=2 json_dir="" module="run" same_bench=0 extra=()
 while (($#)); do
   case "$1" in
     --rounds) (($# >= 2)) || usage; rounds="$2"; shift 2 ;;
     --rounds=*) rounds="${1#*=}"; shift ;;
     --json-dir) (($# >= 2)) || usage; json_dir="$2"; shift 2 ;;
     --json-dir=*) json_dir="${1#*=}"; shift ;;
+    --module) (($# >= 2)) || usage; module="$2"; shift 2 ;;
+    --module=*) module="${1#*=}"; shift ;;
+    --same-bench) same_bench=1; shift ;;
     --) shift; extra=("$@"); break ;;
-    -h|--help) sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "compare: unknown option $1" >&2; usage ;;
     *) [[ -z "$rev" ]] || usage; rev="$1"; shift ;;
   esac
 done
 [[ -n "$rev" ]] || usage
 [[ "$rounds" =~ ^[1-9][0-9]*$ ]] || { echo "compare: --rounds takes a positive integer" >&2; exit 2; }
+[[ "$module" =~ ^[a-z_]+$ && -f "benchmarks/$module.py" ]] || { echo "compare: no benchmark module benchmarks/$module.py" >&2; exit 2; }
 commit="$(git rev-parse --verify --quiet "$rev^{commit}")" || { echo "compare: no commit $rev" >&2; exit 2; }
 short="$(git rev-parse --short "$commit")"
 for option in "${extra[@]}"; do
@@ -56,6 +63,10 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM HUP
 git worktree add --detach --quiet "$worktree" "$commit"
+if ((same_bench)); then
+  cp -r "$REPO/benchmarks/." "$worktree/benchmarks/"
+  echo "compare: $short runs this tree's benchmarks/ (--same-bench)" >&2
+fi
 
 # Records which file each process imports dockyard's top-level packages from (sitecustomize runs in
 # every python started with this PYTHONPATH: the benchmark and the workers it starts).
@@ -98,7 +109,7 @@ run_side() {
   (
     cd "$tree"
     export PYTHONPATH="$tree:$scratch/import-check" BENCH_COMPARE_IMPORT_LOG="$imports"
-    "$python" -m benchmarks.run --json "$json" "${extra[@]}"
+    "$python" -m "benchmarks.$module" --json "$json" "${extra[@]}"
   ) >&2
   local processes workers foreign
   processes="$(cut -f1 "$imports" | sort -u | wc -l)"
