@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import sys
 import threading
 import time
@@ -145,8 +146,17 @@ def keep_logs(workers: list[Any], run_id: str) -> Path:
     return logs
 
 
+def stop_on_sigterm() -> None:
+    """SIGTERM (a caller's timeout) unwinds like an error, so the workers this run started are stopped."""
+    def handle(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handle)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    stop_on_sigterm()
     setup = provision()
     harness.setup_environment(redis_db=args.db, key_prefix=args.key_prefix)
     os.environ.update(setup.environment(args.db))
