@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import tarfile
@@ -29,6 +28,7 @@ from config.settings import Settings, host_queue
 from tasks import client
 from tasks.cache import build_cache
 from tasks.context import PackedContext
+from tasks.context_digest import bytes_digest
 from tasks.context_store import upload_context
 from tasks.errors import BuildError, InvalidInput
 from tasks.prepare import prepare_build
@@ -60,7 +60,7 @@ def run_in(engine: docker.DockerClient, image: str, command: str) -> str:
 
 
 def upload(redis_client: redis.Redis, settings: Settings, data: bytes) -> PackedContext:
-    packed = PackedContext(digest="sha256:" + hashlib.sha256(data).hexdigest(), size=len(data), file=io.BytesIO(data))
+    packed = PackedContext(digest=bytes_digest(data), size=len(data), file=io.BytesIO(data))
     upload_context(redis_client, settings, packed)
     return packed
 
