@@ -27,6 +27,11 @@ from tasks.errors import ContextChanged, ContextTooLarge, InvalidInput
 READ_BYTES = 1024 * 1024
 
 
+def wall_clock_ns() -> int:
+    """The time a walk starts at (files changed after it minus the racy margin are read again)."""
+    return time.time_ns()
+
+
 @dataclass(frozen=True)
 class ContextScan:
     """A context's digest and the size of its tar, and how many files had to be read."""
@@ -41,7 +46,7 @@ def scan_context(root: Path, *, dockerfile: str | None = None, max_bytes: int, c
     if not root.is_dir():
         raise InvalidInput(f"Build context {str(root)!r} is not a directory.")
     cache = DigestCache.load(cache_dir, root)
-    cache.start_walk(time.time_ns())
+    cache.start_walk(wall_clock_ns())
     digest = MemberDigest()
     headers = contents = files_read = 0
     for name in context_files(root, dockerfile):
