@@ -52,9 +52,9 @@ class MemberDigest:
     def __init__(self) -> None:
         self._hash = hashlib.sha256(DOMAIN)
 
-    def add(self, header_sha256: bytes, content_sha256: bytes) -> None:
-        self._hash.update(header_sha256)
-        self._hash.update(content_sha256)
+    def add(self, record: bytes) -> None:
+        """One member's record: the sha256 of its header, then the sha256 of its content (64 bytes)."""
+        self._hash.update(record)
 
     def hexdigest(self) -> str:
         return "sha256:" + self._hash.hexdigest()
@@ -144,7 +144,7 @@ class ArchiveDigest:
             raise InvalidInput(f"Context archive has a member of unsupported type {info.type!r}.")
 
     def _finish(self, content_sha256: bytes) -> None:
-        self._digest.add(self._header.digest(), content_sha256)
+        self._digest.add(self._header.digest() + content_sha256)
         self._header, self._header_started, self._content = hashlib.sha256(), False, None
 
     def hexdigest(self) -> str:

@@ -21,6 +21,7 @@ from typing import BinaryIO
 
 from tasks.context import PackedContext, context_files, member_info, pack_context, packed_size
 from tasks.context_digest import EMPTY_SHA256, MemberDigest, header_bytes
+from tasks import digest_cache
 from tasks.digest_cache import DigestCache, MemberDigests, StatKey
 from tasks.errors import ContextChanged, ContextTooLarge, InvalidInput
 
@@ -49,29 +50,27 @@ def scan_context(root: Path, *, dockerfile: str | None = None, max_bytes: int, c
     cache.start_walk(wall_clock_ns())
     digest = MemberDigest()
     headers = contents = files_read = 0
+    prefix = os.path.join(str(root), "")
     for name in context_files(root, dockerfile):
-        path = root / name
+        path = prefix + name
         info = os.lstat(path)
-        key = StatKey.of(info)
+        key = digest_cache.stat_key(info)
         member = cache.lookup(name, key)
         if member is None:
-            member = _digest_member(path, name, info)
+            member = _digest_member(Path(path), name, info)
             if member is None:
                 continue
             files_read += 1
             if _unchanged_since(path, key):
                 cache.remember(name, key, member)
         headers += member.header_length
-        contents += -(-key.size // 512) * 512 if _is_file(key) else 0
+        if stat.S_ISREG(info.st_mode):
+            contents += -(-info.st_size // 512) * 512
         if packed_size(headers, contents) > max_bytes:
             raise ContextTooLarge(f"Build context is over the limit of {max_bytes} bytes.")
-        digest.add(member.header_sha256, member.content_sha256)
+        digest.add(member.record)
     cache.save()
     return ContextScan(digest=digest.hexdigest(), size=packed_size(headers, contents), files_read=files_read)
-
-
-def _is_file(key: StatKey) -> bool:
-    return stat.S_ISREG(key.mode)
 
 
 def _digest_member(path: Path, name: str, info: os.stat_result) -> MemberDigests | None:
@@ -81,7 +80,7 @@ def _digest_member(path: Path, name: str, info: os.stat_result) -> MemberDigests
         return None
     header = header_bytes(entry)
     content = _file_sha256(path, entry.size) if entry.isreg() else EMPTY_SHA256
-    return MemberDigests(len(header), hashlib.sha256(header).digest(), content)
+    return MemberDigests(len(header), hashlib.sha256(header).digest() + content)
 
 
 def _file_sha256(path: Path, size: int) -> bytes:
@@ -98,10 +97,10 @@ def _file_sha256(path: Path, size: int) -> bytes:
     return content.digest()
 
 
-def _unchanged_since(path: Path, key: StatKey) -> bool:
+def _unchanged_since(path: str, key: StatKey) -> bool:
     """Whether ``path`` still has the stat data it was read with (else its digest is not remembered)."""
     try:
-        return StatKey.of(os.lstat(path)) == key
+        return digest_cache.stat_key(os.lstat(path)) == key
     except OSError:
         return False
 

@@ -30,38 +30,38 @@ VERSION = 1
 RACY_MARGIN_NS = int(defaults.DIGEST_CACHE_RACY_S * 1e9)
 
 
-@dataclass(frozen=True)
-class StatKey:
+StatKey = tuple[int, int, int, int, int]  # size, mtime_ns, inode, ctime_ns, mode
+
+
+def stat_key(info: os.stat_result) -> StatKey:
     """The ``lstat`` fields an entry is valid for."""
-
-    size: int
-    mtime_ns: int
-    inode: int
-    ctime_ns: int
-    mode: int
-
-    @classmethod
-    def of(cls, info: os.stat_result) -> StatKey:
-        return cls(info.st_size, info.st_mtime_ns, info.st_ino, info.st_ctime_ns, info.st_mode)
+    return (info.st_size, info.st_mtime_ns, info.st_ino, info.st_ctime_ns, info.st_mode)
 
 
 @dataclass(frozen=True)
 class MemberDigests:
-    """What the context digest needs of one member: its header's length and sha256, its content's sha256."""
+    """What the context digest needs of one member: its header's length, and its record
+    (the sha256 of its header then the sha256 of its content, ``tasks.context_digest``)."""
 
     header_length: int
-    header_sha256: bytes
-    content_sha256: bytes
+    record: bytes
+
+
+Entry = list[Any]  # as stored: the five StatKey fields, the header's length, the record in hex
 
 
 class DigestCache:
-    """The entries of one context root, loaded from and saved to one file."""
+    """The entries of one context root, loaded from and saved to one file.
 
-    def __init__(self, path: Path | None, root: Path, entries: dict[str, tuple[StatKey, MemberDigests]], written_ns: int) -> None:
+    Entries stay as read from JSON; one is checked and decoded only when its
+    stat data matches (a walk of an unchanged tree decodes each once).
+    """
+
+    def __init__(self, path: Path | None, root: Path, entries: dict[str, Entry], written_ns: int) -> None:
         self.path, self.root = path, root
         self._old = entries
-        self._old_written_ns = written_ns
-        self._new: dict[str, tuple[StatKey, MemberDigests]] = {}
+        self._racy_after_ns = written_ns - RACY_MARGIN_NS
+        self._new: dict[str, Entry] = {}
         self._changed = False
         self._walk_started_ns = 0
 
@@ -70,7 +70,7 @@ class DigestCache:
         """The cache of ``root`` in ``directory`` (empty if there is none usable); ``""`` keeps nothing."""
         if not directory:
             return cls(None, root, {}, 0)
-        path = Path(directory) / (hashlib.sha256(os.fsencode(root)).hexdigest()[:40] + ".json")
+        path = Path(directory) / cache_file_name(root)
         entries, written_ns = _read(path, root)
         return cls(path, root, entries, written_ns)
 
@@ -80,28 +80,25 @@ class DigestCache:
 
     def lookup(self, name: str, key: StatKey) -> MemberDigests | None:
         """The remembered digests of ``name`` if its stat data is unchanged and it is not racy."""
-        found = self._old.get(name)
-        if found is None or found[0] != key:
+        entry = self._old.get(name)
+        if entry is None or tuple(entry[:5]) != key:
             return None
-        if max(key.mtime_ns, key.ctime_ns) >= self._old_written_ns - RACY_MARGIN_NS:
+        if key[1] >= self._racy_after_ns or key[3] >= self._racy_after_ns:
             return None  # changed too close to the last walk to trust the timestamps: read again
-        self._new[name] = found
-        return found[1]
+        digests = _decoded(entry)
+        if digests is not None:
+            self._new[name] = entry
+        return digests
 
     def remember(self, name: str, key: StatKey, digests: MemberDigests) -> None:
-        self._new[name] = (key, digests)
+        self._new[name] = [*key, digests.header_length, digests.record.hex()]
         self._changed = True
 
     def save(self) -> None:
         """Write the entries seen in this walk, if anything changed; failures leave the old file."""
         if self.path is None or (not self._changed and self._new.keys() == self._old.keys()):
             return
-        document = {
-            "version": VERSION,
-            "root": os.fsdecode(os.fsencode(self.root)),
-            "written_ns": self._walk_started_ns,
-            "entries": {name: _entry_json(key, digests) for name, (key, digests) in self._new.items()},
-        }
+        document = {"version": VERSION, "root": str(self.root), "written_ns": self._walk_started_ns, "entries": self._new}
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=".digests-", suffix=".tmp")
@@ -116,35 +113,37 @@ class DigestCache:
             return  # a cache that cannot be written only costs a full read next time
 
 
-def _entry_json(key: StatKey, digests: MemberDigests) -> list[Any]:
-    return [
-        key.size, key.mtime_ns, key.inode, key.ctime_ns, key.mode,
-        digests.header_length, digests.header_sha256.hex(), digests.content_sha256.hex(),
-    ]
+def cache_file_name(root: Path) -> str:
+    """The file of ``root``'s cache: named by a digest of the root's path."""
+    return hashlib.sha256(os.fsencode(root)).hexdigest()[:40] + ".json"
 
 
-def _read(path: Path, root: Path) -> tuple[dict[str, tuple[StatKey, MemberDigests]], int]:
+def _decoded(entry: Entry) -> MemberDigests | None:
+    """An entry's digests; None if it is malformed (then it is read again, and rewritten)."""
+    try:
+        header_length, record_hex = entry[5:]
+        record = bytes.fromhex(record_hex)
+    except (ValueError, TypeError):
+        return None
+    if type(header_length) is not int or len(record) != 64:
+        return None
+    return MemberDigests(header_length, record)
+
+
+def _read(path: Path, root: Path) -> tuple[dict[str, Entry], int]:
     """The entries and write time of the cache file at ``path``; nothing if it is missing, foreign or corrupt."""
     try:
         with open(path, "rb") as handle:
             if os.fstat(handle.fileno()).st_uid != os.getuid():
                 return {}, 0
             document = json.loads(handle.read())
-        if document["version"] != VERSION or document["root"] != os.fsdecode(os.fsencode(root)):
+        if document["version"] != VERSION or document["root"] != str(root):
             return {}, 0
-        written_ns = document["written_ns"]
-        if not isinstance(written_ns, int):
+        written_ns, entries = document["written_ns"], document["entries"]
+        if type(written_ns) is not int or not isinstance(entries, dict):
             return {}, 0
-        entries: dict[str, tuple[StatKey, MemberDigests]] = {}
-        for name, fields in document["entries"].items():
-            size, mtime_ns, inode, ctime_ns, mode, header_length, header_hex, content_hex = fields
-            values = (size, mtime_ns, inode, ctime_ns, mode, header_length)
-            if not isinstance(name, str) or not all(type(value) is int for value in values):
-                return {}, 0
-            header_sha, content_sha = bytes.fromhex(header_hex), bytes.fromhex(content_hex)
-            if len(header_sha) != 32 or len(content_sha) != 32:
-                return {}, 0
-            entries[name] = (StatKey(size, mtime_ns, inode, ctime_ns, mode), MemberDigests(header_length, header_sha, content_sha))
+        if not all(type(entry) is list for entry in entries.values()):
+            return {}, 0
         return entries, written_ns
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return {}, 0

@@ -120,7 +120,7 @@ def test_a_cache_written_for_another_root_is_ignored(tree: Tree) -> None:
     (cache_file,) = tree.cache_dir.iterdir()
     document = json.loads(cache_file.read_text())
     for fields in document["entries"].values():
-        fields[-1] = "00" * 32  # a content digest no file has
+        fields[-1] = "00" * 64  # a record (header and content digests) no file has
     document["root"] = "/somewhere/else"
     cache_file.write_text(json.dumps(document))
     scan = tree.scan()
@@ -137,8 +137,7 @@ def test_a_same_second_edit_is_caught_on_a_coarse_filesystem(
     """
     later.offset_ns = 0
     monkeypatch.setattr(
-        digest_cache.StatKey, "of",
-        classmethod(lambda cls, info: cls(info.st_size, info.st_mtime_ns // 10**9 * 10**9, 0, 0, info.st_mode)),
+        digest_cache, "stat_key", lambda info: (info.st_size, info.st_mtime_ns // 10**9 * 10**9, 0, 0, info.st_mode)
     )
     path = tree.root / "src" / "module7.py"
     second = time.time_ns() // 10**9 * 10**9
