@@ -31,14 +31,16 @@ ZERO_BLOCK = bytes(BLOCK)
 EMPTY_SHA256 = hashlib.sha256(b"").digest()
 READ_BYTES = 1024 * 1024
 
-# headers that describe the member after them: their data is part of the member's header
-EXTENSION_TYPES = frozenset({tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE})
+# Only the member types whose layout every tar reader agrees on are accepted. pax headers (which can
+# override a member's size), old-style regular files ("\0", a directory when the name ends in "/"),
+# sparse files and devices are refused: with them, where one member ends could differ between this
+# reader and the engine's, and bytes could escape the digest. pack_context writes none of them.
+# headers that describe the member after them (GNU long name and long link name): part of its header
+EXTENSION_TYPES = frozenset({tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK})
 # members whose size bytes of data follow the header
-DATA_TYPES = frozenset({tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE})
+DATA_TYPES = frozenset({tarfile.REGTYPE})
 # members with no data, whatever their size field says (as Python's and Go's tar readers treat them)
-HEADER_ONLY_TYPES = frozenset(
-    {tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE, tarfile.CHRTYPE, tarfile.BLKTYPE, tarfile.FIFOTYPE}
-)
+HEADER_ONLY_TYPES = frozenset({tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE})
 
 
 def header_bytes(info: tarfile.TarInfo) -> bytes:
@@ -124,24 +126,21 @@ class ArchiveDigest:
                 raise InvalidInput("Context archive ends inside a member's header.")
             self._zeros = BLOCK
             return
-        try:
-            info = tarfile.TarInfo.frombuf(block, tarfile.ENCODING, "surrogateescape")
-        except tarfile.HeaderError as exc:
-            raise InvalidInput(f"Context archive has an invalid header: {exc}.") from None
+        kind, size = _type_and_size(block)
         self._header.update(block)
         self._header_started = True
-        if info.type in EXTENSION_TYPES:
-            self._extension_blocks = -(-info.size // BLOCK)
-        elif info.type in DATA_TYPES:
-            self._padding_left = -info.size % BLOCK
-            if info.size == 0:
+        if kind in EXTENSION_TYPES:
+            self._extension_blocks = -(-size // BLOCK)
+        elif kind in DATA_TYPES:
+            self._padding_left = -size % BLOCK
+            if size == 0:
                 self._finish(EMPTY_SHA256)
             else:
-                self._content, self._content_left = hashlib.sha256(), info.size
-        elif info.type in HEADER_ONLY_TYPES:
+                self._content, self._content_left = hashlib.sha256(), size
+        elif kind in HEADER_ONLY_TYPES:
             self._finish(EMPTY_SHA256)
         else:
-            raise InvalidInput(f"Context archive has a member of unsupported type {info.type!r}.")
+            raise InvalidInput(f"Context archive has a member of unsupported type {kind!r}.")
 
     def _finish(self, content_sha256: bytes) -> None:
         self._digest.add(self._header.digest() + content_sha256)
@@ -161,6 +160,20 @@ class ArchiveDigest:
             return self.hexdigest() == digest
         except InvalidInput:
             return False
+
+
+def _type_and_size(block: bytes) -> tuple[bytes, int]:
+    """A header block's type flag and size field, its checksum verified (as ``tarfile.TarInfo.frombuf``)."""
+    try:
+        checksum = tarfile.nti(block[148:156])  # type: ignore[attr-defined]
+        size = tarfile.nti(block[124:136])  # type: ignore[attr-defined]
+    except tarfile.HeaderError as exc:
+        raise InvalidInput(f"Context archive has an invalid header: {exc}.") from None
+    if checksum not in tarfile.calc_chksums(block):  # type: ignore[attr-defined]
+        raise InvalidInput("Context archive has an invalid header: bad checksum.")
+    if size < 0:
+        raise InvalidInput("Context archive has an invalid header: negative size.")
+    return block[156:157], size
 
 
 def archive_digest(fileobj: IO[bytes]) -> str:

@@ -91,6 +91,26 @@ def test_a_malformed_tar_has_no_digest() -> None:
     assert not ArchiveDigest().matches(bytes_digest(data)), "an empty stream is not the archive"
 
 
+def pax_tar(name: str) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        archive.addfile(tarfile.TarInfo(name))
+    return buffer.getvalue()
+
+
+def test_members_whose_extent_tar_readers_could_disagree_on_are_refused() -> None:
+    """pax headers (they can override a size) and old-style regular files: refused; GNU long names are fine."""
+    long_name = "n" * 150
+    with pytest.raises(InvalidInput, match="unsupported type b'x'"):
+        bytes_digest(pax_tar(long_name))
+    old_style = bytearray(one_file_tar(b"data"))
+    old_style[156:157] = tarfile.AREGTYPE
+    old_style[148:156] = tarfile.itn(tarfile.calc_chksums(bytes(old_style[:512]))[0], 8, tarfile.GNU_FORMAT)  # type: ignore[attr-defined]
+    with pytest.raises(InvalidInput, match="unsupported type"):
+        bytes_digest(bytes(old_style))
+    assert bytes_digest(one_file_tar(b"data", name=long_name)).startswith("sha256:")
+
+
 def tampered(data: bytes, offset: int) -> bytes:
     return data[:offset] + bytes([data[offset] ^ 1]) + data[offset + 1:]
 
