@@ -22,6 +22,8 @@ from tasks.context_digest import ArchiveDigest, archive_digest, bytes_digest
 from tasks.context_scan import scan_context
 from tasks.context_store import ContextMissing, download_context, upload_context
 from tasks.errors import InvalidInput
+from tasks.materialize import stored_archive
+from tasks.prepare import prepare_build
 from tasks import context_scan
 from tests.unit.tasks.digest_trees import LaterClock, make_tree
 
@@ -131,3 +133,23 @@ def test_the_store_refuses_a_tampered_tar_and_forgets_it(
         with pytest.raises(ContextMissing, match="corrupt"):
             download_context(fake_redis, unit_settings, packed.digest)
         assert not fake_redis.exists(meta), "the tampered context is forgotten: the next upload replaces it"
+
+
+def test_the_worker_refuses_a_spec_whose_stored_tar_was_tampered_with(
+    tmp_path: Path, fake_redis: fakeredis.FakeRedis, unit_settings: Settings
+) -> None:
+    """What a worker does with a spec (tasks.materialize.stored_archive): the tar's digest is recomputed."""
+    (tmp_path / "Dockerfile").write_text("FROM scratch\nCOPY . /\n")
+    (tmp_path / "app.py").write_text("print('hello')\n")
+    spec, packed = prepare_build({"image_name": "app", "path": str(tmp_path)}, unit_settings)
+    with packed:
+        upload_context(fake_redis, unit_settings, packed)
+        data = packed.file.read()
+    with stored_archive(spec, fake_redis, unit_settings) as archive:
+        assert archive.read() == data
+    evil = data.replace(b"print('hello')", b"print('HACKD')")
+    assert evil != data and len(evil) == len(data)
+    fake_redis.set(f"unit:ctx:{spec.context_digest}:0", evil, keepttl=True)
+    with pytest.raises(ContextMissing, match="corrupt"):
+        with stored_archive(spec, fake_redis, unit_settings):
+            pass
