@@ -36,3 +36,17 @@ def test_a_context_changed_between_digest_and_pack_is_refused(tmp_path: Path, un
     (context / "app.py").write_text("print('HELLO')\n")  # after the key was computed, before the upload
     with packed, pytest.raises(ContextChanged, match="changed while the build was prepared"):
         packed.file
+
+
+def test_a_dockerfile_persisted_into_the_context_is_not_part_of_the_build_that_wrote_it(
+    tmp_path: Path, unit_settings: Settings
+) -> None:
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "app.py").write_text("print('hello')\n")
+    params = {"image_name": "app", "path": str(context), "dockerfile": "auto", "persist_dockerfile": True,
+              "dockerfile_output_path": "Dockerfile.generated"}
+    spec, packed = prepare_build(params, unit_settings)
+    with packed:
+        assert (context / "Dockerfile.generated").exists()
+        assert archive_digest(packed.file) == spec.context_digest, "the upload is the context digested"
