@@ -45,6 +45,10 @@ class PackedContext:
             self._file = self._pack()
         return self._file
 
+    def pack_now(self) -> None:
+        """Pack the tar now, from the files as they are now (if it was not packed yet)."""
+        _ = self.file
+
     @property
     def is_packed(self) -> bool:
         return self._file is not None

@@ -53,7 +53,7 @@ def prepare_build(params: dict[str, Any], settings: Settings) -> tuple[BuildSpec
             context, dockerfile=None, max_bytes=settings.context_max_bytes, cache_dir=settings.digest_cache_dir
         )
         if args["persist_dockerfile"]:
-            packed.file  # packed now: the copy written into the context below is not part of this build's context
+            packed.pack_now()  # the copy written into the context below is not part of this build's context
             output_path = (context / str(args["dockerfile_output_path"])).resolve()
             if not output_path.is_relative_to(context):
                 raise InvalidInput("dockerfile_output_path must be inside the build context.")
