@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -145,9 +146,10 @@ def on_farm(tree: Path, repeats: int) -> dict[str, Any]:
 
 
 def run(*, tree_mb: int, tree_files: int, repeats: int, farm: bool) -> dict[str, Any]:
-    if farm:
-        harness.setup_environment()
     with harness.temp_dir("dockyard-digest-bench-") as scratch:
+        if farm:
+            harness.setup_environment()
+            os.environ["DOCKYARD_DIGEST_CACHE_DIR"] = str(scratch / "client-digest-cache")  # not the user's
         tree = scratch / "tree"
         total = make_tree(tree, total_bytes=tree_mb * MB, files=tree_files)
         (tree / "Dockerfile").write_text("FROM scratch\nCOPY . /app\n")
