@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import socket
 from typing import Literal
 
@@ -80,6 +81,10 @@ class Settings(BaseSettings):
     shared_context_root: str | None = Field(
         defaults.SHARED_CONTEXT_ROOT, description="Worker: directory under which a shared-filesystem context_path may lie; unset refuses them"
     )
+    digest_cache_dir: str = Field(
+        default_factory=lambda: user_cache_dir(defaults.DIGEST_CACHE_SUBDIR),
+        description="Caller: directory of the per-file digest cache (one file per context root); empty keeps none",
+    )
     cache_ttl_s: int = Field(defaults.CACHE_TTL_S, gt=0)
     lease_s: float = Field(defaults.LEASE_S, gt=0)
     wait_wake_s: float = Field(defaults.WAIT_WAKE_S, gt=0, description="A waiter looks anyway this often (a dead owner)")
@@ -152,6 +157,12 @@ def sentinel_kwargs(password: str | None) -> dict[str, object]:
     if password is not None:
         found["password"] = password
     return found
+
+
+def user_cache_dir(subdirectory: str) -> str:
+    """``subdirectory`` of the user's cache directory: ``$XDG_CACHE_HOME``, else ``~/.cache``."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, subdirectory)
 
 
 def host_queue(host_id: str) -> str:

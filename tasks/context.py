@@ -3,47 +3,73 @@
 Packing honours ``.dockerignore`` with Docker's matching rules (docker-py's
 port of Docker's pattern matcher) and writes a tar with normalised metadata
 (sorted names, zero times and owners), so the same content gives the same
-digest on any machine.
+digest on any machine. The digest is ``tasks.context_digest``'s (of the member
+list), which ``tasks.context_scan`` computes without packing.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import stat
 import tarfile
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import IO, Any, BinaryIO
 
 from docker.utils.build import exclude_paths
 
 from config import defaults
+from tasks.context_digest import ArchiveDigest
 from tasks.errors import ContextTooLarge, InvalidInput, UnsafeContext
 
 
 
-@dataclass(frozen=True)
 class PackedContext:
-    """A packed context: its digest, size, and the temporary file holding the tar."""
+    """A context's digest and size, and its tar: given, or packed by ``pack`` on first use of ``file``."""
 
-    digest: str
-    size: int
-    file: BinaryIO
+    def __init__(
+        self, digest: str, size: int, file: BinaryIO | None = None, *, pack: Callable[[], BinaryIO] | None = None
+    ) -> None:
+        if (file is None) == (pack is None):
+            raise ValueError("a PackedContext takes either its file or a way to pack it")
+        self.digest, self.size = digest, size
+        self._file, self._pack = file, pack
+
+    @property
+    def file(self) -> BinaryIO:
+        """The tar, at its start when first returned; packed now if it was not yet."""
+        if self._file is None:
+            assert self._pack is not None
+            self._file = self._pack()
+        return self._file
+
+    def pack_now(self) -> None:
+        """Pack the tar now, from the files as they are now (if it was not packed yet)."""
+        _ = self.file
+
+    @property
+    def is_packed(self) -> bool:
+        return self._file is not None
 
     def close(self) -> None:
-        self.file.close()
+        if self._file is not None:
+            self._file.close()
+
+    def __enter__(self) -> PackedContext:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class _HashingWriter:
-    """A file-like sink that hashes and counts what passes to ``target``."""
+    """A file-like sink that digests (``ArchiveDigest``) and counts what passes to ``target``."""
 
     def __init__(self, target: IO[bytes], limit: int) -> None:
         self.target = target
-        self.hash = hashlib.sha256()
+        self.digest = ArchiveDigest()
         self.size = 0
         self.limit = limit
 
@@ -51,7 +77,7 @@ class _HashingWriter:
         self.size += len(data)
         if self.size > self.limit:
             raise ContextTooLarge(f"Build context is over the limit of {self.limit} bytes.")
-        self.hash.update(data)
+        self.digest.update(data)
         return self.target.write(data)
 
     def tell(self) -> int:
@@ -109,27 +135,42 @@ def pack_context(root: Path, *, dockerfile: str | None = None, max_bytes: int) -
         spool.close()
         raise
     spool.seek(0)
-    return PackedContext(digest="sha256:" + writer.hash.hexdigest(), size=writer.size, file=spool)  # type: ignore[arg-type]
+    return PackedContext(digest=writer.digest.hexdigest(), size=writer.size, file=spool)  # type: ignore[arg-type]
 
 
-def _add(archive: tarfile.TarFile, root: Path, name: str) -> None:
-    path = root / name
-    info = os.lstat(path)
+def member_info(path: Path, name: str, info: os.stat_result) -> tarfile.TarInfo | None:
+    """The normalised tar header of ``path`` (lstat ``info``) under ``name``; None for what is not packed."""
     entry = tarfile.TarInfo(name)
     entry.mtime = 0
     entry.mode = stat.S_IMODE(info.st_mode)
     if stat.S_ISDIR(info.st_mode):
         entry.type = tarfile.DIRTYPE
-        archive.addfile(entry)
     elif stat.S_ISLNK(info.st_mode):
         entry.type = tarfile.SYMTYPE
         entry.linkname = os.readlink(path)
-        archive.addfile(entry)
     elif stat.S_ISREG(info.st_mode):
         entry.size = info.st_size
+    else:
+        return None  # sockets, devices and fifos are skipped, as the Docker client skips them
+    return entry
+
+
+def packed_size(header_bytes: int, content_bytes: int) -> int:
+    """Size of the tar ``pack_context`` writes: headers, padded contents, end marker, record padding."""
+    written = header_bytes + content_bytes + 2 * tarfile.BLOCKSIZE
+    return written + (-written % tarfile.RECORDSIZE)
+
+
+def _add(archive: tarfile.TarFile, root: Path, name: str) -> None:
+    path = root / name
+    entry = member_info(path, name, os.lstat(path))
+    if entry is None:
+        return
+    if entry.isreg():
         with open(path, "rb") as handle:
             archive.addfile(entry, handle)
-    # sockets, devices and fifos are skipped, as the Docker client skips them
+    else:
+        archive.addfile(entry)
 
 
 def private_directory(prefix: str = "dockyard-context-") -> Path:

@@ -8,7 +8,6 @@ its meta, so the next upload replaces it.
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
 from typing import BinaryIO
 
@@ -17,6 +16,7 @@ import redis
 from config import defaults
 from config.settings import Settings
 from tasks.context import PackedContext
+from tasks.context_digest import ArchiveDigest
 from tasks.errors import ContextMissing, ContextTooLarge
 from tasks.keyspace import key
 
@@ -74,12 +74,12 @@ def _forget(connection: redis.Redis, settings: Settings, digest: str, what: str)
 
 
 def download_context(connection: redis.Redis, settings: Settings, digest: str) -> BinaryIO:
-    """The context's tar in a temporary file, its digest verified."""
+    """The context's tar in a temporary file, its digest verified (``tasks.context_digest``)."""
     meta = connection.hgetall(_meta_key(settings, digest))
     if not meta:
         raise ContextMissing(f"Build context {digest} is not in the store (expired or never uploaded).")
     spool = tempfile.TemporaryFile()
-    hasher = hashlib.sha256()
+    hasher = ArchiveDigest()
     try:
         for index in range(int(meta[b"chunks"])):
             block = connection.get(_chunk_key(settings, digest, index))
@@ -87,7 +87,7 @@ def download_context(connection: redis.Redis, settings: Settings, digest: str) -
                 raise _forget(connection, settings, digest, f"lost chunk {index}")
             hasher.update(block)
             spool.write(block)
-        if "sha256:" + hasher.hexdigest() != digest:
+        if not hasher.matches(digest):
             raise _forget(connection, settings, digest, "is corrupt")
     except BaseException:
         spool.close()

@@ -3,7 +3,8 @@
     DockyardError
      ├── InvalidInput (ValueError)     bad arguments or message; nothing was built or pushed
      │    ├── ContextTooLarge            the packed context is over context_max_bytes
-     │    └── UnsafeContext              a context archive names a path outside its directory
+     │    ├── UnsafeContext              a context archive names a path outside its directory
+     │    └── ContextChanged             the context's files changed while the build was prepared
      ├── BuildError                    the engine refused or failed the build
      ├── PushError (OSError)           the registry refused the push
      │    └── RegistryAuthError        wrong or missing registry credentials
@@ -38,6 +39,10 @@ class ContextTooLarge(InvalidInput):
 
 class UnsafeContext(InvalidInput):
     """A context archive names a path outside its directory."""
+
+
+class ContextChanged(InvalidInput):
+    """The context's files changed between its digest and its packing: send the build again."""
 
 
 class BuildError(DockyardError):

@@ -116,6 +116,7 @@ def prepare_sent_arguments(params: dict[str, Any], settings: Settings) -> BuildS
     if not isinstance(params.get("path"), str):
         raise InvalidInput("A build sent with raw arguments needs path, a directory under the worker's shared root.")
     under_shared_root(params["path"], settings)
-    spec, packed = prepare_build(params, settings.model_copy(update={"context_transport": "path"}))
+    # on the worker: no digest cache of its own (digest_cache_dir "" reads every file)
+    spec, packed = prepare_build(params, settings.model_copy(update={"context_transport": "path", "digest_cache_dir": ""}))
     packed.close()
     return spec

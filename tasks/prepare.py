@@ -1,4 +1,4 @@
-"""The caller's side of a build request: arguments validated, context packed, secrets sealed.
+"""The caller's side of a build request: arguments validated, context digested, secrets sealed.
 
 ``prepare_build`` turns prefect-docker's build arguments into a ``BuildSpec``
 that any worker can run: the context travels by digest (or, with
@@ -15,13 +15,19 @@ from tasks import dockerfile as auto
 from tasks.base_images import base_references, build_arguments
 from tasks.build_secrets import seal_secrets
 from tasks.build import bind_build_arguments, build_options
-from tasks.context import PackedContext, context_directory, pack_context
+from tasks.context import PackedContext, context_directory
+from tasks.context_scan import lazy_context
 from tasks.errors import InvalidInput
 from tasks.spec import BuildSpec, auto_dockerfile_bytes, dockerfile_digest, spec_key
 
 
 def prepare_build(params: dict[str, Any], settings: Settings) -> tuple[BuildSpec, PackedContext]:
-    """Validate ``params``, pack the context and compute the key; nothing is sent yet."""
+    """Validate ``params``, digest the context and compute the key; nothing is sent yet.
+
+    The context's digest comes from a stat walk with the per-file digest cache
+    (``tasks.context_scan``); its tar is packed only if ``packed.file`` is used
+    (an upload), so a cache hit costs no pack.
+    """
     args = bind_build_arguments(params)
     options = build_options(args, settings)
     options.check_allowed(settings)
@@ -43,8 +49,11 @@ def prepare_build(params: dict[str, Any], settings: Settings) -> tuple[BuildSpec
         )
         content = auto_dockerfile_bytes(lines)
         dockerfile = "auto"
-        packed = pack_context(context, max_bytes=settings.context_max_bytes)
+        packed = lazy_context(
+            context, dockerfile=None, max_bytes=settings.context_max_bytes, cache_dir=settings.digest_cache_dir
+        )
         if args["persist_dockerfile"]:
+            packed.pack_now()  # the copy written into the context below is not part of this build's context
             output_path = (context / str(args["dockerfile_output_path"])).resolve()
             if not output_path.is_relative_to(context):
                 raise InvalidInput("dockerfile_output_path must be inside the build context.")
@@ -57,7 +66,9 @@ def prepare_build(params: dict[str, Any], settings: Settings) -> tuple[BuildSpec
             raise InvalidInput(f"Dockerfile {options.dockerfile!r} not found in {str(context)!r}.")
         dockerfile = str(dockerfile_path.relative_to(context))
         content = dockerfile_path.read_bytes()
-        packed = pack_context(context, dockerfile=dockerfile, max_bytes=settings.context_max_bytes)
+        packed = lazy_context(
+            context, dockerfile=dockerfile, max_bytes=settings.context_max_bytes, cache_dir=settings.digest_cache_dir
+        )
 
     fields: dict[str, Any] = {
         **options.model_dump(),

@@ -92,6 +92,7 @@ def _load_farm_env() -> None:
     state_dir = tempfile.mkdtemp(prefix="pytest-dockyard-state-")
     atexit.register(shutil.rmtree, state_dir, True)
     os.environ["DOCKYARD_STATE_DIR"] = state_dir
+    os.environ["DOCKYARD_DIGEST_CACHE_DIR"] = os.path.join(state_dir, "context-digests")  # not the user's cache
     os.environ["DOCKYARD_HOST_ID"] = f"test-up-{uuid.uuid4().hex[:6]}"
     get_settings.cache_clear()
 

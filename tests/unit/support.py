@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
 from typing import Any
 
 from config.settings import Settings
 
 # Nothing listens on port 1: a test that reaches for real Redis fails at once instead of using a farm.
 NO_REDIS_URL = "redis://127.0.0.1:1/0"
+# The unit tests' per-file digest cache: never the user's cache directory.
+UNIT_DIGEST_CACHE_DIR = tempfile.mkdtemp(prefix="dockyard-unit-digests-")
+atexit.register(shutil.rmtree, UNIT_DIGEST_CACHE_DIR, True)
 
 
 def make_settings(**overrides: Any) -> Settings:
@@ -49,6 +55,7 @@ def make_settings(**overrides: Any) -> Settings:
         "broker_url": None,
         "result_backend": None,
         "cache_url": None,
+        "digest_cache_dir": UNIT_DIGEST_CACHE_DIR,
     }
     values.update(overrides)
     return Settings(**values)

@@ -22,6 +22,7 @@ import redis
 from config.settings import Settings
 from tasks import client
 from tasks.context import ContextTooLarge, PackedContext, UnsafeContext
+from tasks.context_digest import bytes_digest
 from tasks.context_store import upload_context
 from tasks.errors import BuildError, InvalidInput, PushError, RegistryAuthError
 from tasks.routing import BUILD_TASK
@@ -90,9 +91,7 @@ class Farm:
             archive.addfile(header, io.BytesIO(dockerfile))
             archive.addfile(member, io.BytesIO(b"x" * member.size))
         data = buffer.getvalue()
-        import hashlib
-
-        packed = PackedContext(digest="sha256:" + hashlib.sha256(data).hexdigest(), size=len(data), file=io.BytesIO(data))
+        packed = PackedContext(digest=bytes_digest(data), size=len(data), file=io.BytesIO(data))
         upload_context(self.redis, self.settings, packed)
         spec, real = prepare_build(
             {"image_name": self.repo, "path": str(self.project), "tag": "t", "build_backend": "buildx"}, self.settings

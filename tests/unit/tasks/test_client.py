@@ -18,7 +18,7 @@ from pydantic import SecretStr
 
 from config.settings import Settings
 from tasks import cache as cache_module
-from tasks import client, hosts, keyspace
+from tasks import client, context_scan, hosts, keyspace
 from tasks.cache import build_cache, push_cache
 from tasks.cache_key import push_key
 from tasks.errors import InvalidInput, PushError
@@ -143,6 +143,22 @@ def test_build_answers_from_the_cache_without_sending(
     result = client.build("reg.io/team/app", tag="v1", path=str(context))
     assert (result["image_id"], result["host"], result["cache"]) == (IMAGE, "h2", "hit")
     assert not fake_redis.keys("unit:ctx:*"), "a hit uploads no context"
+
+
+def test_a_hit_packs_no_context(
+    fake_redis: fakeredis.FakeRedis, settings: Settings, context: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fast path costs a stat walk: the tar is packed only for an upload."""
+    built_on(fake_redis, settings, spec_for(settings, context))
+
+    def no_pack(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the context was packed")
+
+    monkeypatch.setattr(context_scan, "pack_context", no_pack)
+    assert client.build("reg.io/team/app", tag="v1", path=str(context))["cache"] == "hit"
+    (context / "new.txt").write_text("a change: now a miss")
+    with pytest.raises(AssertionError, match="the context was packed"):
+        client.build("reg.io/team/app", tag="v1", path=str(context))
 
 
 def test_build_with_ignore_cache_sends_a_task(fake_redis: fakeredis.FakeRedis, settings: Settings, context: Path) -> None:

@@ -59,7 +59,10 @@ def test_the_digest_and_size_describe_the_tar(tmp_path: Path) -> None:
     data = packed.file.read()
     packed.close()
     assert packed.size == len(data)
-    assert packed.digest == "sha256:" + hashlib.sha256(data).hexdigest()
+    # one member: the digest of its header block's and its content's sha256 (tasks.context_digest)
+    record = hashlib.sha256(data[:512]).digest() + hashlib.sha256(data[512:519]).digest()
+    assert data[512:519] == b"content"
+    assert packed.digest == "sha256:" + hashlib.sha256(b"dockyard-context-digest-v1\n" + record).hexdigest()
 
 
 def test_a_symlink_is_packed_as_a_link_not_followed(tmp_path: Path) -> None:

@@ -6,9 +6,9 @@ refusals over the limit; these add chunking, expiry, and lost or corrupt data.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
+import tarfile
 
 import fakeredis
 import pytest
@@ -16,6 +16,7 @@ import pytest
 import config.defaults
 from config.settings import Settings
 from tasks.context import PackedContext
+from tasks.context_digest import bytes_digest
 from tasks.context_store import ContextMissing, download_context, has_context, upload_context
 from tests.unit.support import Clock, make_settings
 
@@ -28,31 +29,45 @@ def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def packed(data: bytes) -> PackedContext:
-    return PackedContext(digest="sha256:" + hashlib.sha256(data).hexdigest(), size=len(data), file=io.BytesIO(data))
+    return PackedContext(digest=bytes_digest(data), size=len(data), file=io.BytesIO(data))
+
+
+def random_tar(content_bytes: int) -> bytes:
+    """A context tar holding one file of ``content_bytes`` random bytes (none: an empty archive)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as archive:
+        if content_bytes:
+            member = tarfile.TarInfo("blob")
+            member.size = content_bytes
+            archive.addfile(member, io.BytesIO(os.urandom(content_bytes)))
+    return buffer.getvalue()
 
 
 def test_a_context_is_stored_in_chunks_and_read_back(fake_redis: fakeredis.FakeRedis, unit_settings: Settings) -> None:
-    data = os.urandom(9 * CHUNK + 1)  # ten chunks, more than one pipeline flush
+    data = random_tar(9 * CHUNK + 1)  # eleven chunks, more than one pipeline flush
+    chunks = -(-len(data) // CHUNK)
+    assert chunks > 8
     context = packed(data)
     assert upload_context(fake_redis, unit_settings, context) is True
-    assert fake_redis.hgetall(f"unit:ctx:{context.digest}:meta") == {b"size": b"9001", b"chunks": b"10"}
-    assert len(fake_redis.keys(f"unit:ctx:{context.digest}:*")) == 11
+    assert fake_redis.hgetall(f"unit:ctx:{context.digest}:meta") == {b"size": str(len(data)).encode(), b"chunks": str(chunks).encode()}
+    assert len(fake_redis.keys(f"unit:ctx:{context.digest}:*")) == chunks + 1
     assert context.file.tell() == 0, "the caller can read the file again"
     with download_context(fake_redis, unit_settings, context.digest) as archive:
         assert archive.read() == data
 
 
 def test_an_empty_context_round_trips(fake_redis: fakeredis.FakeRedis, unit_settings: Settings) -> None:
-    context = packed(b"")
+    empty = random_tar(0)
+    context = packed(empty)
     upload_context(fake_redis, unit_settings, context)
     assert has_context(fake_redis, unit_settings, context.digest)
     with download_context(fake_redis, unit_settings, context.digest) as archive:
-        assert archive.read() == b""
+        assert archive.read() == empty
 
 
 def test_every_key_expires_after_the_context_ttl(fake_redis: fakeredis.FakeRedis, clock: Clock) -> None:
     settings = make_settings(context_ttl_s=300)
-    context = packed(os.urandom(3 * CHUNK))
+    context = packed(random_tar(3 * CHUNK))
     upload_context(fake_redis, settings, context)
     assert {fake_redis.ttl(name) for name in fake_redis.keys("*")} == {300}
     clock.advance(301)
@@ -62,7 +77,7 @@ def test_every_key_expires_after_the_context_ttl(fake_redis: fakeredis.FakeRedis
 
 def test_uploading_again_writes_nothing_but_renews_every_key(fake_redis: fakeredis.FakeRedis, clock: Clock) -> None:
     settings = make_settings(context_ttl_s=300)
-    context = packed(os.urandom(3 * CHUNK))
+    context = packed(random_tar(3 * CHUNK))
     upload_context(fake_redis, settings, context)
     clock.advance(200)
     fake_redis.set(f"unit:ctx:{context.digest}:0", "marker", keepttl=True)
@@ -72,7 +87,7 @@ def test_uploading_again_writes_nothing_but_renews_every_key(fake_redis: fakered
 
 
 def test_an_incomplete_upload_is_not_there(fake_redis: fakeredis.FakeRedis, unit_settings: Settings) -> None:
-    context = packed(os.urandom(2 * CHUNK))
+    context = packed(random_tar(2 * CHUNK))
     fake_redis.set(f"unit:ctx:{context.digest}:0", b"chunk without meta")
     assert not has_context(fake_redis, unit_settings, context.digest)
     with pytest.raises(ContextMissing, match="not in the store"):
@@ -80,7 +95,7 @@ def test_an_incomplete_upload_is_not_there(fake_redis: fakeredis.FakeRedis, unit
 
 
 def test_a_lost_chunk_is_reported(fake_redis: fakeredis.FakeRedis, unit_settings: Settings) -> None:
-    context = packed(os.urandom(3 * CHUNK))
+    context = packed(random_tar(3 * CHUNK))
     upload_context(fake_redis, unit_settings, context)
     fake_redis.delete(f"unit:ctx:{context.digest}:1")
     with pytest.raises(ContextMissing, match="lost chunk 1"):
@@ -88,7 +103,7 @@ def test_a_lost_chunk_is_reported(fake_redis: fakeredis.FakeRedis, unit_settings
 
 
 def test_a_corrupt_chunk_is_reported(fake_redis: fakeredis.FakeRedis, unit_settings: Settings) -> None:
-    context = packed(os.urandom(3 * CHUNK))
+    context = packed(random_tar(3 * CHUNK))
     upload_context(fake_redis, unit_settings, context)
     fake_redis.set(f"unit:ctx:{context.digest}:2", os.urandom(CHUNK))
     with pytest.raises(ContextMissing, match="corrupt"):
@@ -96,7 +111,7 @@ def test_a_corrupt_chunk_is_reported(fake_redis: fakeredis.FakeRedis, unit_setti
 
 
 def test_contexts_of_another_key_prefix_are_not_seen(fake_redis: fakeredis.FakeRedis, unit_settings: Settings) -> None:
-    context = packed(b"data")
+    context = packed(random_tar(4))
     upload_context(fake_redis, make_settings(key_prefix="other:"), context)
     assert not has_context(fake_redis, unit_settings, context.digest)
 
@@ -104,7 +119,7 @@ def test_contexts_of_another_key_prefix_are_not_seen(fake_redis: fakeredis.FakeR
 def test_uploading_again_after_a_chunk_was_lost_repairs_the_context(
     fake_redis: fakeredis.FakeRedis, unit_settings: Settings
 ) -> None:
-    data = os.urandom(3 * CHUNK)
+    data = random_tar(3 * CHUNK)
     context = packed(data)
     upload_context(fake_redis, unit_settings, context)
     fake_redis.delete(f"unit:ctx:{context.digest}:1")
@@ -116,7 +131,7 @@ def test_uploading_again_after_a_chunk_was_lost_repairs_the_context(
 def test_a_corrupt_context_found_on_download_is_replaced_by_the_next_upload(
     fake_redis: fakeredis.FakeRedis, unit_settings: Settings
 ) -> None:
-    data = os.urandom(3 * CHUNK)
+    data = random_tar(3 * CHUNK)
     context = packed(data)
     upload_context(fake_redis, unit_settings, context)
     fake_redis.set(f"unit:ctx:{context.digest}:2", os.urandom(CHUNK))
