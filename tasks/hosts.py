@@ -30,8 +30,13 @@ def forget_host(connection: redis.Redis, settings: Settings, host_id: str) -> No
     connection.delete(key(settings, "hosts", host_id))
 
 
+def host_key(settings: Settings, host_id: str) -> str:
+    """The key of ``host_id``'s heartbeat record (to read it with other commands in one round trip)."""
+    return key(settings, "hosts", host_id)
+
+
 def is_alive(connection: redis.Redis, settings: Settings, host_id: str) -> bool:
-    return bool(connection.exists(key(settings, "hosts", host_id)))
+    return bool(connection.exists(host_key(settings, host_id)))
 
 
 def live_hosts(connection: redis.Redis, settings: Settings) -> list[dict[str, Any]]:
