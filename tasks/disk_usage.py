@@ -96,3 +96,9 @@ def top_level_images(client: docker.DockerClient) -> list[str]:
     """The ids of the engine's images, tagged or dangling, without the classic builder's intermediate
     images (which live and go with the image built on them)."""
     return [str(image["Id"]) for image in client.api.images()]
+
+
+def forget_layers() -> None:
+    """Forget every image's layers read so far (tests that reuse image ids)."""
+    with _known_lock:
+        _known.clear()
