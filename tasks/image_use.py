@@ -18,6 +18,9 @@ Keys (under the prefix, per host id):
   image for removal. Claiming (no live pin) and pinning (no claim) are each
   one script, so a task either pins first and the image stays, or finds the
   claim and takes the image as gone (a miss: it rebuilds).
+
+``used:`` and ``seen:`` expire ``RECORD_TTL_S`` after the host's last disk
+budget pass (each pass renews them); the others expire on their own.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from config.settings import Settings
 from tasks.keyspace import key
 
 EVICTING_S = 600  # a claim outlives the removal it announces (deleted when the removal ends)
+RECORD_TTL_S = 30 * 24 * 3600  # used:/seen: of a host whose worker stopped running passes expire after this
 
 _PIN = """
 if redis.call('exists', KEYS[2]) == 1 then
@@ -93,7 +97,9 @@ def last_uses(connection: redis.Redis, settings: Settings, host_id: str) -> dict
     pipe = connection.pipeline(transaction=False)
     pipe.zrange(used_key(settings, host_id), 0, -1, withscores=True)
     pipe.zrange(seen_key(settings, host_id), 0, -1, withscores=True)
-    used_raw, seen_raw = pipe.execute()
+    pipe.expire(used_key(settings, host_id), RECORD_TTL_S)  # kept while the host's worker runs passes
+    pipe.expire(seen_key(settings, host_id), RECORD_TTL_S)
+    used_raw, seen_raw, _used_ttl, _seen_ttl = pipe.execute()
     used, seen = _scores(used_raw), _scores(seen_raw)
     strays = [image_id for image_id in seen if image_id not in used]
     if strays:

@@ -365,3 +365,14 @@ def test_a_hit_on_an_image_being_evicted_is_a_miss(fake_redis: fakeredis.FakeRed
     again = run_build(spec, fake_redis, settings, engine)
     assert (again["cache"], len(engine.builds)) == ("built", 2)
     assert push_cache(fake_redis, settings).peek("nothing") is None
+
+
+def test_the_use_records_expire_unless_a_pass_renews_them(fake_redis: fakeredis.FakeRedis, farm: FakeEngine) -> None:
+    settings = settings_with(1000)
+    dockyard_image(fake_redis, settings, farm, 1, used_at=1.0)
+    pipe = fake_redis.pipeline()
+    image_use.note_hit(pipe, settings, "h1", image(1))
+    pipe.execute()
+    enforce(fake_redis, settings, farm)  # type: ignore[arg-type]
+    for name in (image_use.used_key(settings, "h1"), image_use.seen_key(settings, "h1")):
+        assert 0 < fake_redis.ttl(name) <= image_use.RECORD_TTL_S, name
