@@ -196,10 +196,9 @@ def finish_on_holder(
     """On the host holding ``image_id``: apply the spec's tags, record where they are and its last use."""
     if source != "built":
         apply_tags(client, image_id, spec.image_name, [spec.tag, *spec.additional_tags])
-    image_use.note_use(connection, settings, settings.host_id, image_id)
     hosts.record_image(
         connection, settings, host_id=settings.host_id, image_id=image_id, references=spec.references,
-        cache_keys=[build_cache(connection, settings).entry_key(cache_key)],
+        cache_keys=[build_cache(connection, settings).entry_key(cache_key)], used=True,
     )
     rebuild.remember(connection, settings, spec, cache_key, image_id)
     notify.announce(connection, settings, "build", cache_key, "answered")  # its callers wake (tasks.client)

@@ -17,6 +17,7 @@ from typing import Any
 import redis
 
 from config.settings import Settings
+from tasks import image_use
 from tasks.keyspace import key
 
 
@@ -54,8 +55,10 @@ def record_image(
     image_id: str,
     references: Iterable[str],
     cache_keys: Iterable[str] = (),
+    used: bool = False,
 ) -> None:
-    """Remember that ``references`` name ``image_id`` on ``host_id``."""
+    """Remember that ``references`` name ``image_id`` on ``host_id``; ``used``: and that it was used now
+    (its last use for the disk budget, ``tasks.image_use``, in the same round trip)."""
     location = json.dumps({"host": host_id, "image_id": image_id})
     index = key(settings, "byimage", host_id, image_id)
     pipe = connection.pipeline(transaction=False)
@@ -67,6 +70,8 @@ def record_image(
     if members:
         pipe.sadd(index, *members)
         pipe.expire(index, settings.cache_ttl_s)
+    if used:
+        image_use.note_use(pipe, settings, host_id, image_id)
     pipe.execute()
 
 
