@@ -348,7 +348,10 @@ def pinned_push(request: PushRequest, settings: Settings) -> PushRequest:
         return request
     location = hosts.locate_images(redis_for(settings), settings, [request.reference])[0]
     if location is None:
-        raise PushError(f"No image {request.reference} on any farm host: build it on the farm first.")
+        evicted = image_use.evicted_image(redis_for(settings), settings, request.reference)
+        if evicted is None:
+            raise PushError(f"No image {request.reference} on any farm host: build it on the farm first.")
+        return request.model_copy(update={"image_id": evicted})  # the disk budget removed it: the worker rebuilds it
     return request.model_copy(update={"image_id": location["image_id"]})
 
 

@@ -15,8 +15,8 @@ image goes, unless a running task pins it (then the next one):
 3. it is removed from the engine.
 
 The build behind it (``tasks.rebuild``) is kept: a later request for its key
-is a miss and builds again, and a push of its image id rebuilds it by the
-same key before pushing. One pass runs at a time per host (a Redis lock).
+is a miss and builds again, and a push of its image id, or of a tag that
+named it (``evicted:<name:tag>``), rebuilds it by the same key before pushing. One pass runs at a time per host (a Redis lock).
 """
 
 from __future__ import annotations
@@ -106,7 +106,9 @@ def evict(connection: redis.Redis, settings: Settings, client: docker.DockerClie
     if not image_use.claim_for_eviction(connection, settings, host_id, image_id):
         return "pinned"
     try:
+        references = hosts.located_references(connection, settings, host_id=host_id, image_id=image_id)
         hosts.forget_image(connection, settings, host_id=host_id, image_id=image_id)  # no hit answers it from here on
+        image_use.remember_evicted(connection, settings, references, image_id)
         return "evicted" if remove_from_engine(client, image_id) else "refused"
     finally:
         image_use.end_eviction(connection, settings, host_id, image_id)

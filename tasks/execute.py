@@ -270,8 +270,10 @@ def image_to_push(
         and hosts.is_alive(connection, settings, location["host"])
     ):
         return Forward(location["host"], location["image_id"], "forwarded")
+    if wanted is None and location is None:
+        wanted = image_use.evicted_image(connection, settings, request.reference)  # removed by the disk budget
     if wanted is not None and (spec := rebuild.recall(connection, settings, wanted)) is not None:
-        return spec  # its only copy died with its host: built again here, by the same key
+        return spec  # its only copy died with its host or was evicted: built again here, by the same key
     if wanted is not None:
         raise PushError(
             f"Image {wanted} ({request.reference}) is no longer on host {settings.host_id} "

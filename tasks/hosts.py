@@ -110,6 +110,16 @@ def _glob_escape(text: str) -> str:
     return "".join("\\" + char if char in "*?[]\\" else char for char in text)
 
 
+def located_references(connection: redis.Redis, settings: Settings, *, host_id: str, image_id: str) -> list[str]:
+    """The references of ``image_id``'s index whose location is still that image on that host."""
+    index = key(settings, "byimage", host_id, image_id)
+    references = [_text(member).removeprefix("image:") for member in connection.smembers(index)
+                  if _text(member).startswith("image:")]
+    here = {"host": host_id, "image_id": image_id}
+    return [reference for reference, location in zip(references, locate_images(connection, settings, references))
+            if location == here]
+
+
 def forget_image(connection: redis.Redis, settings: Settings, *, host_id: str, image_id: str) -> int:
     """Drop every reference and cache entry that points at ``image_id`` on ``host_id``."""
     index = key(settings, "byimage", host_id, image_id)

@@ -19,6 +19,9 @@ Keys (under the prefix, per host id):
   one script, so a task either pins first and the image stays, or finds the
   claim and takes the image as gone (a miss: it rebuilds).
 
+- ``evicted:<name:tag>``: the image a reference named when the budget
+  removed it (a push by name then rebuilds it); it expires with the cache.
+
 ``used:`` and ``seen:`` expire ``RECORD_TTL_S`` after the host's last disk
 budget pass (each pass renews them); the others expire on their own.
 """
@@ -115,6 +118,27 @@ def drop_use(connection: redis.Redis, settings: Settings, host_id: str, image_id
         pipe.zrem(used_key(settings, host_id), *names)
         pipe.zrem(seen_key(settings, host_id), *names)
         pipe.execute()
+
+
+def evicted_key(settings: Settings, reference: str) -> str:
+    return key(settings, "evicted", reference)
+
+
+def remember_evicted(connection: redis.Redis, settings: Settings, references: Iterable[str], image_id: str) -> None:
+    """These references named ``image_id`` when the disk budget removed it: a push of one of them
+    by name rebuilds that image (``tasks.rebuild``) instead of failing. Expires with the cache."""
+    names = list(references)
+    if names:
+        pipe = connection.pipeline(transaction=False)
+        for reference in names:
+            pipe.set(evicted_key(settings, reference), image_id, ex=settings.cache_ttl_s)
+        pipe.execute()
+
+
+def evicted_image(connection: redis.Redis, settings: Settings, reference: str) -> str | None:
+    """The image ``reference`` named when the disk budget removed it, or None."""
+    found = connection.get(evicted_key(settings, reference))
+    return found.decode() if isinstance(found, bytes) else found
 
 
 def claim_for_eviction(connection: redis.Redis, settings: Settings, host_id: str, image_id: str) -> bool:
