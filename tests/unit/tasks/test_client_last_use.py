@@ -68,3 +68,15 @@ def test_a_dead_host_still_answers_no_hit(fake_redis: fakeredis.FakeRedis, setti
     assert client.cached_entry(spec, spec.key, settings) is None
     with pytest.raises(redis.ResponseError):
         fake_redis.execute_command("NOSUCHCOMMAND")
+
+
+def test_a_push_by_tag_of_an_evicted_image_is_pinned_to_it(
+    fake_redis: fakeredis.FakeRedis, settings: Settings
+) -> None:
+    from tasks.push import push_request
+
+    request = push_request("reg.io/team/app", settings=settings, tag="v1")
+    with pytest.raises(client.PushError):
+        client.pinned_push(request, settings)
+    image_use.remember_evicted(fake_redis, settings, ["reg.io/team/app:v1"], IMAGE)
+    assert client.pinned_push(request, settings).image_id == IMAGE

@@ -376,3 +376,31 @@ def test_the_use_records_expire_unless_a_pass_renews_them(fake_redis: fakeredis.
     enforce(fake_redis, settings, farm)  # type: ignore[arg-type]
     for name in (image_use.used_key(settings, "h1"), image_use.seen_key(settings, "h1")):
         assert 0 < fake_redis.ttl(name) <= image_use.RECORD_TTL_S, name
+
+
+def test_a_push_by_tag_of_an_evicted_image_rebuilds_it(
+    fake_redis: fakeredis.FakeRedis, engine: FakeEngine, context: Path, clock: Clock, fake_registry: Any
+) -> None:
+    settings = settings_with(BUILT_LAYER_BYTES)
+    old = run_build(spec_for(fake_redis, settings, context, "old"), fake_redis, settings, engine)
+    clock.advance(1)
+    run_build(spec_for(fake_redis, settings, context, "new"), fake_redis, settings, engine)
+    assert enforce(fake_redis, settings, engine).evicted == [old["image_id"]]  # type: ignore[union-attr, arg-type]
+    assert image_use.evicted_image(fake_redis, settings, f"{NAME}:old") == old["image_id"]
+    assert image_use.evicted_image(fake_redis, settings, f"{NAME}:new") is None
+    builds = len(engine.builds)
+    pushed = run_push(PushRequest.parse({"image_name": NAME, "tag": "old"}), fake_redis, settings, engine)  # no image id
+    assert len(engine.builds) == builds + 1, "rebuilt by the same key"
+    assert pushed["digest"] == engine.digests[engine.refs[f"{NAME}:old"]]
+
+
+def test_a_tag_that_moved_to_another_image_is_not_marked_evicted(
+    fake_redis: fakeredis.FakeRedis, farm: FakeEngine
+) -> None:
+    settings = settings_with(100)
+    old = dockyard_image(fake_redis, settings, farm, 1, used_at=1.0)
+    newer = dockyard_image(fake_redis, settings, farm, 2, used_at=2.0)
+    hosts.record_image(fake_redis, settings, host_id="h1", image_id=newer, references=[f"{NAME}:1"])  # v1 moved on
+    assert enforce(fake_redis, settings, farm).evicted == [old]  # type: ignore[union-attr, arg-type]
+    assert image_use.evicted_image(fake_redis, settings, f"{NAME}:1") is None
+    assert hosts.locate_images(fake_redis, settings, [f"{NAME}:1"]) == [{"host": "h1", "image_id": newer}]
