@@ -3,9 +3,10 @@
 The worker has a host id of its own (only its images are candidates) and a
 build queue of its own. Each build adds one layer of a fresh MiB to the
 farm's base image. After the ten builds the host holds at most three of
-them; every later request for the ten keys (a build, then a push of the
-image the first build answered), most recent first, is a hit (the three
-kept) or a rebuild (the seven evicted), never an error. The
+them. A push by tag of the first (evicted) key rebuilds it; then every
+later request for the ten keys (a build, then a push of the image the
+first build answered), most recent first, is a hit (the keys still held)
+or a rebuild (the evicted ones), never an error. The
 base image and an image the engine made without dockyard stay.
 """
 
@@ -108,6 +109,12 @@ def test_ten_builds_on_a_host_with_a_budget_of_three_end_within_it_and_every_lat
         assert engine.images.get(foreign).id == made.id, "an image dockyard did not build stays"
         assert set(image_use.last_uses(redis_client, settings, host_id)) == set(kept)
 
+        by_tag = client.push(repo, tag="v0", credentials=registry.credentials, app=app, timeout_s=TIMEOUT_S)
+        assert by_tag["digest"], "a push by tag of an evicted image rebuilds it by the same key"
+        rebuilt_v0 = engine.images.get(f"{repo}:v0").id
+        assert rebuilt_v0 != ids[0]
+        assert registry.manifest_digest(repo.removeprefix(registry.url + "/"), "v0") == by_tag["digest"]
+
         answers: dict[str, int] = {"hit": 0, "built": 0, "error": 0}
         errors = []
         later_ids = []
@@ -128,9 +135,11 @@ def test_ten_builds_on_a_host_with_a_budget_of_three_end_within_it_and_every_lat
                 errors.append(f"v{n}: {type(exc).__name__}: {exc}")
         print(f"later requests of the {BUILDS} keys: {answers}")
         assert answers["error"] == 0, (errors, worker.log_tail())
-        assert (answers["hit"], answers["built"]) == (3, BUILDS - 3), "the kept keys hit, the evicted ones were built again"
+        assert answers["hit"] + answers["built"] == BUILDS
+        assert answers["hit"] >= 2, "keys still held are hits"
+        assert answers["built"] >= BUILDS - 4, "the evicted keys were built again"
 
-        held = within_budget_soon(engine, list(dict.fromkeys([*ids, *later_ids])), base_size)
+        held = within_budget_soon(engine, list(dict.fromkeys([*ids, rebuilt_v0, *later_ids])), base_size)
         print(f"after the later requests: {held} bytes over the base, budget {BUDGET_BYTES}")
         assert held <= BUDGET_BYTES, worker.log_tail()
         assert "disk budget of " + host_id in worker.log()
