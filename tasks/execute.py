@@ -27,7 +27,7 @@ from tasks.cache import Entry, Outcome, build_cache, push_cache
 from tasks.cache_key import push_key
 from tasks.engine import docker_client
 from tasks.keyspace import key
-from tasks.errors import BaseUnavailable, BuildError, PushError
+from tasks.errors import BaseUnavailable, BuilderRace, BuildError, PushError
 from tasks.materialize import shared_directory, stored_archive, unpacked_directory
 from tasks.naming import registry_of
 from tasks.push import push_in
@@ -35,6 +35,7 @@ from tasks.results import cache_source, FarmBuildResult, FarmPushResult, farm_bu
 from tasks.spec import BuildSpec, Credentials, PushRequest
 
 
+BUILDER_RACE_ATTEMPTS = 3  # a build whose cache probe lost an image to a concurrent removal runs again at once
 EVICTED_RETRIES = 3  # a joined build whose image the disk budget removed before it was tagged is built again
 
 
@@ -118,7 +119,7 @@ def _build_pinned(
 
     def compute() -> dict[str, str]:
         pin_bases(spec, client, pins)
-        image_id = build_spec(spec, settings=settings, connection=connection, client=client, output=output)
+        image_id = build_racing_removals(spec, settings=settings, connection=connection, client=client, output=output)
         pins.pin(image_id)
         if spec.build_backend == "docker-py" and not built_on(client, bases):
             raise BaseUnavailable(f"A base image of {spec.image_name} moved while it was built; it is built again.")
@@ -167,6 +168,26 @@ def build_spec(
             spec, context=directory, auto_lines=spec.dockerfile_lines, secrets=secrets,
             client=client, settings=settings, output=output,
         )
+
+
+def build_racing_removals(
+    spec: BuildSpec,
+    *,
+    settings: Settings,
+    connection: redis.Redis,
+    client: docker.DockerClient,
+    output: OutputSink,
+) -> str:
+    """``build_spec``, run again at once when the classic builder lost an image that a removal (the
+    disk budget's, on this host) took while it looked at it (``BuilderRace``)."""
+    for attempt in range(1, BUILDER_RACE_ATTEMPTS + 1):
+        try:
+            return build_spec(spec, settings=settings, connection=connection, client=client, output=output)
+        except BuilderRace:
+            if attempt == BUILDER_RACE_ATTEMPTS:
+                raise
+            output("dockyard: an image the builder looked at was removed meanwhile; building again\n")
+    raise AssertionError("unreachable")
 
 
 def record_build(connection: redis.Redis, settings: Settings, outcome: Outcome, seconds: float) -> None:

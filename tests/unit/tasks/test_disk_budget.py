@@ -404,3 +404,22 @@ def test_a_tag_that_moved_to_another_image_is_not_marked_evicted(
     assert enforce(fake_redis, settings, farm).evicted == [old]  # type: ignore[union-attr, arg-type]
     assert image_use.evicted_image(fake_redis, settings, f"{NAME}:1") is None
     assert hosts.locate_images(fake_redis, settings, [f"{NAME}:1"]) == [{"host": "h1", "image_id": newer}]
+
+
+def test_a_build_whose_cache_probe_lost_an_image_to_a_removal_runs_again(
+    fake_redis: fakeredis.FakeRedis, engine: FakeEngine, context: Path
+) -> None:
+    from tasks.errors import BuilderRace, BuildError, engine_error
+
+    race = 'unable to find image "sha256:' + "a" * 64 + '"'
+    assert isinstance(engine_error(race, doing="build"), BuilderRace)
+    assert not isinstance(engine_error("The command '/bin/sh -c x' returned a non-zero code: 1", doing="build"), BuilderRace)
+    settings = settings_with(0)
+    spec = spec_for(fake_redis, settings, context, "v1")
+    engine.build_error, engine.build_error_once = race, True  # the disk budget removed an image meanwhile
+    built = run_build(spec, fake_redis, settings, engine)
+    assert (built["cache"], len(engine.builds)) == ("built", 2)
+    engine.build_error, engine.build_error_once = race, False
+    with pytest.raises(BuildError):
+        run_build(spec_for(fake_redis, settings, context, "v2"), fake_redis, settings, engine)
+    assert len(engine.builds) == 2 + 3, "three attempts, then the error"
