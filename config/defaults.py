@@ -30,6 +30,8 @@ CACHE_TTL_S = 7 * 24 * 3600  # a cache entry and image location expire this long
 LEASE_S = 20.0  # a build lease expires this long after its last renewal
 HEARTBEAT_INTERVAL_S = 2.0  # how often a worker refreshes its host record
 HEARTBEAT_TTL_S = 10.0  # a host whose record is older than this is dead
+DISK_BUDGET_BYTES = 20 * 1024**3  # dockyard-built images one host keeps (layers counted once); 0: no budget
+DISK_CHECK_INTERVAL_S = 60.0  # a worker checks its host's disk budget this often (and after each build)
 METRICS_PORT = 9808  # port of a worker's /metrics; 0 picks a free one
 METRICS_BIND = "127.0.0.1"  # address /metrics listens on
 ALLOW_HOST_NETWORK = False  # builds may not use the host's network (network_mode/network="host")

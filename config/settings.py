@@ -90,6 +90,8 @@ class Settings(BaseSettings):
     wait_wake_s: float = Field(defaults.WAIT_WAKE_S, gt=0, description="A waiter looks anyway this often (a dead owner)")
     heartbeat_interval_s: float = Field(defaults.HEARTBEAT_INTERVAL_S, gt=0)
     heartbeat_ttl_s: float = Field(defaults.HEARTBEAT_TTL_S, gt=0)
+    disk_budget_bytes: int = Field(defaults.DISK_BUDGET_BYTES, ge=0)
+    disk_check_interval_s: float = Field(defaults.DISK_CHECK_INTERVAL_S, gt=0)
     metrics_port: int = Field(defaults.METRICS_PORT, ge=0, le=65535, description="Port of the worker's /metrics; 0 picks one")
     metrics_bind: str = Field(defaults.METRICS_BIND, description="Address /metrics listens on")
     farm_dir: str = Field(defaults.FARM_DIR, description="State of the local farm (dockyard up)")

@@ -21,7 +21,7 @@ from celery.result import AsyncResult
 from config import defaults
 from config.celery import caller_app
 from config.settings import Settings, get_settings
-from tasks import base_images, hosts, registry
+from tasks import base_images, hosts, image_use, registry
 from tasks.cache import Entry, build_cache, push_cache
 from tasks.cache_key import push_key
 from tasks.coalesce import Coalescer
@@ -113,10 +113,26 @@ def build_and_push(
     )
 
 
-def _servable(spec: BuildSpec, entry: Entry, locations: list[dict[str, Any] | None], settings: Settings) -> bool:
-    """The entry's image carries every tag of ``spec`` on a live host (so no worker is needed)."""
+def _servable(
+    spec: BuildSpec, entry: Entry, locations: list[dict[str, Any] | None], settings: Settings, *, note_hit: bool = False
+) -> bool:
+    """The entry's image carries every tag of ``spec`` on a live host (so no worker is needed).
+
+    ``note_hit``: the answer is a hit; its last use goes to the host's disk budget in the same
+    round trip as the heartbeat check (best effort: a caller without that right still answers).
+    """
     wanted = {"host": entry.host, "image_id": entry.value["image_id"]}
-    return all(location == wanted for location in locations) and hosts.is_alive(redis_for(settings), settings, entry.host)
+    if not all(location == wanted for location in locations):
+        return False
+    if not note_hit:
+        return hosts.is_alive(redis_for(settings), settings, entry.host)
+    pipe = redis_for(settings).pipeline(transaction=False)
+    pipe.exists(hosts.host_key(settings, entry.host))
+    image_use.note_hit(pipe, settings, entry.host, entry.value["image_id"])
+    alive, _noted = pipe.execute(raise_on_error=False)
+    if isinstance(alive, Exception):
+        raise alive
+    return bool(alive)
 
 
 def caller_cache_key(spec: BuildSpec, settings: Settings) -> str | None:
@@ -140,7 +156,7 @@ def cached_entry(spec: BuildSpec, cache_key: str | None, settings: Settings) -> 
     if not raw_entry:
         return None
     entry = Entry.from_json(raw_entry)
-    return entry if _servable(spec, entry, hosts.parse_locations(raw_locations), settings) else None
+    return entry if _servable(spec, entry, hosts.parse_locations(raw_locations), settings, note_hit=True) else None
 
 
 def cached_build(spec: BuildSpec, settings: Settings) -> FarmBuildResult | None:
@@ -341,7 +357,10 @@ def pinned_push(request: PushRequest, settings: Settings) -> PushRequest:
         return request
     location = hosts.locate_images(redis_for(settings), settings, [request.reference])[0]
     if location is None:
-        raise PushError(f"No image {request.reference} on any farm host: build it on the farm first.")
+        evicted = image_use.evicted_image(redis_for(settings), settings, request.reference)
+        if evicted is None:
+            raise PushError(f"No image {request.reference} on any farm host: build it on the farm first.")
+        return request.model_copy(update={"image_id": evicted})  # the disk budget removed it: the worker rebuilds it
     return request.model_copy(update={"image_id": location["image_id"]})
 
 

@@ -12,6 +12,7 @@
      ├── ContextMissing                the context is not (or no longer) in the store
      └── TransientError                may succeed if tried again; the only retried class
           ├── BaseUnavailable (BuildError)     a build's registry unreachable or 5xx (base image pull)
+          ├── BuilderRace (BuildError)     the classic builder lost an image another removal took meanwhile
           ├── RegistryUnavailable (PushError)  registry unreachable or 5xx
           ├── EngineUnavailable            this host's Docker engine does not answer
           ├── StoreUnavailable             Redis does not answer (restarting, failing over)
@@ -69,6 +70,11 @@ class BaseUnavailable(TransientError, BuildError):
     """A build met an unreachable or failing registry (pulling its base image, say)."""
 
 
+class BuilderRace(TransientError, BuildError):
+    """The classic builder looked up an image (a cache candidate) that a removal took meanwhile
+    (the disk budget evicting another image); the build itself is fine and runs again."""
+
+
 class RegistryUnavailable(TransientError, PushError):
     """The registry could not be reached or answered with a server error."""
 
@@ -108,6 +114,8 @@ BUILD_RETRY_MARKERS = (
 )
 # a RUN step that failed: its own words are the command's, never a registry outage
 RUN_FAILED_MARKER = "returned a non-zero code"
+# what the classic builder says when an image it was looking at by id was removed meanwhile
+BUILDER_RACE_MARKER = 'unable to find image "sha256:'
 # what they say when the credentials are missing or wrong
 DENIED_MARKERS = ("denied", "unauthorized", "no basic auth credentials", "authentication required")
 
@@ -138,6 +146,8 @@ def engine_error(message: str, *, doing: str) -> DockyardError:
             return BuildError(f"{message}\n{DENIED_HINT}")
         if is_build_retryable(message):
             return BaseUnavailable(message)
+        if BUILDER_RACE_MARKER in message and RUN_FAILED_MARKER not in message.lower():
+            return BuilderRace(message)
         return BuildError(message)
     if is_denied(message) and doing.startswith("login"):
         return RegistryAuthError(text)

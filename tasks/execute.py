@@ -19,7 +19,7 @@ import docker.errors
 import redis
 
 from config.settings import Settings
-from tasks import hosts, metrics, notify, rebuild, registry
+from tasks import hosts, image_use, metrics, notify, rebuild, registry
 from tasks.base_images import built_on, worker_cache_key
 from tasks.build import OutputSink, apply_tags, build_from_archive, build_in
 from tasks.build_secrets import materialized_secrets
@@ -27,12 +27,16 @@ from tasks.cache import Entry, Outcome, build_cache, push_cache
 from tasks.cache_key import push_key
 from tasks.engine import docker_client
 from tasks.keyspace import key
-from tasks.errors import BaseUnavailable, PushError
+from tasks.errors import BaseUnavailable, BuilderRace, BuildError, PushError
 from tasks.materialize import shared_directory, stored_archive, unpacked_directory
 from tasks.naming import registry_of
 from tasks.push import push_in
 from tasks.results import cache_source, FarmBuildResult, FarmPushResult, farm_build_result, farm_push_result
 from tasks.spec import BuildSpec, Credentials, PushRequest
+
+
+BUILDER_RACE_ATTEMPTS = 3  # a build whose cache probe lost an image to a concurrent removal runs again at once
+EVICTED_RETRIES = 3  # a joined build whose image the disk budget removed before it was tagged is built again
 
 
 @dataclass(frozen=True)
@@ -53,15 +57,30 @@ def image_exists(client: docker.DockerClient, image_id: str) -> bool:
     return True
 
 
-def _valid_entry(client: docker.DockerClient, connection: redis.Redis, settings: Settings) -> Callable[[Entry], bool]:
-    """A cache entry is good if its image is here, or its host still heartbeats."""
+def pinned_here(pins: image_use.Pins, client: docker.DockerClient, image_id: str) -> bool:
+    """``image_id`` is on this host and stays for this task: pinned first (the disk budget then
+    leaves it), then looked up. False if it is gone or being evicted."""
+    return pins.pin(image_id) and image_exists(client, image_id)
+
+
+def _valid_entry(
+    client: docker.DockerClient, connection: redis.Redis, settings: Settings, pins: image_use.Pins
+) -> Callable[[Entry], bool]:
+    """A cache entry is good if its image is here (pinned for this task), or its host still heartbeats."""
 
     def valid(entry: Entry) -> bool:
         if entry.host == settings.host_id:
-            return image_exists(client, entry.value["image_id"])
+            return pinned_here(pins, client, entry.value["image_id"])
         return hosts.is_alive(connection, settings, entry.host)
 
     return valid
+
+
+def pin_bases(spec: BuildSpec, client: docker.DockerClient, pins: image_use.Pins) -> None:
+    """Pin the base images this host has of ``spec`` (one of them may be an image dockyard built here)."""
+    for reference in spec.base_images:
+        if (image_id := local_image_id(client, reference)) is not None:
+            pins.pin(image_id)
 
 
 def execute_build(
@@ -76,13 +95,32 @@ def execute_build(
 ) -> FarmBuildResult | Forward:
     """Build once per key on the farm; tag here, or forward to the host holding the image.
 
-    ``on_takeover``: see ``SingleFlight.run`` (the task's fresh time budget).
+    ``on_takeover``: see ``SingleFlight.run`` (the task's fresh time budget). The images this
+    call uses here are pinned until it returns (``tasks.image_use``): the disk budget leaves them.
     """
+    with image_use.Pins(connection, settings) as pins:
+        return _build_pinned(spec, pins, settings=settings, connection=connection, client=client, output=output,
+                             owner=owner, on_takeover=on_takeover)
+
+
+def _build_pinned(
+    spec: BuildSpec,
+    pins: image_use.Pins,
+    *,
+    settings: Settings,
+    connection: redis.Redis,
+    client: docker.DockerClient,
+    output: OutputSink,
+    owner: str | None,
+    on_takeover: Callable[[], None] | None,
+) -> FarmBuildResult | Forward:
     cache = build_cache(connection, settings)
     cache_key, bases = worker_cache_key(spec, settings, client)
 
     def compute() -> dict[str, str]:
-        image_id = build_spec(spec, settings=settings, connection=connection, client=client, output=output)
+        pin_bases(spec, client, pins)
+        image_id = build_racing_removals(spec, settings=settings, connection=connection, client=client, output=output)
+        pins.pin(image_id)
         if spec.build_backend == "docker-py" and not built_on(client, bases):
             raise BaseUnavailable(f"A base image of {spec.image_name} moved while it was built; it is built again.")
         hosts.record_image(  # the tags' locations before the entry: a joiner woken by the entry answers at once
@@ -91,18 +129,23 @@ def execute_build(
         )
         return {"image_id": image_id}
 
-    started = time.monotonic()
-    outcome = cache.run(
-        cache_key, compute, valid=_valid_entry(client, connection, settings),
-        ignore_cache=spec.ignore_cache, host=settings.host_id, owner=owner, on_takeover=on_takeover,
-    )
-    record_build(connection, settings, outcome, time.monotonic() - started)
-    image_id = outcome.value["image_id"]
-    if outcome.entry.host != settings.host_id:
-        return Forward(outcome.entry.host, image_id, outcome.source, cache_key)
-    return finish_on_holder(
-        spec, image_id, outcome.source, cache_key=cache_key, settings=settings, connection=connection, client=client
-    )
+    for _attempt in range(EVICTED_RETRIES):
+        started = time.monotonic()
+        outcome = cache.run(
+            cache_key, compute, valid=_valid_entry(client, connection, settings, pins),
+            ignore_cache=spec.ignore_cache, host=settings.host_id, owner=owner, on_takeover=on_takeover,
+        )
+        record_build(connection, settings, outcome, time.monotonic() - started)
+        image_id = outcome.value["image_id"]
+        if outcome.entry.host != settings.host_id:
+            return Forward(outcome.entry.host, image_id, outcome.source, cache_key)
+        if outcome.source in ("built", "hit") or pinned_here(pins, client, image_id):  # a hit was pinned by valid
+            return finish_on_holder(
+                spec, image_id, outcome.source, cache_key=cache_key, settings=settings, connection=connection,
+                client=client,
+            )
+        cache.invalidate(cache_key)  # the build it joined was evicted meanwhile: a miss, built again
+    raise BuildError(f"The image of {spec.image_name} was evicted {EVICTED_RETRIES} times before it could be tagged.")
 
 
 def build_spec(
@@ -131,6 +174,26 @@ def build_spec(
         )
 
 
+def build_racing_removals(
+    spec: BuildSpec,
+    *,
+    settings: Settings,
+    connection: redis.Redis,
+    client: docker.DockerClient,
+    output: OutputSink,
+) -> str:
+    """``build_spec``, run again at once when the classic builder lost an image that a removal (the
+    disk budget's, on this host) took while it looked at it (``BuilderRace``)."""
+    for attempt in range(1, BUILDER_RACE_ATTEMPTS + 1):
+        try:
+            return build_spec(spec, settings=settings, connection=connection, client=client, output=output)
+        except BuilderRace:
+            if attempt == BUILDER_RACE_ATTEMPTS:
+                raise
+            output("dockyard: an image the builder looked at was removed meanwhile; building again\n")
+    raise AssertionError("unreachable")
+
+
 def record_build(connection: redis.Redis, settings: Settings, outcome: Outcome, seconds: float) -> None:
     """Count a build request's outcome on this host."""
     if outcome.source == "built":
@@ -155,12 +218,12 @@ def finish_on_holder(
     connection: redis.Redis,
     client: docker.DockerClient,
 ) -> FarmBuildResult:
-    """On the host holding ``image_id``: apply the spec's tags and record where they are."""
+    """On the host holding ``image_id``: apply the spec's tags, record where they are and its last use."""
     if source != "built":
         apply_tags(client, image_id, spec.image_name, [spec.tag, *spec.additional_tags])
     hosts.record_image(
         connection, settings, host_id=settings.host_id, image_id=image_id, references=spec.references,
-        cache_keys=[build_cache(connection, settings).entry_key(cache_key)],
+        cache_keys=[build_cache(connection, settings).entry_key(cache_key)], used=True,
     )
     rebuild.remember(connection, settings, spec, cache_key, image_id)
     notify.announce(connection, settings, "build", cache_key, "answered")  # its callers wake (tasks.client)
@@ -188,10 +251,11 @@ def execute_tag(
     if entry is None or entry.host != settings.host_id or entry.value.get("image_id") != image_id:
         cache_key, _bases = worker_cache_key(spec, settings, client)
     assert cache_key is not None
-    if image_exists(client, image_id):
-        return finish_on_holder(
-            spec, image_id, source, cache_key=cache_key, settings=settings, connection=connection, client=client
-        )
+    with image_use.Pins(connection, settings) as pins:
+        if pinned_here(pins, client, image_id):
+            return finish_on_holder(
+                spec, image_id, source, cache_key=cache_key, settings=settings, connection=connection, client=client
+            )
     hosts.forget_image(connection, settings, host_id=settings.host_id, image_id=image_id)
     build_cache(connection, settings).invalidate(cache_key)
     return execute_build(spec, settings=settings, connection=connection, client=client, output=output, owner=owner)
@@ -205,19 +269,23 @@ def local_image_id(client: docker.DockerClient, reference: str) -> str | None:
 
 
 def image_to_push(
-    request: PushRequest, *, settings: Settings, connection: redis.Redis, client: docker.DockerClient
+    request: PushRequest, *, settings: Settings, connection: redis.Redis, client: docker.DockerClient,
+    pins: image_use.Pins | None = None,
 ) -> str | Forward | BuildSpec:
     """The image id this host pushes, the live host to forward to, or the spec to build it again from.
 
     A request that names its ``image_id`` gets that image or a clear error,
     never whatever its tag names here; one without (sent by name, not by
-    dockyard's client) takes the image its tag names on this host.
+    dockyard's client) takes the image its tag names on this host. With
+    ``pins``, the image found here is pinned first: one being evicted counts as gone.
     """
+    pins = pins or image_use.Pins(connection, settings)
     wanted = request.image_id
-    here = wanted if wanted is not None and image_exists(client, wanted) else None
-    if wanted is None:
-        here = local_image_id(client, request.reference)
+    here = wanted if wanted is not None and pinned_here(pins, client, wanted) else None
+    if wanted is None and (named := local_image_id(client, request.reference)) is not None:
+        here = named if pinned_here(pins, client, named) else None
     if here is not None:
+        image_use.refresh_use(connection, settings, settings.host_id, here)
         return here
     location = hosts.locate_images(connection, settings, [request.reference])[0]
     if (
@@ -227,8 +295,10 @@ def image_to_push(
         and hosts.is_alive(connection, settings, location["host"])
     ):
         return Forward(location["host"], location["image_id"], "forwarded")
+    if wanted is None and location is None:
+        wanted = image_use.evicted_image(connection, settings, request.reference)  # removed by the disk budget
     if wanted is not None and (spec := rebuild.recall(connection, settings, wanted)) is not None:
-        return spec  # its only copy died with its host: built again here, by the same key
+        return spec  # its only copy died with its host or was evicted: built again here, by the same key
     if wanted is not None:
         raise PushError(
             f"Image {wanted} ({request.reference}) is no longer on host {settings.host_id} "
@@ -267,12 +337,28 @@ def execute_push(
 
     A cached push answers only while the registry still serves its digest under each tag.
     """
-    found = image_to_push(request, settings=settings, connection=connection, client=client)
+    with image_use.Pins(connection, settings) as pins:
+        return _push_pinned(request, credentials, pins, settings=settings, connection=connection, client=client,
+                            output=output)
+
+
+def _push_pinned(
+    request: PushRequest,
+    credentials: Credentials | None,
+    pins: image_use.Pins,
+    *,
+    settings: Settings,
+    connection: redis.Redis,
+    client: docker.DockerClient,
+    output: OutputSink,
+) -> FarmPushResult | Forward:
+    found = image_to_push(request, settings=settings, connection=connection, client=client, pins=pins)
     if isinstance(found, BuildSpec):
         rebuilt = execute_build(found, settings=settings, connection=connection, client=client, output=output)
         if isinstance(rebuilt, Forward):  # another live host holds it now
             return Forward(rebuilt.host, rebuilt.image_id, "forwarded")
         found = rebuilt["image_id"]
+        pins.pin(found)
     if isinstance(found, Forward):
         return found
     pinned = request.model_copy(update={"image_id": found})

@@ -17,6 +17,7 @@ from typing import Any
 import redis
 
 from config.settings import Settings
+from tasks import image_use
 from tasks.keyspace import key
 
 
@@ -30,8 +31,13 @@ def forget_host(connection: redis.Redis, settings: Settings, host_id: str) -> No
     connection.delete(key(settings, "hosts", host_id))
 
 
+def host_key(settings: Settings, host_id: str) -> str:
+    """The key of ``host_id``'s heartbeat record (to read it with other commands in one round trip)."""
+    return key(settings, "hosts", host_id)
+
+
 def is_alive(connection: redis.Redis, settings: Settings, host_id: str) -> bool:
-    return bool(connection.exists(key(settings, "hosts", host_id)))
+    return bool(connection.exists(host_key(settings, host_id)))
 
 
 def live_hosts(connection: redis.Redis, settings: Settings) -> list[dict[str, Any]]:
@@ -49,8 +55,10 @@ def record_image(
     image_id: str,
     references: Iterable[str],
     cache_keys: Iterable[str] = (),
+    used: bool = False,
 ) -> None:
-    """Remember that ``references`` name ``image_id`` on ``host_id``."""
+    """Remember that ``references`` name ``image_id`` on ``host_id``; ``used``: and that it was used now
+    (its last use for the disk budget, ``tasks.image_use``, in the same round trip)."""
     location = json.dumps({"host": host_id, "image_id": image_id})
     index = key(settings, "byimage", host_id, image_id)
     pipe = connection.pipeline(transaction=False)
@@ -62,6 +70,8 @@ def record_image(
     if members:
         pipe.sadd(index, *members)
         pipe.expire(index, settings.cache_ttl_s)
+    if used:
+        image_use.note_use(pipe, settings, host_id, image_id)
     pipe.execute()
 
 
@@ -98,6 +108,16 @@ def _text(value: bytes | str) -> str:
 def _glob_escape(text: str) -> str:
     """``text`` matched literally in a Redis ``SCAN MATCH`` pattern."""
     return "".join("\\" + char if char in "*?[]\\" else char for char in text)
+
+
+def located_references(connection: redis.Redis, settings: Settings, *, host_id: str, image_id: str) -> list[str]:
+    """The references of ``image_id``'s index whose location is still that image on that host."""
+    index = key(settings, "byimage", host_id, image_id)
+    references = [_text(member).removeprefix("image:") for member in connection.smembers(index)
+                  if _text(member).startswith("image:")]
+    here = {"host": host_id, "image_id": image_id}
+    return [reference for reference, location in zip(references, locate_images(connection, settings, references))
+            if location == here]
 
 
 def forget_image(connection: redis.Redis, settings: Settings, *, host_id: str, image_id: str) -> int:

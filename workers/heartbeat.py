@@ -30,6 +30,7 @@ from tasks import hosts
 from tasks.engine import open_client
 from tasks.keyspace import redis_for
 from tasks.reconcile import reconcile
+from workers import disk_guard
 from workers.inflight import recover_forever, recover_own_previous_run
 from workers.metrics_server import serve_metrics
 from workers.sweep import sweep
@@ -167,6 +168,7 @@ def _start(sender: Any = None, **_: Any) -> None:
         target=watch_deletions, args=(settings, connection, since), name="image-watch", daemon=True
     ).start()
     threading.Thread(target=recover_forever, args=(settings, sender.app, _stop), name="recovery", daemon=True).start()
+    disk_guard.start(settings, _stop)
 
 
 def withdraw_stale_record(settings: Settings, connection: redis.Redis) -> None:

@@ -406,13 +406,15 @@ sha256_of() { printf '%s' "$1" | sha256sum | cut -d' ' -f1; }
 # The ACL file (DESIGN.md section 3, trust boundaries): no anonymous access;
 # workers may do everything but administer the server; callers enqueue,
 # upload contexts and read, but never write cache entries, leases, host
-# records, image locations, metrics or results. Queues: the farm's
+# records, image locations, metrics or results. They note their fast-path
+# hits in seen:<host> (for the disk budget: it can only make an image of
+# used:<host> look recent, never add one to the candidates). Queues: the farm's
 # (dockyard.build*, dockyard.host.*) and the tests' and benchmarks' own
 # (dockyard-test.*, dockyard-bench.*, named by DOCKYARD_BUILD_QUEUE).
 redis_acl() {
     local p caller_keys=""
     for p in "${REDIS_KEY_PREFIXES[@]}"; do
-        caller_keys+=" %R~$p* %RW~${p}ctx:* %RW~${p}call:*"
+        caller_keys+=" %R~$p* %RW~${p}ctx:* %RW~${p}call:* %RW~${p}seen:*"
     done
     cat <<EOF
 user default off resetpass resetkeys resetchannels -@all

@@ -11,17 +11,26 @@ Opt-in hooks (their defaults keep the plain behaviour): ``bridge`` (whether
 ``Image.tag`` raises ``APIError``), ``push_missing`` (``api.push`` raises
 ``ImageNotFound``), ``push_error_on`` (only that tag's push yields the error
 event). ``sources`` records what each build was given as its context.
+
+For the disk budget: ``layers`` (each image's layers, oldest first, as
+(diff id, bytes); a build gets one layer of ``BUILT_LAYER_BYTES`` of its own),
+``api.images``/``inspect_image``/``history``/``remove_image``, ``refuse_removal``
+(image ids whose removal the engine refuses with 409) and ``on_remove`` (called
+with the image id before a removal).
 """
 
 from __future__ import annotations
 
 import io
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import docker.errors
+import requests
+
+BUILT_LAYER_BYTES = 100
 
 
 class FakeRegistry:
@@ -105,8 +114,40 @@ class FakeAPI:
         yield {"stream": "Step 1/1 : FROM scratch\n"}
         yield {"aux": {"ID": image_id}}
         self.engine.image_ids.add(image_id)
+        self.engine.layers.setdefault(image_id, [(f"sha256:layer-of-{image_id[7:]}", BUILT_LAYER_BYTES)])
         self.engine.refs[kwargs["tag"]] = image_id
         yield {"stream": f"Successfully built {image_id[7:19]}\n"}
+
+    def images(self) -> list[dict[str, Any]]:
+        """The top-level images: id and tags."""
+        return [{"Id": image_id, "RepoTags": FakeImage(self.engine, image_id).tags} for image_id in sorted(self.engine.image_ids)]
+
+    def _known(self, image_id: str) -> str:
+        found = self.engine.refs.get(image_id, image_id)
+        if found not in self.engine.image_ids:
+            raise docker.errors.ImageNotFound(f"No such image: {image_id}")
+        return found
+
+    def inspect_image(self, image_id: str) -> dict[str, Any]:
+        found = self._known(image_id)
+        return {"Id": found, "RootFS": {"Type": "layers", "Layers": [diff for diff, _ in self.engine.layers.get(found, [])]}}
+
+    def history(self, image_id: str) -> list[dict[str, Any]]:
+        """Newest first, a 0-byte entry without a layer on top, as the engine gives it."""
+        found = self._known(image_id)
+        return [{"Size": 0, "CreatedBy": "LABEL"}] + [{"Size": size} for _, size in reversed(self.engine.layers.get(found, []))]
+
+    def remove_image(self, image: str, force: bool = False, noprune: bool = False) -> list[dict[str, str]]:
+        found = self._known(image)
+        if self.engine.on_remove is not None:
+            self.engine.on_remove(found)
+        if found in self.engine.refuse_removal:
+            response = requests.Response()
+            response.status_code = 409
+            raise docker.errors.APIError("conflict: image has dependent child images", response=response)
+        self.engine.delete(found)
+        self.engine.removed.append(found)
+        return [{"Deleted": found}]
 
     def push(self, repository: str, tag: str | None, stream: bool, decode: bool) -> Iterator[dict[str, Any]]:
         self.engine.pushes.append(f"{repository}:{tag}")
@@ -134,6 +175,9 @@ class FakeEngine:
         self.sources: list[dict[str, Any]] = share.sources if share else []
         self.removed: list[str] = share.removed if share else []
         self.digests: dict[str, str] = share.digests if share else {}
+        self.layers: dict[str, list[tuple[str, int]]] = share.layers if share else {}
+        self.refuse_removal: set[str] = share.refuse_removal if share else set()
+        self.on_remove: Callable[[str], None] | None = None
         self.registry: FakeRegistry = share.registry if share else FakeRegistry()
         self.build_error: str | None = None
         self.build_error_once = False
@@ -153,6 +197,14 @@ class FakeEngine:
             raise docker.errors.APIError(self.login_error)
         self.logins.append(kwargs)
         return {"Status": "Login Succeeded"}
+
+    def add_image(self, image_id: str, layers: list[tuple[str, int]], tags: tuple[str, ...] = ()) -> str:
+        """An image made outside the fakes' builds (a base image, another tool's image)."""
+        self.image_ids.add(image_id)
+        self.layers[image_id] = list(layers)
+        for reference in tags:
+            self.refs[reference] = image_id
+        return image_id
 
     def delete(self, image_id: str) -> None:
         """The image is removed behind dockyard's back."""
