@@ -1,9 +1,16 @@
-"""The content-addressed context store in Redis: chunked, size-limited, expiring.
+"""The content-addressed context store: a Redis of its own, chunked, bounded, streamed both ways.
+
+Contexts never go to the broker's Redis: they live in the store that
+``context_store_url`` names, a Redis with its own ``maxmemory`` budget and
+``allkeys-lru`` (see the README, "The context store"), so filling it evicts
+the least recently used contexts and never stops the broker or the results.
 
 Keys: ``ctx:<digest>:meta`` (size and chunk count, written last) and
-``ctx:<digest>:<n>`` chunks. A context counts as present only while its meta
-and every chunk are there; one found corrupt or incomplete on download loses
-its meta, so the next upload replaces it.
+``ctx:<digest>:<n>`` chunks. Under LRU any of them may be evicted on its own,
+so a context counts as present only while its meta and every chunk are there.
+An upload reads and sends a few chunks at a time, a download writes one chunk
+at a time to a temporary file: neither holds a whole context in memory. The
+downloaded tar is checked against its digest in one call (``archive_digest``).
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ from tasks.context import PackedContext
 from tasks.errors import ContextMissing, ContextTooLarge
 from tasks.keyspace import key
 
+READ_BYTES = 1024**2  # the digest check reads the downloaded tar this much at a time
+
 
 def _meta_key(settings: Settings, digest: str) -> str:
     return key(settings, "ctx", digest, "meta")
@@ -30,32 +39,48 @@ def _chunk_key(settings: Settings, digest: str, index: int) -> str:
 
 
 def upload_context(connection: redis.Redis, settings: Settings, packed: PackedContext) -> bool:
-    """Store ``packed`` unless its digest is already there; return True if it was uploaded."""
+    """Store ``packed`` unless the store holds it complete; return True if it was uploaded.
+
+    ``ContextMissing`` if the store evicted part of it before the upload ended
+    (the store's budget is too small for it, or too busy).
+    """
     if packed.size > settings.context_max_bytes:
         raise ContextTooLarge(
             f"Build context is {packed.size} bytes, over the limit of {settings.context_max_bytes}."
         )
-    meta = _meta_key(settings, packed.digest)
-    chunks = connection.hget(meta, "chunks")
+    chunks = connection.hget(_meta_key(settings, packed.digest), "chunks")
     if chunks is not None and _touch(connection, settings, packed.digest, int(chunks)):
         return False  # complete: every chunk is there, and lives on
+    count = _write_chunks(connection, settings, packed)
+    if not _touch(connection, settings, packed.digest, count):
+        raise ContextMissing(
+            f"Build context {packed.digest} ({packed.size} bytes) was evicted from the context store while it "
+            "was uploaded: the store's budget (DOCKYARD_CONTEXT_STORE_MAX_BYTES) is too small for it, or the store "
+            "is too busy; send the build again."
+        )
+    return True
+
+
+def _write_chunks(connection: redis.Redis, settings: Settings, packed: PackedContext) -> int:
+    """Send the tar's chunks, a few per round trip, then its meta; the number of chunks."""
     packed.file.seek(0)
     count = 0
     pipe = connection.pipeline(transaction=False)
     while block := packed.file.read(defaults.CONTEXT_CHUNK_BYTES):
         pipe.set(_chunk_key(settings, packed.digest, count), block, ex=settings.context_ttl_s)
         count += 1
-        if count % 8 == 0:
+        if count % defaults.CONTEXT_UPLOAD_CHUNKS_IN_FLIGHT == 0:
             pipe.execute()
+    meta = _meta_key(settings, packed.digest)
     pipe.hset(meta, mapping={"size": packed.size, "chunks": count})
     pipe.expire(meta, settings.context_ttl_s)
     pipe.execute()
     packed.file.seek(0)
-    return True
+    return count
 
 
 def _touch(connection: redis.Redis, settings: Settings, digest: str, chunks: int) -> bool:
-    """Renew the context's keys; False if one of them is gone (the context must be uploaded again)."""
+    """Renew the context's keys (their expiry and their LRU age); False if one of them is gone."""
     pipe = connection.pipeline(transaction=False)
     pipe.expire(_meta_key(settings, digest), settings.context_ttl_s)
     for index in range(chunks):
@@ -73,24 +98,34 @@ def _forget(connection: redis.Redis, settings: Settings, digest: str, what: str)
     return ContextMissing(f"Build context {digest} {what} in the store: it was removed; send the build again.")
 
 
+def archive_digest(archive: BinaryIO) -> str:
+    """The digest of a context tar read from its start (the identity ``tasks.context`` gives it)."""
+    hasher = hashlib.sha256()
+    archive.seek(0)
+    while block := archive.read(READ_BYTES):
+        hasher.update(block)
+    archive.seek(0)
+    return "sha256:" + hasher.hexdigest()
+
+
 def download_context(connection: redis.Redis, settings: Settings, digest: str) -> BinaryIO:
-    """The context's tar in a temporary file, its digest verified."""
+    """The context's tar in a temporary file, written a chunk at a time, its digest verified."""
     meta = connection.hgetall(_meta_key(settings, digest))
     if not meta:
-        raise ContextMissing(f"Build context {digest} is not in the store (expired or never uploaded).")
+        raise ContextMissing(
+            f"Build context {digest} is not in the store (evicted, expired or never uploaded); send the build again."
+        )
     spool = tempfile.TemporaryFile()
-    hasher = hashlib.sha256()
     try:
         for index in range(int(meta[b"chunks"])):
             block = connection.get(_chunk_key(settings, digest, index))
             if not isinstance(block, bytes):
                 raise _forget(connection, settings, digest, f"lost chunk {index}")
-            hasher.update(block)
             spool.write(block)
-        if "sha256:" + hasher.hexdigest() != digest:
+            del block
+        if archive_digest(spool) != digest:
             raise _forget(connection, settings, digest, "is corrupt")
     except BaseException:
         spool.close()
         raise
-    spool.seek(0)
     return spool
