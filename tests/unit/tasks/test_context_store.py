@@ -1,4 +1,4 @@
-"""tasks.context_store: the chunked, expiring context store (fakeredis).
+"""tasks.context_store: the chunked, expiring, bounded context store (fakeredis).
 
 tests/tasks/test_context.py covers one upload then a verified download, and
 refusals over the limit; these add chunking, expiry, and lost or corrupt data.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+from typing import Any
 
 import fakeredis
 import pytest
@@ -16,6 +17,7 @@ import pytest
 import config.defaults
 from config.settings import Settings
 from tasks.context import PackedContext
+from tasks import context_store
 from tasks.context_store import ContextMissing, download_context, has_context, upload_context
 from tests.unit.support import Clock, make_settings
 
@@ -126,3 +128,63 @@ def test_a_corrupt_context_found_on_download_is_replaced_by_the_next_upload(
     assert upload_context(fake_redis, unit_settings, context) is True
     with download_context(fake_redis, unit_settings, context.digest) as archive:
         assert archive.read() == data
+
+
+def test_an_upload_sends_at_most_a_few_chunks_per_round_trip(
+    fake_redis: fakeredis.FakeRedis, unit_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The caller's memory holds ``CONTEXT_UPLOAD_CHUNKS_IN_FLIGHT`` chunks at most, never the whole context."""
+    sizes: list[int] = []
+    pipeline_class = type(fake_redis.pipeline())
+    execute = pipeline_class.execute
+
+    def counting(self: Any, *args: Any, **kwargs: Any) -> Any:
+        sizes.append(sum(1 for args, _options in self.command_stack if args[0] == "SET"))
+        return execute(self, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline_class, "execute", counting)
+    upload_context(fake_redis, unit_settings, packed(os.urandom(9 * CHUNK + 1)))
+    assert sum(sizes) == 10 and max(sizes) == config.defaults.CONTEXT_UPLOAD_CHUNKS_IN_FLIGHT == 2
+
+
+def test_a_chunk_evicted_while_the_context_is_uploaded_fails_the_upload_clearly(
+    fake_redis: fakeredis.FakeRedis, unit_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store (allkeys-lru) may evict a chunk of the context being uploaded: the upload checks and says so."""
+    context = packed(os.urandom(3 * CHUNK))
+    write = context_store._write_chunks
+
+    def evicting(connection: Any, settings: Settings, what: PackedContext) -> int:
+        count = write(connection, settings, what)
+        connection.delete(f"unit:ctx:{what.digest}:0")
+        return count
+
+    monkeypatch.setattr(context_store, "_write_chunks", evicting)
+    with pytest.raises(ContextMissing, match="evicted from the context store while it was uploaded.*DOCKYARD_CONTEXT_STORE_MAX_BYTES"):
+        upload_context(fake_redis, unit_settings, context)
+
+
+def test_the_download_is_checked_by_one_digest_call(
+    fake_redis: fakeredis.FakeRedis, unit_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``archive_digest`` alone decides whether the downloaded tar is the context (one call to swap)."""
+    context = packed(os.urandom(3 * CHUNK))
+    upload_context(fake_redis, unit_settings, context)
+    monkeypatch.setattr(context_store, "archive_digest", lambda archive: "sha256:" + "0" * 64)
+    with pytest.raises(ContextMissing, match="is corrupt"):
+        download_context(fake_redis, unit_settings, context.digest)
+
+
+def test_archive_digest_reads_from_the_start_and_rewinds() -> None:
+    data = os.urandom(3 * context_store.READ_BYTES + 5)
+    archive = io.BytesIO(data)
+    archive.seek(100)
+    assert context_store.archive_digest(archive) == "sha256:" + hashlib.sha256(data).hexdigest()
+    assert archive.tell() == 0
+
+
+def test_a_download_writes_to_a_file_not_memory(fake_redis: fakeredis.FakeRedis, unit_settings: Settings) -> None:
+    context = packed(os.urandom(3 * CHUNK))
+    upload_context(fake_redis, unit_settings, context)
+    with download_context(fake_redis, unit_settings, context.digest) as archive:
+        assert not isinstance(archive, io.BytesIO) and archive.fileno() >= 0, "a temporary file on disk"
