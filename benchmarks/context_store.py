@@ -5,7 +5,7 @@
 
 Run after ``. workers/farm_env.sh`` (the farm's engines, registry and Redis), under the tests' lock.
 The run starts a context store of its own (a ``redis-server`` on a free loopback port with a password,
-``maxmemory`` the budget, ``allkeys-lru``, nothing on disk), so the farm's store is untouched; the
+``maxmemory`` the budget, ``volatile-ttl``, nothing on disk), so the farm's store is untouched; the
 broker is the farm's Redis, on the bench's database and key prefix (``benchmarks.harness``).
 
 budget (issue 14, Must show 1): two workers on the farm's two engines; ``--callers`` threads build
@@ -17,7 +17,7 @@ Every image is checked: ``/marker`` in it holds its own context's marker.
 rss (Must show 5): a ``--big-mib`` MiB context (one random file) goes through a caller process and
 a worker with concurrency 1 (its own, started for each backend), once per backend (docker-py streams
 the stored tar to the engine, buildx unpacks it first). The caller's peak RSS is its own
-``ru_maxrss``; the worker's is ``VmHWM`` of each process in its process group (main and pool child),
+``VmHWM`` (not ``ru_maxrss``, which counts the forking parent's RSS); the worker's is ``VmHWM`` of each process in its process group (main and pool child),
 read after the build. A caller with a 1 KiB context gives the import baseline.
 
 Everything it made (images, contexts, keys, the store) is removed.
@@ -54,12 +54,12 @@ MIB = 1024**2
 SAMPLE_S = 0.1
 BLOCK = 4 * MIB
 CALLER = """
-import json, resource, sys, time
+import json, sys, time
 from tasks import client
 started = time.monotonic()
 result = client.build(sys.argv[1], path=sys.argv[2], tag=sys.argv[3], build_backend=sys.argv[4], timeout_s=1500)
-print(json.dumps({"result": result, "seconds": time.monotonic() - started,
-                  "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+hwm = [line for line in open("/proc/self/status") if line.startswith("VmHWM:")][0].split()[1]
+print(json.dumps({"result": result, "seconds": time.monotonic() - started, "maxrss_kib": int(hwm)}))
 """
 
 
@@ -78,7 +78,7 @@ def own_store(directory: Path, budget_bytes: int) -> Iterator[tuple[str, redis.R
     config.touch(mode=0o600)
     config.write_text("\n".join([
         "bind 127.0.0.1", f"port {port}", "protected-mode yes", 'save ""', "appendonly no",
-        f"maxmemory {budget_bytes}", "maxmemory-policy allkeys-lru", "maxmemory-samples 10",
+        f"maxmemory {budget_bytes}", "maxmemory-policy volatile-ttl", "maxmemory-samples 10",
         f"requirepass {password}", f"dir {directory}", f"logfile {directory / 'redis.log'}",
     ]) + "\n")
     process = subprocess.Popen(["redis-server", str(config)], stdin=subprocess.DEVNULL)
@@ -197,7 +197,7 @@ def budget_part(args: argparse.Namespace, store: redis.Redis, scratch: Path, app
                         "resends": sum("uploading it again" in line for line in lines),
                         "seconds": time.monotonic() - started, "error": None if right else "wrong /marker"}
             except Exception as exc:  # noqa: BLE001 - every failure is counted and shown
-                return {"ok": False, "error": f"{type(exc).__name__}: {exc}", "resends": 0,
+                return {"ok": False, "error": f"{type(exc).__module__}.{type(exc).__name__}: {exc}", "resends": 0,
                         "seconds": time.monotonic() - started}
             finally:
                 shutil.rmtree(directory, ignore_errors=True)
@@ -208,6 +208,8 @@ def budget_part(args: argparse.Namespace, store: redis.Redis, scratch: Path, app
         wall = time.monotonic() - started
         info = store.info("memory")
         stats = store.info("stats")
+        if not all(each["ok"] for each in builds):
+            harness.print_log_tails(workers)
     finally:
         for worker in workers:
             worker.stop()
@@ -316,7 +318,7 @@ def report(figures: dict[str, Any]) -> str:
         b = figures["budget"]
         lines += [
             f"1. {b['contexts']} distinct {b['context_mib']} MiB contexts, {b['callers']} callers, "
-            f"{b['hosts']} hosts x {b['worker_concurrency']} (store budget {b['store_budget_bytes'] / MIB:.0f} MiB, allkeys-lru)",
+            f"{b['hosts']} hosts x {b['worker_concurrency']} (store budget {b['store_budget_bytes'] / MIB:.0f} MiB, volatile-ttl)",
             f"  builds succeeded (right /marker)           {b['builds_ok']} / {b['contexts']}   failed {b['failed']} {b['failures']}",
             f"  outcomes {b['outcomes']}  per host {b['per_host']}  resends after eviction {b['resends']}",
             f"  broker used_memory idle / peak (MiB)       {b['broker_idle_bytes'] / MIB:.2f} / {b['broker_peak_bytes'] / MIB:.2f}",

@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     context_max_bytes: int = Field(defaults.CONTEXT_MAX_BYTES, gt=0)
     context_ttl_s: int = Field(defaults.CONTEXT_TTL_S, gt=0)
     context_store_url: str = Field(
-        defaults.CONTEXT_STORE_URL, description="The context store: a Redis of its own (bounded, allkeys-lru), not the broker's"
+        defaults.CONTEXT_STORE_URL, description="The context store: a Redis of its own (bounded, volatile-ttl), not the broker's"
     )
     context_store_max_bytes: int = Field(
         defaults.CONTEXT_STORE_MAX_BYTES, gt=0,

@@ -2,12 +2,14 @@
 
 Contexts never go to the broker's Redis: they live in the store that
 ``context_store_url`` names, a Redis with its own ``maxmemory`` budget and
-``allkeys-lru`` (see the README, "The context store"), so filling it evicts
-the least recently used contexts and never stops the broker or the results.
+``volatile-ttl`` (see the README, "The context store"). Every key expires
+``context_ttl_s`` after the context was last uploaded or asked for, so the
+store, when full, evicts the contexts whose expiry is nearest, those asked for
+longest ago, and never stops the broker or the results.
 
 Keys: ``ctx:<digest>:meta`` (size and chunk count, written last) and
-``ctx:<digest>:<n>`` chunks. Under LRU any of them may be evicted on its own,
-so a context counts as present only while its meta and every chunk are there.
+``ctx:<digest>:<n>`` chunks. Any of them may be evicted on its own, so a
+context counts as present only while its meta and every chunk are there.
 An upload reads and sends a few chunks at a time, a download writes one chunk
 at a time to a temporary file: neither holds a whole context in memory. The
 downloaded tar is checked against its digest in one call (``archive_digest``).
@@ -28,6 +30,7 @@ from tasks.errors import ContextMissing, ContextTooLarge
 from tasks.keyspace import key
 
 READ_BYTES = 1024**2  # the digest check reads the downloaded tar this much at a time
+UPLOAD_ATTEMPTS = 2  # an upload the store evicted part of before it ended is written again once
 
 
 def _meta_key(settings: Settings, digest: str) -> str:
@@ -41,8 +44,8 @@ def _chunk_key(settings: Settings, digest: str, index: int) -> str:
 def upload_context(connection: redis.Redis, settings: Settings, packed: PackedContext) -> bool:
     """Store ``packed`` unless the store holds it complete; return True if it was uploaded.
 
-    ``ContextMissing`` if the store evicted part of it before the upload ended
-    (the store's budget is too small for it, or too busy).
+    ``ContextMissing`` if the store evicted part of it before the upload ended,
+    ``UPLOAD_ATTEMPTS`` times (the store's budget is too small for it, or too busy).
     """
     if packed.size > settings.context_max_bytes:
         raise ContextTooLarge(
@@ -51,14 +54,15 @@ def upload_context(connection: redis.Redis, settings: Settings, packed: PackedCo
     chunks = connection.hget(_meta_key(settings, packed.digest), "chunks")
     if chunks is not None and _touch(connection, settings, packed.digest, int(chunks)):
         return False  # complete: every chunk is there, and lives on
-    count = _write_chunks(connection, settings, packed)
-    if not _touch(connection, settings, packed.digest, count):
-        raise ContextMissing(
-            f"Build context {packed.digest} ({packed.size} bytes) was evicted from the context store while it "
-            "was uploaded: the store's budget (DOCKYARD_CONTEXT_STORE_MAX_BYTES) is too small for it, or the store "
-            "is too busy; send the build again."
-        )
-    return True
+    for _attempt in range(UPLOAD_ATTEMPTS):
+        count = _write_chunks(connection, settings, packed)
+        if _touch(connection, settings, packed.digest, count):
+            return True
+    raise ContextMissing(
+        f"Build context {packed.digest} ({packed.size} bytes) was evicted from the context store while it "
+        f"was uploaded ({UPLOAD_ATTEMPTS} times): the store's budget (DOCKYARD_CONTEXT_STORE_MAX_BYTES) is too "
+        "small for it, or the store is too busy; send the build again."
+    )
 
 
 def _write_chunks(connection: redis.Redis, settings: Settings, packed: PackedContext) -> int:
@@ -80,7 +84,7 @@ def _write_chunks(connection: redis.Redis, settings: Settings, packed: PackedCon
 
 
 def _touch(connection: redis.Redis, settings: Settings, digest: str, chunks: int) -> bool:
-    """Renew the context's keys (their expiry and their LRU age); False if one of them is gone."""
+    """Renew the context's keys (their expiry: the store evicts the nearest first); False if one is gone."""
     pipe = connection.pipeline(transaction=False)
     pipe.expire(_meta_key(settings, digest), settings.context_ttl_s)
     for index in range(chunks):

@@ -39,6 +39,6 @@ def test_contexts_have_a_bounded_store_of_their_own_that_workers_use() -> None:
     assert resolved.returncode == 0, resolved.stderr
     services = yaml.safe_load(resolved.stdout)["services"]
     store_command = " ".join(services["contexts"]["command"])
-    assert "--maxmemory 2147483648" in store_command and "--maxmemory-policy allkeys-lru" in store_command
+    assert "--maxmemory 2147483648" in store_command and "--maxmemory-policy volatile-ttl" in store_command
     assert "--requirepass" in store_command
     assert "@contexts:6379/0" in services["worker"]["environment"]["DOCKYARD_CONTEXT_STORE_URL"]

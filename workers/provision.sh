@@ -11,7 +11,7 @@
 #     and operators), dockyard-caller (clients: enqueue, upload contexts, read),
 #     dockyard-admin (this script only); passwords made once in the state dir,
 #   - the context store, a Redis of its own on 127.0.0.1:6391 with the same
-#     users: a memory budget (maxmemory) and allkeys-lru, nothing on disk, so
+#     users: a memory budget (maxmemory) and volatile-ttl, nothing on disk, so
 #     contexts never fill the farm's Redis (the broker and result backend),
 ##   - the base image 127.0.0.1:5000/base/busybox:1 (made locally from
 #     busybox-static; nothing is ever pulled from outside),
@@ -524,18 +524,18 @@ step_context_store() {
             log "context store: budget set to $STORE_MAX_BYTES bytes"
             [ "$(store_cli admin config set maxmemory "$STORE_MAX_BYTES")" = OK ] || die "CONFIG SET maxmemory failed"
         fi
-        [ "$(store_cli admin config get maxmemory-policy | sed -n 2p)" = allkeys-lru ] ||
-            [ "$(store_cli admin config set maxmemory-policy allkeys-lru)" = OK ] || die "CONFIG SET maxmemory-policy failed"
-        log "context store: reusing 127.0.0.1:$STORE_PORT (budget $STORE_MAX_BYTES bytes, allkeys-lru)"
+        [ "$(store_cli admin config get maxmemory-policy | sed -n 2p)" = volatile-ttl ] ||
+            [ "$(store_cli admin config set maxmemory-policy volatile-ttl)" = OK ] || die "CONFIG SET maxmemory-policy failed"
+        log "context store: reusing 127.0.0.1:$STORE_PORT (budget $STORE_MAX_BYTES bytes, volatile-ttl)"
         return
     fi
     if [ -n "$(timeout 10 redis-cli -h 127.0.0.1 -p "$STORE_PORT" ping 2>/dev/null)" ]; then
         die "a Redis on 127.0.0.1:$STORE_PORT does not take the farm's admin password ($STATE/redis-admin.password); stop it or set DOCKYARD_FARM_CONTEXT_STORE_PORT"
     fi
-    log "context store: starting redis-server on 127.0.0.1:$STORE_PORT (budget $STORE_MAX_BYTES bytes, allkeys-lru, $STORE_DIR)"
+    log "context store: starting redis-server on 127.0.0.1:$STORE_PORT (budget $STORE_MAX_BYTES bytes, volatile-ttl, $STORE_DIR)"
     (close_extra_fds
      exec redis-server --daemonize yes --bind 127.0.0.1 --port "$STORE_PORT" --protected-mode yes \
-        --save "" --appendonly no --maxmemory "$STORE_MAX_BYTES" --maxmemory-policy allkeys-lru \
+        --save "" --appendonly no --maxmemory "$STORE_MAX_BYTES" --maxmemory-policy volatile-ttl \
         --maxmemory-samples 10 \
         --dir "$STORE_DIR" --logfile "$STORE_DIR/redis.log" --pidfile "$STORE_DIR/redis.pid" \
         --aclfile "$STORE_DIR/users.acl" </dev/null)

@@ -188,3 +188,25 @@ def test_a_download_writes_to_a_file_not_memory(fake_redis: fakeredis.FakeRedis,
     upload_context(fake_redis, unit_settings, context)
     with download_context(fake_redis, unit_settings, context.digest) as archive:
         assert not isinstance(archive, io.BytesIO) and archive.fileno() >= 0, "a temporary file on disk"
+
+
+def test_a_context_evicted_once_while_uploaded_is_written_again(
+    fake_redis: fakeredis.FakeRedis, unit_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = os.urandom(3 * CHUNK)
+    context = packed(data)
+    write = context_store._write_chunks
+    writes: list[int] = []
+
+    def evicting_once(connection: Any, settings: Settings, what: PackedContext) -> int:
+        count = write(connection, settings, what)
+        writes.append(count)
+        if len(writes) == 1:
+            connection.delete(f"unit:ctx:{what.digest}:1")
+        return count
+
+    monkeypatch.setattr(context_store, "_write_chunks", evicting_once)
+    assert upload_context(fake_redis, unit_settings, context) is True
+    assert writes == [3, 3]
+    with download_context(fake_redis, unit_settings, context.digest) as archive:
+        assert archive.read() == data
