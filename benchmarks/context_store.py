@@ -1,12 +1,17 @@
 """The context store under load: the broker's memory, the store's budget, and peak RSS with a 1 GiB context.
 
-    flock /tmp/dockyard-farm-test.lock .venv/bin/python -m benchmarks.context_store [--only budget,rss]
+    flock /tmp/dockyard-farm-test.lock .venv/bin/python -m benchmarks.context_store [--only policy,budget,rss]
         [--contexts 50] [--context-mib 20] [--budget-mib 200] [--callers 6] [--big-mib 1024] [--json PATH]
 
 Run after ``. workers/farm_env.sh`` (the farm's engines, registry and Redis), under the tests' lock.
 The run starts a context store of its own (a ``redis-server`` on a free loopback port with a password,
 ``maxmemory`` the budget, ``volatile-ttl``, nothing on disk), so the farm's store is untouched; the
 broker is the farm's Redis, on the bench's database and key prefix (``benchmarks.harness``).
+
+policy (why ``volatile-ttl``): no workers; on two stores of their own with the same budget, one
+``allkeys-lru`` and one ``volatile-ttl``, ``--callers`` threads each upload ``--contexts`` distinct
+contexts of ``--context-mib`` MiB in turn (``tasks.context_store``), wait up to a second, and download
+their own, as a worker soon would: how many were lost in between.
 
 budget (issue 14, Must show 1): two workers on the farm's two engines; ``--callers`` threads build
 ``--contexts`` distinct contexts of ``--context-mib`` MiB each (random bytes: no two alike) through
@@ -70,7 +75,7 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def own_store(directory: Path, budget_bytes: int) -> Iterator[tuple[str, redis.Redis]]:
+def own_store(directory: Path, budget_bytes: int, policy: str = "volatile-ttl") -> Iterator[tuple[str, redis.Redis]]:
     """A context store for this run only: its URL and an admin client (the default user, a password)."""
     port, password = free_port(), secrets.token_hex(16)
     directory.mkdir(parents=True, exist_ok=True)
@@ -78,7 +83,7 @@ def own_store(directory: Path, budget_bytes: int) -> Iterator[tuple[str, redis.R
     config.touch(mode=0o600)
     config.write_text("\n".join([
         "bind 127.0.0.1", f"port {port}", "protected-mode yes", 'save ""', "appendonly no",
-        f"maxmemory {budget_bytes}", "maxmemory-policy volatile-ttl", "maxmemory-samples 10",
+        f"maxmemory {budget_bytes}", f"maxmemory-policy {policy}", "maxmemory-samples 10",
         f"requirepass {password}", f"dir {directory}", f"logfile {directory / 'redis.log'}",
     ]) + "\n")
     process = subprocess.Popen(["redis-server", str(config)], stdin=subprocess.DEVNULL)
@@ -230,6 +235,61 @@ def budget_part(args: argparse.Namespace, store: redis.Redis, scratch: Path, app
     }
 
 
+def policy_part(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
+    """Contexts lost between upload and download under each eviction policy, side by side."""
+    import hashlib
+    import random
+    import tempfile
+
+    from config.settings import Settings
+    from tasks.context import PackedContext
+    from tasks.context_store import download_context, upload_context
+    from tasks.errors import ContextMissing
+
+    found: dict[str, Any] = {}
+    for policy in ("allkeys-lru", "volatile-ttl"):
+        with own_store(scratch / f"policy-{policy}", args.budget_mib * MIB, policy) as (url, store):
+            settings = Settings(key_prefix=harness.BENCH_KEY_PREFIX, context_store_url=url)
+
+            def one(index: int) -> str:
+                with tempfile.TemporaryFile() as spool:
+                    write_random_to(spool, args.context_mib * MIB)
+                    spool.seek(0)
+                    hasher = hashlib.sha256()
+                    while block := spool.read(BLOCK):
+                        hasher.update(block)
+                    packed = PackedContext("sha256:" + hasher.hexdigest(), args.context_mib * MIB, spool)
+                    try:
+                        upload_context(store, settings, packed)
+                    except ContextMissing:
+                        return "lost while uploaded"
+                    time.sleep(random.random())
+                    try:
+                        download_context(store, settings, packed.digest).close()
+                    except ContextMissing:
+                        return "lost before download"
+                    return "ok"
+
+            with ThreadPoolExecutor(args.callers) as pool:
+                outcomes = list(pool.map(one, range(args.contexts)))
+            found[policy] = {
+                "ok": outcomes.count("ok"), "lost_while_uploaded": outcomes.count("lost while uploaded"),
+                "lost_before_download": outcomes.count("lost before download"),
+                "evicted_keys": int(store.info("stats")["evicted_keys"]),
+                "used_memory_peak_bytes": int(store.info("memory")["used_memory_peak"]),
+            }
+    return {"contexts": args.contexts, "context_mib": args.context_mib, "callers": args.callers,
+            "budget_bytes": args.budget_mib * MIB, "policies": found}
+
+
+def write_random_to(handle: Any, size: int) -> None:
+    left = size
+    while left > 0:
+        block = os.urandom(min(BLOCK, left))
+        handle.write(block)
+        left -= len(block)
+
+
 def process_group(pgid: int) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
@@ -314,6 +374,18 @@ def rss_part(args: argparse.Namespace, store: redis.Redis, scratch: Path, app: A
 
 def report(figures: dict[str, Any]) -> str:
     lines = []
+    if "policy" in figures:
+        p = figures["policy"]
+        lines.append(
+            f"0. eviction policy: {p['contexts']} distinct {p['context_mib']} MiB contexts, {p['callers']} threads, "
+            f"each downloaded within 1 s of its upload (budget {p['budget_bytes'] / MIB:.0f} MiB)"
+        )
+        for policy, got in p["policies"].items():
+            lines.append(
+                f"  {policy:13s} ok {got['ok']:3d}   lost while uploaded {got['lost_while_uploaded']:3d}   "
+                f"lost before download {got['lost_before_download']:3d}   evicted keys {got['evicted_keys']}   "
+                f"peak {got['used_memory_peak_bytes'] / MIB:.1f} MiB"
+            )
     if "budget" in figures:
         b = figures["budget"]
         lines += [
@@ -347,7 +419,7 @@ def report(figures: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default="budget,rss", help="parts to run: budget, rss")
+    parser.add_argument("--only", default="policy,budget,rss", help="parts to run: policy, budget, rss")
     parser.add_argument("--contexts", type=int, default=50)
     parser.add_argument("--context-mib", type=int, default=20)
     parser.add_argument("--budget-mib", type=int, default=200)
@@ -364,6 +436,8 @@ def main() -> None:
 
         figures: dict[str, Any] = {}
         try:
+            if "policy" in parts:
+                figures["policy"] = policy_part(args, scratch)
             if "budget" in parts:
                 figures["budget"] = budget_part(args, store, scratch, app)
             if "rss" in parts:
