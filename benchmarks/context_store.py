@@ -5,7 +5,7 @@
 
 Run after ``. workers/farm_env.sh`` (the farm's engines, registry and Redis), under the tests' lock.
 The run starts a context store of its own (a ``redis-server`` on a free loopback port with a password,
-``maxmemory`` the budget, ``volatile-ttl``, nothing on disk), so the farm's store is untouched; the
+``maxmemory`` 7/8 of the budget as provisioning sets it, ``volatile-ttl``, nothing on disk), so the farm's store is untouched; the
 broker is the farm's Redis, on the bench's database and key prefix (``benchmarks.harness``).
 
 policy (why ``volatile-ttl``): no workers; on two stores of their own with the same budget, one
@@ -53,6 +53,7 @@ from typing import Any
 import redis
 
 from benchmarks import harness
+from tasks.context_store import maxmemory_for
 from workers.launcher import WorkerProcess
 
 MIB = 1024**2
@@ -83,7 +84,7 @@ def own_store(directory: Path, budget_bytes: int, policy: str = "volatile-ttl") 
     config.touch(mode=0o600)
     config.write_text("\n".join([
         "bind 127.0.0.1", f"port {port}", "protected-mode yes", 'save ""', "appendonly no",
-        f"maxmemory {budget_bytes}", f"maxmemory-policy {policy}", "maxmemory-samples 10",
+        f"maxmemory {maxmemory_for(budget_bytes)}", f"maxmemory-policy {policy}", "maxmemory-samples 10",
         f"requirepass {password}", f"dir {directory}", f"logfile {directory / 'redis.log'}",
     ]) + "\n")
     process = subprocess.Popen(["redis-server", str(config)], stdin=subprocess.DEVNULL)
@@ -175,7 +176,7 @@ def budget_part(args: argparse.Namespace, store: redis.Redis, scratch: Path, app
     from tasks.keyspace import redis_for
 
     budget = args.budget_mib * MIB
-    store.config_set("maxmemory", budget)
+    store.config_set("maxmemory", maxmemory_for(budget))
     broker = redis_for(get_settings())
     urls = harness.docker_hosts()[:2]
     engines = {f"ctxstore-{n}": harness.engine(url, logged_in=False) for n, url in enumerate(urls, start=1)}
@@ -323,7 +324,7 @@ def rss_part(args: argparse.Namespace, store: redis.Redis, scratch: Path, app: A
     big = args.big_mib * MIB
     limit = big + 64 * MIB
     store.flushall()
-    store.config_set("maxmemory", int(big * 1.5) + 256 * MIB)
+    store.config_set("maxmemory", maxmemory_for(int(big * 1.5) + 256 * MIB))
     url = harness.docker_hosts()[0]
     engine = harness.engine(url, logged_in=False)
     image = f"{harness.registry()[0]}/{harness.BENCH_REPOSITORY}/ctxrss-{uuid.uuid4().hex[:8]}"

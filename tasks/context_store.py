@@ -29,6 +29,12 @@ from tasks.context import PackedContext
 from tasks.errors import ContextMissing, ContextTooLarge
 from tasks.keyspace import key
 
+def maxmemory_for(budget_bytes: int) -> int:
+    """The store's ``maxmemory`` for a budget: seven eighths of it, the last eighth kept for the chunks
+    being received (Redis counts them, and evicts only before each command, after they arrived)."""
+    return budget_bytes // 8 * 7
+
+
 READ_BYTES = 1024**2  # the digest check reads the downloaded tar this much at a time
 UPLOAD_ATTEMPTS = 2  # an upload the store evicted part of before it ended is written again once
 

@@ -38,7 +38,9 @@ def test_contexts_have_a_bounded_store_of_their_own_that_workers_use() -> None:
     resolved = compose("config")
     assert resolved.returncode == 0, resolved.stderr
     services = yaml.safe_load(resolved.stdout)["services"]
-    store_command = " ".join(services["contexts"]["command"])
-    assert "--maxmemory 2147483648" in store_command and "--maxmemory-policy volatile-ttl" in store_command
+    store = services["contexts"]
+    store_command = " ".join(store["command"])
+    assert "--maxmemory $$((BUDGET / 8 * 7))" in store_command and "--maxmemory-policy volatile-ttl" in store_command
+    assert store["environment"]["BUDGET"] == "2147483648", "the default budget, 2 GiB (seven eighths of it maxmemory)"
     assert "--requirepass" in store_command
     assert "@contexts:6379/0" in services["worker"]["environment"]["DOCKYARD_CONTEXT_STORE_URL"]

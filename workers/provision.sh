@@ -28,8 +28,9 @@
 #                        (default 600; a killed one cleans up first)
 #   DOCKYARD_FARM_REDIS_PORT  loopback port of the farm's Redis (default 6390)
 #   DOCKYARD_FARM_CONTEXT_STORE_PORT  loopback port of the context store (default 6391)
-#   DOCKYARD_CONTEXT_STORE_MAX_BYTES  the context store's budget, its maxmemory
-#                        (default 2147483648; a running store takes a new value at once)
+#   DOCKYARD_CONTEXT_STORE_MAX_BYTES  the context store's budget (default 2147483648);
+#                        its maxmemory is 7/8 of it, the rest for chunks being received
+#                        (a running store takes a new value at once)
 # Progress goes to stderr; the last line on stdout is the path of farm.env,
 # a shell-sourceable file with the DOCKYARD_* settings for workers and tests:
 # DOCKYARD_REDIS_URL is the worker user's URL (workers, operators' CLI), and
@@ -52,6 +53,8 @@ REDIS_DIR=$STATE/redis
 STORE_PORT=${DOCKYARD_FARM_CONTEXT_STORE_PORT:-6391}
 STORE_DIR=$STATE/context-store
 STORE_MAX_BYTES=${DOCKYARD_CONTEXT_STORE_MAX_BYTES:-2147483648}
+# seven eighths of the budget; the last eighth is for chunks being received (tasks/context_store.py maxmemory_for)
+STORE_MAXMEMORY=$((STORE_MAX_BYTES / 8 * 7))
 # dockyard's key prefixes: the farm's, the test suite's, the benchmarks'
 REDIS_KEY_PREFIXES=(dockyard: dockyard-test: dockyard-bench:)
 SYS_PYTHON=/usr/bin/python3
@@ -520,9 +523,9 @@ step_context_store() {
             log "context store: users changed; ACL LOAD on 127.0.0.1:$STORE_PORT"
             [ "$(store_cli admin acl load)" = OK ] || die "ACL LOAD of $STORE_DIR/users.acl failed"
         fi
-        if [ "$(store_cli admin config get maxmemory | sed -n 2p)" != "$STORE_MAX_BYTES" ]; then
-            log "context store: budget set to $STORE_MAX_BYTES bytes"
-            [ "$(store_cli admin config set maxmemory "$STORE_MAX_BYTES")" = OK ] || die "CONFIG SET maxmemory failed"
+        if [ "$(store_cli admin config get maxmemory | sed -n 2p)" != "$STORE_MAXMEMORY" ]; then
+            log "context store: budget set to $STORE_MAX_BYTES bytes (maxmemory $STORE_MAXMEMORY)"
+            [ "$(store_cli admin config set maxmemory "$STORE_MAXMEMORY")" = OK ] || die "CONFIG SET maxmemory failed"
         fi
         [ "$(store_cli admin config get maxmemory-policy | sed -n 2p)" = volatile-ttl ] ||
             [ "$(store_cli admin config set maxmemory-policy volatile-ttl)" = OK ] || die "CONFIG SET maxmemory-policy failed"
@@ -535,7 +538,7 @@ step_context_store() {
     log "context store: starting redis-server on 127.0.0.1:$STORE_PORT (budget $STORE_MAX_BYTES bytes, volatile-ttl, $STORE_DIR)"
     (close_extra_fds
      exec redis-server --daemonize yes --bind 127.0.0.1 --port "$STORE_PORT" --protected-mode yes \
-        --save "" --appendonly no --maxmemory "$STORE_MAX_BYTES" --maxmemory-policy volatile-ttl \
+        --save "" --appendonly no --maxmemory "$STORE_MAXMEMORY" --maxmemory-policy volatile-ttl \
         --maxmemory-samples 10 \
         --dir "$STORE_DIR" --logfile "$STORE_DIR/redis.log" --pidfile "$STORE_DIR/redis.pid" \
         --aclfile "$STORE_DIR/users.acl" </dev/null)

@@ -210,3 +210,8 @@ def test_a_context_evicted_once_while_uploaded_is_written_again(
     assert writes == [3, 3]
     with download_context(fake_redis, unit_settings, context.digest) as archive:
         assert archive.read() == data
+
+
+def test_the_stores_maxmemory_keeps_an_eighth_of_the_budget_for_chunks_in_flight() -> None:
+    assert context_store.maxmemory_for(200 * 1024**2) == 175 * 1024**2
+    assert context_store.maxmemory_for(config.defaults.CONTEXT_STORE_MAX_BYTES) == 1879048192
