@@ -178,6 +178,12 @@ def redis_client(settings: Settings) -> Iterator[redis.Redis]:
         pytest.fail(f"the tests left {len(left)} keys in Redis database {TEST_REDIS_DB}: {left[:20]}")
 
 
+@functools.lru_cache(maxsize=1)
+def context_store_client() -> redis.Redis:
+    """The context store's test database as the worker user (for tests that put crafted contexts there)."""
+    return redis.Redis.from_url(WORKER_STORE_URL)
+
+
 def clear_test_contexts(connection: redis.Redis) -> int:
     """Delete the tests' contexts from the context store's test database; return how many keys."""
     names = list(connection.scan_iter(match=f"{get_settings().key_prefix}ctx:*", count=1000))
