@@ -64,6 +64,9 @@ def setup_environment(*, redis_db: int = BENCH_REDIS_DB, key_prefix: str = BENCH
     os.environ["DOCKYARD_REDIS_URL"] = _with_db(redis_url, redis_db)
     if os.environ.get("DOCKYARD_CALLER_REDIS_URL"):
         os.environ["DOCKYARD_CALLER_REDIS_URL"] = _with_db(os.environ["DOCKYARD_CALLER_REDIS_URL"], redis_db)
+    for store in ("DOCKYARD_CONTEXT_STORE_URL", "DOCKYARD_CALLER_CONTEXT_STORE_URL"):  # the context store's bench database
+        if os.environ.get(store):
+            os.environ[store] = _with_db(os.environ[store], redis_db)
     for separate in ("DOCKYARD_BROKER_URL", "DOCKYARD_RESULT_BACKEND", "DOCKYARD_CACHE_URL"):
         os.environ.pop(separate, None)  # everything of the bench lives in its one database
     os.environ["DOCKYARD_KEY_PREFIX"] = key_prefix

@@ -65,6 +65,13 @@ class Settings(BaseSettings):
     max_tasks_per_child: int = Field(defaults.MAX_TASKS_PER_CHILD, gt=0)
     context_max_bytes: int = Field(defaults.CONTEXT_MAX_BYTES, gt=0)
     context_ttl_s: int = Field(defaults.CONTEXT_TTL_S, gt=0)
+    context_store_url: str = Field(
+        defaults.CONTEXT_STORE_URL, description="The context store: a Redis of its own (bounded, volatile-ttl), not the broker's"
+    )
+    context_store_max_bytes: int = Field(
+        defaults.CONTEXT_STORE_MAX_BYTES, gt=0,
+        description="The context store's budget: provisioning (workers/provision.sh, compose.yaml) makes it its maxmemory",
+    )
     context_transport: Literal["redis", "path"] = Field(
         defaults.CONTEXT_TRANSPORT, description="How contexts reach workers"
     )
@@ -119,7 +126,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _sentinel_urls_parse(self) -> Settings:
-        for url in (self.effective_broker_url, self.effective_result_backend, self.effective_cache_url):
+        for url in (self.effective_broker_url, self.effective_result_backend, self.effective_cache_url, self.context_store_url):
             if is_sentinel_url(url):
                 parse_sentinel_url(url)  # a ValueError here is a validation error naming the URL's fault
         return self

@@ -32,7 +32,7 @@ import redis
 from config import defaults
 from config.settings import Settings, get_settings
 from tasks.cache_key import call_key
-from tasks.errors import BuildError, DockyardError, JoinTimeout, TransientError
+from tasks.errors import BuildError, ContextMissing, DockyardError, JoinTimeout, TransientError
 from tasks.keyspace import key, redis_for
 from tasks.lease import KeepAlive, Lease
 from tasks.notify import Waiter, announce
@@ -294,7 +294,7 @@ class SingleFlight:
             if failure is not None:
                 notice = json.loads(failure)
                 if notice["token"] == owner:
-                    raise BuildError(f"The build this call joined failed: {notice['type']}: {notice['message']}")
+                    raise joined_failure(notice)
             if not lease.held_by_anyone():
                 entry = self.peek(cache_key)
                 if entry is not None:
@@ -308,6 +308,13 @@ class SingleFlight:
         self.connection.set(
             self._aux_key("failed", cache_key), json.dumps(notice), ex=defaults.FAILURE_NOTICE_S
         )
+
+
+def joined_failure(notice: dict[str, Any]) -> DockyardError:
+    """The error a joiner raises for its owner's failure: a ``ContextMissing`` stays one (its caller
+    uploads the context again and resends), anything else is a ``BuildError`` naming it."""
+    message = f"The build this call joined failed: {notice['type']}: {notice['message']}"
+    return ContextMissing(message) if notice["type"] == ContextMissing.__name__ else BuildError(message)
 
 
 def build_cache(connection: redis.Redis, settings: Settings) -> SingleFlight:

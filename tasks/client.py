@@ -21,12 +21,13 @@ from celery.result import AsyncResult
 from config import defaults
 from config.celery import caller_app
 from config.settings import Settings, get_settings
-from tasks import base_images, hosts, image_use, registry
+from tasks import base_images, hosts, image_use, keyspace, registry
 from tasks.cache import Entry, build_cache, push_cache
 from tasks.cache_key import push_key
 from tasks.coalesce import Coalescer
 from tasks.context_store import upload_context
-from tasks.errors import JoinTimeout, PushError
+from tasks.context import PackedContext
+from tasks.errors import ContextMissing, JoinTimeout, PushError
 from tasks.keyspace import redis_for
 from tasks.masking import masked_repr
 from tasks.naming import registry_of
@@ -47,7 +48,7 @@ def prepare_and_upload(image_name: str, params: Mapping[str, Any], settings: Set
     spec, packed = prepare_build({"image_name": image_name, **params}, settings)
     try:
         if spec.context_path is None:
-            upload_context(redis_for(settings), settings, packed)
+            upload_context(keyspace.context_store_for(settings), settings, packed)
     finally:
         packed.close()
     return spec
@@ -221,15 +222,46 @@ def build(
                 return _answer(spec, entry, "hit")
             if (joined := wait_for_running_build(spec, settings, cache_key, reader=reader, on_output=on_output)) is not None:
                 return joined
-        if spec.context_path is None:
-            upload_context(redis_for(settings), settings, packed)
+        return send_build(
+            spec, packed, settings, app=app, timeout_s=timeout_s or settings.task_time_limit_s * 2,
+            cache_key=cache_key, reader=reader, on_output=on_output,
+        )
     finally:
         packed.close()
-    result = _spec_signature(spec, app).apply_async()
-    return await_build(
-        result, spec, settings, timeout_s=timeout_s or settings.task_time_limit_s * 2,
-        cache_key=cache_key, reader=reader, on_output=on_output,
-    )
+
+
+def send_build(
+    spec: BuildSpec,
+    packed: PackedContext,
+    settings: Settings,
+    *,
+    app: Celery | None,
+    timeout_s: float,
+    cache_key: str | None,
+    reader: StreamReader | None,
+    on_output: OutputSink | None,
+) -> FarmBuildResult:
+    """Upload the context (unless the store holds it), send the build and wait for it.
+
+    A context that left the store before a worker read it (evicted, expired,
+    found corrupt) fails the task with ``ContextMissing``: it is uploaded and
+    the build sent again, ``CONTEXT_RESENDS`` times at most, then the error is raised.
+    """
+    attempt = 0
+    while True:
+        try:
+            if spec.context_path is None:
+                upload_context(keyspace.context_store_for(settings), settings, packed)
+            result = _spec_signature(spec, app).apply_async()
+            return await_build(
+                result, spec, settings, timeout_s=timeout_s, cache_key=cache_key, reader=reader, on_output=on_output,
+            )
+        except ContextMissing as exc:
+            if spec.context_path is not None or attempt >= defaults.CONTEXT_RESENDS:
+                raise
+            attempt += 1
+            if on_output is not None:
+                on_output(f"dockyard: {exc}; uploading it again and resending the build ({attempt}/{defaults.CONTEXT_RESENDS})\n")
 
 
 def await_build(

@@ -19,7 +19,7 @@ import docker.errors
 import redis
 
 from config.settings import Settings
-from tasks import hosts, image_use, metrics, notify, rebuild, registry
+from tasks import hosts, image_use, keyspace, metrics, notify, rebuild, registry
 from tasks.base_images import built_on, worker_cache_key
 from tasks.build import OutputSink, apply_tags, build_from_archive, build_in
 from tasks.build_secrets import materialized_secrets
@@ -164,7 +164,7 @@ def build_spec(
         if spec.context_path:
             directory = shared_directory(spec, settings)
         else:
-            archive = stack.enter_context(stored_archive(spec, connection, settings))
+            archive = stack.enter_context(stored_archive(spec, keyspace.context_store_for(settings), settings))
             if spec.build_backend == "docker-py":
                 return build_from_archive(spec, archive, auto_lines=spec.dockerfile_lines, client=client, output=output)
             directory = stack.enter_context(unpacked_directory(archive, settings))

@@ -1,4 +1,4 @@
-"""The Redis connection of dockyard's own keys (cache, leases, hosts, deliveries).
+"""The Redis connections of dockyard's own keys (cache, leases, hosts, deliveries) and of the context store.
 
 A ``sentinel://`` cache URL is served by redis-py's Sentinel: the client asks
 the sentinels for the master named ``sentinel_master`` on every new
@@ -88,6 +88,12 @@ def redis_for(settings: Settings) -> redis.Redis:
     """A shared client for ``settings.effective_cache_url`` (one pool per URL, master and process)."""
     password = settings.sentinel_password.get_secret_value() if settings.sentinel_password else None
     return _connect(settings.effective_cache_url, settings.sentinel_master, password, settings.sentinel_failover_wait_s)
+
+
+def context_store_for(settings: Settings) -> redis.Redis:
+    """A shared client for the context store (``settings.context_store_url``), never the broker's Redis."""
+    password = settings.sentinel_password.get_secret_value() if settings.sentinel_password else None
+    return _connect(settings.context_store_url, settings.sentinel_master, password, settings.sentinel_failover_wait_s)
 
 
 def key(settings: Settings, *parts: str) -> str:

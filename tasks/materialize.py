@@ -83,9 +83,9 @@ def shared_directory(spec: BuildSpec, settings: Settings) -> Path:
 
 
 @contextlib.contextmanager
-def stored_archive(spec: BuildSpec, connection: redis.Redis, settings: Settings) -> Iterator[BinaryIO]:
-    """The spec's context tar from the store, its digest and its Dockerfile checked."""
-    with download_context(connection, settings, spec.context_digest) as archive:
+def stored_archive(spec: BuildSpec, store: redis.Redis, settings: Settings) -> Iterator[BinaryIO]:
+    """The spec's context tar from the context store (``store``), its digest and its Dockerfile checked."""
+    with download_context(store, settings, spec.context_digest) as archive:
         check_archive_dockerfile(archive, spec)
         yield archive
 

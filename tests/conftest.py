@@ -23,6 +23,7 @@ import pytest
 import redis
 import requests
 
+from config import defaults
 from config.settings import Settings, get_settings
 from tasks.sealing import generate_keypair
 from workers import farm, launcher, sweep
@@ -51,10 +52,13 @@ def with_db(url: str, db: str) -> str:
 # use the worker user. Both on the test database.
 WORKER_REDIS_URL = ""
 CALLER_REDIS_URL = ""
+# The context store (workers/provision.sh): the same two users, on the test database of the store.
+WORKER_STORE_URL = ""
+CALLER_STORE_URL = ""
 
 
 def _load_farm_env() -> None:
-    global WORKER_REDIS_URL, CALLER_REDIS_URL
+    global WORKER_REDIS_URL, CALLER_REDIS_URL, WORKER_STORE_URL, CALLER_STORE_URL
     farm_dir = Path(os.environ.get("DOCKYARD_FARM_DIR", "/var/lib/dockyard-farm"))
     env_file = farm_dir / "farm.env"
     if env_file.exists():
@@ -67,6 +71,10 @@ def _load_farm_env() -> None:
     CALLER_REDIS_URL = with_db(os.environ.get("DOCKYARD_CALLER_REDIS_URL") or worker_url, TEST_REDIS_DB)
     os.environ["DOCKYARD_REDIS_URL"] = CALLER_REDIS_URL
     os.environ["DOCKYARD_WORKER_REDIS_URL"] = WORKER_REDIS_URL  # read by nothing in dockyard: for subprocesses of tests
+    store_url = os.environ.get("DOCKYARD_CONTEXT_STORE_URL", defaults.CONTEXT_STORE_URL)
+    WORKER_STORE_URL = with_db(store_url, TEST_REDIS_DB)
+    CALLER_STORE_URL = with_db(os.environ.get("DOCKYARD_CALLER_CONTEXT_STORE_URL") or store_url, TEST_REDIS_DB)
+    os.environ["DOCKYARD_CONTEXT_STORE_URL"] = CALLER_STORE_URL
     os.environ["DOCKYARD_KEY_PREFIX"] = "dockyard-test:"
     if not os.environ.get("DOCKYARD_SEAL_PUBLIC_KEY"):  # a key pair for this run; workers inherit both
         public, private = generate_keypair()
@@ -153,7 +161,7 @@ def redis_client(settings: Settings) -> Iterator[redis.Redis]:
     The worker user's connection: the test process itself is a caller, which may not write dockyard's keys.
     """
     for url in {settings.effective_cache_url, settings.effective_broker_url, settings.effective_result_backend,
-                WORKER_REDIS_URL}:
+                WORKER_REDIS_URL, settings.context_store_url, WORKER_STORE_URL}:
         if redis.Redis.from_url(url).connection_pool.connection_kwargs.get("db") != int(TEST_REDIS_DB):
             pytest.fail(f"refusing to run: {masked_url(url)} is not the test database {TEST_REDIS_DB}")
     client = redis.Redis.from_url(WORKER_REDIS_URL)
@@ -169,6 +177,33 @@ def redis_client(settings: Settings) -> Iterator[redis.Redis]:
     client.close()
     if left:
         pytest.fail(f"the tests left {len(left)} keys in Redis database {TEST_REDIS_DB}: {left[:20]}")
+
+
+@functools.lru_cache(maxsize=1)
+def context_store_client() -> redis.Redis:
+    """The context store's test database as the worker user (for tests that put crafted contexts there)."""
+    return redis.Redis.from_url(WORKER_STORE_URL)
+
+
+def clear_test_contexts(connection: redis.Redis) -> int:
+    """Delete the tests' contexts from the context store's test database; return how many keys."""
+    names = list(connection.scan_iter(match=f"{get_settings().key_prefix}ctx:*", count=1000))
+    return sum(int(connection.delete(*names[start:start + 500])) for start in range(0, len(names), 500))
+
+
+@pytest.fixture(scope="session")
+def context_store(redis_client: redis.Redis) -> Iterator[redis.Redis]:
+    """The context store's test database (the worker user): the tests' contexts deleted at the start and end."""
+    client = redis.Redis.from_url(WORKER_STORE_URL)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        pytest.fail(f"the context store is not reachable at {masked_url(WORKER_STORE_URL)}: {exc}")
+    assert client.connection_pool.connection_kwargs.get("db") == int(TEST_REDIS_DB)
+    clear_test_contexts(client)
+    yield client
+    clear_test_contexts(client)
+    client.close()
 
 
 @pytest.fixture(scope="session")
@@ -276,8 +311,8 @@ class WorkerProcess(launcher.WorkerProcess):
         self, host_id: str, docker_host: str, log_path: Path, extra_env: dict[str, str] | None = None,
         concurrency: int = 2,
     ) -> None:
-        # workers are the worker user; a test's own extra_env (another Redis) wins
-        env = {"DOCKYARD_REDIS_URL": WORKER_REDIS_URL, **(extra_env or {})}
+        # workers are the worker user (of Redis and of the context store); a test's own extra_env wins
+        env = {"DOCKYARD_REDIS_URL": WORKER_REDIS_URL, "DOCKYARD_CONTEXT_STORE_URL": WORKER_STORE_URL, **(extra_env or {})}
         super().__init__(host_id, docker_host, log_path, env, concurrency)
 
     def start(self) -> WorkerProcess:
@@ -293,7 +328,8 @@ class WorkerProcess(launcher.WorkerProcess):
 
 @pytest.fixture(scope="session")
 def farm_workers(
-    engines: list[docker.DockerClient], redis_client: redis.Redis, tmp_path_factory: pytest.TempPathFactory
+    engines: list[docker.DockerClient], redis_client: redis.Redis, context_store: redis.Redis,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[list[WorkerProcess]]:
     """One real worker per engine (two hosts), each with its own host id and DOCKER_HOST."""
     app = operator_app()

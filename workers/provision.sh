@@ -10,6 +10,9 @@
 #     on 6379, if any, is left alone): `default` off, dockyard-worker (workers
 #     and operators), dockyard-caller (clients: enqueue, upload contexts, read),
 #     dockyard-admin (this script only); passwords made once in the state dir,
+#   - the context store, a Redis of its own on 127.0.0.1:6391 with the same
+#     users: a memory budget (maxmemory) and volatile-ttl, nothing on disk, so
+#     contexts never fill the farm's Redis (the broker and result backend),
 ##   - the base image 127.0.0.1:5000/base/busybox:1 (made locally from
 #     busybox-static; nothing is ever pulled from outside),
 #   - the project's virtual env at <repo>/.venv.
@@ -24,11 +27,16 @@
 #   DOCKYARD_ENGINE_START_TIMEOUT  seconds to wait for a starting dockerd
 #                        (default 600; a killed one cleans up first)
 #   DOCKYARD_FARM_REDIS_PORT  loopback port of the farm's Redis (default 6390)
+#   DOCKYARD_FARM_CONTEXT_STORE_PORT  loopback port of the context store (default 6391)
+#   DOCKYARD_CONTEXT_STORE_MAX_BYTES  the context store's budget (default 2147483648);
+#                        its maxmemory is 7/8 of it, the rest for chunks being received
+#                        (a running store takes a new value at once)
 # Progress goes to stderr; the last line on stdout is the path of farm.env,
 # a shell-sourceable file with the DOCKYARD_* settings for workers and tests:
 # DOCKYARD_REDIS_URL is the worker user's URL (workers, operators' CLI), and
 # DOCKYARD_CALLER_REDIS_URL the caller user's (give it to clients as their
-# DOCKYARD_REDIS_URL).
+# DOCKYARD_REDIS_URL); DOCKYARD_CONTEXT_STORE_URL and
+# DOCKYARD_CALLER_CONTEXT_STORE_URL are the same two users' URLs of the store.
 set -euo pipefail
 umask 022
 
@@ -42,6 +50,11 @@ BASE_IMAGE=$REGISTRY/base/busybox:1
 DEFAULT_SOCK=unix:///var/run/docker.sock
 REDIS_PORT=${DOCKYARD_FARM_REDIS_PORT:-6390}
 REDIS_DIR=$STATE/redis
+STORE_PORT=${DOCKYARD_FARM_CONTEXT_STORE_PORT:-6391}
+STORE_DIR=$STATE/context-store
+STORE_MAX_BYTES=${DOCKYARD_CONTEXT_STORE_MAX_BYTES:-2147483648}
+# seven eighths of the budget; the last eighth is for chunks being received (tasks/context_store.py maxmemory_for)
+STORE_MAXMEMORY=$((STORE_MAX_BYTES / 8 * 7))
 # dockyard's key prefixes: the farm's, the test suite's, the benchmarks'
 REDIS_KEY_PREFIXES=(dockyard: dockyard-test: dockyard-bench:)
 SYS_PYTHON=/usr/bin/python3
@@ -73,6 +86,8 @@ parse_args() {
         esac
     done
     [[ $HOSTS =~ ^[1-9][0-9]*$ ]] || die "number of hosts must be >= 1, got '$HOSTS'"
+    [[ $STORE_MAX_BYTES =~ ^[1-9][0-9]*$ ]] ||
+        die "DOCKYARD_CONTEXT_STORE_MAX_BYTES must be a number of bytes, got '$STORE_MAX_BYTES'"
 }
 
 # ---------------------------------------------------------------- helpers
@@ -414,7 +429,7 @@ sha256_of() { printf '%s' "$1" | sha256sum | cut -d' ' -f1; }
 redis_acl() {
     local p caller_keys=""
     for p in "${REDIS_KEY_PREFIXES[@]}"; do
-        caller_keys+=" %R~$p* %RW~${p}ctx:* %RW~${p}call:* %RW~${p}seen:*"
+        caller_keys+=" %R~$p* %RW~${p}call:* %RW~${p}seen:*"
     done
     cat <<EOF
 user default off resetpass resetkeys resetchannels -@all
@@ -467,6 +482,74 @@ step_redis() {
 
 redis_url() {  # redis_url USER-SUFFIX -> URL of the farm's Redis, database 0
     echo "redis://dockyard-$1:$(redis_password "$1")@127.0.0.1:$REDIS_PORT/0"
+}
+
+# The context store's ACL: the farm's users and passwords. Callers may read and write
+# contexts only (<prefix>ctx:*): no administration, dangerous command, script or
+# pub/sub. Workers read them (and drop a broken one's meta), with no administration.
+store_acl() {
+    local p caller_keys=""
+    for p in "${REDIS_KEY_PREFIXES[@]}"; do
+        caller_keys+=" ~${p}ctx:*"
+    done
+    cat <<EOF
+user default off resetpass resetkeys resetchannels -@all
+user dockyard-admin on #$(sha256_of "$(redis_password admin)") ~* &* +@all
+user dockyard-worker on #$(sha256_of "$(redis_password worker)") ~* resetchannels +@all -@admin -@dangerous -@pubsub +info
+user dockyard-caller on #$(sha256_of "$(redis_password caller)") resetkeys resetchannels -@all +@read +@write +@keyspace +@connection +@transaction -@admin -@dangerous -@pubsub -@scripting -@blocking$caller_keys
+EOF
+}
+
+# Run redis-cli against the context store as USER (the password never on argv).
+store_cli() {  # store_cli USER-SUFFIX REDIS-CLI-ARGS...
+    local who=$1; shift
+    REDISCLI_AUTH=$(redis_password "$who") timeout 10 \
+        redis-cli --no-auth-warning --user "dockyard-$who" -h 127.0.0.1 -p "$STORE_PORT" "$@" 2>/dev/null
+}
+
+store_up() { [ "$(store_cli admin ping)" = PONG ]; }
+
+# The context store: a redis-server of its own with a byte budget and LRU eviction, so
+# filling it evicts the oldest contexts and never stops the farm's Redis (noeviction).
+step_context_store() {
+    local changed=0
+    mkdir -p "$STORE_DIR"
+    chmod 700 "$STORE_DIR"
+    if ! store_acl | cmp -s - "$STORE_DIR/users.acl"; then
+        store_acl | write_if_changed "$STORE_DIR/users.acl" 600
+        changed=1
+    fi
+    chmod 600 "$STORE_DIR/users.acl"
+    if store_up; then
+        if [ "$changed" = 1 ]; then
+            log "context store: users changed; ACL LOAD on 127.0.0.1:$STORE_PORT"
+            [ "$(store_cli admin acl load)" = OK ] || die "ACL LOAD of $STORE_DIR/users.acl failed"
+        fi
+        if [ "$(store_cli admin config get maxmemory | sed -n 2p)" != "$STORE_MAXMEMORY" ]; then
+            log "context store: budget set to $STORE_MAX_BYTES bytes (maxmemory $STORE_MAXMEMORY)"
+            [ "$(store_cli admin config set maxmemory "$STORE_MAXMEMORY")" = OK ] || die "CONFIG SET maxmemory failed"
+        fi
+        [ "$(store_cli admin config get maxmemory-policy | sed -n 2p)" = volatile-ttl ] ||
+            [ "$(store_cli admin config set maxmemory-policy volatile-ttl)" = OK ] || die "CONFIG SET maxmemory-policy failed"
+        log "context store: reusing 127.0.0.1:$STORE_PORT (budget $STORE_MAX_BYTES bytes, volatile-ttl)"
+        return
+    fi
+    if [ -n "$(timeout 10 redis-cli -h 127.0.0.1 -p "$STORE_PORT" ping 2>/dev/null)" ]; then
+        die "a Redis on 127.0.0.1:$STORE_PORT does not take the farm's admin password ($STATE/redis-admin.password); stop it or set DOCKYARD_FARM_CONTEXT_STORE_PORT"
+    fi
+    log "context store: starting redis-server on 127.0.0.1:$STORE_PORT (budget $STORE_MAX_BYTES bytes, volatile-ttl, $STORE_DIR)"
+    (close_extra_fds
+     exec redis-server --daemonize yes --bind 127.0.0.1 --port "$STORE_PORT" --protected-mode yes \
+        --save "" --appendonly no --maxmemory "$STORE_MAXMEMORY" --maxmemory-policy volatile-ttl \
+        --maxmemory-samples 10 \
+        --dir "$STORE_DIR" --logfile "$STORE_DIR/redis.log" --pidfile "$STORE_DIR/redis.pid" \
+        --aclfile "$STORE_DIR/users.acl" </dev/null)
+    wait_until 30 "context store" store_up ||
+        die "the context store did not answer PONG within 30 s (log: $STORE_DIR/redis.log)"
+}
+
+store_url() {  # store_url USER-SUFFIX -> URL of the context store, database 0
+    echo "redis://dockyard-$1:$(redis_password "$1")@127.0.0.1:$STORE_PORT/0"
 }
 
 base_image_present() {
@@ -544,6 +627,8 @@ step_farm_env() {
     write_if_changed "$STATE/farm.env" 600 <<EOF
 DOCKYARD_REDIS_URL=$(redis_url worker)
 DOCKYARD_CALLER_REDIS_URL=$(redis_url caller)
+DOCKYARD_CONTEXT_STORE_URL=$(store_url worker)
+DOCKYARD_CALLER_CONTEXT_STORE_URL=$(store_url caller)
 DOCKYARD_REGISTRY_URL=$REGISTRY
 DOCKYARD_REGISTRY_USERNAME=$REGISTRY_USER
 DOCKYARD_REGISTRY_PASSWORD=$(registry_password)
@@ -566,6 +651,7 @@ main() {
     step_engines
     step_registry
     step_redis
+    step_context_store
     step_base_image
     step_venv
     step_farm_env

@@ -12,7 +12,7 @@ import fakeredis
 import pytest
 
 from config.settings import Settings
-from tasks import registry
+from tasks import keyspace, registry
 from tests.unit.fakes import FakeEngine, FakeRegistry
 from tests.unit.support import Clock, make_settings
 
@@ -21,6 +21,19 @@ from tests.unit.support import Clock, make_settings
 def fake_redis() -> fakeredis.FakeRedis:
     """A fakeredis client on a server of its own (Lua scripting included)."""
     return fakeredis.FakeRedis(server=fakeredis.FakeServer())
+
+
+@pytest.fixture
+def fake_store() -> fakeredis.FakeRedis:
+    """The context store: a fakeredis server apart from ``fake_redis`` (the broker's and cache's)."""
+    return fakeredis.FakeRedis(server=fakeredis.FakeServer())
+
+
+@pytest.fixture(autouse=True)
+def context_store(monkeypatch: pytest.MonkeyPatch, fake_store: fakeredis.FakeRedis) -> fakeredis.FakeRedis:
+    """Every unit test's context store is ``fake_store``: none reaches a real one."""
+    monkeypatch.setattr(keyspace, "context_store_for", lambda _settings: fake_store)
+    return fake_store
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from tasks.errors import BuildError, InvalidInput, PushError, RegistryAuthError
 from tasks.routing import BUILD_TASK
 from tasks.prepare import prepare_build
 from tasks.spec import spec_key
-from tests.conftest import Registry, WorkerProcess
+from tests.conftest import context_store_client, Registry, WorkerProcess
 
 TIMEOUT_S = 120
 
@@ -92,7 +92,7 @@ class Farm:
             archive.addfile(member, io.BytesIO(b"x" * member.size))
         data = buffer.getvalue()
         packed = PackedContext(digest=bytes_digest(data), size=len(data), file=io.BytesIO(data))
-        upload_context(self.redis, self.settings, packed)
+        upload_context(context_store_client(), self.settings, packed)  # where workers read contexts
         spec, real = prepare_build(
             {"image_name": self.repo, "path": str(self.project), "tag": "t", "build_backend": "buildx"}, self.settings
         )

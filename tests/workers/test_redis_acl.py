@@ -19,10 +19,11 @@ import redis
 
 from config.settings import Settings
 from tasks import client
-from tests.conftest import CALLER_REDIS_URL, WORKER_REDIS_URL, Registry, WorkerProcess
+from tests.conftest import CALLER_REDIS_URL, CALLER_STORE_URL, WORKER_REDIS_URL, Registry, WorkerProcess
 
-# what a caller may read but never write: cache entries, leases, host records, image locations, metrics
-FARM_RECORDS = ("build", "push", "cache", "lease", "hosts", "image", "byimage", "metrics")
+# what a caller may read but never write: cache entries, leases, host records, image locations, metrics,
+# contexts (they go to the context store, never the farm's Redis)
+FARM_RECORDS = ("build", "push", "cache", "lease", "hosts", "image", "byimage", "metrics", "ctx")
 
 
 def _without_credentials(url: str) -> str:
@@ -75,6 +76,20 @@ def test_a_caller_cannot_touch_unacked_messages_or_send_remote_control(caller: r
         caller.publish("/13.celery.pidbox", "{}")
     with pytest.raises(redis.exceptions.NoPermissionError):
         caller.flushdb()
+
+
+def test_a_caller_writes_contexts_only_in_the_context_store(context_store: redis.Redis, settings: Settings) -> None:
+    """The context store (workers/provision.sh): a caller may write ``<prefix>ctx:*`` there, nothing else."""
+    if not os.environ.get("DOCKYARD_CALLER_CONTEXT_STORE_URL"):
+        pytest.fail("farm.env names no DOCKYARD_CALLER_CONTEXT_STORE_URL: run `bash workers/run.sh test`")
+    store = redis.Redis.from_url(CALLER_STORE_URL)
+    chunk = f"{settings.key_prefix}ctx:sha256:acl-{uuid.uuid4().hex}:0"
+    assert store.set(chunk, b"tar bytes", ex=60) and store.get(chunk) == b"tar bytes"
+    for refused in (lambda: store.set(f"{settings.key_prefix}build:acl", b"x"), store.flushdb,
+                    lambda: store.config_get("maxmemory"), lambda: store.eval("return 1", 0)):
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            refused()
+    assert store.delete(chunk) == 1
 
 
 def test_a_caller_uploads_contexts_and_enqueues(caller: redis.Redis, settings: Settings) -> None:

@@ -35,7 +35,7 @@ from tasks.errors import BuildError, ContextMissing, InvalidInput
 from tasks.prepare import prepare_build
 from tasks.routing import BUILD_TASK, PUSH_TASK
 from tasks.spec import BuildSpec, spec_key
-from tests.conftest import WorkerProcess, farm_docker_hosts
+from tests.conftest import context_store_client, WorkerProcess, farm_docker_hosts
 from tests.unit.tasks.test_unpack import Member, archive_of, realpath_limit_members, sparse_bomb
 
 TIMEOUT_S = 120
@@ -68,21 +68,22 @@ def context_digest_of(data: bytes) -> str | None:
         return None
 
 
-def upload(redis_client: redis.Redis, settings: Settings, data: bytes) -> PackedContext:
-    """Store ``data`` under its context digest or, if it has none, under the sha256 of its bytes (a forgery)."""
+def upload(settings: Settings, data: bytes) -> PackedContext:
+    """Put ``data`` in the context store under its context digest or, if it has none, under the sha256
+    of its bytes (a forgery)."""
     digest = context_digest_of(data) or "sha256:" + hashlib.sha256(data).hexdigest()
     packed = PackedContext(digest=digest, size=len(data), file=io.BytesIO(data))
-    upload_context(redis_client, settings, packed)
+    upload_context(context_store_client(), settings, packed)
     return packed
 
 
 def prepared_spec(
-    settings: Settings, redis_client: redis.Redis, params: dict[str, Any], allow: dict[str, bool] | None = None,
+    settings: Settings, params: dict[str, Any], allow: dict[str, bool] | None = None,
 ) -> BuildSpec:
     """A spec as tasks.client makes it (under settings that ``allow``), its context in the store."""
     spec, packed = prepare_build(params, settings.model_copy(update=allow or {}))
     try:
-        upload_context(redis_client, settings, packed)
+        upload_context(context_store_client(), settings, packed)
     finally:
         packed.close()
     return spec
@@ -159,9 +160,9 @@ def test_hostile_archive_streamed_to_the_engine_writes_nothing_outside(
     before = canary.state()
     data = hostile_archives(dockerfile, canary)[name]
     assert len(data) < 256 * 1024  # the long names of the realpath chain take the most
-    spec = prepared_spec(settings, redis_client, {"image_name": repo, "path": str(project), "tag": "t"})
+    spec = prepared_spec(settings, {"image_name": repo, "path": str(project), "tag": "t"})
     assert spec.build_backend == "docker-py"
-    packed = upload(redis_client, settings, data)
+    packed = upload(settings, data)
     crafted = spec.model_copy(update={"context_digest": packed.digest, "context_size": packed.size})
     crafted = crafted.model_copy(update={"key": spec_key(crafted)})
     try:
@@ -291,7 +292,7 @@ def test_host_reaching_option_is_refused_on_the_worker(
     backend, option, value, setting = host_options(tmp_path)[index]
     assert not getattr(settings, setting), "the test workers run with the default settings"
     spec = prepared_spec(
-        settings, redis_client,
+        settings,
         {"image_name": repo, "path": str(project), "tag": "t", "build_backend": backend, option: value},
         allow={setting: True},
     )
@@ -325,7 +326,7 @@ def test_host_reaching_options_work_on_a_worker_that_allows_them(
     marker = f"probed-{uuid.uuid4().hex}"
     (project / "Dockerfile").write_text(probe_dockerfile(base_image, [6379], marker))
     spec = prepared_spec(
-        settings, redis_client,
+        settings,
         {"image_name": repo, "path": str(project), "tag": "host", "network_mode": "host"}, allow=allow,
     )
     result = send_spec(spec, queue=queue)
@@ -335,7 +336,7 @@ def test_host_reaching_options_work_on_a_worker_that_allows_them(
     out = tmp_path / "out"
     (project / "Dockerfile").write_text(f"FROM {base_image}\nCOPY app.txt /app/app.txt\n")
     spec = prepared_spec(
-        settings, redis_client,
+        settings,
         {"image_name": repo, "path": str(project), "tag": "local", "build_backend": "buildx",
          "output": {"type": "local", "dest": str(out)}, "load": False},  # buildx cannot also --load here
         allow=allow,
@@ -356,7 +357,7 @@ def test_a_buildx_build_with_an_allowed_local_output_succeeds(
 ) -> None:
     out = tmp_path / "out"
     spec = prepared_spec(
-        settings, redis_client,
+        settings,
         {"image_name": repo, "path": str(project), "tag": "local", "build_backend": "buildx",
          "output": {"type": "local", "dest": str(out)}, "load": False},
         allow={"allow_local_build_io": True},

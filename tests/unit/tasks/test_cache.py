@@ -466,3 +466,14 @@ def test_an_owner_that_lost_its_lease_with_no_winner_stores_under_a_new_lease(
     outcome = flight.run("k", lose_the_lease)
     assert outcome.source == "built" and flight.peek("k").value == {"image_id": "A"}  # type: ignore[union-attr]
     assert not fake_redis.exists("unit:lease:k")
+
+
+def test_a_joiner_of_an_owner_whose_context_was_missing_gets_context_missing() -> None:
+    """Its caller then uploads the context again and resends (tasks.client), like the owner's caller."""
+    from tasks.cache import joined_failure
+    from tasks.errors import BuildError, ContextMissing
+
+    missing = joined_failure({"type": "ContextMissing", "message": "Build context x is not in the store", "token": "t"})
+    assert type(missing) is ContextMissing and "Build context x is not in the store" in str(missing)
+    other = joined_failure({"type": "BuildError", "message": "failing RUN", "token": "t"})
+    assert type(other) is BuildError and str(other) == "The build this call joined failed: BuildError: failing RUN"

@@ -137,12 +137,12 @@ def test_a_tag_that_now_names_another_image_needs_a_worker(
 
 
 def test_build_answers_from_the_cache_without_sending(
-    fake_redis: fakeredis.FakeRedis, settings: Settings, context: Path
+    fake_redis: fakeredis.FakeRedis, fake_store: fakeredis.FakeRedis, settings: Settings, context: Path
 ) -> None:
     built_on(fake_redis, settings, spec_for(settings, context))
     result = client.build("reg.io/team/app", tag="v1", path=str(context))
     assert (result["image_id"], result["host"], result["cache"]) == (IMAGE, "h2", "hit")
-    assert not fake_redis.keys("unit:ctx:*"), "a hit uploads no context"
+    assert not fake_store.keys("unit:ctx:*") and not fake_redis.keys("unit:ctx:*"), "a hit uploads no context"
 
 
 def test_a_hit_packs_no_context(
@@ -167,11 +167,14 @@ def test_build_with_ignore_cache_sends_a_task(fake_redis: fakeredis.FakeRedis, s
         client.build("reg.io/team/app", tag="v1", path=str(context), ignore_cache=True)
 
 
-def test_a_miss_uploads_the_context_then_sends(fake_redis: fakeredis.FakeRedis, settings: Settings, context: Path) -> None:
+def test_a_miss_uploads_the_context_then_sends(
+    fake_redis: fakeredis.FakeRedis, fake_store: fakeredis.FakeRedis, settings: Settings, context: Path
+) -> None:
     spec = spec_for(settings, context)
     with pytest.raises(SentTask):
         client.build("reg.io/team/app", tag="v1", path=str(context))
-    assert fake_redis.exists(f"unit:ctx:{spec.context_digest}:meta")
+    assert fake_store.exists(f"unit:ctx:{spec.context_digest}:meta")
+    assert not fake_redis.keys("unit:ctx:*"), "nothing of the context in the broker's Redis"
 
 
 def test_build_joins_the_same_key_running_elsewhere(
@@ -346,13 +349,14 @@ def test_credentials_without_the_farms_key_are_refused(monkeypatch: pytest.Monke
 
 
 def test_build_and_push_is_a_chain_with_sealed_credentials(
-    fake_redis: fakeredis.FakeRedis, settings: Settings, context: Path, app: Celery
+    fake_redis: fakeredis.FakeRedis, fake_store: fakeredis.FakeRedis, settings: Settings, context: Path, app: Celery
 ) -> None:
     workflow = client.build_and_push("reg.io/team/app", credentials=CREDENTIALS, app=app, tag="v1", path=str(context))
     build, push = workflow.tasks
     assert build.task == BUILD_TASK and push.task == PUSH_TASK
     spec = BuildSpec.parse(build.kwargs["spec"])
-    assert fake_redis.exists(f"unit:ctx:{spec.context_digest}:meta"), "the context is uploaded for the worker"
+    assert fake_store.exists(f"unit:ctx:{spec.context_digest}:meta"), "the context is uploaded for the worker"
+    assert not fake_redis.keys("unit:ctx:*"), "nothing of the context in the broker's Redis"
     assert set(push.kwargs["credentials"]) == {"sealed"}
     assert_nothing_clear(build)
     assert_nothing_clear(push)

@@ -1,4 +1,4 @@
-"""tasks.context_store: the chunked, expiring context store (fakeredis).
+"""tasks.context_store: the chunked, expiring, bounded context store (fakeredis).
 
 tests/tasks/test_context.py covers one upload then a verified download, and
 refusals over the limit; these add chunking, expiry, and lost or corrupt data.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import tarfile
+from typing import Any
 
 import fakeredis
 import pytest
@@ -16,6 +17,7 @@ import pytest
 import config.defaults
 from config.settings import Settings
 from tasks.context import PackedContext
+from tasks import context_store
 from tasks.context_digest import bytes_digest
 from tasks.context_store import ContextMissing, download_context, has_context, upload_context
 from tests.unit.support import Clock, make_settings
@@ -141,3 +143,92 @@ def test_a_corrupt_context_found_on_download_is_replaced_by_the_next_upload(
     assert upload_context(fake_redis, unit_settings, context) is True
     with download_context(fake_redis, unit_settings, context.digest) as archive:
         assert archive.read() == data
+
+
+def test_an_upload_sends_at_most_a_few_chunks_per_round_trip(
+    fake_redis: fakeredis.FakeRedis, unit_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The caller's memory holds ``CONTEXT_UPLOAD_CHUNKS_IN_FLIGHT`` chunks at most, never the whole context."""
+    sizes: list[int] = []
+    pipeline_class = type(fake_redis.pipeline())
+    execute = pipeline_class.execute
+
+    def counting(self: Any, *args: Any, **kwargs: Any) -> Any:
+        sizes.append(sum(1 for args, _options in self.command_stack if args[0] == "SET"))
+        return execute(self, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline_class, "execute", counting)
+    data = random_tar(9 * CHUNK + 1)
+    upload_context(fake_redis, unit_settings, packed(data))
+    assert sum(sizes) == -(-len(data) // CHUNK) and max(sizes) == config.defaults.CONTEXT_UPLOAD_CHUNKS_IN_FLIGHT == 2
+
+
+def test_a_chunk_evicted_while_the_context_is_uploaded_fails_the_upload_clearly(
+    fake_redis: fakeredis.FakeRedis, unit_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store (allkeys-lru) may evict a chunk of the context being uploaded: the upload checks and says so."""
+    context = packed(random_tar(3 * CHUNK))
+    write = context_store._write_chunks
+
+    def evicting(connection: Any, settings: Settings, what: PackedContext) -> int:
+        count = write(connection, settings, what)
+        connection.delete(f"unit:ctx:{what.digest}:0")
+        return count
+
+    monkeypatch.setattr(context_store, "_write_chunks", evicting)
+    with pytest.raises(ContextMissing, match="evicted from the context store while it was uploaded.*DOCKYARD_CONTEXT_STORE_MAX_BYTES"):
+        upload_context(fake_redis, unit_settings, context)
+
+
+def test_the_download_is_checked_by_one_digest_call(
+    fake_redis: fakeredis.FakeRedis, unit_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``archive_matches`` alone decides whether the downloaded tar is the context (one call to swap)."""
+    context = packed(random_tar(3 * CHUNK))
+    upload_context(fake_redis, unit_settings, context)
+    monkeypatch.setattr(context_store, "archive_matches", lambda archive, digest: False)
+    with pytest.raises(ContextMissing, match="is corrupt"):
+        download_context(fake_redis, unit_settings, context.digest)
+
+
+def test_archive_matches_reads_from_the_start_and_rewinds() -> None:
+    data = random_tar(3 * context_store.READ_BYTES + 5)
+    archive = io.BytesIO(data)
+    archive.seek(100)
+    assert context_store.archive_matches(archive, bytes_digest(data))
+    assert archive.tell() == 0
+    assert not context_store.archive_matches(io.BytesIO(data[: len(data) // 2]), bytes_digest(data)), "a truncated tar"
+
+
+def test_a_download_writes_to_a_file_not_memory(fake_redis: fakeredis.FakeRedis, unit_settings: Settings) -> None:
+    context = packed(random_tar(3 * CHUNK))
+    upload_context(fake_redis, unit_settings, context)
+    with download_context(fake_redis, unit_settings, context.digest) as archive:
+        assert not isinstance(archive, io.BytesIO) and archive.fileno() >= 0, "a temporary file on disk"
+
+
+def test_a_context_evicted_once_while_uploaded_is_written_again(
+    fake_redis: fakeredis.FakeRedis, unit_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = random_tar(3 * CHUNK)
+    context = packed(data)
+    write = context_store._write_chunks
+    writes: list[int] = []
+
+    def evicting_once(connection: Any, settings: Settings, what: PackedContext) -> int:
+        count = write(connection, settings, what)
+        writes.append(count)
+        if len(writes) == 1:
+            connection.delete(f"unit:ctx:{what.digest}:1")
+        return count
+
+    monkeypatch.setattr(context_store, "_write_chunks", evicting_once)
+    assert upload_context(fake_redis, unit_settings, context) is True
+    assert writes == [-(-len(data) // CHUNK)] * 2
+    with download_context(fake_redis, unit_settings, context.digest) as archive:
+        assert archive.read() == data
+
+
+def test_the_stores_maxmemory_keeps_an_eighth_of_the_budget_for_chunks_in_flight() -> None:
+    assert context_store.maxmemory_for(200 * 1024**2) == 175 * 1024**2
+    assert context_store.maxmemory_for(config.defaults.CONTEXT_STORE_MAX_BYTES) == 1879048192

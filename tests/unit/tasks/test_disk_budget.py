@@ -11,7 +11,7 @@ import fakeredis
 import pytest
 
 from config.settings import Settings
-from tasks import disk_usage, hosts, image_use
+from tasks import disk_usage, hosts, image_use, keyspace
 from tasks.cache import build_cache, push_cache
 from tasks.context_store import upload_context
 from tasks.disk_budget import enforce, least_recently_used
@@ -253,7 +253,7 @@ def spec_for(connection: fakeredis.FakeRedis, settings: Settings, context: Path,
     (context / "app.py").write_text(f"print({tag!r})\n")
     spec, packed = prepare_build({"image_name": NAME, "tag": tag, "path": str(context)}, settings)
     try:
-        upload_context(connection, settings, packed)
+        upload_context(keyspace.context_store_for(settings), settings, packed)  # the context store
     finally:
         packed.close()
     return spec

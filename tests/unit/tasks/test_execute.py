@@ -15,7 +15,7 @@ import fakeredis
 import pytest
 
 from config.settings import Settings
-from tasks import execute, hosts, metrics
+from tasks import execute, hosts, keyspace, metrics
 from tasks.cache import build_cache, push_cache
 from tasks.context_store import upload_context
 from tasks.errors import BuildError, PushError, RegistryAuthError, RegistryUnavailable, TransientError
@@ -40,11 +40,11 @@ def context(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def uploaded_spec(connection: fakeredis.FakeRedis, settings: Settings, context: Path, **params: Any) -> BuildSpec:
-    """A caller's spec with its context in the store, as a worker receives it."""
+def uploaded_spec(settings: Settings, context: Path, **params: Any) -> BuildSpec:
+    """A caller's spec with its context in the context store (the unit tests' ``fake_store``), as a worker receives it."""
     spec, packed = prepare_build({"image_name": NAME, "tag": "v1", "path": str(context), **params}, settings)
     try:
-        upload_context(connection, settings, packed)
+        upload_context(keyspace.context_store_for(settings), settings, packed)
     finally:
         packed.close()
     return spec
@@ -60,7 +60,7 @@ def build(spec: BuildSpec, connection: fakeredis.FakeRedis, settings: Settings, 
 def test_a_miss_builds_here_tags_and_records(
     fake_redis: fakeredis.FakeRedis, settings: Settings, engine: FakeEngine, context: Path
 ) -> None:
-    spec = uploaded_spec(fake_redis, settings, context, additional_tags=["latest"])
+    spec = uploaded_spec(settings, context, additional_tags=["latest"])
     output = Output()
     result = execute_build(spec, settings=settings, connection=fake_redis, client=engine, output=output, owner="task-1")  # type: ignore[arg-type]
     assert not isinstance(result, Forward)
@@ -82,7 +82,7 @@ def test_the_tags_are_located_before_the_entry_is_stored(
     """A joiner woken by the stored entry can answer at once: the tags' locations are already there."""
     from tasks.cache import SingleFlight
 
-    spec = uploaded_spec(fake_redis, settings, context)
+    spec = uploaded_spec(settings, context)
     located_at_store: list[Any] = []
     real_store = SingleFlight.store_as_owner
 
@@ -97,8 +97,8 @@ def test_the_tags_are_located_before_the_entry_is_stored(
 def test_the_same_key_again_is_a_hit_and_gets_its_own_tags(
     fake_redis: fakeredis.FakeRedis, settings: Settings, engine: FakeEngine, context: Path
 ) -> None:
-    first = build(uploaded_spec(fake_redis, settings, context), fake_redis, settings, engine)
-    again = build(uploaded_spec(fake_redis, settings, context, tag="v2"), fake_redis, settings, engine)
+    first = build(uploaded_spec(settings, context), fake_redis, settings, engine)
+    again = build(uploaded_spec(settings, context, tag="v2"), fake_redis, settings, engine)
     assert len(engine.builds) == 1
     assert (again["cache"], again["image_id"]) == ("hit", first["image_id"])
     assert f"{NAME}:v2" in engine.images.get(first["image_id"]).tags
@@ -108,7 +108,7 @@ def test_the_same_key_again_is_a_hit_and_gets_its_own_tags(
 def test_a_local_entry_whose_image_is_gone_is_rebuilt(
     fake_redis: fakeredis.FakeRedis, settings: Settings, engine: FakeEngine, context: Path
 ) -> None:
-    spec = uploaded_spec(fake_redis, settings, context)
+    spec = uploaded_spec(settings, context)
     first = build(spec, fake_redis, settings, engine)
     engine.delete(first["image_id"])
     again = build(spec, fake_redis, settings, engine)
@@ -120,7 +120,7 @@ def test_a_local_entry_whose_image_is_gone_is_rebuilt(
 def test_an_entry_on_another_live_host_is_forwarded(
     fake_redis: fakeredis.FakeRedis, settings: Settings, engine: FakeEngine, context: Path
 ) -> None:
-    spec = uploaded_spec(fake_redis, settings, context)
+    spec = uploaded_spec(settings, context)
     build_cache(fake_redis, settings).store(spec.key, {"image_id": "sha256:on-h2"}, host="h2")
     hosts.beat(fake_redis, settings, "h2", {})
     assert build(spec, fake_redis, settings, engine) == Forward("h2", "sha256:on-h2", "hit", spec.key)
@@ -130,7 +130,7 @@ def test_an_entry_on_another_live_host_is_forwarded(
 def test_the_holder_takes_the_forwarded_key_only_if_its_entry_holds_the_image(
     fake_redis: fakeredis.FakeRedis, settings: Settings, engine: FakeEngine, context: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    spec = uploaded_spec(fake_redis, settings, context)
+    spec = uploaded_spec(settings, context)
     image_id = build(spec, fake_redis, settings, engine)["image_id"]
     resolved: list[str] = []
 
@@ -149,7 +149,7 @@ def test_the_holder_takes_the_forwarded_key_only_if_its_entry_holds_the_image(
 def test_an_entry_on_a_dead_host_is_rebuilt_here(
     fake_redis: fakeredis.FakeRedis, settings: Settings, engine: FakeEngine, context: Path
 ) -> None:
-    spec = uploaded_spec(fake_redis, settings, context)
+    spec = uploaded_spec(settings, context)
     build_cache(fake_redis, settings).store(spec.key, {"image_id": "sha256:on-h2"}, host="h2")
     result = build(spec, fake_redis, settings, engine)
     assert (result["cache"], result["host"]) == ("built", "h1")
@@ -157,15 +157,15 @@ def test_an_entry_on_a_dead_host_is_rebuilt_here(
 
 
 def test_ignore_cache_builds_again(fake_redis: fakeredis.FakeRedis, settings: Settings, engine: FakeEngine, context: Path) -> None:
-    build(uploaded_spec(fake_redis, settings, context), fake_redis, settings, engine)
-    result = build(uploaded_spec(fake_redis, settings, context, ignore_cache=True), fake_redis, settings, engine)
+    build(uploaded_spec(settings, context), fake_redis, settings, engine)
+    result = build(uploaded_spec(settings, context, ignore_cache=True), fake_redis, settings, engine)
     assert result["cache"] == "built" and len(engine.builds) == 2
 
 
 def test_a_denied_build_fails_with_the_hint_and_is_not_cached(
     fake_redis: fakeredis.FakeRedis, settings: Settings, engine: FakeEngine, context: Path
 ) -> None:
-    spec = uploaded_spec(fake_redis, settings, context)
+    spec = uploaded_spec(settings, context)
     engine.build_error = "pull access denied for private/base, repository does not exist"
     with pytest.raises(BuildError, match="run `docker login`"):
         build(spec, fake_redis, settings, engine)
@@ -173,12 +173,14 @@ def test_a_denied_build_fails_with_the_hint_and_is_not_cached(
     assert fake_redis.exists(f"unit:failed:{spec.key}")
 
 
-def test_a_shared_path_context_is_built_in_place(fake_redis: fakeredis.FakeRedis, engine: FakeEngine, context: Path) -> None:
+def test_a_shared_path_context_is_built_in_place(
+    fake_redis: fakeredis.FakeRedis, fake_store: fakeredis.FakeRedis, engine: FakeEngine, context: Path
+) -> None:
     settings = make_settings(host_id="h1", context_transport="path", shared_context_root=str(context.parent))
     spec, packed = prepare_build({"image_name": NAME, "tag": "v1", "path": str(context)}, settings)
     packed.close()
     assert build(spec, fake_redis, settings, engine)["cache"] == "built"
-    assert not fake_redis.keys("unit:ctx:*")
+    assert not fake_store.keys("unit:ctx:*") and not fake_redis.keys("unit:ctx:*")
 
 
 def test_a_docker_py_build_that_meets_an_unavailable_registry_is_retried(
@@ -187,7 +189,7 @@ def test_a_docker_py_build_that_meets_an_unavailable_registry_is_retried(
     engine.build_error = "Get https://registry-1.docker.io/v2/: received unexpected HTTP status: 503 Service Unavailable"
     engine.build_error_once = True
     try:
-        result = build(uploaded_spec(fake_redis, settings, context), fake_redis, settings, engine)
+        result = build(uploaded_spec(settings, context), fake_redis, settings, engine)
     except TransientError:
         return  # Celery's autoretry_for retries it
     assert result["cache"] == "built"
@@ -199,8 +201,8 @@ def test_a_docker_py_build_that_meets_an_unavailable_registry_is_retried(
 def test_tag_on_the_holder_applies_the_tags(
     fake_redis: fakeredis.FakeRedis, settings: Settings, engine: FakeEngine, context: Path
 ) -> None:
-    image_id = build(uploaded_spec(fake_redis, settings, context), fake_redis, settings, engine)["image_id"]
-    spec = uploaded_spec(fake_redis, settings, context, tag="v3", additional_tags=["stable"])
+    image_id = build(uploaded_spec(settings, context), fake_redis, settings, engine)["image_id"]
+    spec = uploaded_spec(settings, context, tag="v3", additional_tags=["stable"])
     result = execute_tag(spec, image_id, "joined", settings=settings, connection=fake_redis, client=engine, output=Output())  # type: ignore[arg-type]
     assert (result["cache"], result["image_id"]) == ("joined", image_id)  # type: ignore[index]
     assert {f"{NAME}:v3", f"{NAME}:stable"} <= set(engine.images.get(image_id).tags)
@@ -210,7 +212,7 @@ def test_tag_on_the_holder_applies_the_tags(
 def test_tag_of_a_vanished_image_forgets_it_and_rebuilds(
     fake_redis: fakeredis.FakeRedis, settings: Settings, engine: FakeEngine, context: Path
 ) -> None:
-    spec = uploaded_spec(fake_redis, settings, context)
+    spec = uploaded_spec(settings, context)
     image_id = build(spec, fake_redis, settings, engine)["image_id"]
     engine.delete(image_id)
     result = execute_tag(spec, image_id, "hit", settings=settings, connection=fake_redis, client=engine, output=Output())  # type: ignore[arg-type]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from tasks.keyspace import key, redis_for
+from config import defaults
+from tasks.keyspace import context_store_for, key, redis_for  # imported before the unit conftest patches the module's
 from tests.unit.support import make_settings
 
 
@@ -72,3 +73,10 @@ def test_a_sentinel_client_reconnects_to_the_master_the_sentinels_name_now() -> 
             mock.patch.object(SentinelManagedConnection, "connect_check_health") as base:
         connection.connect_check_health()
     assert (connection.host, connection.port) == ("127.0.0.1", 6396) and base.called
+
+
+def test_the_context_store_is_its_own_redis_never_the_brokers() -> None:
+    settings = make_settings(redis_url="redis://127.0.0.1:1/0", context_store_url="redis://127.0.0.1:2/3")
+    store = context_store_for(settings).connection_pool.connection_kwargs
+    assert (store["port"], store["db"]) == (2, 3)
+    assert defaults.CONTEXT_STORE_URL != defaults.REDIS_URL, "by default, contexts never go to the broker's Redis"
