@@ -15,8 +15,9 @@ Routing (``placement_queue``, from ``tasks.routing``) reads them with the
 pool's live hosts (``hosts-index`` and the host records, same build queue)
 and each host's load: its in-flight deliveries (``inflight:<host>``), its
 host queue's length in the broker, and the builds routed to it in the last
-``PLACEMENT_SEND_WINDOW_S`` (``<host queue>:placed`` in the broker, which
-callers may write), so that concurrent senders do not all pick one host.
+``PLACEMENT_SEND_WINDOW_S`` and not yet published (``<host queue>:placed``
+in the broker, which callers may write; removed once the message is in the
+queue), so that concurrent senders do not all pick one host.
 A host whose load is at or above its concurrency is saturated.
 
 - The lineage's preferred host (the live one that built it last) takes it
@@ -28,10 +29,12 @@ Anything unreadable (Redis away, an odd message) sends to the shared queue.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import random
+import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -39,6 +42,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import redis
+from celery.signals import after_task_publish
 
 from config import defaults
 from config.settings import Settings, host_queue
@@ -243,9 +247,26 @@ def pool_loads(
     return loads
 
 
+_routing = threading.local()  # this thread's reservation, until its message is published
+
+
+def _published(**_: Any) -> None:
+    """The message routed by this thread is in its host queue now (its length counts it): the
+    reservation goes, so a build is never counted twice."""
+    pending = getattr(_routing, "pending", None)
+    if pending is not None:
+        _routing.pending = None
+        broker, host, member = pending
+        with contextlib.suppress(redis.RedisError):
+            broker.zrem(placed_key(host), member)
+
+
+after_task_publish.connect(_published, weak=False)
+
+
 def reserve(broker: redis.Redis | None, load: HostLoad, *, now: float) -> bool:
-    """Count one build routed to ``load.host`` now; False (and uncounted) if others routed there
-    since ``load`` was read fill its free slots."""
+    """Count one build routed to ``load.host`` now, until it is published; False (and uncounted) if
+    others routed there since ``load`` was read fill its free slots."""
     if broker is None:
         return True
     member = uuid.uuid4().hex
@@ -257,6 +278,7 @@ def reserve(broker: redis.Redis | None, load: HostLoad, *, now: float) -> bool:
     pipe.pexpire(placed_key(load.host), int(window * 2000))
     sent_now = int(pipe.execute()[2])
     if load.running + load.queued + sent_now - 1 < load.concurrency:
+        _routing.pending = (broker, load.host, member)
         return True
     broker.zrem(placed_key(load.host), member)
     return False

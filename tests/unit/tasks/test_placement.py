@@ -246,3 +246,18 @@ def test_each_host_lists_the_lineages_it_built_most_recent_first(farm: Settings,
     assert placement.held_lineages(fake_redis, farm, "h2") == ["team/a (Dockerfile)"]
     assert placement.builders(fake_redis, farm, lineage("team/a")) == {"h1": 1.0, "h2": 3.0}
     assert fake_redis.ttl(placement.lineage_key(farm, lineage("team/a"))) > 0
+
+
+def test_a_routed_build_counts_once_its_message_is_published(farm: Settings, fake_redis: fakeredis.FakeRedis) -> None:
+    """Successive builds of one lineage, each sent when the last is answered (its task still ending
+    on the host), all go to the preferred host: a published message counts by its queue, not twice."""
+    from celery.signals import after_task_publish
+
+    live(fake_redis, farm, "h1", "h2")
+    record_built(fake_redis, farm, lineage(), "h2")
+    running(fake_redis, farm, "h2", 1)  # the last build's task, finishing
+    assert placement_queue([], spec_message()) == host_queue("h2")
+    assert fake_redis.zcard(placement.placed_key("h2")) == 1, "counted until published"
+    after_task_publish.send(sender=BUILD_TASK)
+    assert fake_redis.zcard(placement.placed_key("h2")) == 0
+    assert placement_queue([], spec_message()) == host_queue("h2")
