@@ -65,4 +65,7 @@ NOTICE_TTL_S = 600  # a key's wake-up stream expires this long after its last ev
 ANSWER_SETTLE_S = 2.0  # after an owner lets go, how long a joiner waits for the holder to record the tags and answer
 RESULT_CATCH_UP_S = 0.5  # after a key's wake-up, how long a caller waits for its task's result to land
 REDIS_MAX_CONNECTIONS = 2000  # per process: every thread waiting on a key blocks on a connection of its own
+PLACEMENT = True  # builds go to the live host that built their lineage (repository + Dockerfile) last, unless it is busy
+PLACEMENT_SEND_WINDOW_S = 1.0  # a build routed to a host queue counts as that host's load this long (until the broker shows it)
+LINEAGES_PER_HOST = 1000  # the lineages one host is remembered to hold (the most recent)
 NO_KEY_POLL_S = 0.5  # a caller with no cache key to wake on (ignore_cache) reads its task's state this often

@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     cache_ttl_s: int = Field(defaults.CACHE_TTL_S, gt=0)
     lease_s: float = Field(defaults.LEASE_S, gt=0)
     wait_wake_s: float = Field(defaults.WAIT_WAKE_S, gt=0, description="A waiter looks anyway this often (a dead owner)")
+    placement: bool = Field(
+        defaults.PLACEMENT, description="Send a build to the live host that built its lineage last, unless it is busy"
+    )
     heartbeat_interval_s: float = Field(defaults.HEARTBEAT_INTERVAL_S, gt=0)
     heartbeat_ttl_s: float = Field(defaults.HEARTBEAT_TTL_S, gt=0)
     disk_budget_bytes: int = Field(defaults.DISK_BUDGET_BYTES, ge=0)

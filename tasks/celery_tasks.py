@@ -75,10 +75,25 @@ class MaskedRequest(CeleryRequest):  # type: ignore[misc]
         self._argsrepr = repr([masked_repr(each) if isinstance(each, Mapping) else each for each in self.args or []])
 
 
+def retry_queue(request: Any, settings: Any) -> str | None:
+    """The queue a retry goes to when not the one its message came from: the shared queue, if that
+    was another host's own queue (the message was moved off a dead host, which would never take it)."""
+    routing_key = (getattr(request, "delivery_info", None) or {}).get("routing_key")
+    if isinstance(routing_key, str) and routing_key.startswith(defaults.HOST_QUEUE_PREFIX) and routing_key != settings.host_queue:
+        return str(settings.build_queue)
+    return None
+
+
 class DockyardTask(Task):  # type: ignore[misc]
-    """Counts each delivery, fails a message redelivered past the cap, and masks its arguments."""
+    """Counts each delivery, fails a message redelivered past the cap, masks its arguments, and
+    never sends a retry to a dead host's queue."""
 
     Request = MaskedRequest
+
+    def retry(self, *args: Any, **options: Any) -> Any:
+        if "queue" not in options and (queue := retry_queue(self.request, get_settings())) is not None:
+            options["queue"] = queue
+        return super().retry(*args, **options)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         settings = get_settings()

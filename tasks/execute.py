@@ -19,7 +19,7 @@ import docker.errors
 import redis
 
 from config.settings import Settings
-from tasks import hosts, image_use, keyspace, metrics, notify, rebuild, registry
+from tasks import hosts, image_use, keyspace, metrics, notify, placement, rebuild, registry
 from tasks.base_images import built_on, worker_cache_key
 from tasks.build import OutputSink, apply_tags, build_from_archive, build_in
 from tasks.build_secrets import materialized_secrets
@@ -136,6 +136,8 @@ def _build_pinned(
             ignore_cache=spec.ignore_cache, host=settings.host_id, owner=owner, on_takeover=on_takeover,
         )
         record_build(connection, settings, outcome, time.monotonic() - started)
+        if outcome.source == "built":  # this engine's layers are now the lineage's warmest
+            placement.record_built(connection, settings, placement.lineage_of_options(spec), settings.host_id)
         image_id = outcome.value["image_id"]
         if outcome.entry.host != settings.host_id:
             return Forward(outcome.entry.host, image_id, outcome.source, cache_key)

@@ -22,9 +22,19 @@ from tasks.keyspace import key
 
 
 def beat(connection: redis.Redis, settings: Settings, host_id: str, info: dict[str, Any]) -> None:
-    """Say ``host_id`` is alive for the next ``heartbeat_ttl_s`` seconds."""
-    record = {**info, "host": host_id, "seen_at": time.time()}
-    connection.set(key(settings, "hosts", host_id), json.dumps(record), px=int(settings.heartbeat_ttl_s * 1000))
+    """Say ``host_id`` is alive for the next ``heartbeat_ttl_s`` seconds (and list it in the hosts index)."""
+    now = time.time()
+    record = {**info, "host": host_id, "seen_at": now}
+    pipe = connection.pipeline(transaction=False)
+    pipe.set(key(settings, "hosts", host_id), json.dumps(record), px=int(settings.heartbeat_ttl_s * 1000))
+    pipe.zadd(hosts_index_key(settings), {host_id: now})
+    pipe.zremrangebyscore(hosts_index_key(settings), "-inf", now - settings.cache_ttl_s)
+    pipe.execute()
+
+
+def hosts_index_key(settings: Settings) -> str:
+    """``hosts-index``: every host that beat lately, scored by its last beat (read without a SCAN)."""
+    return key(settings, "hosts-index")
 
 
 def forget_host(connection: redis.Redis, settings: Settings, host_id: str) -> None:

@@ -20,7 +20,13 @@ def route_task(
     task: Any = None,
     **extra: Any,
 ) -> dict[str, str] | None:
-    """Celery router: a push follows the image to its host's queue; the rest takes the default."""
+    """Celery router: a push follows the image to its host's queue, a build goes where its lineage's
+    layers are (``tasks.placement``); the rest takes the default."""
+    if name == BUILD_TASK:
+        from tasks.placement import placement_queue
+
+        queue = placement_queue(args, kwargs)
+        return {"queue": queue} if queue else None
     if name != PUSH_TASK:
         return None
     host = holding_host(args, kwargs) or _indexed_host(kwargs)

@@ -191,20 +191,24 @@ def push_credentials(args: argparse.Namespace) -> dict[str, str] | None:
 
 
 def cmd_hosts(args: argparse.Namespace) -> int:
-    """List the build hosts that heartbeat, with their load (tasks running now)."""
+    """List the build hosts that heartbeat, with their load (tasks running now) and the lineages they hold."""
     from tasks.hosts import live_hosts
     from tasks.keyspace import redis_for
+    from tasks.placement import held_lineages
     from workers.app import app
 
     settings = get_settings()
     active = app.control.inspect(timeout=1.0).active() or {}
     running = {node.split("@", 1)[0]: len(tasks) for node, tasks in active.items()}
-    records = live_hosts(redis_for(settings), settings)
-    print("HOST\tRUNNING\tCONCURRENCY\tQUEUE\tDOCKER\tMETRICS")
+    connection = redis_for(settings)
+    records = live_hosts(connection, settings)
+    print("HOST\tRUNNING\tCONCURRENCY\tQUEUE\tDOCKER\tMETRICS\tLINEAGES")
     for record in records:
+        lineages = held_lineages(connection, settings, record["host"])
         print(
             f"{record['host']}\t{running.get(record['host'], 0)}\t{record['concurrency']}\t"
-            f"{record['queue']}\t{record['docker_host']}\t{record.get('metrics') or '-'}"
+            f"{record['queue']}\t{record['docker_host']}\t{record.get('metrics') or '-'}\t"
+            f"{'; '.join(lineages) or '-'}"
         )
     return 0
 

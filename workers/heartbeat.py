@@ -46,6 +46,7 @@ def host_info(settings: Settings) -> dict[str, Any]:
     return {
         "metrics": _metrics_url[0] if _metrics_url else None,
         "queue": settings.host_queue,
+        "build_queue": settings.build_queue,  # its pool: placement sends a pool's builds to its own hosts only
         "docker_host": settings.docker_host or os.environ.get("DOCKER_HOST", "default"),
         "pid": os.getpid(),
         "concurrency": settings.worker_concurrency,

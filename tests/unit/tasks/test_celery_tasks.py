@@ -234,3 +234,18 @@ def test_a_takeover_retries_the_task_at_once_whatever_its_retries_so_far() -> No
         fresh_budget(Task())()
     assert asked == [{"countdown": 0, "max_retries": 4, "throw": False}]
     assert getattr(raised.value, "takeover", False), "marked, so the delivery count is handed over"
+
+
+def test_a_retry_of_a_message_moved_off_another_hosts_queue_goes_to_the_shared_queue() -> None:
+    """Celery sends a retry where its message was first routed; a message placed on a host that died
+    and was moved to the shared queue would retry into the dead host's queue, which no one consumes."""
+    from types import SimpleNamespace
+
+    from tasks.celery_tasks import retry_queue
+
+    here = make_settings(host_id="h1", build_queue="pool")
+    came_from = lambda routing_key: SimpleNamespace(delivery_info={"exchange": routing_key, "routing_key": routing_key})  # noqa: E731
+    assert retry_queue(came_from("dockyard.host.dead"), here) == "pool"
+    assert retry_queue(came_from("dockyard.host.h1"), here) is None, "its own queue: this live host again"
+    assert retry_queue(came_from("pool"), here) is None
+    assert retry_queue(SimpleNamespace(delivery_info=None), here) is None

@@ -15,7 +15,7 @@ import fakeredis
 import pytest
 
 from config.settings import Settings
-from tasks import execute, hosts, keyspace, metrics
+from tasks import execute, hosts, keyspace, metrics, placement
 from tasks.cache import build_cache, push_cache
 from tasks.context_store import upload_context
 from tasks.errors import BuildError, PushError, RegistryAuthError, RegistryUnavailable, TransientError
@@ -103,6 +103,21 @@ def test_the_same_key_again_is_a_hit_and_gets_its_own_tags(
     assert (again["cache"], again["image_id"]) == ("hit", first["image_id"])
     assert f"{NAME}:v2" in engine.images.get(first["image_id"]).tags
     assert metrics.read(fake_redis, settings, "h1")["cache_hits_total"] == 1
+
+
+def test_a_build_records_its_lineage_on_this_host_and_a_hit_does_not(
+    fake_redis: fakeredis.FakeRedis, settings: Settings, engine: FakeEngine, context: Path
+) -> None:
+    spec = uploaded_spec(settings, context)
+    lineage = placement.lineage_of_options(spec)
+    build(spec, fake_redis, settings, engine)
+    assert set(placement.builders(fake_redis, settings, lineage)) == {"h1"}
+    elsewhere = settings.model_copy(update={"host_id": "h2"})
+    hosts.beat(fake_redis, settings, "h1", {})
+    again = build(uploaded_spec(elsewhere, context, tag="v2"), fake_redis, elsewhere, engine)
+    assert isinstance(again, Forward) and (again.host, again.source) == ("h1", "hit")
+    assert set(placement.builders(fake_redis, settings, lineage)) == {"h1"}, "a hit on h2 built nothing there"
+    assert placement.held_lineages(fake_redis, settings, "h1") == [f"{NAME} (Dockerfile)"]
 
 
 def test_a_local_entry_whose_image_is_gone_is_rebuilt(
