@@ -19,7 +19,7 @@ import docker.errors
 import redis
 
 from config.settings import Settings
-from tasks import hosts, metrics, notify, rebuild, registry
+from tasks import fast_lane, hosts, metrics, notify, rebuild, registry
 from tasks.base_images import built_on, worker_cache_key
 from tasks.build import OutputSink, apply_tags, build_from_archive, build_in
 from tasks.build_secrets import materialized_secrets
@@ -150,15 +150,17 @@ def finish_on_holder(
     settings: Settings,
     connection: redis.Redis,
     client: docker.DockerClient,
+    tags_in_place: bool = False,
 ) -> FarmBuildResult:
-    """On the host holding ``image_id``: apply the spec's tags and record where they are."""
-    if source != "built":
+    """On the host holding ``image_id``: apply the spec's tags (unless ``tags_in_place``) and record where they are."""
+    if source != "built" and not tags_in_place:
         apply_tags(client, image_id, spec.image_name, [spec.tag, *spec.additional_tags])
     hosts.record_image(
         connection, settings, host_id=settings.host_id, image_id=image_id, references=spec.references,
         cache_keys=[build_cache(connection, settings).entry_key(cache_key)],
     )
     rebuild.remember(connection, settings, spec, cache_key, image_id)
+    fast_lane.remember_key(connection, settings, spec, cache_key)
     notify.announce(connection, settings, "build", cache_key, "answered")  # its callers wake (tasks.client)
     return farm_build_result(spec, image_id, host=settings.host_id, cache=cache_source(source))
 
