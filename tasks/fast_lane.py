@@ -21,13 +21,13 @@ from typing import Any
 
 import redis
 
-from config.settings import Settings, get_settings
+from config.settings import Settings
 from tasks import hosts
 from tasks.base_images import pulls
 from tasks.cache import Entry, build_cache, push_cache
 from tasks.cache_key import push_key
 from tasks.errors import InvalidInput
-from tasks.keyspace import key, redis_for
+from tasks.keyspace import key
 from tasks.naming import qualify_image_name, registry_of
 from tasks.push import push_request
 from tasks.routing import BUILD_TASK, PUSH_TASK, TAG_TASK, holding_host
@@ -56,6 +56,15 @@ def fast_queue_of(connection: redis.Redis, settings: Settings, host: str) -> str
     return str(queue) if isinstance(queue, str) and queue else None
 
 
+def _farm() -> tuple[Settings, redis.Redis]:
+    """The process's settings and Redis client (looked up at each call, as ``tasks.routing`` does)."""
+    from config.settings import get_settings
+    from tasks.keyspace import redis_for
+
+    settings = get_settings()
+    return settings, redis_for(settings)
+
+
 def fast_lane_queue(name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str | None:
     """Router: the holder's fast queue for a cached build or push; None for everything else.
 
@@ -63,9 +72,8 @@ def fast_lane_queue(name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -
     """
     if name not in (BUILD_TASK, PUSH_TASK):
         return None
-    settings = get_settings()
     try:
-        connection = redis_for(settings)
+        settings, connection = _farm()
         if name == BUILD_TASK:
             return _cached_build_queue(connection, settings, args, kwargs)
         return _cached_push_queue(connection, settings, args, kwargs)
@@ -76,9 +84,8 @@ def fast_lane_queue(name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -
 
 def forward_queue(name: str, host: str, kwargs: Mapping[str, Any]) -> str | None:
     """Where a task forwarded to ``host`` goes when it is cheap: a tag task always, a push when cached."""
-    settings = get_settings()
     try:
-        connection = redis_for(settings)
+        settings, connection = _farm()
         if name == TAG_TASK:
             return fast_queue_of(connection, settings, host)
         if name == PUSH_TASK and _push_is_cached(connection, settings, (), kwargs):
