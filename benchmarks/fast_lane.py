@@ -154,7 +154,8 @@ def loaded_figures(image: str, scratch: Path, workers: int, samples: int, long_s
         time.sleep(0.05)
     busy_at_start = running_builds(connection, settings)
     load_started = time.monotonic()
-    timings, answers = [], []
+    timings: list[float] = []
+    answers: list[dict[str, Any]] = []
     while len(timings) < samples and not any(each.ready() for each in long_builds):
         started = time.perf_counter()
         answers.append(hit.apply_async().get(timeout=long_s * 4 + 120))
