@@ -105,7 +105,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.lane == "fast":
         run_fast_worker(get_settings(), loglevel=args.loglevel)
         return 0
-    fast_worker.start(get_settings(), args.loglevel)
+    fast_worker.configure(args.loglevel)  # started once the build worker is reconciled (workers.heartbeat)
     try:
         run_worker(get_settings(), concurrency=args.concurrency, loglevel=args.loglevel, extra_queues=args.queue)
     finally:

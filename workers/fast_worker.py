@@ -1,6 +1,7 @@
 """A host's fast lane: a second Celery worker, beside the build worker, on the host's fast queue.
 
-``dockyard worker`` (the build worker) starts it as a child process
+``dockyard worker`` (the build worker), once ready and reconciled with its
+engine (``workers.heartbeat``), starts it as a child process
 (``dockyard worker --lane fast``: a threads pool of ``fast_concurrency``,
 consuming only ``<host queue>.fast``), restarts it if it exits, and stops it
 when it stops itself. So everything that starts a build worker (``dockyard
@@ -79,6 +80,12 @@ class FastLane:
 
 
 _current: list[FastLane] = []
+_loglevel = ["INFO"]
+
+
+def configure(loglevel: str) -> None:
+    """The log level the fast worker is started with (the build worker's)."""
+    _loglevel[0] = loglevel
 
 
 def child_argv(loglevel: str) -> list[str]:
@@ -86,11 +93,11 @@ def child_argv(loglevel: str) -> list[str]:
     return [sys.executable, "-m", "workers.cli", "worker", "--lane", "fast", "--loglevel", loglevel]
 
 
-def start(settings: Settings, loglevel: str = "INFO") -> FastLane | None:
+def start(settings: Settings, loglevel: str | None = None) -> FastLane | None:
     """Start this host's fast worker beside the build worker; None when the fast lane is off (0 threads)."""
-    if settings.fast_concurrency == 0:
+    if settings.fast_concurrency == 0 or serving():
         return None
-    lane = FastLane(child_argv(loglevel)).start()
+    lane = FastLane(child_argv(loglevel or _loglevel[0])).start()
     _current[:] = [lane]
     return lane
 
@@ -101,5 +108,6 @@ def serving() -> bool:
 
 
 def stop() -> None:
+    """Stop the fast worker (a warm shutdown); idempotent."""
     for lane in _current:
         lane.stop()

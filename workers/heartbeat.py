@@ -171,6 +171,7 @@ def _start(sender: Any = None, **_: Any) -> None:
     withdraw_stale_record(settings, connection)
     recover_own_previous_run(settings, sender.app)
     at_start = reconciled(settings, connection, engine)
+    fast_worker.start(settings)  # after the reconciliation: the fast lane answers from records checked against the engine
     threading.Thread(
         target=beat_forever, args=(settings, connection, engine, sender.app, sender.hostname),
         kwargs={"reconciled_at_start": at_start}, name="heartbeat", daemon=True,
@@ -194,5 +195,6 @@ def _stop_beating(**_: Any) -> None:
     if in_fast_lane():
         return  # the host's build worker owns its record
     _stop.set()
+    fast_worker.stop()
     settings = get_settings()
     hosts.forget_host(redis_for(settings), settings, settings.host_id)
