@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     transient_retries: int = Field(defaults.TRANSIENT_RETRIES, ge=0)
     transient_backoff_s: float = Field(defaults.TRANSIENT_BACKOFF_S, ge=0)
     worker_concurrency: int = Field(defaults.WORKER_CONCURRENCY, gt=0)
+    fast_concurrency: int = Field(
+        defaults.FAST_CONCURRENCY, ge=0, description="Threads of the host's fast lane worker; 0: no fast lane"
+    )
     max_tasks_per_child: int = Field(defaults.MAX_TASKS_PER_CHILD, gt=0)
     context_max_bytes: int = Field(defaults.CONTEXT_MAX_BYTES, gt=0)
     context_ttl_s: int = Field(defaults.CONTEXT_TTL_S, gt=0)
@@ -159,6 +162,10 @@ class Settings(BaseSettings):
     def host_queue(self) -> str:
         return host_queue(self.host_id)
 
+    @property
+    def fast_queue(self) -> str:
+        return fast_queue(self.host_id)
+
 
 def sentinel_kwargs(password: str | None) -> dict[str, object]:
     """Connection options for the sentinels: short timeouts, and their password if they have one."""
@@ -180,6 +187,11 @@ def user_cache_dir(subdirectory: str) -> str:
 def host_queue(host_id: str) -> str:
     """Name of the queue only the worker of ``host_id`` consumes."""
     return f"{defaults.HOST_QUEUE_PREFIX}{host_id}"
+
+
+def fast_queue(host_id: str) -> str:
+    """Name of the queue of ``host_id``'s fast lane (cheap work, never behind builds)."""
+    return f"{host_queue(host_id)}{defaults.FAST_QUEUE_SUFFIX}"
 
 
 @functools.lru_cache(maxsize=1)

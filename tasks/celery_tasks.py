@@ -4,7 +4,11 @@ Names are stable, so any program can send them by name without importing
 this code: ``dockyard.build_docker_image`` (prefect-docker's keyword
 arguments, or a prepared ``spec``), ``dockyard.push_docker_image`` (a build
 result first in a chain, then push's keyword arguments) and
-``dockyard.tag_image`` (internal: tags a cached image on the host holding it).
+``dockyard.tag_image`` (internal: tags a cached image on the host holding it)
+and ``dockyard.ping`` (a trivial task: the round trip of the farm's queues).
+
+In a host's fast lane (``tasks.lane``) a task only answers from the cache:
+work that turns out not to be cheap is handed to the build lanes.
 """
 
 from __future__ import annotations
@@ -33,8 +37,11 @@ from tasks.masking import masked_repr
 from tasks.engine import shared_client
 from tasks.errors import EngineUnavailable, InvalidInput, StoreUnavailable, TransientError
 from tasks.execute import Forward, execute_build, execute_push, execute_tag
+from tasks.fast_answer import answer_build, answer_push, image_here
+from tasks.fast_lane import forward_queue
+from tasks.lane import in_fast_lane
 from tasks.progress import OutputSink, ProgressState, StreamOutput, tee
-from tasks.routing import BUILD_TASK, PUSH_TASK, TAG_TASK
+from tasks.routing import BUILD_TASK, PING_TASK, PUSH_TASK, TAG_TASK
 from tasks.sealing import unseal
 from tasks.materialize import prepare_sent_arguments
 from tasks.push import push_request
@@ -165,8 +172,22 @@ def _finish(task: Task, outcome: Mapping[str, Any] | Forward, started: float, fo
     if isinstance(outcome, Forward):
         logger.info("forwarding %s to host %s, which holds %s", task.name, outcome.host, outcome.image_id)
         forwarded = forward(outcome)
-        raise task.replace(forwarded.set(queue=host_queue(outcome.host), kwargsrepr=masked_repr(forwarded.kwargs)))
+        queue = forward_queue(forwarded.task, outcome.host, forwarded.kwargs) or host_queue(outcome.host)
+        raise task.replace(forwarded.set(queue=queue, kwargsrepr=masked_repr(forwarded.kwargs)))
     return {**outcome, "duration_s": round(time.monotonic() - started, 3)}
+
+
+def hand_over(task: Task, queue: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
+    """Fast work that is not cheap after all: the same task again, on ``queue`` (a build lane)."""
+    logger.info("%s is not cheap work: handed from the fast lane to %s", task.name, queue)
+    signature = task.signature(args=args, kwargs=dict(kwargs))
+    return task.replace(signature.set(queue=queue, kwargsrepr=masked_repr(signature.kwargs)))
+
+
+@shared_task(name=PING_TASK)
+def ping_task() -> str:
+    """A trivial task: its round trip is the floor of any task's."""
+    return "pong"
 
 
 def _tag_signature(spec: BuildSpec, forward: Forward) -> Any:
@@ -202,6 +223,11 @@ def build_task(self: Task, spec: Mapping[str, Any] | None = None, **params: Any)
         prepared = prepare_sent_arguments(params, settings)
     prepared.check_allowed(settings)
     connection = redis_for(settings)
+    if in_fast_lane():
+        answer = answer_build(prepared, settings=settings, connection=connection, client=shared_client(settings))
+        if answer is None:
+            raise hand_over(self, settings.build_queue, (), {"spec": spec} if spec is not None else params)
+        return {**answer, "duration_s": round(time.monotonic() - started, 3)}
     outcome = execute_build(
         prepared, settings=settings, connection=connection, client=shared_client(settings),
         output=_build_output(self, prepared, connection), owner=self.request.id, on_takeover=fresh_budget(self),
@@ -221,6 +247,10 @@ def tag_task(self: Task, spec: Mapping[str, Any], image_id: str, source: str, ca
     if cache_key is not None and not (isinstance(cache_key, str) and re.fullmatch(r"[0-9a-f]{64}", cache_key)):
         raise InvalidInput("tag_image's cache_key must be a build key (64 hex digits).")
     connection = redis_for(settings)
+    if in_fast_lane() and not image_here(shared_client(settings), image_id):
+        raise hand_over(self, settings.host_queue, (), {
+            "spec": spec, "image_id": image_id, "source": source, "cache_key": cache_key,
+        })
     outcome = execute_tag(
         prepared, image_id, source, cache_key=cache_key, settings=settings, connection=connection,
         client=shared_client(settings), output=_build_output(self, prepared, connection), owner=self.request.id,
@@ -269,6 +299,15 @@ def push_task(self: Task, build_result: Mapping[str, Any] | None = None, **param
         request = push_request(image_name, settings=settings, **arguments)
     except TypeError as exc:
         raise InvalidInput(f"Bad push arguments: {exc}") from exc
+    if in_fast_lane():
+        answer = answer_push(
+            request, opened_credentials(request, settings), settings=settings,
+            connection=redis_for(settings), client=shared_client(settings),
+        )
+        if answer is None:
+            args = (build_result,) if build_result is not None else ()
+            raise hand_over(self, settings.host_queue, args, params)
+        return {**answer, "duration_s": round(time.monotonic() - started, 3)}
     outcome = execute_push(
         request, opened_credentials(request, settings), settings=settings,
         connection=redis_for(settings), client=shared_client(settings), output=OutputToLog(self.request.id),

@@ -19,7 +19,7 @@ import docker.errors
 import redis
 
 from config.settings import Settings
-from tasks import hosts, image_use, keyspace, metrics, notify, placement, rebuild, registry
+from tasks import fast_lane, hosts, image_use, keyspace, metrics, notify, placement, rebuild, registry
 from tasks.base_images import built_on, worker_cache_key
 from tasks.build import OutputSink, apply_tags, build_from_archive, build_in
 from tasks.build_secrets import materialized_secrets
@@ -219,15 +219,18 @@ def finish_on_holder(
     settings: Settings,
     connection: redis.Redis,
     client: docker.DockerClient,
+    tags_in_place: bool = False,
 ) -> FarmBuildResult:
-    """On the host holding ``image_id``: apply the spec's tags, record where they are and its last use."""
-    if source != "built":
+    """On the host holding ``image_id``: apply the spec's tags (unless ``tags_in_place``), record where they are
+    and its last use."""
+    if source != "built" and not tags_in_place:
         apply_tags(client, image_id, spec.image_name, [spec.tag, *spec.additional_tags])
     hosts.record_image(
         connection, settings, host_id=settings.host_id, image_id=image_id, references=spec.references,
         cache_keys=[build_cache(connection, settings).entry_key(cache_key)], used=True,
     )
     rebuild.remember(connection, settings, spec, cache_key, image_id)
+    fast_lane.remember_key(connection, settings, spec, cache_key)
     notify.announce(connection, settings, "build", cache_key, "answered")  # its callers wake (tasks.client)
     return farm_build_result(spec, image_id, host=settings.host_id, cache=cache_source(source))
 

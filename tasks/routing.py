@@ -10,6 +10,7 @@ from config.settings import host_queue
 BUILD_TASK = "dockyard.build_docker_image"
 PUSH_TASK = "dockyard.push_docker_image"
 TAG_TASK = "dockyard.tag_image"
+PING_TASK = "dockyard.ping"
 
 
 def route_task(
@@ -20,8 +21,12 @@ def route_task(
     task: Any = None,
     **extra: Any,
 ) -> dict[str, str] | None:
-    """Celery router: a push follows the image to its host's queue, a build goes where its lineage's
-    layers are (``tasks.placement``); the rest takes the default."""
+    """Celery router: cheap work to its holder's fast lane; a push follows the image to its host's
+    queue, a build goes where its lineage's layers are (``tasks.placement``); the rest takes the default."""
+    from tasks.fast_lane import fast_lane_queue
+
+    if (fast := fast_lane_queue(name, args, kwargs)) is not None:
+        return {"queue": fast}
     if name == BUILD_TASK:
         from tasks.placement import placement_queue
 

@@ -92,16 +92,24 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    """Run a worker in the foreground for this host (its shared and host queues)."""
+    """Run a worker in the foreground for this host (its shared and host queues), and its fast lane beside it."""
     # before the settings are first read: the host record shows what the worker really runs with
     if args.host_id:
         os.environ["DOCKYARD_HOST_ID"] = args.host_id
     if args.concurrency:
         os.environ["DOCKYARD_WORKER_CONCURRENCY"] = str(args.concurrency)
     get_settings.cache_clear()
-    from workers.worker import run_worker
+    from workers import fast_worker
+    from workers.worker import run_fast_worker, run_worker
 
-    run_worker(get_settings(), concurrency=args.concurrency, loglevel=args.loglevel, extra_queues=args.queue)
+    if args.lane == "fast":
+        run_fast_worker(get_settings(), loglevel=args.loglevel)
+        return 0
+    fast_worker.configure(args.loglevel)  # started once the build worker is reconciled (workers.heartbeat)
+    try:
+        run_worker(get_settings(), concurrency=args.concurrency, loglevel=args.loglevel, extra_queues=args.queue)
+    finally:
+        fast_worker.stop()
     return 0
 
 
@@ -338,6 +346,10 @@ def parser() -> argparse.ArgumentParser:
     worker.add_argument("--host-id", default=None, help="this host's id (default DOCKYARD_HOST_ID or the hostname)")
     worker.add_argument("--queue", action="append", default=[], help="an extra queue to consume (repeatable)")
     worker.add_argument("--loglevel", default="INFO")
+    worker.add_argument(
+        "--lane", choices=["build", "fast"], default="build",
+        help="build: the build worker, which starts the fast lane beside it (default); fast: the fast lane alone",
+    )
     worker.set_defaults(run=cmd_worker)
 
     build = sub.add_parser("build", help=cmd_build.__doc__)

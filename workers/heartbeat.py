@@ -10,6 +10,11 @@ after the queues are declared and before the loop first fetches a message,
 so no task starts before the reconciliation ends. The heartbeat advertises
 the host only once it is reconciled, and reconciles again whenever the
 engine answers after it did not.
+
+A host's fast-lane worker (``workers.fast_worker``, ``tasks.lane``) runs none
+of this: it only puts back its own previous run's in-flight messages when
+ready. The build worker advertises the fast lane's queue in the host record
+while its fast worker runs, and recovers dead hosts' fast lanes with theirs.
 """
 
 from __future__ import annotations
@@ -26,11 +31,12 @@ import requests
 from celery.signals import worker_ready, worker_shutdown
 
 from config.settings import Settings, get_settings
-from tasks import hosts
+from tasks import hosts, recovery
 from tasks.engine import open_client
 from tasks.keyspace import redis_for
+from tasks.lane import in_fast_lane
 from tasks.reconcile import reconcile
-from workers import disk_guard
+from workers import disk_guard, fast_worker
 from workers.inflight import recover_forever, recover_own_previous_run
 from workers.metrics_server import serve_metrics
 from workers.sweep import sweep
@@ -50,6 +56,7 @@ def host_info(settings: Settings) -> dict[str, Any]:
         "docker_host": settings.docker_host or os.environ.get("DOCKER_HOST", "default"),
         "pid": os.getpid(),
         "concurrency": settings.worker_concurrency,
+        "fast_queue": settings.fast_queue if fast_worker.serving() else None,
     }
 
 
@@ -100,6 +107,7 @@ def beat_forever(
                 is_reconciled = is_reconciled or reconciled(settings, connection, engine)
                 if is_reconciled:
                     hosts.beat(connection, settings, settings.host_id, host_info(settings))
+                    recovery.known(connection, settings)  # messages routed to its queues are recovered if it dies
                 if not consuming:
                     logger.warning("engine of %s answers again: taking builds", settings.host_id)
                     app.control.add_consumer(settings.build_queue, destination=[nodename])
@@ -148,6 +156,9 @@ def watch_deletions(settings: Settings, connection: redis.Redis, since: float) -
 
 @worker_ready.connect
 def _start(sender: Any = None, **_: Any) -> None:
+    if in_fast_lane():
+        recover_own_previous_run(get_settings(), sender.app)
+        return
     sweep()
     settings = get_settings()
     connection = redis_for(settings)
@@ -161,6 +172,7 @@ def _start(sender: Any = None, **_: Any) -> None:
     withdraw_stale_record(settings, connection)
     recover_own_previous_run(settings, sender.app)
     at_start = reconciled(settings, connection, engine)
+    fast_worker.start(settings)  # after the reconciliation: the fast lane answers from records checked against the engine
     threading.Thread(
         target=beat_forever, args=(settings, connection, engine, sender.app, sender.hostname),
         kwargs={"reconciled_at_start": at_start}, name="heartbeat", daemon=True,
@@ -182,6 +194,9 @@ def withdraw_stale_record(settings: Settings, connection: redis.Redis) -> None:
 
 @worker_shutdown.connect
 def _stop_beating(**_: Any) -> None:
+    if in_fast_lane():
+        return  # the host's build worker owns its record
     _stop.set()
+    fast_worker.stop()
     settings = get_settings()
     hosts.forget_host(redis_for(settings), settings, settings.host_id)

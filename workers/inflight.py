@@ -35,10 +35,13 @@ def _record(request: Any = None, **_: Any) -> None:
 
 
 def recover_own_previous_run(settings: Settings, app: Any) -> None:
-    """Put back the messages this host id held when its previous worker was killed."""
+    """Put back the messages this host id's worker of this lane held when it was killed."""
     try:
         with app.connection_for_write() as broker:
-            recovery.recover_host(redis_for(settings), settings, broker.default_channel, settings.host_id, reroute=False)
+            recovery.recover_host(
+                redis_for(settings), settings, broker.default_channel, settings.host_id, reroute=False,
+                lanes=(recovery.own_lane(),),
+            )
     except Exception as exc:  # noqa: BLE001 - Redis or the broker away: the visibility timeout still restores them
         logger.warning("could not restore the previous run's messages: %s", exc)
 

@@ -1,4 +1,5 @@
-"""Starting a worker: the shared build queue plus this host's own queue, named with -Q."""
+"""Starting a worker: the shared build queue plus this host's own queue, named with -Q; or the
+host's fast lane, its fast queue alone on a small threads pool (see ``workers.fast_worker``)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,29 @@ def worker_argv(
         "--task-events",
         "--loglevel", loglevel,
     ]
+
+
+def fast_worker_argv(settings: Settings, *, loglevel: str = "INFO") -> list[str]:
+    """The ``celery worker`` arguments of this host's fast lane: its fast queue, threads, its own node name."""
+    return [
+        "worker",
+        "--queues", settings.fast_queue,
+        "--hostname", f"{settings.host_id}.fast@%h",
+        "--concurrency", str(settings.fast_concurrency),
+        "--pool", "threads",
+        "--task-events",
+        "--without-gossip", "--without-mingle",
+        "--loglevel", loglevel,
+    ]
+
+
+def run_fast_worker(settings: Settings, *, loglevel: str = "INFO") -> None:
+    """Run this host's fast lane worker in this process until it is stopped."""
+    from tasks.lane import enter_fast_lane
+    from workers.app import app
+
+    enter_fast_lane()
+    app.worker_main(fast_worker_argv(settings, loglevel=loglevel))
 
 
 def run_worker(

@@ -5,8 +5,8 @@ from __future__ import annotations
 import fakeredis
 import pytest
 
-from config.settings import Settings, host_queue
-from tasks import hosts, recovery
+from config.settings import Settings, fast_queue, host_queue
+from tasks import hosts, lane, recovery
 from tests.unit.support import make_settings
 
 
@@ -76,3 +76,52 @@ def test_a_retry_is_another_delivery(fake_redis: fakeredis.FakeRedis, settings: 
     recovery.received(fake_redis, settings, recovery.delivery("t1", 1), "retried")
     recovery.finished(fake_redis, settings, recovery.delivery("t1", 0))
     assert fake_redis.hvals(recovery.inflight_key(settings, "live")) == [b"retried"]
+
+
+@pytest.fixture
+def fast_lane(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This process serves a host's fast lane (``dockyard worker --lane fast``)."""
+    monkeypatch.setitem(lane._state, "fast", True)
+
+
+def test_a_dead_hosts_fast_lane_is_recovered_with_it(
+    fake_redis: fakeredis.FakeRedis, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dead = as_host(settings, "gone")
+    recovery.received(fake_redis, dead, recovery.delivery("build", 0), "build-tag")
+    monkeypatch.setitem(lane._state, "fast", True)
+    recovery.received(fake_redis, dead, recovery.delivery("hit", 0), "fast-tag")
+    monkeypatch.setitem(lane._state, "fast", False)
+    fake_redis.lpush(fast_queue("gone"), "queued-hit")
+    fake_redis.lpush(host_queue("gone"), "queued-tag")
+    channel = Channel(fake_redis)
+    assert recovery.recover_dead_hosts(fake_redis, settings, channel) == [recovery.Recovered("gone", 2, 2)]
+    assert sorted(channel.restored) == ["build-tag", "fast-tag"]
+    assert sorted(fake_redis.lrange(settings.build_queue, 0, -1)) == [b"queued-hit", b"queued-tag"]
+    assert not fake_redis.exists(fast_queue("gone"), recovery.inflight_key(settings, "gone", recovery.FAST_LANE))
+
+
+def test_each_lane_of_a_restarted_host_restores_only_its_own_previous_run(
+    fake_redis: fakeredis.FakeRedis, settings: Settings, fast_lane: None
+) -> None:
+    recovery.received(fake_redis, settings, recovery.delivery("hit", 0), "fast-tag")
+    assert fake_redis.hvals(recovery.inflight_key(settings, "live", recovery.FAST_LANE)) == [b"fast-tag"]
+    assert not fake_redis.exists(recovery.inflight_key(settings, "live")), "apart from the build worker's"
+    channel = Channel(fake_redis)
+    recovered = recovery.recover_host(fake_redis, settings, channel, "live", reroute=False, lanes=(recovery.BUILD_LANE,))
+    assert recovered == recovery.Recovered("live", 0, 0) and channel.restored == []
+    recovered = recovery.recover_host(fake_redis, settings, channel, "live", reroute=False, lanes=(recovery.FAST_LANE,))
+    assert recovered == recovery.Recovered("live", 1, 0) and channel.restored == ["fast-tag"]
+    recovery.received(fake_redis, settings, recovery.delivery("hit2", 0), "fast-2")
+    recovery.finished(fake_redis, settings, recovery.delivery("hit2", 0))
+    assert not fake_redis.exists(recovery.inflight_key(settings, "live", recovery.FAST_LANE))
+
+
+def test_a_host_that_heartbeats_is_known_before_it_receives_anything(
+    fake_redis: fakeredis.FakeRedis, settings: Settings
+) -> None:
+    """Work routed to its queues (a forwarded tag, a hit) is recovered if it dies before taking any."""
+    recovery.known(fake_redis, as_host(settings, "quiet"))
+    fake_redis.lpush(fast_queue("quiet"), "routed-hit")
+    assert recovery.recover_dead_hosts(fake_redis, settings, Channel(fake_redis)) == [recovery.Recovered("quiet", 0, 1)]
+    assert fake_redis.lrange(settings.build_queue, 0, -1) == [b"routed-hit"]
