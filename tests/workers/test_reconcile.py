@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 
 import docker
+import pytest
 import redis
 from celery import Celery
 
@@ -44,9 +45,13 @@ def started(
 
 def test_an_image_removed_while_its_worker_was_down_is_rebuilt_not_a_hit_and_pushes(
     tmp_path: Path, project: Path, repo: str, registry: Registry, redis_client: redis.Redis, settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     docker_host = farm_docker_hosts()[-1]
     host_id = f"test-reconcile-{uuid.uuid4().hex[:6]}"
+    # this test's worker has a build queue of its own, outside the session's pool; placement, which picks
+    # among the hosts of the caller's own pool (the session's), is off for this caller
+    monkeypatch.setattr("tasks.placement.placement_queue", lambda args, kwargs: None)
     engine = docker.DockerClient(base_url=docker_host)
     app = caller_on(own_queue(host_id), settings)
     worker = started(host_id, docker_host, tmp_path / "first.log", redis_client, settings)

@@ -92,10 +92,10 @@ def test_a_caller_writes_contexts_only_in_the_context_store(context_store: redis
     assert store.delete(chunk) == 1
 
 
-def test_a_caller_uploads_contexts_and_enqueues(caller: redis.Redis, settings: Settings) -> None:
-    chunk = f"{settings.key_prefix}ctx:sha256:acl-{uuid.uuid4().hex}:0"
-    assert caller.set(chunk, b"tar bytes", ex=60)
-    assert caller.delete(chunk) == 1
+def test_a_caller_cannot_put_contexts_in_the_farms_redis(caller: redis.Redis, settings: Settings) -> None:
+    """Contexts go to the context store: a caller cannot fill the broker's memory with them."""
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        caller.set(f"{settings.key_prefix}ctx:sha256:acl-{uuid.uuid4().hex}:0", b"tar bytes", ex=60)
 
 
 def test_the_clients_api_works_as_a_caller(

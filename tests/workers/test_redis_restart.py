@@ -21,7 +21,7 @@ import redis
 from tests.conftest import WorkerProcess, farm_docker_hosts
 from workers import launcher
 
-PORT = 6391
+PORT = 6393  # its own Redis: 6390 is the farm's, 6391 the context store, 6395-6396 Sentinel's
 ENQUEUE = """
 import json, sys
 from tasks.client import build_signature
@@ -44,6 +44,8 @@ def start_redis(directory: Path) -> subprocess.Popen[bytes]:
     )
     connection = redis.Redis(port=PORT)
     for _ in range(100):
+        if process.poll() is not None:
+            raise AssertionError(f"redis-server could not start on port {PORT} (is the port taken?)")
         try:
             connection.ping()
             return process
