@@ -39,7 +39,11 @@ def started(
     """A worker for ``host_id`` on its own build queue that answers a ping and heartbeats (so the
     caller's fast path may answer for it)."""
     worker = WorkerProcess(host_id, docker_host, log_path, {"DOCKYARD_BUILD_QUEUE": own_queue(host_id)}).start()
-    worker.wait_ready(operator_app(), ready=lambda host: hosts.is_alive(connection, settings, host))
+    try:
+        worker.wait_ready(operator_app(), ready=lambda host: hosts.is_alive(connection, settings, host))
+    except BaseException:
+        worker.stop()  # a worker that never came up is not left running (and heartbeating) after the test
+        raise
     return worker
 
 
