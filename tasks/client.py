@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from celery import Celery
@@ -22,6 +22,7 @@ from config import defaults
 from config.celery import caller_app
 from config.settings import Settings, get_settings
 from tasks import base_images, hosts, image_use, keyspace, registry
+from tasks.broker_watch import BrokerWatch
 from tasks.cache import Entry, build_cache, push_cache
 from tasks.cache_key import push_key
 from tasks.coalesce import Coalescer
@@ -252,9 +253,10 @@ def send_build(
         try:
             if spec.context_path is None:
                 upload_context(keyspace.context_store_for(settings), settings, packed)
-            result = _spec_signature(spec, app).apply_async()
+            signature = _spec_signature(spec, app)
             return await_build(
-                result, spec, settings, timeout_s=timeout_s, cache_key=cache_key, reader=reader, on_output=on_output,
+                signature.apply_async(), spec, settings, timeout_s=timeout_s, cache_key=cache_key, reader=reader,
+                on_output=on_output, resend=lambda: signature.clone().apply_async(),
             )
         except ContextMissing as exc:
             if spec.context_path is not None or attempt >= defaults.CONTEXT_RESENDS:
@@ -273,27 +275,38 @@ def await_build(
     cache_key: str | None = None,
     reader: StreamReader | None = None,
     on_output: OutputSink | None = None,
+    resend: Callable[[], AsyncResult] | None = None,
 ) -> FarmBuildResult:
     """The task's result, or sooner the same key's result stored by another caller's build
     (when ``cache_key`` is known: without it, only the task answers).
 
     Identical requests sent at the same moment each send a task; the first
     one stored answers them all, and their own tasks end as cheap hits.
+    ``resend`` sends a copy of the task when the broker fails over before the
+    task answers (see ``tasks.broker_watch``); the first of the copies to answer does.
     """
     deadline = time.monotonic() + timeout_s
     sent_at = time.time()
     watch = RunningHost(result, settings)
+    broker = BrokerWatch(settings) if resend is not None else None
+    earlier: list[AsyncResult] = []  # copies sent before a failover, any of which may still answer
     waiter = Waiter(redis_for(settings), settings, "build", cache_key) if cache_key and not spec.ignore_cache else None
     while time.monotonic() < deadline:
         if on_output is not None and (notice := watch.gone()) is not None:
             on_output(notice)
-        if result.ready():
+        if (done := next((each for each in (result, *earlier) if each.ready()), None)) is not None:
             _drain(reader, on_output)
-            answer: FarmBuildResult = result.get(timeout=1)
+            answer: FarmBuildResult = done.get(timeout=1)
             return answer
+        if broker is not None and resend is not None and broker.moved():
+            if on_output is not None:
+                on_output("dockyard: the broker failed over before this build answered; sending it again\n")
+            earlier.append(result)
+            result = resend()
+            watch = RunningHost(result, settings)
         if waiter is not None and (entry := cached_entry(spec, cache_key, settings)) is not None:
             _drain(reader, on_output)
-            if entry.owner == result.id:
+            if entry.owner in {result.id, *(each.id for each in earlier)}:
                 return _answer(spec, entry, "built")
             if entry.created_at < sent_at - 1:
                 return _answer(spec, entry, "hit")
