@@ -224,13 +224,16 @@ def build_task(self: Task, spec: Mapping[str, Any] | None = None, **params: Any)
     prepared.check_allowed(settings)
     connection = redis_for(settings)
     if in_fast_lane():
-        answer = answer_build(prepared, settings=settings, connection=connection, client=shared_client(settings))
+        answer = answer_build(
+            prepared, settings=settings, connection=connection, client=shared_client(settings), started=started
+        )
         if answer is None:
             raise hand_over(self, settings.build_queue, (), {"spec": spec} if spec is not None else params)
         return {**answer, "duration_s": round(time.monotonic() - started, 3)}
     outcome = execute_build(
         prepared, settings=settings, connection=connection, client=shared_client(settings),
         output=_build_output(self, prepared, connection), owner=self.request.id, on_takeover=fresh_budget(self),
+        started=started,
     )
     return _finish(self, outcome, started, lambda forward: _tag_signature(prepared, forward))
 

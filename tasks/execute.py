@@ -92,15 +92,18 @@ def execute_build(
     output: OutputSink,
     owner: str | None = None,
     on_takeover: Callable[[], None] | None = None,
+    started: float | None = None,
 ) -> FarmBuildResult | Forward:
     """Build once per key on the farm; tag here, or forward to the host holding the image.
 
     ``on_takeover``: see ``SingleFlight.run`` (the task's fresh time budget). The images this
     call uses here are pinned until it returns (``tasks.image_use``): the disk budget leaves them.
+    ``started``: when the task began (``time.monotonic``; default now), for a hit's latency.
     """
+    started = time.monotonic() if started is None else started
     with image_use.Pins(connection, settings) as pins:
         return _build_pinned(spec, pins, settings=settings, connection=connection, client=client, output=output,
-                             owner=owner, on_takeover=on_takeover)
+                             owner=owner, on_takeover=on_takeover, started=started)
 
 
 def _build_pinned(
@@ -113,6 +116,7 @@ def _build_pinned(
     output: OutputSink,
     owner: str | None,
     on_takeover: Callable[[], None] | None,
+    started: float,
 ) -> FarmBuildResult | Forward:
     cache = build_cache(connection, settings)
     cache_key, bases = worker_cache_key(spec, settings, client)
@@ -130,22 +134,25 @@ def _build_pinned(
         return {"image_id": image_id}
 
     for _attempt in range(EVICTED_RETRIES):
-        started = time.monotonic()
+        run_at = time.monotonic()
         outcome = cache.run(
             cache_key, compute, valid=_valid_entry(client, connection, settings, pins),
             ignore_cache=spec.ignore_cache, host=settings.host_id, owner=owner, on_takeover=on_takeover,
         )
-        record_build(connection, settings, outcome, time.monotonic() - started)
+        record_build(connection, settings, outcome, time.monotonic() - run_at)
         if outcome.source == "built":  # this engine's layers are now the lineage's warmest
             placement.record_built(connection, settings, placement.lineage_of_options(spec), settings.host_id)
         image_id = outcome.value["image_id"]
         if outcome.entry.host != settings.host_id:
             return Forward(outcome.entry.host, image_id, outcome.source, cache_key)
         if outcome.source in ("built", "hit") or pinned_here(pins, client, image_id):  # a hit was pinned by valid
-            return finish_on_holder(
+            answer = finish_on_holder(
                 spec, image_id, outcome.source, cache_key=cache_key, settings=settings, connection=connection,
                 client=client,
             )
+            if outcome.source == "hit":
+                metrics.observe(connection, settings, "hit_seconds", time.monotonic() - started)
+            return answer
         cache.invalidate(cache_key)  # the build it joined was evicted meanwhile: a miss, built again
     raise BuildError(f"The image of {spec.image_name} was evicted {EVICTED_RETRIES} times before it could be tagged.")
 
@@ -197,7 +204,8 @@ def build_racing_removals(
 
 
 def record_build(connection: redis.Redis, settings: Settings, outcome: Outcome, seconds: float) -> None:
-    """Count a build request's outcome on this host."""
+    """Count a build request's outcome on this host; ``seconds``: how long single flight took to
+    have it (a build's time, or a join's wait)."""
     if outcome.source == "built":
         metrics.count(connection, settings, "cache_misses_total")
         metrics.count(connection, settings, "builds_total")
@@ -206,6 +214,7 @@ def record_build(connection: redis.Redis, settings: Settings, outcome: Outcome, 
             metrics.count(connection, settings, "lease_takeovers_total")
     elif outcome.source == "joined":
         metrics.count(connection, settings, "joins_total")
+        metrics.observe(connection, settings, "wait_seconds", seconds)
     else:
         metrics.count(connection, settings, "cache_hits_total")
 

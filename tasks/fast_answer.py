@@ -12,6 +12,8 @@ task then hands it to the build lanes.
 
 from __future__ import annotations
 
+import time
+
 import docker
 import docker.errors
 import redis
@@ -29,9 +31,14 @@ from tasks.spec import BuildSpec, Credentials, PushRequest
 
 
 def answer_build(
-    spec: BuildSpec, *, settings: Settings, connection: redis.Redis, client: docker.DockerClient
+    spec: BuildSpec, *, settings: Settings, connection: redis.Redis, client: docker.DockerClient,
+    started: float | None = None,
 ) -> FarmBuildResult | None:
-    """The build's result as a hit on this host, or None when it is not cheap here."""
+    """The build's result as a hit on this host, or None when it is not cheap here.
+
+    ``started``: when the task began (``time.monotonic``; default now), for the hit's latency.
+    """
+    started = time.monotonic() if started is None else started
     if spec.ignore_cache:
         return None
     digests = base_images.resolve(spec, settings)  # the registry only: never a pull in the fast lane
@@ -50,10 +57,12 @@ def answer_build(
         except BuildError:
             return None  # the image vanished: the build lanes rebuild it
     metrics.count(connection, settings, "cache_hits_total")
-    return finish_on_holder(
+    answer = finish_on_holder(
         spec, image_id, "hit", cache_key=cache_key, settings=settings, connection=connection, client=client,
         tags_in_place=True,
     )
+    metrics.observe(connection, settings, "hit_seconds", time.monotonic() - started)
+    return answer
 
 
 def answer_push(

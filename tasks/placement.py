@@ -19,6 +19,10 @@ host queue's length in the broker, and the builds routed to it in the last
 in the broker, which callers may write; removed once the message is in the
 queue), so that concurrent senders do not all pick one host.
 A host whose load is at or above its concurrency is saturated.
+Each spill adds one to ``<shared queue>:spills`` in the broker (hash:
+preferred host -> spills), which callers may write as they may the queue,
+not under ``metrics:``, which only workers may (``workers.metrics_collector``
+reads it).
 
 - The lineage's preferred host (the live one that built it last) takes it
   unless saturated; then it spills to the shared queue.
@@ -247,6 +251,19 @@ def pool_loads(
     return loads
 
 
+def spills_key(build_queue: str) -> str:
+    """The spills of the pool of ``build_queue`` (in the broker, beside its shared queue)."""
+    return build_queue + ":spills"
+
+
+def count_spill(broker: redis.Redis, settings: Settings, preferred: str) -> None:
+    """One build of a lineage whose preferred host was saturated went to the shared queue."""
+    pipe = broker.pipeline(transaction=False)
+    pipe.hincrby(spills_key(settings.build_queue), preferred, 1)
+    pipe.expire(spills_key(settings.build_queue), defaults.METRICS_TTL_S)
+    pipe.execute()
+
+
 _routing = threading.local()  # this thread's reservation, until its message is published
 
 
@@ -309,11 +326,17 @@ def placement_queue(args: Sequence[Any], kwargs: Mapping[str, Any]) -> str | Non
     if lineage is None:
         return None
     try:
-        decision = place(redis_for(settings), broker_redis(settings), settings, lineage)
+        broker = broker_redis(settings)
+        decision = place(redis_for(settings), broker, settings, lineage)
     except (redis.RedisError, ValueError) as exc:
         logger.warning("placement of %s failed, sending to the shared queue: %s", lineage.name, exc)
         return None
     logger.debug("placement of %s: %s", lineage.name, decision)
+    if decision.reason == "spill" and decision.preferred is not None and broker is not None:
+        try:
+            count_spill(broker, settings, decision.preferred)
+        except redis.RedisError as exc:  # a metric: never a reason not to send the build
+            logger.warning("spill of %s not counted: %s", lineage.name, exc)
     return host_queue(decision.host) if decision.host is not None else None
 
 

@@ -31,7 +31,7 @@ import requests
 from celery.signals import worker_ready, worker_shutdown
 
 from config.settings import Settings, get_settings
-from tasks import hosts, recovery
+from tasks import hosts, placement, recovery
 from tasks.engine import open_client
 from tasks.keyspace import redis_for
 from tasks.lane import in_fast_lane
@@ -164,7 +164,7 @@ def _start(sender: Any = None, **_: Any) -> None:
     connection = redis_for(settings)
     _stop.clear()
     try:
-        server = serve_metrics(settings, connection)
+        server = serve_metrics(settings, connection, placement.broker_redis(settings))
         _metrics_url[:] = [f"http://{settings.metrics_bind}:{server.server_address[1]}/metrics"]
     except OSError as exc:
         logger.warning("no /metrics endpoint: %s", exc)

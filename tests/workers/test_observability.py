@@ -10,8 +10,9 @@ from typing import Any
 
 import redis
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
-from config.settings import Settings, host_queue
+from config.settings import Settings, fast_queue, host_queue
 from tasks import client
 from tasks.hosts import live_hosts
 from tests.conftest import WorkerProcess, operator_app
@@ -20,13 +21,26 @@ from tests.workers.farm_helpers import slow_context
 TIMEOUT_S = 120
 
 
-def scrape(url: str) -> dict[str, float]:
-    values: dict[str, float] = {}
-    for line in requests.get(url, timeout=5).text.splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            values[name.split("{", 1)[0]] = float(value)
-    return values
+def scrape(url: str, host: str) -> dict[str, float]:
+    """The samples labelled only with ``host`` on a worker's /metrics, by sample name (counters with
+    ``_total``, histograms' ``_count`` and ``_sum``; buckets and farm-wide gauges left out)."""
+    answer = requests.get(url, timeout=5)
+    answer.raise_for_status()
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(answer.text)
+        for sample in family.samples
+        if sample.labels == {"host": host}
+    }
+
+
+def queue_depths(url: str) -> dict[str, float]:
+    text = requests.get(url, timeout=5).text
+    return {
+        sample.labels["queue"]: sample.value
+        for family in text_string_to_metric_families(text) if family.name == "dockyard_queue_depth"
+        for sample in family.samples
+    }
 
 
 def test_a_miss_a_hit_and_a_join_are_each_counted_once(
@@ -36,7 +50,7 @@ def test_a_miss_a_hit_and_a_join_are_each_counted_once(
     worker = farm_workers[0]
     record = next(r for r in live_hosts(redis_client, settings) if r["host"] == worker.host_id)
     url = record["metrics"]
-    before = scrape(url)
+    before = scrape(url, worker.host_id)
 
     context = slow_context(tmp_path / "ctx", base_image, seconds=2)
     signature = client.build_signature(repo, path=str(context), tag="m").set(queue=host_queue(worker.host_id))
@@ -44,13 +58,18 @@ def test_a_miss_a_hit_and_a_join_are_each_counted_once(
     assert first.get(timeout=TIMEOUT_S)["image_id"] == second.get(timeout=TIMEOUT_S)["image_id"]
     signature.clone().apply_async().get(timeout=TIMEOUT_S)  # a hit, through the worker
 
-    after = scrape(url)
+    after = scrape(url, worker.host_id)
     delta = {name: after.get(name, 0) - before.get(name, 0) for name in after}
     assert delta["dockyard_cache_misses_total"] == 1
     assert delta["dockyard_builds_total"] == 1
     assert delta["dockyard_joins_total"] == 1
     assert delta["dockyard_cache_hits_total"] == 1
     assert delta["dockyard_build_seconds_count"] == 1 and delta["dockyard_build_seconds_sum"] >= 2
+    assert delta["dockyard_wait_seconds_count"] == 1 and delta["dockyard_wait_seconds_sum"] > 0, "the join waited"
+    assert delta["dockyard_hit_seconds_count"] == 1
+    assert 0 < delta["dockyard_hit_seconds_sum"] < delta["dockyard_build_seconds_sum"]
+    depths = queue_depths(url)
+    assert {record["build_queue"], host_queue(worker.host_id), fast_queue(worker.host_id)} <= set(depths)
 
 
 def test_task_events_reach_an_event_consumer(project: Path, repo: str, farm_workers: list[WorkerProcess]) -> None:

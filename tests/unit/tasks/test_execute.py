@@ -7,6 +7,7 @@ push operations under it ask of docker-py.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import pytest
 
 from config.settings import Settings
 from tasks import execute, hosts, keyspace, metrics, placement
-from tasks.cache import build_cache, push_cache
+from tasks.cache import Entry, Outcome, build_cache, push_cache
 from tasks.context_store import upload_context
 from tasks.errors import BuildError, PushError, RegistryAuthError, RegistryUnavailable, TransientError
 from tasks.execute import Forward, execute_build, execute_push, execute_tag
@@ -103,6 +104,38 @@ def test_the_same_key_again_is_a_hit_and_gets_its_own_tags(
     assert (again["cache"], again["image_id"]) == ("hit", first["image_id"])
     assert f"{NAME}:v2" in engine.images.get(first["image_id"]).tags
     assert metrics.read(fake_redis, settings, "h1")["cache_hits_total"] == 1
+
+
+def test_a_hit_answered_here_is_timed_from_the_tasks_start(
+    fake_redis: fakeredis.FakeRedis, settings: Settings, engine: FakeEngine, context: Path
+) -> None:
+    build(uploaded_spec(settings, context), fake_redis, settings, engine)
+    assert "hit_seconds_count" not in metrics.read(fake_redis, settings, "h1"), "a miss is no hit"
+    build(uploaded_spec(settings, context, tag="v2"), fake_redis, settings, engine, started=time.monotonic() - 5)
+    counted = metrics.read(fake_redis, settings, "h1")
+    assert counted["hit_seconds_count"] == 1 and 5 <= counted["hit_seconds_sum"] < 10
+    elsewhere = settings.model_copy(update={"host_id": "h2"})
+    hosts.beat(fake_redis, settings, "h1", {})
+    assert isinstance(build(uploaded_spec(elsewhere, context, tag="v3"), fake_redis, elsewhere, engine), Forward)
+    assert "hit_seconds_count" not in metrics.read(fake_redis, settings, "h2"), "forwarded: answered elsewhere"
+
+
+@pytest.mark.parametrize("source", ["built", "joined", "hit"])
+def test_each_outcome_is_counted_and_timed_as_what_it_was(
+    fake_redis: fakeredis.FakeRedis, settings: Settings, source: Any
+) -> None:
+    outcome = Outcome({"image_id": "sha256:x"}, source, Entry({"image_id": "sha256:x"}, "h1", 0.0))
+    execute.record_build(fake_redis, settings, outcome, 2.0)
+    expected = {
+        "built": {"builds_total": 1, "cache_misses_total": 1, "build_seconds_count": 1, "build_seconds_sum": 2},
+        "joined": {"joins_total": 1, "wait_seconds_count": 1, "wait_seconds_sum": 2},
+        "hit": {"cache_hits_total": 1},
+    }[source]
+    counted = metrics.read(fake_redis, settings, "h1")
+    assert {name: value for name, value in counted.items() if "_bucket:" not in name} == expected
+    if source != "hit":
+        histogram = "build_seconds" if source == "built" else "wait_seconds"
+        assert counted[f"{histogram}_bucket:2.5"] == 1 and f"{histogram}_bucket:1.0" not in counted
 
 
 def test_a_build_records_its_lineage_on_this_host_and_a_hit_does_not(

@@ -3,6 +3,7 @@ lane answers only from the cache (fakeredis behind get_settings, a fake engine a
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 import config.settings
 import tasks.keyspace
 from config.settings import Settings
-from tasks import fast_answer, fast_lane, hosts
+from tasks import fast_answer, fast_lane, hosts, metrics
 from tasks.base_images import cache_key
 from tasks.cache import build_cache, push_cache
 from tasks.cache_key import push_key
@@ -158,6 +159,19 @@ def test_a_hit_with_its_tags_in_place_is_answered_from_redis_alone(
     result = answer(spec, fake_redis, worker, engine)
     assert (result["cache"], result["host"], result["image_id"]) == ("hit", "h1", IMAGE)
     assert engine.refs == {}
+    counted = metrics.read(fake_redis, worker, "h1")
+    assert counted["cache_hits_total"] == counted["hit_seconds_count"] == 1
+
+
+def test_a_fast_lane_hit_is_timed_from_the_tasks_start(
+    worker: Settings, fake_redis: fakeredis.FakeRedis, context: Path
+) -> None:
+    spec = spec_for(worker, context)
+    cached(fake_redis, worker, spec, "h1")
+    started = time.monotonic() - 3
+    assert fast_answer.answer_build(spec, settings=worker, connection=fake_redis, client=FakeEngine(),  # type: ignore[arg-type]
+                                    started=started) is not None
+    assert 3 <= metrics.read(fake_redis, worker, "h1")["hit_seconds_sum"] < 6
 
 
 def test_a_cached_image_under_new_tags_is_tagged_in_the_fast_lane(
@@ -185,6 +199,7 @@ def test_work_that_is_not_cheap_is_not_answered(
         engine.image_ids.add(IMAGE)
     assert answer(spec, fake_redis, worker, engine) is None
     assert engine.builds == [] and engine.pushes == []
+    assert metrics.read(fake_redis, worker, "h1") == {}, "not answered: no hit counted nor timed"
 
 
 def test_a_pulling_hit_asks_the_registry_and_never_the_engine(
