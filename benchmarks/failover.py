@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import signal
@@ -77,6 +78,17 @@ class Killer:
     def join(self) -> None:
         if self._thread is not None:
             self._thread.join(timeout=90)
+
+
+class Resends(logging.Handler):
+    """Counts the builds callers sent again because the broker failed over before they answered."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += "failed over" in record.getMessage()
 
 
 def write_contexts(scratch: Path, run_id: str, keys: int, sleep_s: float) -> list[Path]:
@@ -181,7 +193,10 @@ def main(argv: list[str] | None = None) -> int:
             harness.start_workers(app, workers, timeout_s=180)
             watch.start()
             began = time.monotonic()
+            resends = Resends()
+            logging.getLogger("dockyard.client").addHandler(resends)
             records = send(args, repository, paths, killer)
+            figures["resent_after_failover"] = resends.count
             figures["wall_s"] = round(time.monotonic() - began, 2)
             killer.join()
             engines = watch.stop()

@@ -30,11 +30,12 @@ from typing import Any, Literal, ParamSpec, TypeVar
 import redis
 
 from config import defaults
+from config.redis_urls import is_sentinel_url
 from config.settings import Settings, get_settings
 from tasks.cache_key import call_key
 from tasks.errors import BuildError, ContextMissing, DockyardError, JoinTimeout, TransientError
 from tasks.keyspace import key, redis_for
-from tasks.lease import KeepAlive, Lease
+from tasks.lease import KeepAlive, Lease, replicate
 from tasks.notify import Waiter, announce
 from tasks.progress import StreamReader
 
@@ -92,6 +93,7 @@ class SingleFlight:
         self.connection = connection
         self.settings = settings
         self.namespace = namespace
+        self.replicas = 1 if is_sentinel_url(settings.effective_cache_url) else 0  # see tasks.lease
 
     def entry_key(self, cache_key: str) -> str:
         return key(self.settings, self.namespace, cache_key)
@@ -103,7 +105,7 @@ class SingleFlight:
         return key(self.settings, self.namespace, kind, cache_key)
 
     def lease(self, cache_key: str) -> Lease:
-        return Lease(self.connection, self._aux_key("lease", cache_key), lease_s=self.settings.lease_s)
+        return Lease(self.connection, self._aux_key("lease", cache_key), lease_s=self.settings.lease_s, replicas=self.replicas)
 
     def peek(self, cache_key: str) -> Entry | None:
         """The stored entry of ``cache_key``, without waiting or computing."""
@@ -185,6 +187,8 @@ class SingleFlight:
             _STORE_IF_OWNER, 2, lease.name, self.entry_key(cache_key), lease.token, entry.to_json(),
             self.settings.cache_ttl_s,
         )
+        if written:
+            replicate(self.connection, self.replicas)  # a failover right after keeps the entry: no second build
         return entry if written else None
 
     def invalidate(self, *cache_keys: str) -> int:

@@ -10,6 +10,7 @@ from ``config`` alone: a caller needs no worker code.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -41,6 +42,7 @@ from tasks.routing import BUILD_TASK, PUSH_TASK
 from tasks.sealing import seal
 from tasks.spec import BuildSpec, Credentials, PushRequest
 
+logger = logging.getLogger("dockyard.client")
 _joins: Coalescer[Entry | None] = Coalescer()  # see wait_for_running_build
 
 
@@ -299,6 +301,7 @@ def await_build(
             answer: FarmBuildResult = done.get(timeout=1)
             return answer
         if broker is not None and resend is not None and broker.moved():
+            logger.warning("the broker failed over before task %s answered; sending %s:%s again", result.id, spec.image_name, spec.tag)
             if on_output is not None:
                 on_output("dockyard: the broker failed over before this build answered; sending it again\n")
             earlier.append(result)

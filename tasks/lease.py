@@ -1,4 +1,10 @@
-"""Leases in Redis: one owner per key, an expiry, renewed while work runs, released by its owner."""
+"""Leases in Redis: one owner per key, an expiry, renewed while work runs, released by its owner.
+
+Behind Sentinel, replication is asynchronous: a lease the master granted in
+its last moments could be gone on the replica that replaces it, and a second
+owner would build the same key. A lease made with ``replicas`` waits (``WAIT``)
+until that many replicas hold it before its owner starts.
+"""
 
 from __future__ import annotations
 
@@ -22,18 +28,33 @@ return 0
 """
 
 
+REPLICA_WAIT_MS = 1000  # how long a write waits for its replicas; past it, the owner goes on (best effort)
+
+
+def replicate(connection: redis.Redis, replicas: int) -> int:
+    """Wait up to ``REPLICA_WAIT_MS`` until ``replicas`` replicas have every write made so far on this
+    connection's server; the number that had (0 without replicas to wait for)."""
+    if replicas <= 0:
+        return 0
+    return int(connection.wait(replicas, REPLICA_WAIT_MS))
+
+
 class Lease:
     """A lease on ``name``: ``acquire`` once, then ``renew`` and ``release`` only as its owner."""
 
-    def __init__(self, connection: redis.Redis, name: str, *, lease_s: float) -> None:
+    def __init__(self, connection: redis.Redis, name: str, *, lease_s: float, replicas: int = 0) -> None:
         self.connection = connection
         self.name = name
+        self.replicas = replicas
         self.lease_ms = max(1, int(lease_s * 1000))
         self.token = secrets.token_hex(16)
 
     def acquire(self) -> bool:
-        """Take the lease if nobody holds it."""
-        return bool(self.connection.set(self.name, self.token, nx=True, px=self.lease_ms))
+        """Take the lease if nobody holds it (then wait for ``replicas`` to hold it too)."""
+        taken = bool(self.connection.set(self.name, self.token, nx=True, px=self.lease_ms))
+        if taken:
+            replicate(self.connection, self.replicas)
+        return taken
 
     def renew(self) -> bool:
         """Extend the lease; False if it expired or another owner took it."""

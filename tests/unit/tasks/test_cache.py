@@ -477,3 +477,18 @@ def test_a_joiner_of_an_owner_whose_context_was_missing_gets_context_missing() -
     assert type(missing) is ContextMissing and "Build context x is not in the store" in str(missing)
     other = joined_failure({"type": "BuildError", "message": "failing RUN", "token": "t"})
     assert type(other) is BuildError and str(other) == "The build this call joined failed: BuildError: failing RUN"
+
+
+def test_behind_sentinel_the_lease_and_the_entry_reach_a_replica_before_the_owner_goes_on() -> None:
+    waits: list[int] = []
+
+    class Replicated(fakeredis.FakeRedis):
+        def wait(self, num_replicas: int, timeout: int, **_: object) -> int:
+            waits.append(num_replicas)
+            return num_replicas
+
+    sentinel = make_settings(redis_url="sentinel://u:p@127.0.0.1:26395/13;sentinel://127.0.0.1:26396")
+    flight = SingleFlight(Replicated(server=fakeredis.FakeServer()), sentinel, namespace="build")
+    assert flight.run("k", lambda: {"image_id": "sha256:1"}).source == "built"
+    assert waits == [1, 1]  # once the lease is taken, once the entry is written
+    assert flight.run("k", lambda: {"image_id": "sha256:2"}).source == "hit" and waits == [1, 1]

@@ -128,3 +128,22 @@ def test_keepalive_rides_out_a_redis_blip() -> None:
         time.sleep(0.6)
     assert connection.failed and not keeper.lost.is_set()
     assert connection.get(NAME) == lease.token.encode()
+
+
+class Replicated(fakeredis.FakeRedis):
+    """fakeredis that records each ``WAIT`` (it has no replicas: one always answers)."""
+
+    waits: list[tuple[int, int]]
+
+    def wait(self, num_replicas: int, timeout: int, **_: object) -> int:
+        self.waits.append((num_replicas, timeout))
+        return num_replicas
+
+
+def test_a_lease_behind_sentinel_is_on_a_replica_before_its_owner_starts() -> None:
+    connection = Replicated(server=fakeredis.FakeServer())
+    connection.waits = []
+    first, second = Lease(connection, NAME, lease_s=3, replicas=1), Lease(connection, NAME, lease_s=3, replicas=1)
+    assert first.acquire() is True and second.acquire() is False
+    assert [count for count, _timeout in connection.waits] == [1]  # only the taken lease waits
+    assert Lease(connection, "unit:lease:other", lease_s=3).acquire() and len(connection.waits) == 1  # no replicas asked
