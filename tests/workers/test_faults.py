@@ -45,6 +45,7 @@ def test_a_task_that_kills_its_worker_every_time_stops_at_the_redelivery_cap(
     with pytest.raises(RedeliveryLimit, match=f"its worker died on each of the first {settings.max_redeliveries} "):
         result.get(timeout=5)
     lost = sum(worker.log().count("raised error: WorkerLostError") for worker in farm_workers) - lost_before
+    print(f"worker-lost deliveries {lost}, pool processes killed {len(killed)}, cap {settings.max_redeliveries}")
     assert lost == len(killed) == settings.max_redeliveries, "a message whose worker died max_redeliveries times fails"
 
 
