@@ -1,7 +1,7 @@
 """Part b: latency of a cache hit.
 
 Three ways to get an image that is already built: dockyard's fast path
-(``tasks.client.build`` answers from Redis, no worker), the same prepared
+(``dockyard.tasks.client.build`` answers from Redis, no worker), the same prepared
 spec sent to a worker (``build_signature(...).apply_async().get()``, the
 worker answers from its cache), and the Docker engine's own rebuild of the
 same context with every layer cached (docker-py ``client.api.build``).
@@ -68,7 +68,7 @@ def profile_fast_path(call: Callable[[], Any], samples: int, top: int = 25) -> s
 
 
 def run(bench: Any, *, fast_samples: int, worker_samples: int, engine_samples: int, profile: bool) -> dict[str, Any]:
-    from tasks.client import build, build_signature
+    from dockyard.tasks.client import build, build_signature
 
     round_id = harness.new_round()
     directory = harness.write_context(bench.scratch / f"b-{round_id[:8]}", round_id, sleep_s=0)

@@ -2,7 +2,7 @@
 
 prefect-docker's own step (one process per request, half on each engine)
 against dockyard (two real workers, one per engine; N threads calling
-``tasks.client.build``). Builds executed are counted from the engines'
+``dockyard.tasks.client.build``). Builds executed are counted from the engines'
 event logs (RUN-step container starts carrying the round's label), not from
 what either side reports.
 """
@@ -90,8 +90,8 @@ def single_engine_build(
 
 
 def dockyard_concurrent(directory: Path, image_name: str, tag: str, requests: int) -> Side:
-    """``requests`` threads call ``tasks.client.build`` at the same instant; wall until the last answers."""
-    from tasks.client import build
+    """``requests`` threads call ``dockyard.tasks.client.build`` at the same instant; wall until the last answers."""
+    from dockyard.tasks.client import build
 
     side = Side("dockyard", requests)
     barrier_passed: list[float] = []
@@ -225,7 +225,7 @@ def prefect_concurrent(
 
 def run(bench: Any, *, requests: int, sleep_s: float, prefect_python: str) -> dict[str, Any]:
     """Part a; ``bench`` is the run's shared state (run.Bench)."""
-    from tasks.client import build
+    from dockyard.tasks.client import build
 
     clients: list[docker.DockerClient] = bench.clients
     engines: list[str] = bench.engine_urls
@@ -235,7 +235,7 @@ def run(bench: Any, *, requests: int, sleep_s: float, prefect_python: str) -> di
     round_id = harness.new_round()
     directory = harness.write_context(bench.scratch / f"a-single-engine-{round_id[:8]}", round_id, sleep_s=sleep_s)
     since = time.time()
-    from tasks.build import IMAGE_LABELS
+    from dockyard.tasks.engine.build import IMAGE_LABELS
 
     plain_s, _ = single_engine_build(clients[0], directory, bench.image("a-engine") + ":plain")
     out["single_engine_build_plain_s"] = round(plain_s, 3)

@@ -7,16 +7,16 @@ A tree of random bytes (default 200 MB in 5,000 files, 50 directories, as
 a temporary directory. Side by side in one run, interleaved, best of
 ``--repeats`` each (the page cache warm for both):
 
-- ``full pack``: ``tasks.context.pack_context``, what every call cost before
+- ``full pack``: ``dockyard.tasks.context.pack.pack_context``, what every call cost before
   the digest cache (packed and hashed);
-- ``fast-path digest``: ``tasks.context_scan.scan_context`` on the unchanged
+- ``fast-path digest``: ``dockyard.tasks.context.scan.scan_context`` on the unchanged
   tree with a warm digest cache (a stat walk, no file read);
-- ``prepare_build``: the whole caller-side preparation ``tasks.client.build``
+- ``prepare_build``: the whole caller-side preparation ``dockyard.tasks.client.build``
   does before it looks in the cache (digest walk, Dockerfile, key);
 
 and once each, the cold walk (empty cache: every file read) and a walk
 after one file changed. With ``--farm`` (the farm up, run under the farm
-lock), one worker builds the tree once, then ``tasks.client.build`` hits
+lock), one worker builds the tree once, then ``dockyard.tasks.client.build`` hits
 are timed end to end against full packs, again side by side.
 """
 
@@ -48,7 +48,7 @@ def timed(call: Callable[[], Any]) -> tuple[float, Any]:
 
 
 def full_pack(tree: Path) -> str:
-    from tasks.context import pack_context
+    from dockyard.tasks.context.pack import pack_context
 
     with pack_context(tree, dockerfile="Dockerfile", max_bytes=10**11) as packed:
         return packed.digest
@@ -56,9 +56,9 @@ def full_pack(tree: Path) -> str:
 
 def offline(tree: Path, cache_dir: Path, repeats: int) -> dict[str, Any]:
     """Full pack against the digest walk and prepare_build, interleaved; cold and one-change walks once."""
-    from config.settings import Settings
-    from tasks.context_scan import scan_context
-    from tasks.prepare import prepare_build
+    from dockyard.config.settings import Settings
+    from dockyard.tasks.context.scan import scan_context
+    from dockyard.tasks.prepare import prepare_build
 
     settings = Settings(digest_cache_dir=str(cache_dir), context_max_bytes=10**11)
 
@@ -106,9 +106,9 @@ def offline(tree: Path, cache_dir: Path, repeats: int) -> dict[str, Any]:
 
 
 def on_farm(tree: Path, repeats: int) -> dict[str, Any]:
-    """One worker builds the tree once; then ``tasks.client.build`` hits, interleaved with full packs."""
-    from tasks import client
-    from workers.app import app
+    """One worker builds the tree once; then ``dockyard.tasks.client.build`` hits, interleaved with full packs."""
+    from dockyard.tasks import client
+    from dockyard.workers.app import app
 
     (tree / "Dockerfile").write_text(f"FROM {harness.base_image()}\nRUN echo {uuid.uuid4().hex} > /built\n")
     image = f"{harness.registry()[0]}/{harness.BENCH_REPOSITORY}/digest-{uuid.uuid4().hex[:8]}"
@@ -178,7 +178,7 @@ def report(figures: dict[str, Any]) -> str:
         lines += [
             f"farm: first build {farm['first_build_s']} s ({farm['first_build_cache']}), then hits {farm['client_build_outcomes']}",
             f"  full pack (pack_context)                {best(farm['full_pack_s']):8.4f} s   {farm['full_pack_s']}",
-            f"  tasks.client.build hit                  {best(farm['client_build_hit_s']):8.4f} s   {farm['client_build_hit_s']}",
+            f"  dockyard.tasks.client.build hit                  {best(farm['client_build_hit_s']):8.4f} s   {farm['client_build_hit_s']}",
             f"  ratio client.build hit / full pack      {farm['ratio_client_build_hit_over_full_pack']:8.4f}     (target <= {TARGET_RATIO})",
         ]
     return "\n".join(lines)
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mb", type=int, default=200)
     parser.add_argument("--files", type=int, default=5000)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--farm", action="store_true", help="also time tasks.client.build hits on the farm")
+    parser.add_argument("--farm", action="store_true", help="also time dockyard.tasks.client.build hits on the farm")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     figures = run(tree_mb=args.mb, tree_files=args.files, repeats=args.repeats, farm=args.farm)

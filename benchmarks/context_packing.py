@@ -1,7 +1,7 @@
 """Part c: packing and digesting a build context, against ``tar | sha256sum``.
 
 A generated tree of random bytes (default 200 MB in 5,000 files, 50
-directories) is packed with ``tasks.context.pack_context`` (a normalised tar
+directories) is packed with ``dockyard.tasks.context.pack.pack_context`` (a normalised tar
 in a temporary file, hashed as it is written) and with the shell pipeline
 ``tar -C tree -cf - . | sha256sum``; best of N each, interleaved, so both read
 the tree from the page cache.
@@ -37,7 +37,7 @@ def make_tree(root: Path, *, total_bytes: int, files: int, directories: int = 50
 
 
 def time_pack(tree: Path) -> tuple[float, int]:
-    from tasks.context import pack_context
+    from dockyard.tasks.context.pack import pack_context
 
     started = time.perf_counter()
     packed = pack_context(tree, max_bytes=10**10)

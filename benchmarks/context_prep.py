@@ -5,11 +5,11 @@
 A generated tree (random bytes, ``benchmarks.context_packing.make_tree``) is
 packed once as a caller packs it. From that stored tar, a worker can:
 
-- **stream** it to the engine as it is (``tasks.build.build_from_archive``, the
+- **stream** it to the engine as it is (``dockyard.tasks.engine.build.build_from_archive``, the
   docker-py backend since 335447d): the engine reads the tar itself;
 - **unpack and re-tar** it (what the buildx path still does to reach a
   directory, and what a docker-py build from a path does): unpack with
-  dockyard's checks (``tasks.unpack.safe_unpack``), then docker-py's
+  dockyard's checks (``dockyard.tasks.context.unpack.safe_unpack``), then docker-py's
   ``docker.utils.tar`` of the directory.
 
 "Preparation" is everything from the stored tar to the bytes the engine
@@ -53,7 +53,7 @@ def streamed(archive: IO[bytes]) -> IO[bytes]:
 def unpacked_and_retarred(archive: IO[bytes], scratch: Path) -> IO[bytes]:
     import docker.utils
 
-    from tasks.unpack import safe_unpack
+    from dockyard.tasks.context.unpack import safe_unpack
 
     directory = Path(tempfile.mkdtemp(dir=scratch))
     archive.seek(0)
@@ -65,7 +65,7 @@ def unpacked_and_retarred(archive: IO[bytes], scratch: Path) -> IO[bytes]:
 
 def run(*, tree_mb: int, tree_files: int, repeats: int) -> dict[str, Any]:
     harness.setup_environment()
-    from tasks.context import pack_context
+    from dockyard.tasks.context.pack import pack_context
 
     client = harness.engine(harness.docker_hosts()[0], logged_in=False)
     image = f"dockyard-bench/context-prep-{uuid.uuid4().hex[:8]}"

@@ -10,12 +10,12 @@ broker is the farm's Redis, on the bench's database and key prefix (``benchmarks
 
 policy (why ``volatile-ttl``): no workers; on two stores of their own with the same budget, one
 ``allkeys-lru`` and one ``volatile-ttl``, ``--callers`` threads each upload ``--contexts`` distinct
-contexts of ``--context-mib`` MiB in turn (``tasks.context_store``), wait up to a second, and download
+contexts of ``--context-mib`` MiB in turn (``dockyard.tasks.context.store``), wait up to a second, and download
 their own, as a worker soon would: how many were lost in between.
 
 budget (issue 14, Must show 1): two workers on the farm's two engines; ``--callers`` threads build
 ``--contexts`` distinct contexts of ``--context-mib`` MiB each (random bytes: no two alike) through
-``tasks.client.build`` while the store's budget is ``--budget-mib``. The broker's ``used_memory`` and
+``dockyard.tasks.client.build`` while the store's budget is ``--budget-mib``. The broker's ``used_memory`` and
 the store's are sampled every 0.1 s; idle is the broker's median over 2 s before the first upload.
 Every image is checked: ``/marker`` in it holds its own context's marker.
 
@@ -53,15 +53,15 @@ from typing import Any
 import redis
 
 from benchmarks import harness
-from tasks.context_store import maxmemory_for
-from workers.launcher import WorkerProcess
+from dockyard.tasks.context.store import maxmemory_for
+from dockyard.workers.launcher import WorkerProcess
 
 MIB = 1024**2
 SAMPLE_S = 0.1
 BLOCK = 4 * MIB
 CALLER = """
 import json, sys, time
-from tasks import client
+from dockyard.tasks import client
 started = time.monotonic()
 result = client.build(sys.argv[1], path=sys.argv[2], tag=sys.argv[3], build_backend=sys.argv[4], timeout_s=1500)
 hwm = [line for line in open("/proc/self/status") if line.startswith("VmHWM:")][0].split()[1]
@@ -171,9 +171,9 @@ def marker_in(engine: Any, image_id: str) -> str:
 
 def budget_part(args: argparse.Namespace, store: redis.Redis, scratch: Path, app: Any) -> dict[str, Any]:
     """Must show 1: distinct contexts through a small store over two hosts; the broker's memory."""
-    from config.settings import get_settings
-    from tasks import client
-    from tasks.keyspace import redis_for
+    from dockyard.config.settings import get_settings
+    from dockyard.tasks import client
+    from dockyard.tasks.keyspace import redis_for
 
     budget = args.budget_mib * MIB
     store.config_set("maxmemory", maxmemory_for(budget))
@@ -242,10 +242,10 @@ def policy_part(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
     import random
     import tempfile
 
-    from config.settings import Settings
-    from tasks.context import PackedContext
-    from tasks.context_store import download_context, upload_context
-    from tasks.errors import ContextMissing
+    from dockyard.config.settings import Settings
+    from dockyard.tasks.context.pack import PackedContext
+    from dockyard.tasks.context.store import download_context, upload_context
+    from dockyard.tasks.errors import ContextMissing
 
     found: dict[str, Any] = {}
     for policy in ("allkeys-lru", "volatile-ttl"):
@@ -433,7 +433,7 @@ def main() -> None:
     with harness.temp_dir("dockyard-ctxstore-") as scratch, own_store(scratch / "store", args.budget_mib * MIB) as (url, store):
         os.environ["DOCKYARD_CONTEXT_STORE_URL"] = url  # the bench's callers and workers use this store
         harness.setup_environment()
-        from workers.app import app
+        from dockyard.workers.app import app
 
         figures: dict[str, Any] = {}
         try:

@@ -54,7 +54,7 @@ def held_bytes(engine: Any, image_ids: list[str], base_size: int) -> tuple[int, 
 
 def counted_bytes(connection: Any, settings: Any, engine: Any, host_id: str) -> int:
     """The host's dockyard images as the budget counts them."""
-    from tasks.disk_budget import host_images
+    from dockyard.tasks.farm.disk_budget import host_images
 
     return host_images(connection, settings, engine, host_id).total()
 
@@ -74,12 +74,12 @@ def settle(engine: Any, image_ids: list[str], base_size: int, budget: int, timeo
 
 
 def one_round(name: str, budget: int, builds: int, blob_bytes: int, scratch: Path, docker_host: str) -> dict[str, Any]:
-    from config.celery import create_celery
-    from config.settings import get_settings
-    from tasks import client
-    from tasks.keyspace import redis_for
-    from workers.app import app
-    from workers.launcher import WorkerProcess
+    from dockyard.config.celery import create_celery
+    from dockyard.config.settings import get_settings
+    from dockyard.tasks import client
+    from dockyard.tasks.keyspace import redis_for
+    from dockyard.workers.app import app
+    from dockyard.workers.launcher import WorkerProcess
 
     settings = get_settings()
     connection = redis_for(settings)

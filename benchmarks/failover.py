@@ -107,7 +107,7 @@ def write_contexts(scratch: Path, run_id: str, keys: int, sleep_s: float) -> lis
 
 def send(args: argparse.Namespace, repository: str, paths: list[Path], killer: Killer) -> list[dict[str, Any]]:
     """Every request from ``--clients`` threads (request i builds context i mod keys); one record each."""
-    from tasks.client import build
+    from dockyard.tasks.client import build
 
     def one(index: int) -> dict[str, Any]:
         began = time.monotonic()
@@ -173,9 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     harness.setup_environment(redis_db=args.db, key_prefix=args.key_prefix)
     os.environ.update(setup.environment(args.db))
     from benchmarks.soak_events import EngineWatch
-    from config.settings import get_settings
-    from tasks.keyspace import redis_for
-    from workers.app import app
+    from dockyard.config.settings import get_settings
+    from dockyard.tasks.keyspace import redis_for
+    from dockyard.workers.app import app
 
     settings = get_settings()
     connection = redis_for(settings)

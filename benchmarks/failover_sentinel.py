@@ -12,7 +12,7 @@ from pathlib import Path
 import redis
 
 from benchmarks.harness import REPO
-from config.redis_urls import parse_sentinel_url
+from dockyard.config.redis_urls import parse_sentinel_url
 
 PROVISION = REPO / "workers" / "provision_sentinel.sh"
 PROVISION_TIMEOUT_S = 180

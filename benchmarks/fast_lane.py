@@ -71,14 +71,14 @@ def timed(call: Callable[[], Any], samples: int, *, warmup: int = WARMUP) -> lis
 
 
 def has_fast_lane() -> bool:
-    import config.settings
+    import dockyard.config.settings
 
-    return hasattr(config.settings, "fast_queue")
+    return hasattr(dockyard.config.settings, "fast_queue")
 
 
 def wait_for_fast_lanes(app: Any, workers: list[Any], timeout_s: float = 60) -> None:
     """Until each host's fast lane worker answers a ping (node ``<host>.fast``)."""
-    from workers.launcher import wait_for_hosts
+    from dockyard.workers.launcher import wait_for_hosts
 
     wait_for_hosts(app, [f"{worker.host_id}.fast" for worker in workers], timeout_s=timeout_s, workers=workers)
 
@@ -88,7 +88,7 @@ def running_builds(connection: Any, settings: Any) -> int:
 
 
 def idle_figures(app: Any, image: str, scratch: Path, samples: int) -> dict[str, Any]:
-    from tasks.client import build, build_signature
+    from dockyard.tasks.client import build, build_signature
 
     out: dict[str, Any] = {}
     context = harness.write_context(scratch / "idle", harness.new_round(), sleep_s=0)
@@ -132,9 +132,9 @@ def _registered(app: Any) -> list[str]:
 
 
 def loaded_figures(image: str, scratch: Path, workers: int, samples: int, long_s: float) -> dict[str, Any]:
-    from config.settings import get_settings
-    from tasks.client import build, build_signature
-    from tasks.keyspace import redis_for
+    from dockyard.config.settings import get_settings
+    from dockyard.tasks.client import build, build_signature
+    from dockyard.tasks.keyspace import redis_for
 
     settings = get_settings()
     connection = redis_for(settings)
@@ -178,7 +178,7 @@ def loaded_figures(image: str, scratch: Path, workers: int, samples: int, long_s
 
 def run(samples: int, long_s: float) -> dict[str, Any]:
     harness.setup_environment()
-    from workers.app import app
+    from dockyard.workers.app import app
 
     engine_urls = harness.docker_hosts()[:2]
     run_id = uuid.uuid4().hex[:8]

@@ -24,7 +24,7 @@ from typing import Any
 import docker
 import docker.errors
 
-from workers.launcher import WorkerProcess, wait_all_ready
+from dockyard.workers.launcher import WorkerProcess, wait_all_ready
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_FARM_DIR = "/var/lib/dockyard-farm"
@@ -262,9 +262,9 @@ def print_log_tails(workers: Iterable[WorkerProcess]) -> None:
 
 def wait_for_workers(app: Any, workers: Sequence[WorkerProcess], *, timeout_s: float = 90) -> None:
     """Until every worker answers a ping and heartbeats into Redis (the fast path needs both)."""
-    from config.settings import get_settings
-    from tasks import hosts
-    from tasks.keyspace import redis_for
+    from dockyard.config.settings import get_settings
+    from dockyard.tasks.farm import hosts
+    from dockyard.tasks.keyspace import redis_for
 
     settings = get_settings()
     connection = redis_for(settings)
@@ -274,8 +274,8 @@ def wait_for_workers(app: Any, workers: Sequence[WorkerProcess], *, timeout_s: f
 
 def delete_bench_keys(key_prefix: str = BENCH_KEY_PREFIX) -> int:
     """Delete dockyard's bench keys and Celery's keys in the bench database; return how many."""
-    from config.settings import get_settings
-    from tasks.keyspace import redis_for
+    from dockyard.config.settings import get_settings
+    from dockyard.tasks.keyspace import redis_for
 
     connection = redis_for(get_settings())
     deleted = 0
@@ -288,8 +288,8 @@ def delete_bench_keys(key_prefix: str = BENCH_KEY_PREFIX) -> int:
 
 def remaining_keys(limit: int = 20) -> list[str]:
     """Whatever is left in the bench database (should be nothing after cleanup)."""
-    from config.settings import get_settings
-    from tasks.keyspace import redis_for
+    from dockyard.config.settings import get_settings
+    from dockyard.tasks.keyspace import redis_for
 
     connection = redis_for(get_settings())
     names = []

@@ -7,7 +7,7 @@
    ``app.txt`` changed each time, on three hosts and on one host. The slow
    step's runs are counted from the engines' events (started containers
    carrying the round's label: only the RUN step starts one); the mean build
-   time (the caller's round trip of ``tasks.client.build``) is compared.
+   time (the caller's round trip of ``dockyard.tasks.client.build``) is compared.
 2. Scaling: 12 distinct builds of equal length (``RUN sleep 3``) sent at once
    over three hosts and over one host; then, over three hosts, 24 builds of
    4 lineages (6 one-line changes each, the lineages built once before,
@@ -16,7 +16,7 @@
    the hosts counts.
 
 Each run uses fresh round ids (no engine or dockyard cache holds its
-layers). It drives the farm through ``tasks.client`` alone (no module of
+layers). It drives the farm through ``dockyard.tasks.client`` alone (no module of
 placement), so it measures whatever tree it runs in. It needs three
 engines: ``DOCKYARD_FARM_HOSTS=3 . workers/farm_env.sh`` first. Workers: one
 per engine, concurrency 2, the bench's database and key prefix; everything
@@ -55,7 +55,7 @@ class Farm:
     """The bench's workers (one per engine), images and names."""
 
     def __init__(self, scratch: Path, engines: list[str]) -> None:
-        from workers.app import app
+        from dockyard.workers.app import app
 
         self.app = app
         self.run = uuid.uuid4().hex[:8]
@@ -120,7 +120,7 @@ def equal_project(directory: Path, round_id: str, build_s: float) -> Path:
 
 def sequence(farm: Farm, label: str, slow_s: float) -> dict[str, Any]:
     """7 successive one-line changes of one project, one build at a time."""
-    from tasks.client import build
+    from dockyard.tasks.client import build
 
     round_id = harness.new_round()
     directory = locality_project(farm.scratch / f"loc-{label}-{round_id[:8]}", round_id, slow_s)
@@ -147,7 +147,7 @@ def sequence(farm: Farm, label: str, slow_s: float) -> dict[str, Any]:
 
 def at_once(requests: list[tuple[str, Path, str]]) -> dict[str, Any]:
     """Every request ``(image, directory, tag)`` sent at the same instant; wall until the last answer."""
-    from tasks.client import build
+    from dockyard.tasks.client import build
 
     started = time.monotonic()
 
@@ -177,7 +177,7 @@ def distinct_builds(farm: Farm, label: str, count: int, build_s: float) -> dict[
 
 def lineage_builds(farm: Farm, build_s: float) -> dict[str, Any]:
     """4 projects built once each (untimed), then 6 one-line changes of each, all 24 at once."""
-    from tasks.client import build
+    from dockyard.tasks.client import build
 
     projects = []
     for index in range(LINEAGES):

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import harness
-from workers.launcher import WorkerProcess
+from dockyard.workers.launcher import WorkerProcess
 
 PARTS = ("a", "b", "c")
 TARGETS = {
@@ -56,7 +56,7 @@ class Bench:
         return name
 
     def start_workers(self) -> None:
-        from workers.app import app
+        from dockyard.workers.app import app
 
         app.control.purge()
         self.workers = harness.bench_workers(f"bench-{self.run_id}", self.engine_urls, self.scratch)
@@ -83,7 +83,7 @@ class Bench:
         report: dict[str, Any] = {}
         self.stop_workers()
         try:
-            from workers.app import app
+            from dockyard.workers.app import app
 
             report["purged_messages"] = app.control.purge()
         except Exception as exc:  # noqa: BLE001
@@ -178,7 +178,7 @@ def print_table(results: dict[str, Any], elapsed_s: float) -> None:
         lines += [
             f"c. context packing + digest, {c['tree_bytes'] / 1e6:.0f} MB in {c['tree_files']} files, best of {c['repeats']}",
             _row("", "best s", "MB/s"),
-            _row("  tasks.context.pack_context", f"{min(c['pack_context_s']):.3f}", c["pack_context_mb_s"]),
+            _row("  dockyard.tasks.context.pack.pack_context", f"{min(c['pack_context_s']):.3f}", c["pack_context_mb_s"]),
             _row("  tar -cf - . | sha256sum", f"{min(c['tar_sha256sum_s']):.3f}", c["tar_sha256sum_mb_s"]),
             f"  ratio pack_context / tar|sha256sum throughput   {c['ratio_pack_over_tar']:.2f}   (target >= 0.7)",
             "",

@@ -5,7 +5,7 @@
 ``--builds`` requests are drawn from ``--distinct`` tiny contexts (``FROM`` the
 farm's base image, ``LABEL``s naming the soak run and the context, ``COPY`` of a
 small file, ``RUN echo <uuid>``) and sent by ``--clients`` threads calling
-``tasks.client.build``; tags vary a little, so some requests are "same
+``dockyard.tasks.client.build``; tags vary a little, so some requests are "same
 content, other tags", and some identical requests are sent back to back.
 Every ``--push-every``-th request also pushes its result.
 
@@ -147,7 +147,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--builds", type=int, default=500, help="build requests (default 500)")
     parser.add_argument("--distinct", type=int, default=150, help="distinct contexts they are drawn from (default 150)")
-    parser.add_argument("--clients", type=int, default=8, help="client threads calling tasks.client.build (default 8)")
+    parser.add_argument("--clients", type=int, default=8, help="client threads calling dockyard.tasks.client.build (default 8)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures as JSON here")
     parser.add_argument("--push-every", type=int, default=25, help="push every Nth request's result; 0: none (default 25)")
     parser.add_argument("--concurrency", type=int, default=2, help="each worker's concurrency (default 2)")

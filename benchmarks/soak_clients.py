@@ -1,4 +1,4 @@
-"""The soak's clients: threads sending the plan's requests through ``tasks.client``, and their tally.
+"""The soak's clients: threads sending the plan's requests through ``dockyard.tasks.client``, and their tally.
 
 ``send_requests`` runs ``--clients`` threads until the plan is sent (or the
 wall budget is spent, or a worker died) and supervises them meanwhile:
@@ -18,7 +18,7 @@ from typing import Any
 
 from benchmarks.soak_plan import CALL_TIMEOUT_S, MEMORY_SAMPLE_S, PROGRESS_S, Request
 from benchmarks.soak_probes import MemoryLog, TestRunMonitor
-from workers.launcher import WorkerProcess
+from dockyard.workers.launcher import WorkerProcess
 
 GIVE_UP_AFTER_S = CALL_TIMEOUT_S + 30  # past the wall budget: threads still busy are abandoned
 TICK_S = 0.5  # how often the supervisor looks
@@ -85,7 +85,7 @@ class Clients:
 
     def build_one(self, request: Request) -> dict[str, Any] | None:
         """Build one request; record its answer (or its error)."""
-        from tasks.client import build
+        from dockyard.tasks.client import build
 
         began = time.monotonic()
         try:
@@ -111,7 +111,7 @@ class Clients:
 
     def push_one(self, request: Request, built: dict[str, Any]) -> None:
         """Push the image of one answered request; record the push (or its error)."""
-        from tasks.client import push
+        from dockyard.tasks.client import push
 
         began = time.monotonic()
         try:

@@ -22,7 +22,7 @@ from typing import Any
 
 from benchmarks import harness
 from benchmarks.soak_plan import SOAK_KEY_PREFIX, SOAK_LABEL, SOAK_REPOSITORY
-from workers.launcher import WorkerProcess
+from dockyard.workers.launcher import WorkerProcess
 
 WORKERS_READY_S = 180.0  # two workers starting while the engines are busy
 
@@ -52,8 +52,8 @@ class SoakFarm:
     """The run's engines (two), its Redis database and key prefix, and its two workers."""
 
     def __init__(self, args: argparse.Namespace, scratch: Path) -> None:
-        from config.settings import get_settings
-        from tasks.keyspace import redis_for
+        from dockyard.config.settings import get_settings
+        from dockyard.tasks.keyspace import redis_for
 
         self.args = args
         self.scratch = scratch
@@ -82,7 +82,7 @@ class SoakFarm:
 
     def start_workers(self) -> float:
         """Start one worker per engine; return the seconds until both were ready."""
-        from workers.app import app
+        from dockyard.workers.app import app
 
         started = time.monotonic()
         self.workers = harness.bench_workers(f"soak-{self.run_id}", self.engine_urls, self.scratch,

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from workers.launcher import WorkerProcess
+from dockyard.workers.launcher import WorkerProcess
 
 
 def rss_kb(pid: int) -> int:

@@ -13,7 +13,7 @@ from typing import Any
 
 from benchmarks.soak_plan import SOAK_KEY_PREFIX
 from benchmarks.soak_probes import descendants
-from workers.launcher import WorkerProcess
+from dockyard.workers.launcher import WorkerProcess
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _HEX = re.compile(r"[0-9a-f]{32,}")

@@ -17,7 +17,7 @@ from typing import Any
 from benchmarks import harness
 from benchmarks.soak_clients import Tally
 from benchmarks.soak_plan import FIRST_ERRORS, Request
-from workers.launcher import WorkerProcess
+from dockyard.workers.launcher import WorkerProcess
 
 OUTCOMES = ("built", "joined", "hit")  # the cache sources, in the order they are reported
 NEVER = 1e18  # a time after every other

@@ -4,7 +4,7 @@
 
 Two workers on the farm's engines (the bench's database and prefix, as
 ``benchmarks.run``); one caller starts a build of ``--build-s`` seconds, then
-``--callers`` threads ask for the same build with ``tasks.client.build`` and
+``--callers`` threads ask for the same build with ``dockyard.tasks.client.build`` and
 wait. Redis' ``total_commands_processed`` is sampled while idle and during
 the wait; the figures are commands per second, and how long after the
 build's end (its entry's time) the median and the last caller were answered. Everything it made is removed.
@@ -37,10 +37,10 @@ def rate(connection: Any, seconds: float) -> float:
 
 def build_end(settings: Any, image: str, context: Path) -> float:
     """When the build's entry was stored (its owner's clock, as the answers' times)."""
-    from tasks import client
-    from tasks.cache import build_cache
-    from tasks.keyspace import redis_for
-    from tasks.prepare import prepare_build
+    from dockyard.tasks import client
+    from dockyard.tasks.cache.single_flight import build_cache
+    from dockyard.tasks.keyspace import redis_for
+    from dockyard.tasks.prepare import prepare_build
 
     spec, packed = prepare_build({"image_name": image, "path": str(context), "tag": "w"}, settings)
     packed.close()
@@ -51,7 +51,7 @@ def build_end(settings: Any, image: str, context: Path) -> float:
 
 def warm_up(seconds: float) -> None:
     """Import the client in a pool process, and hold it long enough that each process gets one."""
-    import tasks.client  # noqa: F401
+    import dockyard.tasks.client  # noqa: F401
 
     time.sleep(seconds)
 
@@ -68,7 +68,7 @@ def blocked_clients(connection: Any, at_least: int, *, deadline_s: float) -> int
 
 def wait_in_threads(image: str, context: str, callers: int) -> list[float]:
     """In a process of its own: ``callers`` threads ask for the build; when each was answered."""
-    from tasks import client
+    from dockyard.tasks import client
 
     def wait() -> float:
         client.build(image, path=context, tag="w", timeout_s=600)
@@ -80,10 +80,10 @@ def wait_in_threads(image: str, context: str, callers: int) -> list[float]:
 
 def run(callers: int, build_s: float, processes: int = 1) -> dict[str, Any]:
     harness.setup_environment()
-    from config.settings import get_settings
-    from tasks import client
-    from tasks.keyspace import redis_for
-    from workers.app import app
+    from dockyard.config.settings import get_settings
+    from dockyard.tasks import client
+    from dockyard.tasks.keyspace import redis_for
+    from dockyard.workers.app import app
 
     settings = get_settings()
     connection = redis_for(settings)

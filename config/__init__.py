@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from config.settings import Settings, get_settings
+from dockyard.config.settings import Settings, get_settings
 
 __all__ = ["Settings", "get_settings"]

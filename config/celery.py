@@ -8,8 +8,8 @@ from typing import Any
 
 from celery import Celery
 
-from config.redis_urls import is_sentinel_url
-from config.settings import Settings, get_settings
+from dockyard.config.redis_urls import is_sentinel_url
+from dockyard.config.settings import Settings, get_settings
 
 
 def transport_options(settings: Settings, url: str) -> dict[str, Any]:
@@ -53,7 +53,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "task_default_queue": settings.build_queue,
-        "task_routes": ("tasks.routing.route_task",),
+        "task_routes": ("dockyard.tasks.routing.router.route_task",),
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,  # a worker waits for Redis to come back
         "result_backend_always_retry": True,  # a result is stored after a Redis restart
@@ -76,7 +76,7 @@ def _publish_retry(settings: Settings) -> dict[str, Any]:
 
 
 def create_celery(settings: Settings, *, include: Sequence[str] = ()) -> Celery:
-    """A Celery app for ``settings``; workers include ``tasks.celery_tasks``, callers need nothing more."""
+    """A Celery app for ``settings``; workers include ``dockyard.tasks.celery_tasks``, callers need nothing more."""
     app = Celery("dockyard", include=list(include))
     app.conf.update(celery_config(settings))
     if settings.signs_messages:

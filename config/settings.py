@@ -10,8 +10,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from config import defaults
-from config.redis_urls import is_sentinel_url, parse_sentinel_url
+from dockyard.config import defaults
+from dockyard.config.redis_urls import is_sentinel_url, parse_sentinel_url
 
 
 class Settings(BaseSettings):

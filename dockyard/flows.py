@@ -17,7 +17,7 @@ from typing import Any
 
 from prefect import get_run_logger, task
 
-from tasks import client
+from dockyard.tasks import client
 
 
 @task(name="dockyard build and push")

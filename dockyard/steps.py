@@ -22,9 +22,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from tasks import client
-from tasks.build import write_stdout
-from tasks.results import (
+from dockyard.tasks import client
+from dockyard.tasks.engine.build import write_stdout
+from dockyard.tasks.request.results import (
     BuildDockerImageResult,
     PushDockerImageResult,
     reference_build_result,

@@ -7,7 +7,7 @@ result first in a chain, then push's keyword arguments) and
 ``dockyard.tag_image`` (internal: tags a cached image on the host holding it)
 and ``dockyard.ping`` (a trivial task: the round trip of the farm's queues).
 
-In a host's fast lane (``tasks.lane``) a task only answers from the cache:
+In a host's fast lane (``dockyard.tasks.farm.lane``) a task only answers from the cache:
 work that turns out not to be cheap is handed to the build lanes.
 """
 
@@ -29,24 +29,24 @@ from celery import Task, shared_task
 from celery.exceptions import Retry
 from celery.worker.request import Request as CeleryRequest
 
-from config import defaults
-from config.settings import get_settings, host_queue
-from tasks import recovery
-from tasks.deliveries import count_delivery, forget_deliveries, hand_over_deliveries
-from tasks.masking import masked_repr
-from tasks.engine import shared_client
-from tasks.errors import EngineUnavailable, InvalidInput, StoreUnavailable, TransientError
-from tasks.execute import Forward, execute_build, execute_push, execute_tag
-from tasks.fast_answer import answer_build, answer_push, image_here
-from tasks.fast_lane import forward_queue
-from tasks.lane import in_fast_lane
-from tasks.progress import OutputSink, ProgressState, StreamOutput, tee
-from tasks.routing import BUILD_TASK, PING_TASK, PUSH_TASK, TAG_TASK
-from tasks.sealing import unseal
-from tasks.materialize import prepare_sent_arguments
-from tasks.push import push_request
-from tasks.spec import BuildSpec, Credentials, PushRequest, Sealed
-from tasks.keyspace import redis_for
+from dockyard.config import defaults
+from dockyard.config.settings import get_settings, host_queue
+from dockyard.tasks.farm import recovery
+from dockyard.tasks.farm.deliveries import count_delivery, forget_deliveries, hand_over_deliveries
+from dockyard.tasks.request.masking import masked_repr
+from dockyard.tasks.engine.connection import shared_client
+from dockyard.tasks.errors import EngineUnavailable, InvalidInput, StoreUnavailable, TransientError
+from dockyard.tasks.worker.execute import Forward, execute_build, execute_push, execute_tag
+from dockyard.tasks.worker.fast_answer import answer_build, answer_push, image_here
+from dockyard.tasks.routing.fast_lane import forward_queue
+from dockyard.tasks.farm.lane import in_fast_lane
+from dockyard.tasks.cache.live_output import OutputSink, ProgressState, StreamOutput, tee
+from dockyard.tasks.routing.router import BUILD_TASK, PING_TASK, PUSH_TASK, TAG_TASK
+from dockyard.tasks.request.sealing import unseal
+from dockyard.tasks.context.materialize import prepare_sent_arguments
+from dockyard.tasks.engine.push import push_request
+from dockyard.tasks.request.spec import BuildSpec, Credentials, PushRequest, Sealed
+from dockyard.tasks.keyspace import redis_for
 
 logger = logging.getLogger("dockyard.tasks")
 _RETRY = {
@@ -203,7 +203,7 @@ def fresh_budget(task: Task) -> Callable[[], None]:
     def take_over() -> None:
         logger.info("the build %s waited for lost its owner: running again to take it over", task.request.id)
         retry = task.retry(countdown=0, max_retries=task.request.retries + 1, throw=False)
-        retry.takeover = True  # the delivery count goes on (tasks.deliveries.hand_over_deliveries)
+        retry.takeover = True  # the delivery count goes on (dockyard.tasks.farm.deliveries.hand_over_deliveries)
         raise retry
 
     return take_over
@@ -285,7 +285,7 @@ def opened_credentials(request: PushRequest, settings: Any) -> Credentials | Non
     if request.credentials is not None and not settings.accept_clear_credentials:
         raise InvalidInput(
             "Clear credentials in a message are refused: seal them with the farm's public key "
-            "(tasks.client does), or set DOCKYARD_ACCEPT_CLEAR_CREDENTIALS=true on the workers."
+            "(dockyard.tasks.client does), or set DOCKYARD_ACCEPT_CLEAR_CREDENTIALS=true on the workers."
         )
     return request.credentials
 

@@ -3,7 +3,7 @@
 ``build`` and ``push`` answer straight from Redis when the result is already
 cached (the fast path, no worker round trip); otherwise they send the task
 and wait for it. Arguments are validated here with the same models the
-worker validates the message with (``tasks.spec``). The Celery app comes
+worker validates the message with (``dockyard.tasks.request.spec``). The Celery app comes
 from ``config`` alone: a caller needs no worker code.
 """
 
@@ -19,28 +19,32 @@ from celery import Celery
 from celery.canvas import Signature, chain
 from celery.result import AsyncResult
 
-from config import defaults
-from config.celery import caller_app
-from config.settings import Settings, get_settings
-from tasks import base_images, hosts, image_use, keyspace, registry
-from tasks.broker_watch import BrokerWatch
-from tasks.cache import Entry, build_cache, push_cache
-from tasks.cache_key import push_key
-from tasks.coalesce import Coalescer
-from tasks.context_store import upload_context
-from tasks.context import PackedContext
-from tasks.errors import ContextMissing, JoinTimeout, PushError
-from tasks.keyspace import redis_for
-from tasks.masking import masked_repr
-from tasks.naming import registry_of
-from tasks.notify import Waiter
-from tasks.prepare import prepare_build
-from tasks.progress import OutputSink, StreamReader
-from tasks.push import push_request
-from tasks.results import FarmBuildResult, FarmPushResult, farm_build_result, farm_push_result
-from tasks.routing import BUILD_TASK, PUSH_TASK
-from tasks.sealing import seal
-from tasks.spec import BuildSpec, Credentials, PushRequest
+from dockyard.config import defaults
+from dockyard.config.celery import caller_app
+from dockyard.config.settings import Settings, get_settings
+from dockyard.tasks.registry import base_images
+from dockyard.tasks.farm import hosts
+from dockyard.tasks.farm import image_use
+from dockyard.tasks import keyspace
+from dockyard.tasks.registry import manifests as registry
+from dockyard.tasks.routing.broker_watch import BrokerWatch
+from dockyard.tasks.cache.single_flight import Entry, build_cache, push_cache
+from dockyard.tasks.request.cache_key import push_key
+from dockyard.tasks.cache.coalesce import Coalescer
+from dockyard.tasks.context.store import upload_context
+from dockyard.tasks.context.pack import PackedContext
+from dockyard.tasks.errors import ContextMissing, JoinTimeout, PushError
+from dockyard.tasks.keyspace import redis_for
+from dockyard.tasks.request.masking import masked_repr
+from dockyard.tasks.request.naming import registry_of
+from dockyard.tasks.cache.notify import Waiter
+from dockyard.tasks.prepare import prepare_build
+from dockyard.tasks.cache.live_output import OutputSink, StreamReader
+from dockyard.tasks.engine.push import push_request
+from dockyard.tasks.request.results import FarmBuildResult, FarmPushResult, farm_build_result, farm_push_result
+from dockyard.tasks.routing.router import BUILD_TASK, PUSH_TASK
+from dockyard.tasks.request.sealing import seal
+from dockyard.tasks.request.spec import BuildSpec, Credentials, PushRequest
 
 logger = logging.getLogger("dockyard.client")
 _joins: Coalescer[Entry | None] = Coalescer()  # see wait_for_running_build
@@ -285,7 +289,7 @@ def await_build(
     Identical requests sent at the same moment each send a task; the first
     one stored answers them all, and their own tasks end as cheap hits.
     ``resend`` sends a copy of the task when the broker fails over before the
-    task answers (see ``tasks.broker_watch``); the first of the copies to answer does.
+    task answers (see ``dockyard.tasks.routing.broker_watch``); the first of the copies to answer does.
     """
     deadline = time.monotonic() + timeout_s
     sent_at = time.time()

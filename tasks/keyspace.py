@@ -18,9 +18,9 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelManagedConnection
 
-from config import defaults
-from config.redis_urls import is_sentinel_url, parse_sentinel_url
-from config.settings import Settings, sentinel_kwargs
+from dockyard.config import defaults
+from dockyard.config.redis_urls import is_sentinel_url, parse_sentinel_url
+from dockyard.config.settings import Settings, sentinel_kwargs
 
 HEALTH_CHECK_INTERVAL_S = 30
 RETRY_BACKOFF_BASE_S = 0.05  # first wait before retrying a command through a failover, doubled up to the cap
@@ -57,7 +57,7 @@ def connect(
     failover_wait_s: float = defaults.SENTINEL_FAILOVER_WAIT_S, **options: Any,
 ) -> redis.Redis:
     """A new client for ``url``; a ``sentinel://`` one follows the master named ``master`` (``sentinels``:
-    how to reach the sentinels, see ``config.settings.sentinel_kwargs``) and retries through a failover."""
+    how to reach the sentinels, see ``dockyard.config.settings.sentinel_kwargs``) and retries through a failover."""
     if not is_sentinel_url(url):
         return redis.Redis.from_url(url, **options)
     target = parse_sentinel_url(url)

@@ -10,22 +10,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from config.settings import Settings
-from tasks import dockerfile as auto
-from tasks.base_images import base_references, build_arguments
-from tasks.build_secrets import seal_secrets
-from tasks.build import bind_build_arguments, build_options
-from tasks.context import PackedContext, context_directory
-from tasks.context_scan import lazy_context
-from tasks.errors import InvalidInput
-from tasks.spec import BuildSpec, auto_dockerfile_bytes, dockerfile_digest, spec_key
+from dockyard.config.settings import Settings
+from dockyard.tasks.context import auto_dockerfile as auto
+from dockyard.tasks.registry.base_images import base_references, build_arguments
+from dockyard.tasks.request.build_secrets import seal_secrets
+from dockyard.tasks.engine.build import bind_build_arguments, build_options
+from dockyard.tasks.context.pack import PackedContext, context_directory
+from dockyard.tasks.context.scan import lazy_context
+from dockyard.tasks.errors import InvalidInput
+from dockyard.tasks.request.spec import BuildSpec, auto_dockerfile_bytes, dockerfile_digest, spec_key
 
 
 def prepare_build(params: dict[str, Any], settings: Settings) -> tuple[BuildSpec, PackedContext]:
     """Validate ``params``, digest the context and compute the key; nothing is sent yet.
 
     The context's digest comes from a stat walk with the per-file digest cache
-    (``tasks.context_scan``); its tar is packed only if ``packed.file`` is used
+    (``dockyard.tasks.context.scan``); its tar is packed only if ``packed.file`` is used
     (an upload), so a cache hit costs no pack.
     """
     args = bind_build_arguments(params)

@@ -23,10 +23,10 @@ import pytest
 import redis
 import requests
 
-from config import defaults
-from config.settings import Settings, get_settings
-from tasks.sealing import generate_keypair
-from workers import farm, launcher, sweep
+from dockyard.config import defaults
+from dockyard.config.settings import Settings, get_settings
+from dockyard.tasks.request.sealing import generate_keypair
+from dockyard.workers import farm, launcher, sweep
 
 TEST_REDIS_DB = "13"
 SHARED_CONTEXT_ROOT = tempfile.gettempdir()
@@ -294,7 +294,7 @@ def engines() -> Iterator[list[docker.DockerClient]]:
 def operator_app() -> Any:
     """The app of an operator (the worker user, test database): remote control (ping, inspect) and
     event receivers, which a caller may not use (it may not touch the pidbox nor kombu's unacked keys)."""
-    from workers.app import create_app
+    from dockyard.workers.app import create_app
 
     return create_app(get_settings().model_copy(update={"redis_url": WORKER_REDIS_URL}))
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import tasks
+import dockyard.tasks
 
 BLOCK_PREFECT = """
 import importlib.abc, sys
@@ -27,7 +27,7 @@ print("imported", len(sys.argv) - 1)
 
 def core_modules() -> list[str]:
     found = [f"tasks.{info.name}" for info in pkgutil.iter_modules(tasks.__path__)]
-    return sorted(found + ["tasks", "config.settings", "config.celery", "dockyard", "dockyard.steps"])
+    return sorted(found + ["tasks", "dockyard.config.settings", "dockyard.config.celery", "dockyard", "dockyard.steps"])
 
 
 def run_blocked(modules: list[str]) -> subprocess.CompletedProcess[str]:
@@ -39,7 +39,7 @@ def run_blocked(modules: list[str]) -> subprocess.CompletedProcess[str]:
 
 def test_every_tasks_module_and_the_client_import_without_prefect() -> None:
     modules = core_modules()
-    assert "tasks.client" in modules and "tasks.spec" in modules
+    assert "dockyard.tasks.client" in modules and "dockyard.tasks.request.spec" in modules
     completed = run_blocked(modules)
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.strip() == f"imported {len(modules)}"

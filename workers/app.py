@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from celery import Celery
 
-from config.celery import create_celery
-from config.settings import Settings, get_settings
-from workers import heartbeat  # noqa: F401 - connects the worker's heartbeat signals
-from workers import kombu_fix
+from dockyard.config.celery import create_celery
+from dockyard.config.settings import Settings, get_settings
+from dockyard.workers import heartbeat  # noqa: F401 - connects the worker's heartbeat signals
+from dockyard.workers import kombu_fix
 
 
 def create_app(settings: Settings) -> Celery:
     """A Celery app for ``settings`` with dockyard's tasks registered (and kombu's failover crash fixed)."""
     kombu_fix.install()
-    return create_celery(settings, include=["tasks.celery_tasks"])
+    return create_celery(settings, include=["dockyard.tasks.celery_tasks"])
 
 
 app = create_app(get_settings())

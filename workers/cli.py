@@ -18,8 +18,8 @@ import celery.exceptions
 import kombu.exceptions
 import redis.exceptions
 
-from config.settings import get_settings
-from tasks.errors import DockyardError
+from dockyard.config.settings import get_settings
+from dockyard.tasks.errors import DockyardError
 
 EXAMPLE_DIR = Path(__file__).with_name("example")
 PUSH_PASSWORD_ENV = "DOCKYARD_PUSH_PASSWORD"
@@ -43,19 +43,19 @@ class CacheKeysNotFound(Exception):
 
 def cmd_up(args: argparse.Namespace) -> int:
     """Provision the farm, start a worker, build and push the example project."""
-    from workers import farm
+    from dockyard.workers import farm
 
     started = time.monotonic()
     env_file = farm.provision(hosts=args.hosts)
     settings = farm.load_farm_env(env_file)
     provisioned = time.monotonic()
-    from workers.app import app
+    from dockyard.workers.app import app
 
     farm.start_worker(settings, host_id=settings.host_id, docker_host=settings.docker_host)
     farm.wait_for_workers(app, [settings.host_id])
     ready = time.monotonic()
 
-    from tasks.client import build_and_push
+    from dockyard.tasks.client import build_and_push
 
     registry = settings.registry_url or "127.0.0.1:5000"
     credentials = {
@@ -84,7 +84,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_down(args: argparse.Namespace) -> int:
     """Stop the workers `dockyard up` started."""
-    from workers import farm
+    from dockyard.workers import farm
 
     stopped = farm.stop_workers(get_settings())
     print("stopped " + (", ".join(stopped) if stopped else "nothing"))
@@ -99,13 +99,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.concurrency:
         os.environ["DOCKYARD_WORKER_CONCURRENCY"] = str(args.concurrency)
     get_settings.cache_clear()
-    from workers import fast_worker
-    from workers.worker import run_fast_worker, run_worker
+    from dockyard.workers import fast_worker
+    from dockyard.workers.worker import run_fast_worker, run_worker
 
     if args.lane == "fast":
         run_fast_worker(get_settings(), loglevel=args.loglevel)
         return 0
-    fast_worker.configure(args.loglevel)  # started once the build worker is reconciled (workers.heartbeat)
+    fast_worker.configure(args.loglevel)  # started once the build worker is reconciled (dockyard.workers.heartbeat)
     try:
         run_worker(get_settings(), concurrency=args.concurrency, loglevel=args.loglevel, extra_queues=args.queue)
     finally:
@@ -115,7 +115,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_build(args: argparse.Namespace) -> int:
     """Build on the farm (from the cache when possible) and print the result as JSON."""
-    from tasks.client import build
+    from dockyard.tasks.client import build
 
     params: dict[str, Any] = {"dockerfile": args.dockerfile, "path": str(Path(args.path).resolve())}
     if args.tag:
@@ -138,7 +138,7 @@ def _to_stderr(text: str) -> None:
 
 def cmd_push(args: argparse.Namespace) -> int:
     """Push from the host holding the image and print the result as JSON."""
-    from tasks.client import push
+    from dockyard.tasks.client import push
 
     credentials = push_credentials(args)
     try:
@@ -191,7 +191,7 @@ def push_credentials(args: argparse.Namespace) -> dict[str, str] | None:
     if args.registry_url:
         credentials["registry_url"] = args.registry_url
     else:
-        from tasks.naming import registry_of
+        from dockyard.tasks.request.naming import registry_of
 
         if (registry := registry_of(args.image_name)) is not None:
             credentials["registry_url"] = registry
@@ -200,10 +200,10 @@ def push_credentials(args: argparse.Namespace) -> dict[str, str] | None:
 
 def cmd_hosts(args: argparse.Namespace) -> int:
     """List the build hosts that heartbeat, with their load (tasks running now) and the lineages they hold."""
-    from tasks.hosts import live_hosts
-    from tasks.keyspace import redis_for
-    from tasks.placement import held_lineages
-    from workers.app import app
+    from dockyard.tasks.farm.hosts import live_hosts
+    from dockyard.tasks.keyspace import redis_for
+    from dockyard.tasks.routing.placement import held_lineages
+    from dockyard.workers.app import app
 
     settings = get_settings()
     active = app.control.inspect(timeout=1.0).active() or {}
@@ -225,8 +225,8 @@ def cmd_cache_list(args: argparse.Namespace) -> int:
     """List the build cache: key, image id, host, age."""
     import time
 
-    from tasks.cache import build_cache
-    from tasks.keyspace import redis_for
+    from dockyard.tasks.cache.single_flight import build_cache
+    from dockyard.tasks.keyspace import redis_for
 
     settings = get_settings()
     entries = sorted(build_cache(redis_for(settings), settings).entries())
@@ -238,8 +238,8 @@ def cmd_cache_list(args: argparse.Namespace) -> int:
 
 def cmd_cache_clear(args: argparse.Namespace) -> int:
     """Remove build cache entries (the given keys, or all with --all)."""
-    from tasks.cache import build_cache
-    from tasks.keyspace import redis_for
+    from dockyard.tasks.cache.single_flight import build_cache
+    from dockyard.tasks.keyspace import redis_for
 
     if not args.all and not args.keys:
         raise UsageError("give cache keys to clear, or --all")
@@ -264,8 +264,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     """Show a task's state, and its result or error."""
     from celery.result import AsyncResult
 
-    from tasks.keyspace import connect_for
-    from workers.app import app
+    from dockyard.tasks.keyspace import connect_for
+    from dockyard.workers.app import app
 
     settings = get_settings()
     backend = settings.effective_result_backend

@@ -1,4 +1,4 @@
-"""The worker's hook of the disk budget (``tasks.disk_budget``): one thread per worker runs the passes.
+"""The worker's hook of the disk budget (``dockyard.tasks.farm.disk_budget``): one thread per worker runs the passes.
 
 A pool process that ran a build, tag or push asks for a pass (``disk-due:<host>``,
 from Celery's ``task_postrun``, after the task's result is stored); the
@@ -17,11 +17,11 @@ from typing import Any
 import redis
 from celery.signals import task_postrun
 
-from config.settings import Settings, get_settings
-from tasks.disk_budget import enforce
-from tasks.engine import open_client
-from tasks.keyspace import key, redis_for
-from tasks.routing import BUILD_TASK, PUSH_TASK, TAG_TASK
+from dockyard.config.settings import Settings, get_settings
+from dockyard.tasks.farm.disk_budget import enforce
+from dockyard.tasks.engine.connection import open_client
+from dockyard.tasks.keyspace import key, redis_for
+from dockyard.tasks.routing.router import BUILD_TASK, PUSH_TASK, TAG_TASK
 
 logger = logging.getLogger("dockyard.disk_budget")
 CHECKED_TASKS = (BUILD_TASK, TAG_TASK, PUSH_TASK)  # each may have built an image

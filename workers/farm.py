@@ -1,5 +1,5 @@
 """The local farm: provision services, start workers in the background (through
-``workers.launcher``), keep their pid files, stop them."""
+``dockyard.workers.launcher``), keep their pid files, stop them."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 from celery import Celery
 
-from config.settings import Settings, get_settings
-from workers.launcher import WorkerProcess, alive, stop_group, wait_for_hosts
+from dockyard.config.settings import Settings, get_settings
+from dockyard.workers.launcher import WorkerProcess, alive, stop_group, wait_for_hosts
 
 PROVISION_SCRIPT = Path(__file__).with_name("provision.sh")
 

@@ -1,7 +1,7 @@
 """A host's fast lane: a second Celery worker, beside the build worker, on the host's fast queue.
 
 ``dockyard worker`` (the build worker), once ready and reconciled with its
-engine (``workers.heartbeat``), starts it as a child process
+engine (``dockyard.workers.heartbeat``), starts it as a child process
 (``dockyard worker --lane fast``: a threads pool of ``fast_concurrency``,
 consuming only ``<host queue>.fast``), restarts it if it exits, and stops it
 when it stops itself. So everything that starts a build worker (``dockyard
@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 
-from config.settings import Settings
+from dockyard.config.settings import Settings
 
 logger = logging.getLogger("dockyard.fast_lane")
 PR_SET_PDEATHSIG = 1
@@ -90,7 +90,7 @@ def configure(loglevel: str) -> None:
 
 def child_argv(loglevel: str) -> list[str]:
     """The command line of this host's fast worker (settings come from the environment it inherits)."""
-    return [sys.executable, "-m", "workers.cli", "worker", "--lane", "fast", "--loglevel", loglevel]
+    return [sys.executable, "-m", "dockyard.workers.cli", "worker", "--lane", "fast", "--loglevel", loglevel]
 
 
 def start(settings: Settings, loglevel: str | None = None) -> FastLane | None:

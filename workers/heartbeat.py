@@ -3,15 +3,15 @@
 Both run as daemon threads in the worker's main process, started when the
 worker is ready and stopped (the host record removed) when it shuts down.
 When ready, the worker also sweeps the private directories dead processes
-left (``workers.sweep``), withdraws a host record a previous run left, and
-reconciles its host's records with its engine (``tasks.reconcile``) before
+left (``dockyard.workers.sweep``), withdraws a host record a previous run left, and
+reconciles its host's records with its engine (``dockyard.tasks.farm.reconcile``) before
 the heartbeat starts. ``worker_ready`` runs in the consumer's event loop
 after the queues are declared and before the loop first fetches a message,
 so no task starts before the reconciliation ends. The heartbeat advertises
 the host only once it is reconciled, and reconciles again whenever the
 engine answers after it did not.
 
-A host's fast-lane worker (``workers.fast_worker``, ``tasks.lane``) runs none
+A host's fast-lane worker (``dockyard.workers.fast_worker``, ``dockyard.tasks.farm.lane``) runs none
 of this: it only puts back its own previous run's in-flight messages when
 ready. The build worker advertises the fast lane's queue in the host record
 while its fast worker runs, and recovers dead hosts' fast lanes with theirs.
@@ -30,16 +30,18 @@ import redis
 import requests
 from celery.signals import worker_ready, worker_shutdown
 
-from config.settings import Settings, get_settings
-from tasks import hosts, placement, recovery
-from tasks.engine import open_client
-from tasks.keyspace import redis_for
-from tasks.lane import in_fast_lane
-from tasks.reconcile import reconcile
-from workers import disk_guard, fast_worker
-from workers.inflight import recover_forever, recover_own_previous_run
-from workers.metrics_server import serve_metrics
-from workers.sweep import sweep
+from dockyard.config.settings import Settings, get_settings
+from dockyard.tasks.farm import hosts
+from dockyard.tasks.routing import placement
+from dockyard.tasks.farm import recovery
+from dockyard.tasks.engine.connection import open_client
+from dockyard.tasks.keyspace import redis_for
+from dockyard.tasks.farm.lane import in_fast_lane
+from dockyard.tasks.farm.reconcile import reconcile
+from dockyard.workers import disk_guard, fast_worker
+from dockyard.workers.inflight import recover_forever, recover_own_previous_run
+from dockyard.workers.metrics_server import serve_metrics
+from dockyard.workers.sweep import sweep
 
 logger = logging.getLogger("dockyard.heartbeat")
 _stop = threading.Event()

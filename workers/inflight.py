@@ -1,6 +1,6 @@
 """A worker's in-flight messages, recorded under its host id, and the recovery of dead hosts.
 
-Each message this worker receives is recorded (``tasks.recovery.received``,
+Each message this worker receives is recorded (``dockyard.tasks.farm.recovery.received``,
 from Celery's ``task_received``) until its task ends. A thread puts back
 what dead hosts held, every heartbeat interval; at start, the worker first
 puts back what its own previous run held when it was killed.
@@ -15,9 +15,9 @@ from typing import Any
 import redis
 from celery.signals import task_received
 
-from config.settings import Settings, get_settings
-from tasks import recovery
-from tasks.keyspace import redis_for
+from dockyard.config.settings import Settings, get_settings
+from dockyard.tasks.farm import recovery
+from dockyard.tasks.keyspace import redis_for
 
 logger = logging.getLogger("dockyard.recovery")
 

@@ -1,8 +1,8 @@
 """Launching ``dockyard worker`` processes: start one, wait for its ping, kill or stop it.
 
 The one place that starts a worker as a child process; the tests' fixtures,
-the benchmarks and ``dockyard up`` (``workers.farm``) all go through it. A
-worker runs ``python -m workers.cli worker`` in its own session (so its pool
+the benchmarks and ``dockyard up`` (``dockyard.workers.farm``) all go through it. A
+worker runs ``python -m dockyard.workers.cli worker`` in its own session (so its pool
 processes can be killed with it as one process group), with
 ``DOCKYARD_HOST_ID`` and, when given, ``DOCKYARD_DOCKER_HOST`` set.
 
@@ -56,7 +56,7 @@ class WorkerProcess:
 
     def argv(self) -> list[str]:
         """The command line of the worker."""
-        argv = [sys.executable, "-m", "workers.cli", "worker"]
+        argv = [sys.executable, "-m", "dockyard.workers.cli", "worker"]
         if self.concurrency is not None:
             argv += ["--concurrency", str(self.concurrency)]
         return argv

@@ -1,11 +1,11 @@
 """What a worker's ``/metrics`` shows, read from Redis at each scrape (a prometheus_client collector).
 
 Per host (this worker's own, label ``host``): the counters and histograms of
-``tasks.metrics``. For the farm, the same from every worker: the depth of the
+``dockyard.tasks.farm.metrics``. For the farm, the same from every worker: the depth of the
 shared queues and of each live host's queue and fast queue (label ``queue``),
 the lineages each live host holds and the spills away from each preferred
-host (label ``host``; ``tasks.placement``). A Redis error propagates: the
-server answers 503 (``workers.metrics_server``).
+host (label ``host``; ``dockyard.tasks.routing.placement``). A Redis error propagates: the
+server answers 503 (``dockyard.workers.metrics_server``).
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ import redis
 from kombu.transport.redis import PRIORITY_STEPS, Channel
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
-from config.celery import transport_options
-from config.settings import Settings, fast_queue, host_queue
-from tasks import metrics
-from tasks.hosts import live_hosts
-from tasks.placement import held_key, spills_key
+from dockyard.config.celery import transport_options
+from dockyard.config.settings import Settings, fast_queue, host_queue
+from dockyard.tasks.farm import metrics
+from dockyard.tasks.farm.hosts import live_hosts
+from dockyard.tasks.routing.placement import held_key, spills_key
 
 PREFIX = "dockyard_"
 

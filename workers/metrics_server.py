@@ -18,8 +18,8 @@ import redis
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 
-from config.settings import Settings
-from workers.metrics_collector import FarmCollector
+from dockyard.config.settings import Settings
+from dockyard.workers.metrics_collector import FarmCollector
 
 logger = logging.getLogger("dockyard.metrics")
 StartResponse = Callable[..., Any]

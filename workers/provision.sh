@@ -53,7 +53,7 @@ REDIS_DIR=$STATE/redis
 STORE_PORT=${DOCKYARD_FARM_CONTEXT_STORE_PORT:-6391}
 STORE_DIR=$STATE/context-store
 STORE_MAX_BYTES=${DOCKYARD_CONTEXT_STORE_MAX_BYTES:-2147483648}
-# seven eighths of the budget; the last eighth is for chunks being received (tasks/context_store.py maxmemory_for)
+# seven eighths of the budget; the last eighth is for chunks being received (tasks/context/store.py maxmemory_for)
 STORE_MAXMEMORY=$((STORE_MAX_BYTES / 8 * 7))
 # dockyard's key prefixes: the farm's, the test suite's, the benchmarks'
 REDIS_KEY_PREFIXES=(dockyard: dockyard-test: dockyard-bench:)
@@ -613,7 +613,7 @@ step_venv() {
 
 farm_seal_keys() {  # the farm's sealing key pair (public for callers, private for workers), made once
     if [ ! -s "$STATE/seal.keys" ]; then
-        (umask 077 && "$REPO/.venv/bin/python" -m tasks.sealing > "$STATE/seal.keys.new" \
+        (umask 077 && "$REPO/.venv/bin/python" -m dockyard.tasks.request.sealing > "$STATE/seal.keys.new" \
             && mv "$STATE/seal.keys.new" "$STATE/seal.keys")
     fi
     cat "$STATE/seal.keys"

@@ -18,7 +18,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from workers.launcher import alive
+from dockyard.workers.launcher import alive
 
 logger = logging.getLogger("dockyard.sweep")
 

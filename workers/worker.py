@@ -1,9 +1,9 @@
 """Starting a worker: the shared build queue plus this host's own queue, named with -Q; or the
-host's fast lane, its fast queue alone on a small threads pool (see ``workers.fast_worker``)."""
+host's fast lane, its fast queue alone on a small threads pool (see ``dockyard.workers.fast_worker``)."""
 
 from __future__ import annotations
 
-from config.settings import Settings
+from dockyard.config.settings import Settings
 
 
 def worker_argv(
@@ -38,8 +38,8 @@ def fast_worker_argv(settings: Settings, *, loglevel: str = "INFO") -> list[str]
 
 def run_fast_worker(settings: Settings, *, loglevel: str = "INFO") -> None:
     """Run this host's fast lane worker in this process until it is stopped."""
-    from tasks.lane import enter_fast_lane
-    from workers.app import app
+    from dockyard.tasks.farm.lane import enter_fast_lane
+    from dockyard.workers.app import app
 
     enter_fast_lane()
     app.worker_main(fast_worker_argv(settings, loglevel=loglevel))
@@ -49,6 +49,6 @@ def run_worker(
     settings: Settings, *, concurrency: int | None = None, loglevel: str = "INFO", extra_queues: list[str] | None = None
 ) -> None:
     """Run a worker in this process until it is stopped."""
-    from workers.app import app
+    from dockyard.workers.app import app
 
     app.worker_main(worker_argv(settings, concurrency=concurrency, loglevel=loglevel, extra_queues=extra_queues))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from config.celery import celery_config
-from config.redis_urls import is_sentinel_url, parse_sentinel_url
-from config.settings import Settings
+from dockyard.config.celery import celery_config
+from dockyard.config.redis_urls import is_sentinel_url, parse_sentinel_url
+from dockyard.config.settings import Settings
 
 URL = "sentinel://dockyard-worker:p%40ss@127.0.0.1:26395/12;sentinel://127.0.0.1:26396;sentinel://localhost:26397"
 
@@ -76,7 +76,7 @@ def test_celery_reads_the_sentinel_url_with_its_master() -> None:
     """Celery's own backend and kombu's transport take the URL and options as dockyard writes them."""
     from celery.backends.redis import SentinelBackend
 
-    from config.celery import create_celery
+    from dockyard.config.celery import create_celery
 
     app = create_celery(Settings(redis_url=URL, sentinel_master="farm-a"))
     backend = app.backend

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from config.celery import celery_config
-from config.settings import Settings
+from dockyard.config.celery import celery_config
+from dockyard.config.settings import Settings
 
 
 def test_redis_url_feeds_broker_backend_and_cache() -> None:

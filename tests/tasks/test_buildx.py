@@ -12,12 +12,12 @@ import docker
 import pytest
 import redis
 
-from config.settings import Settings
-from tasks import client
-from tasks.build import build_image
-from tasks.spec import MULTI_PLATFORM_NEEDS_PUSH
-from tasks.engine import open_client
-from tasks.errors import InvalidInput
+from dockyard.config.settings import Settings
+from dockyard.tasks import client
+from dockyard.tasks.engine.build import build_image
+from dockyard.tasks.request.spec import MULTI_PLATFORM_NEEDS_PUSH
+from dockyard.tasks.engine.connection import open_client
+from dockyard.tasks.errors import InvalidInput
 from tests.conftest import Registry, WorkerProcess
 from tests.tasks.flaky_registry import FlakyRegistry
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import fakeredis
 import pytest
 
-from config.settings import Settings
-from tasks.context import context_files, pack_context
-from tasks.errors import ContextTooLarge, UnsafeContext
-from tasks.unpack import safe_unpack
-from tasks.context_store import ContextMissing, download_context, has_context, upload_context
+from dockyard.config.settings import Settings
+from dockyard.tasks.context.pack import context_files, pack_context
+from dockyard.tasks.errors import ContextTooLarge, UnsafeContext
+from dockyard.tasks.context.unpack import safe_unpack
+from dockyard.tasks.context.store import ContextMissing, download_context, has_context, upload_context
 
 LIMIT = 10 * 1024**2
 

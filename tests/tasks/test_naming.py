@@ -6,8 +6,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from tasks.errors import InvalidInput
-from tasks.naming import default_tag, qualify_image_name, registry_of, split_repository_path
+from dockyard.tasks.errors import InvalidInput
+from dockyard.tasks.request.naming import default_tag, qualify_image_name, registry_of, split_repository_path
 
 
 @pytest.mark.parametrize(

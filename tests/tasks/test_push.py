@@ -7,11 +7,12 @@ from pathlib import Path
 import docker
 import pytest
 
-from config.settings import Settings
-from tasks import build_docker_image, push_docker_image
-from tasks.build import build_image
-from tasks.errors import PushError, RegistryAuthError, RegistryUnavailable
-from tasks.push import push_image
+from dockyard.config.settings import Settings
+from dockyard.tasks.engine.build import build_docker_image
+from dockyard.tasks.engine.push import push_docker_image
+from dockyard.tasks.engine.build import build_image
+from dockyard.tasks.errors import PushError, RegistryAuthError, RegistryUnavailable
+from dockyard.tasks.engine.push import push_image
 from tests.conftest import Registry
 
 

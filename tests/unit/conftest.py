@@ -11,8 +11,9 @@ import time
 import fakeredis
 import pytest
 
-from config.settings import Settings
-from tasks import keyspace, registry
+from dockyard.config.settings import Settings
+from dockyard.tasks import keyspace
+from dockyard.tasks.registry import manifests as registry
 from tests.unit.fakes import FakeEngine, FakeRegistry
 from tests.unit.support import Clock, make_settings
 

@@ -4,7 +4,7 @@
 it ask of docker-py: ``images.get``, ``Image.tag``, ``api.build`` and
 ``api.push`` event streams, ``api.networks`` and ``login``. Its pushes land in
 ``registry``, a ``FakeRegistry`` (the ``fake_registry`` fixture answers
-``tasks.registry.served_digest`` from it).
+``dockyard.tasks.registry.manifests.served_digest`` from it).
 
 Opt-in hooks (their defaults keep the plain behaviour): ``bridge`` (whether
 ``api.networks`` finds a ``bridge`` network), ``failing_tags`` (tags whose
@@ -42,7 +42,7 @@ class FakeRegistry:
         self.readers: set[str] | None = None  # None: anyone
 
     def served_digest(self, image_name: str, tag: str, credentials: Any) -> str | None:
-        """``tasks.registry.served_digest``, answered from memory."""
+        """``dockyard.tasks.registry.manifests.served_digest``, answered from memory."""
         self.heads.append(f"{image_name}:{tag}")
         if self.readers is not None and (credentials is None or credentials.username not in self.readers):
             return None

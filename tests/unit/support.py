@@ -7,7 +7,7 @@ import shutil
 import tempfile
 from typing import Any
 
-from config.settings import Settings
+from dockyard.config.settings import Settings
 
 # Nothing listens on port 1: a test that reaches for real Redis fails at once instead of using a farm.
 NO_REDIS_URL = "redis://127.0.0.1:1/0"

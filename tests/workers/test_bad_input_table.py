@@ -19,15 +19,15 @@ import kombu.exceptions
 import pytest
 import redis
 
-from config.settings import Settings
-from tasks import client
-from tasks.context import ContextTooLarge, PackedContext, UnsafeContext
-from tasks.context_digest import bytes_digest
-from tasks.context_store import upload_context
-from tasks.errors import BuildError, InvalidInput, PushError, RegistryAuthError
-from tasks.routing import BUILD_TASK
-from tasks.prepare import prepare_build
-from tasks.spec import spec_key
+from dockyard.config.settings import Settings
+from dockyard.tasks import client
+from dockyard.tasks.context.pack import ContextTooLarge, PackedContext, UnsafeContext
+from dockyard.tasks.context.digest import bytes_digest
+from dockyard.tasks.context.store import upload_context
+from dockyard.tasks.errors import BuildError, InvalidInput, PushError, RegistryAuthError
+from dockyard.tasks.routing.router import BUILD_TASK
+from dockyard.tasks.prepare import prepare_build
+from dockyard.tasks.request.spec import spec_key
 from tests.conftest import context_store_client, Registry, WorkerProcess
 
 TIMEOUT_S = 120
@@ -68,13 +68,13 @@ class Farm:
         return self.build(dockerfile="../outside.Dockerfile")
 
     def send_raw(self, name: str, **kwargs: Any) -> Any:
-        from workers.app import app
+        from dockyard.workers.app import app
 
         return app.send_task(name, kwargs=kwargs)
 
     def cli(self, *args: str) -> Any:
         completed = subprocess.run(
-            [sys.executable, "-m", "workers.cli", *args], capture_output=True, text=True, timeout=TIMEOUT_S
+            [sys.executable, "-m", "dockyard.workers.cli", *args], capture_output=True, text=True, timeout=TIMEOUT_S
         )
         if completed.returncode != 0:
             raise CliFailed(f"exit {completed.returncode}: {completed.stderr.strip()}")
@@ -99,7 +99,7 @@ class Farm:
         real.close()
         crafted = spec.model_copy(update={"context_digest": packed.digest})
         crafted = crafted.model_copy(update={"key": spec_key(crafted)})
-        from workers.app import app
+        from dockyard.workers.app import app
 
         return app.signature(BUILD_TASK, kwargs={"spec": crafted.model_dump()}).apply_async().get(timeout=TIMEOUT_S)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from tasks import client
+from dockyard.tasks import client
 from tests.conftest import Registry, WorkerProcess
 
 TIMEOUT_S = 120

@@ -21,20 +21,20 @@ import pytest
 import redis
 from celery.result import AsyncResult
 
-from config.celery import caller_app
-from config.settings import Settings, host_queue
-from tasks import client
-from tasks.cache import build_cache
-from tasks.context_store import upload_context
-from tasks.keyspace import key
-from tasks.prepare import prepare_build
-from tasks.routing import BUILD_TASK
-from tasks.spec import BuildSpec
+from dockyard.config.celery import caller_app
+from dockyard.config.settings import Settings, host_queue
+from dockyard.tasks import client
+from dockyard.tasks.cache.single_flight import build_cache
+from dockyard.tasks.context.store import upload_context
+from dockyard.tasks.keyspace import key
+from dockyard.tasks.prepare import prepare_build
+from dockyard.tasks.routing.router import BUILD_TASK
+from dockyard.tasks.request.spec import BuildSpec
 from tests.conftest import WorkerProcess
 from tests.workers.farm_helpers import slow_context
 
 WAIT_S = 30.0  # the longest wait for one step; the tests' task time limit is 25 s (tests/conftest.py)
-CHUNK_BYTES = 4 * 1024**2  # config.defaults.CONTEXT_CHUNK_BYTES: the blob below makes a context of two chunks
+CHUNK_BYTES = 4 * 1024**2  # dockyard.config.defaults.CONTEXT_CHUNK_BYTES: the blob below makes a context of two chunks
 
 
 def wait_for(what: str, probe: Callable[[], Any], timeout_s: float = WAIT_S) -> Any:
@@ -140,7 +140,7 @@ def test_after_a_flush_the_taker_over_stores_and_the_first_owners_late_write_is_
         assert taker_token != owner_token
         taker_answer = client.await_build(second, spec, settings, timeout_s=WAIT_S, cache_key=cache_key)
         stored = wait_for("the taker-over's entry", lambda: cache.peek(cache_key))
-        # the first owner's caller waits the way tasks.client does: its task is frozen, the stored entry answers
+        # the first owner's caller waits the way dockyard.tasks.client does: its task is frozen, the stored entry answers
         owner_answer = client.await_build(first, spec, settings, timeout_s=WAIT_S, cache_key=cache_key)
     finally:
         try:
@@ -173,7 +173,7 @@ def test_after_a_flush_the_taker_over_stores_and_the_first_owners_late_write_is_
 
 @pytest.fixture
 def uploads(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[bool]]:
-    """What each of the caller's context uploads through ``tasks.client`` returned (True: it uploaded)."""
+    """What each of the caller's context uploads through ``dockyard.tasks.client`` returned (True: it uploaded)."""
     seen: list[bool] = []
 
     def recording(*args: Any, **kwargs: Any) -> bool:
@@ -188,7 +188,7 @@ def uploads(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[bool]]:
 def two_chunk_context(project: Path, repo: str, settings: Settings) -> tuple[str, list[str]]:
     """Make ``project``'s context two chunks long; the store's meta key and chunk keys of its digest."""
     (project / "blob.bin").write_bytes(os.urandom(CHUNK_BYTES + 4096))
-    spec, packed = prepare_build({"image_name": repo, "path": str(project)}, settings)  # as tasks.client packs it
+    spec, packed = prepare_build({"image_name": repo, "path": str(project)}, settings)  # as dockyard.tasks.client packs it
     packed.close()
     digest = spec.context_digest
     return key(settings, "ctx", digest, "meta"), [key(settings, "ctx", digest, str(index)) for index in range(2)]

@@ -9,10 +9,10 @@ import docker
 import pytest
 import redis
 
-from config.settings import Settings
-from tasks.client import build_and_push, build_signature, prepare_and_upload, push_signature
-from tasks.routing import BUILD_TASK
-from tasks.errors import InvalidInput, RegistryAuthError
+from dockyard.config.settings import Settings
+from dockyard.tasks.client import build_and_push, build_signature, prepare_and_upload, push_signature
+from dockyard.tasks.routing.router import BUILD_TASK
+from dockyard.tasks.errors import InvalidInput, RegistryAuthError
 from tests.conftest import Registry, WorkerProcess
 
 TIMEOUT_S = 180
@@ -43,7 +43,7 @@ def test_push_sent_on_its_own_after_a_build(project: Path, repo: str, registry: 
 
 def test_errors_cross_the_wire_with_their_type(project: Path, worker: str) -> None:
     """Sent by name, so the caller's validator never runs: the worker's InvalidInput comes back as such."""
-    from workers.app import app
+    from dockyard.workers.app import app
 
     result = app.send_task(BUILD_TASK, kwargs={"image_name": "bad name", "path": str(project)})
     with pytest.raises(InvalidInput, match="Invalid Docker image name"):
@@ -61,7 +61,7 @@ def test_wrong_password_fails_the_chain_without_retrying_forever(project: Path, 
 
 def test_unknown_build_arguments_are_refused(project: Path, repo: str, worker: str) -> None:
     """Sent by name with arguments the caller would refuse: the worker refuses them too."""
-    from workers.app import app
+    from dockyard.workers.app import app
 
     for bad in ({"labels": "not-a-dict"}, {"no_such_option": True}):
         result = app.send_task(BUILD_TASK, kwargs={"image_name": repo, "path": str(project), **bad})
@@ -87,7 +87,7 @@ def test_raw_arguments_by_name_never_read_the_workers_files_or_environment(
     arguments: dict[str, object], message: str, project: Path, repo: str,
     engines: list[docker.DockerClient], worker: str,
 ) -> None:
-    from workers.app import app
+    from dockyard.workers.app import app
 
     (project / "Dockerfile").unlink()  # so that "auto" gets as far as the output path
     sent = {"image_name": repo, "path": str(project), **arguments}
@@ -123,7 +123,7 @@ def test_the_worker_refuses_a_hand_made_spec_the_caller_would_refuse(
     spoil: dict[str, object], message: str, project: Path, repo: str, settings: Settings,
     redis_client: redis.Redis, engines: list[docker.DockerClient], worker: str,
 ) -> None:
-    from workers.app import app
+    from dockyard.workers.app import app
 
     spec = {**_hand_made_spec(repo, project, settings), **spoil}
     result = app.send_task(BUILD_TASK, kwargs={"spec": spec})
@@ -137,7 +137,7 @@ def test_the_worker_refuses_a_hand_made_spec_the_caller_would_refuse(
 def test_a_build_sent_by_name_with_prefect_arguments_reads_path_on_the_worker(
     project: Path, repo: str, worker: str
 ) -> None:
-    from workers.app import app
+    from dockyard.workers.app import app
 
     result = app.send_task(
         "dockyard.build_docker_image", kwargs={"image_name": repo, "tag": "by-name", "path": str(project)}
@@ -146,9 +146,9 @@ def test_a_build_sent_by_name_with_prefect_arguments_reads_path_on_the_worker(
 
 
 def test_shared_filesystem_transport_uploads_nothing(project: Path, repo: str, settings: Settings, redis_client: redis.Redis, worker: str) -> None:
-    from tasks.routing import BUILD_TASK
-    from tasks.prepare import prepare_build
-    from workers.app import app
+    from dockyard.tasks.routing.router import BUILD_TASK
+    from dockyard.tasks.prepare import prepare_build
+    from dockyard.workers.app import app
 
     path_settings = settings.model_copy(update={"context_transport": "path"})
     spec, packed = prepare_build({"image_name": repo, "tag": "shared", "path": str(project)}, path_settings)
@@ -160,7 +160,7 @@ def test_shared_filesystem_transport_uploads_nothing(project: Path, repo: str, s
 
 
 def test_the_fast_path_answers_without_a_worker(project: Path, repo: str, monkeypatch: pytest.MonkeyPatch, worker: str) -> None:
-    from tasks import client
+    from dockyard.tasks import client
 
     first = client.build(repo, path=str(project), tag="fast")
 

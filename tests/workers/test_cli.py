@@ -23,10 +23,11 @@ import docker
 import pytest
 import redis
 
-from config.settings import get_settings
-from tasks import client, hosts
+from dockyard.config.settings import get_settings
+from dockyard.tasks import client
+from dockyard.tasks.farm import hosts
 from tests.conftest import WORKER_REDIS_URL, Registry, WorkerProcess, farm_docker_hosts
-from workers import cli
+from dockyard.workers import cli
 
 TIMEOUT_S = 120
 COMMANDS = ["up", "down", "hosts", "cache", "status", "worker", "build", "push"]
@@ -38,7 +39,7 @@ def dockyard(*args: str, env: Mapping[str, str] | None = None) -> subprocess.Com
     The CLI runs as an operator: the worker user's Redis URL (the test process itself is a caller).
     """
     return subprocess.run(
-        [sys.executable, "-m", "workers.cli", *args], capture_output=True, text=True, timeout=TIMEOUT_S,
+        [sys.executable, "-m", "dockyard.workers.cli", *args], capture_output=True, text=True, timeout=TIMEOUT_S,
         env={**os.environ, "DOCKYARD_REDIS_URL": WORKER_REDIS_URL, **(env or {})},
     )
 
@@ -150,7 +151,7 @@ def test_a_failing_build_exits_non_zero_with_the_error(project: Path, repo: str,
 
 def test_up_runs_the_main_job_and_down_stops_its_worker(registry: Registry, farm_workers: list[WorkerProcess]) -> None:
     up = subprocess.run(
-        [sys.executable, "-m", "workers.cli", "up"], capture_output=True, text=True, timeout=600,
+        [sys.executable, "-m", "dockyard.workers.cli", "up"], capture_output=True, text=True, timeout=600,
         env={**os.environ, "DOCKYARD_REDIS_URL": WORKER_REDIS_URL},  # an operator's command: the worker user
     )
     assert up.returncode == 0, up.stderr[-3000:]
@@ -201,7 +202,7 @@ def test_usage_errors_are_one_line_and_exit_2(
 
 @pytest.fixture
 def sent_pushes(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    """``tasks.client.push`` replaced by a recorder: the CLI's arguments, nothing sent."""
+    """``dockyard.tasks.client.push`` replaced by a recorder: the CLI's arguments, nothing sent."""
     calls: list[dict[str, Any]] = []
 
     def record(image_name: str, **kwargs: Any) -> dict[str, Any]:
@@ -291,7 +292,7 @@ def lone_worker(engine: docker.DockerClient, redis_client: redis.Redis, tmp_path
     log_path = tmp_path / "worker.log"
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "workers.cli", "worker", "--concurrency", "3", "--host-id", host_id],
+            [sys.executable, "-m", "dockyard.workers.cli", "worker", "--concurrency", "3", "--host-id", host_id],
             env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
         )
     try:

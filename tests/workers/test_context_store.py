@@ -18,14 +18,14 @@ import docker
 import pytest
 import redis
 
-from config.settings import Settings
-from tasks import client
-from tasks.context_store import upload_context
-from tasks.errors import ContextMissing
-from tasks.keyspace import key
+from dockyard.config.settings import Settings
+from dockyard.tasks import client
+from dockyard.tasks.context.store import upload_context
+from dockyard.tasks.errors import ContextMissing
+from dockyard.tasks.keyspace import key
 from tests.conftest import WorkerProcess
 
-CHUNK_BYTES = 4 * 1024**2  # config.defaults.CONTEXT_CHUNK_BYTES
+CHUNK_BYTES = 4 * 1024**2  # dockyard.config.defaults.CONTEXT_CHUNK_BYTES
 WAIT_S = 60.0
 
 

@@ -20,13 +20,13 @@ import docker
 import pytest
 import redis
 
-from config import defaults
-from config.celery import caller_app
-from config.settings import Settings, get_settings, host_queue
-from tasks import client
+from dockyard.config import defaults
+from dockyard.config.celery import caller_app
+from dockyard.config.settings import Settings, get_settings, host_queue
+from dockyard.tasks import client
 from tests.conftest import Registry, WorkerProcess, farm_docker_hosts, operator_app
 from tests.workers.farm_helpers import container_creates, image_id_on_any, settle, slow_context
-from workers import launcher
+from dockyard.workers import launcher
 
 ANSWERED_WITHIN_S = 60  # the bound, measured from the kill
 BUILD_S = 8

@@ -22,9 +22,11 @@ import pytest
 import redis
 from celery import Celery
 
-from config.celery import create_celery
-from config.settings import Settings
-from tasks import client, hosts, image_use
+from dockyard.config.celery import create_celery
+from dockyard.config.settings import Settings
+from dockyard.tasks import client
+from dockyard.tasks.farm import hosts
+from dockyard.tasks.farm import image_use
 from tests.conftest import Registry, WorkerProcess, farm_docker_hosts, operator_app
 
 TIMEOUT_S = 120
@@ -81,7 +83,7 @@ def test_ten_builds_on_a_host_with_a_budget_of_three_end_within_it_and_every_lat
     host_id = f"test-disk-{uuid.uuid4().hex[:6]}"
     # this test's worker has a build queue of its own, outside the session's pool; placement, which picks
     # among the hosts of the caller's own pool (the session's), is off for this caller
-    monkeypatch.setattr("tasks.placement.placement_queue", lambda args, kwargs: None)
+    monkeypatch.setattr("dockyard.tasks.routing.placement.placement_queue", lambda args, kwargs: None)
     queue = f"dockyard-test.{host_id}"
     engine = docker.DockerClient(base_url=docker_host)
     app: Celery = create_celery(settings.model_copy(update={"build_queue": queue}))

@@ -13,12 +13,12 @@ from pathlib import Path
 import redis
 from celery.result import AsyncResult
 
-from config.celery import caller_app
-from config.settings import Settings, fast_queue
-from tasks import recovery
-from tasks.client import build_and_push, build_signature
-from tasks.keyspace import key
-from tasks.routing import PING_TASK
+from dockyard.config.celery import caller_app
+from dockyard.config.settings import Settings, fast_queue
+from dockyard.tasks.farm import recovery
+from dockyard.tasks.client import build_and_push, build_signature
+from dockyard.tasks.keyspace import key
+from dockyard.tasks.routing.router import PING_TASK
 from tests.conftest import Registry, WorkerProcess
 
 TIMEOUT_S = 120

@@ -12,11 +12,11 @@ import docker
 import pytest
 import redis
 
-from config.settings import Settings, host_queue
-from tasks import client
-from tasks.deliveries import RedeliveryLimit
-from tasks.errors import EngineUnavailable, RegistryUnavailable
-from tasks.hosts import live_hosts
+from dockyard.config.settings import Settings, host_queue
+from dockyard.tasks import client
+from dockyard.tasks.farm.deliveries import RedeliveryLimit
+from dockyard.tasks.errors import EngineUnavailable, RegistryUnavailable
+from dockyard.tasks.farm.hosts import live_hosts
 from tests.conftest import WorkerProcess, operator_app
 from tests.workers.farm_helpers import slow_context
 
@@ -71,7 +71,7 @@ def test_a_push_to_a_registry_that_is_down_is_retried_then_fails_clearly(
 
 @pytest.fixture
 def host_without_engine(tmp_path: Path, farm_workers: list[WorkerProcess]) -> object:
-    from workers.app import app
+    from dockyard.workers.app import app
 
     worker = WorkerProcess(
         f"test-host-down-{uuid.uuid4().hex[:6]}", "unix:///run/dockyard-no-such-engine.sock", tmp_path / "down.log"

@@ -6,7 +6,7 @@ import time
 import uuid
 from pathlib import Path
 
-from tasks import client
+from dockyard.tasks import client
 from tests.conftest import WorkerProcess
 
 TIMEOUT_S = 120
@@ -65,14 +65,14 @@ def test_a_caller_that_joins_from_another_process_gets_the_lines_too(
     context.mkdir()
     (context / "Dockerfile").write_text(f"FROM {base_image}\nRUN for i in 1 2 3 4 5 6; do echo tick-{marker}-$i; sleep 1; done\n")
     starter = subprocess.Popen(
-        [sys.executable, "-c", f"from tasks import client; client.build({repo!r}, path={str(context)!r}, tag='live', timeout_s=120)"],
+        [sys.executable, "-c", f"from dockyard.tasks import client; client.build({repo!r}, path={str(context)!r}, tag='live', timeout_s=120)"],
         cwd=Path(__file__).resolve().parents[2],
     )
     try:
-        from config.settings import get_settings
-        from tasks.cache import build_cache
-        from tasks.keyspace import redis_for
-        from tasks.prepare import prepare_build
+        from dockyard.config.settings import get_settings
+        from dockyard.tasks.cache.single_flight import build_cache
+        from dockyard.tasks.keyspace import redis_for
+        from dockyard.tasks.prepare import prepare_build
 
         settings = get_settings()
         spec, packed = prepare_build({"image_name": repo, "path": str(context), "tag": "live"}, settings)

@@ -12,9 +12,9 @@ import redis
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from config.settings import Settings, fast_queue, host_queue
-from tasks import client
-from tasks.hosts import live_hosts
+from dockyard.config.settings import Settings, fast_queue, host_queue
+from dockyard.tasks import client
+from dockyard.tasks.farm.hosts import live_hosts
 from tests.conftest import WorkerProcess, operator_app
 from tests.workers.farm_helpers import slow_context
 

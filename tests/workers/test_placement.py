@@ -14,10 +14,10 @@ from pathlib import Path
 import docker
 import redis
 
-from config.settings import Settings, host_queue
-from tasks import client
-from tasks.placement import lineage_of_message, placement_queue
-from tasks.recovery import inflight_key
+from dockyard.config.settings import Settings, host_queue
+from dockyard.tasks import client
+from dockyard.tasks.routing.placement import lineage_of_message, placement_queue
+from dockyard.tasks.farm.recovery import inflight_key
 from tests.conftest import WorkerProcess
 from tests.workers.farm_helpers import container_creates, image_id_on_any, settle, slow_context
 from tests.workers.test_cli import dockyard

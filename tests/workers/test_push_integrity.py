@@ -13,8 +13,8 @@ from typing import Any
 import docker
 from celery.canvas import Signature
 
-from config.settings import host_queue
-from tasks import client
+from dockyard.config.settings import host_queue
+from dockyard.tasks import client
 from tests.conftest import Registry, WorkerProcess
 
 TIMEOUT_S = 120

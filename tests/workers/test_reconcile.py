@@ -15,9 +15,10 @@ import pytest
 import redis
 from celery import Celery
 
-from config.celery import create_celery
-from config.settings import Settings
-from tasks import client, hosts
+from dockyard.config.celery import create_celery
+from dockyard.config.settings import Settings
+from dockyard.tasks import client
+from dockyard.tasks.farm import hosts
 from tests.conftest import Registry, WorkerProcess, farm_docker_hosts, operator_app
 
 TIMEOUT_S = 120
@@ -55,7 +56,7 @@ def test_an_image_removed_while_its_worker_was_down_is_rebuilt_not_a_hit_and_pus
     host_id = f"test-reconcile-{uuid.uuid4().hex[:6]}"
     # this test's worker has a build queue of its own, outside the session's pool; placement, which picks
     # among the hosts of the caller's own pool (the session's), is off for this caller
-    monkeypatch.setattr("tasks.placement.placement_queue", lambda args, kwargs: None)
+    monkeypatch.setattr("dockyard.tasks.routing.placement.placement_queue", lambda args, kwargs: None)
     engine = docker.DockerClient(base_url=docker_host)
     app = caller_on(own_queue(host_id), settings)
     worker = started(host_id, docker_host, tmp_path / "first.log", redis_client, settings)

@@ -17,8 +17,8 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 import redis
 
-from config.settings import Settings
-from tasks import client
+from dockyard.config.settings import Settings
+from dockyard.tasks import client
 from tests.conftest import CALLER_REDIS_URL, CALLER_STORE_URL, WORKER_REDIS_URL, Registry, WorkerProcess
 
 # what a caller may read but never write: cache entries, leases, host records, image locations, metrics,
@@ -118,7 +118,7 @@ def test_the_clients_api_works_as_a_caller(
 
 def test_cacheable_works_in_a_caller_process(caller: redis.Redis, settings: Settings) -> None:
     """prefect-docker's ``cacheable``, distributed: a caller may run it, under its own ``call:`` keys."""
-    from tasks.cache import cacheable
+    from dockyard.tasks.cache.single_flight import cacheable
 
     calls: list[str] = []
 

@@ -19,19 +19,19 @@ import pytest
 import redis
 
 from tests.conftest import WorkerProcess, farm_docker_hosts
-from workers import launcher
+from dockyard.workers import launcher
 
 PORT = 6393  # its own Redis: 6390 is the farm's, 6391 the context store, 6395-6396 Sentinel's
 ENQUEUE = """
 import json, sys
-from tasks.client import build_signature
+from dockyard.tasks.client import build_signature
 ids = [build_signature(sys.argv[1], path=path, tag=f"t{n}").apply_async().id for n, path in enumerate(sys.argv[2:])]
 print(json.dumps(ids))
 """
 COLLECT = """
 import json, sys
 from celery.result import AsyncResult
-from workers.app import app
+from dockyard.workers.app import app
 print(json.dumps([AsyncResult(i, app=app).get(timeout=float(sys.argv[1]))["image_id"] for i in json.loads(sys.argv[2])]))
 """
 
@@ -56,8 +56,8 @@ def start_redis(directory: Path) -> subprocess.Popen[bytes]:
 
 @pytest.fixture
 def persistent_farm(tmp_path: Path) -> Iterator[dict[str, object]]:
-    from workers.app import create_app
-    from config.settings import Settings
+    from dockyard.workers.app import create_app
+    from dockyard.config.settings import Settings
 
     data = tmp_path / "redis"
     data.mkdir()

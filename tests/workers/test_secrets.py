@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from config.settings import Settings
-from tasks import client
-from tasks.errors import InvalidInput
-from tasks.routing import PUSH_TASK
-from tasks.sealing import seal
+from dockyard.config.settings import Settings
+from dockyard.tasks import client
+from dockyard.tasks.errors import InvalidInput
+from dockyard.tasks.routing.router import PUSH_TASK
+from dockyard.tasks.request.sealing import seal
 from tests import conftest
 from tests.conftest import Registry, WorkerProcess, with_db
 
@@ -107,7 +107,7 @@ def test_pushes_sent_by_name_leave_the_password_nowhere(
     farm_workers: list[WorkerProcess],
 ) -> None:
     """Sealed credentials by name push; clear ones by name are refused; neither leaves the password behind."""
-    from workers.app import app
+    from dockyard.workers.app import app
 
     built = client.build(repo, path=str(project), tag="by-name")
     sealed = seal(registry.credentials, settings.seal_public_key, ttl_s=60)

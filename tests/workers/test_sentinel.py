@@ -52,7 +52,7 @@ def test_a_master_killed_mid_run_loses_no_build_and_builds_no_key_twice(tmp_path
     assert figures["answered_at_kill"] < BUILDS, report  # the kill came while builds were under way
     assert (figures["answered"], figures["failed"]) == (BUILDS, 0), report
     # No worker dies of the failover (kombu's crash on a released channel: workers/kombu_fix.py), and no
-    # key is built twice: leases and entries reach the replica before their owner goes on (tasks/lease.py).
+    # key is built twice: leases and entries reach the replica before their owner goes on (tasks/cache/lease.py).
     print(f"workers alive at the end: {len(figures['workers_alive_at_end'])} of 2; most builds of one key: "
           f"{figures['max_builds_per_key']}; builds sent again after the failover: {figures['resent_after_failover']}")
     assert len(figures["workers_alive_at_end"]) == 2, report

@@ -12,10 +12,10 @@ import docker
 import pytest
 import redis
 
-from config.settings import Settings, host_queue
-from tasks import client
-from tasks.cache import build_cache
-from tasks.prepare import prepare_build
+from dockyard.config.settings import Settings, host_queue
+from dockyard.tasks import client
+from dockyard.tasks.cache.single_flight import build_cache
+from dockyard.tasks.prepare import prepare_build
 from tests.conftest import Registry, WorkerProcess
 from tests.workers.farm_helpers import container_creates, image_id_on_any, settle, slow_context
 

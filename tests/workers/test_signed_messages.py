@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from config.settings import Settings
+from dockyard.config.settings import Settings
 from tests.conftest import CALLER_REDIS_URL, WORKER_REDIS_URL, WorkerProcess, with_db
 
 SIGNED_DB = "11"  # a farm of its own: its worker must not see the other tests' unsigned tasks
@@ -70,7 +70,7 @@ def send(env: dict[str, str], image: str, project: Path, *, signed: bool) -> sub
         for name in ("DOCKYARD_SECURITY_KEY", "DOCKYARD_SECURITY_CERTIFICATE", "DOCKYARD_SECURITY_CERT_STORE"):
             child_env.pop(name)
     code = (
-        "import sys\nfrom workers.app import app\n"
+        "import sys\nfrom dockyard.workers.app import app\n"
         "r = app.send_task('dockyard.build_docker_image', kwargs={'image_name': sys.argv[1], 'path': sys.argv[2], 'tag': 'v'})\n"
         "print(r.get(timeout=float(sys.argv[3]))['image'])\n"
     )

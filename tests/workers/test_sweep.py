@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from config.settings import Settings
-from workers import sweep
+from dockyard.config.settings import Settings
+from dockyard.workers import sweep
 
 
 def dead_pid() -> int:
@@ -47,10 +47,10 @@ def test_a_file_with_such_a_name_is_not_removed(tmp_path: Path) -> None:
 
 
 def test_the_private_directories_name_the_process_that_made_them(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tasks.build_secrets import materialized_secrets
-    from tasks.buildx import private_docker
-    from tasks.context import private_directory, remove_directory
-    from tasks.sealing import generate_keypair, seal
+    from dockyard.tasks.request.build_secrets import materialized_secrets
+    from dockyard.tasks.engine.buildx import private_docker
+    from dockyard.tasks.context.pack import private_directory, remove_directory
+    from dockyard.tasks.request.sealing import generate_keypair, seal
 
     context = private_directory()
     try:

@@ -9,9 +9,9 @@ import docker
 import pytest
 import redis
 
-from config.settings import Settings
-from tasks import client
-from tasks.prepare import prepare_build
+from dockyard.config.settings import Settings
+from dockyard.tasks import client
+from dockyard.tasks.prepare import prepare_build
 from tests.conftest import WorkerProcess
 from tests.workers.farm_helpers import slow_context
 
@@ -33,7 +33,7 @@ def test_sigkill_of_the_owner_hands_the_build_to_another_host(
     tmp_path: Path, repo: str, base_image: str, settings: Settings, redis_client: redis.Redis,
     engines: list[docker.DockerClient], farm_workers: list[WorkerProcess],
 ) -> None:
-    from workers.app import app
+    from dockyard.workers.app import app
 
     context = slow_context(tmp_path / "ctx", base_image, seconds=6)
     signature = client.build_signature(repo, path=str(context), tag="survivor")

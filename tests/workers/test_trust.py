@@ -25,16 +25,16 @@ import docker
 import pytest
 import redis
 
-from config.settings import Settings, host_queue
-from tasks import client
-from tasks.cache import build_cache
-from tasks.context import PackedContext
-from tasks.context_digest import bytes_digest
-from tasks.context_store import upload_context
-from tasks.errors import BuildError, ContextMissing, InvalidInput
-from tasks.prepare import prepare_build
-from tasks.routing import BUILD_TASK, PUSH_TASK
-from tasks.spec import BuildSpec, spec_key
+from dockyard.config.settings import Settings, host_queue
+from dockyard.tasks import client
+from dockyard.tasks.cache.single_flight import build_cache
+from dockyard.tasks.context.pack import PackedContext
+from dockyard.tasks.context.digest import bytes_digest
+from dockyard.tasks.context.store import upload_context
+from dockyard.tasks.errors import BuildError, ContextMissing, InvalidInput
+from dockyard.tasks.prepare import prepare_build
+from dockyard.tasks.routing.router import BUILD_TASK, PUSH_TASK
+from dockyard.tasks.request.spec import BuildSpec, spec_key
 from tests.conftest import context_store_client, WorkerProcess, farm_docker_hosts
 from tests.unit.tasks.test_unpack import Member, archive_of, realpath_limit_members, sparse_bomb
 
@@ -45,7 +45,7 @@ CLIMB = os.path.join(*[".."] * 16)
 
 
 def worker_app() -> Any:
-    from workers.app import app
+    from dockyard.workers.app import app
 
     return app
 
@@ -80,7 +80,7 @@ def upload(settings: Settings, data: bytes) -> PackedContext:
 def prepared_spec(
     settings: Settings, params: dict[str, Any], allow: dict[str, bool] | None = None,
 ) -> BuildSpec:
-    """A spec as tasks.client makes it (under settings that ``allow``), its context in the store."""
+    """A spec as dockyard.tasks.client makes it (under settings that ``allow``), its context in the store."""
     spec, packed = prepare_build(params, settings.model_copy(update=allow or {}))
     try:
         upload_context(context_store_client(), settings, packed)
@@ -347,7 +347,7 @@ def test_host_reaching_options_work_on_a_worker_that_allows_them(
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "BUG tasks/buildx.py:98 (buildx_build): a build whose allowed local output is written (load=False, "
+    "BUG tasks/engine/buildx.py:98 (buildx_build): a build whose allowed local output is written (load=False, "
     "as buildx cannot --load alongside a local output) always ends in BuildError 'buildx did not report "
     "an image id', so DOCKYARD_ALLOW_LOCAL_BUILD_IO allows an output no build can succeed with"
 ))

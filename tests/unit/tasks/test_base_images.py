@@ -1,4 +1,4 @@
-"""tasks.base_images: FROM images read from a Dockerfile, resolved to digests, and in the cache key."""
+"""dockyard.tasks.registry.base_images: FROM images read from a Dockerfile, resolved to digests, and in the cache key."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from config.settings import Settings
-from tasks import base_images
-from tasks.errors import BaseUnavailable, InvalidInput
-from tasks.prepare import prepare_build
-from tasks.spec import BuildSpec
+from dockyard.config.settings import Settings
+from dockyard.tasks.registry import base_images
+from dockyard.tasks.errors import BaseUnavailable, InvalidInput
+from dockyard.tasks.prepare import prepare_build
+from dockyard.tasks.request.spec import BuildSpec
 from tests.unit.fakes import FakeEngine, FakeRegistry
 from tests.unit.support import make_settings
 

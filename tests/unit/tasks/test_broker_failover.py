@@ -1,5 +1,5 @@
 """A caller whose broker fails over before its task answers sends the task again (no broker, no farm):
-``tasks.broker_watch.BrokerWatch`` and ``tasks.client.await_build``'s ``resend``."""
+``dockyard.tasks.routing.broker_watch.BrokerWatch`` and ``dockyard.tasks.client.await_build``'s ``resend``."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from typing import Any
 import pytest
 import redis
 
-from config.settings import Settings
-from tasks import broker_watch, client
-from tasks.broker_watch import BrokerWatch
-from tasks.errors import JoinTimeout
+from dockyard.config.settings import Settings
+from dockyard.tasks.routing import broker_watch
+from dockyard.tasks import client
+from dockyard.tasks.routing.broker_watch import BrokerWatch
+from dockyard.tasks.errors import JoinTimeout
 from tests.unit.support import make_settings
 
 SENTINEL_URL = "sentinel://u:p@127.0.0.1:26395/13;sentinel://127.0.0.1:26396"

@@ -1,4 +1,4 @@
-"""tasks.build: the build operation on one engine, with the fake engine client of tests/unit/fakes.py."""
+"""dockyard.tasks.engine.build: the build operation on one engine, with the fake engine client of tests/unit/fakes.py."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from typing import Any
 import docker.errors
 import pytest
 
-from config.settings import Settings
-from tasks.build import IMAGE_LABELS, _read_build_events, _run_build, apply_tags, build_from_archive, build_image
-from tasks.errors import DENIED_HINT, BaseUnavailable, BuildError, InvalidInput, TransientError
-from tasks.spec import BuildOptions
+from dockyard.config.settings import Settings
+from dockyard.tasks.engine.build import IMAGE_LABELS, _read_build_events, _run_build, apply_tags, build_from_archive, build_image
+from dockyard.tasks.errors import DENIED_HINT, BaseUnavailable, BuildError, InvalidInput, TransientError
+from dockyard.tasks.request.spec import BuildOptions
 from tests.unit.fakes import FakeEngine, FakeImage, Output, context_tar
 from tests.unit.support import make_settings
 

@@ -1,4 +1,4 @@
-"""tasks.build_options: each backend's allow-list, and host-reaching options refused unless a setting allows them."""
+"""dockyard.tasks.request.build_options: each backend's allow-list, and host-reaching options refused unless a setting allows them."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from tasks.build_options import BUILDX_OPTIONS, DOCKER_PY_OPTIONS, host_reaching, refused_option, unknown_options
-from config.settings import Settings
+from dockyard.tasks.request.build_options import BUILDX_OPTIONS, DOCKER_PY_OPTIONS, host_reaching, refused_option, unknown_options
+from dockyard.config.settings import Settings
 from tests.unit.support import make_settings
 
 NONE_ALLOWED = {

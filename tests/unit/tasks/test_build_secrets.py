@@ -1,4 +1,4 @@
-"""tasks.build_secrets: read on the caller, sealed for the message, files on the worker, then gone."""
+"""dockyard.tasks.request.build_secrets: read on the caller, sealed for the message, files on the worker, then gone."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from tasks.build_secrets import materialized_secrets, read_secrets, seal_secrets
-from tasks.errors import InvalidInput
-from tasks.sealing import generate_keypair
+from dockyard.tasks.request.build_secrets import materialized_secrets, read_secrets, seal_secrets
+from dockyard.tasks.errors import InvalidInput
+from dockyard.tasks.request.sealing import generate_keypair
 from tests.unit.support import make_settings
 
 PUBLIC_KEY, PRIVATE_KEY = generate_keypair()  # the farm's: callers seal with the public key, workers open with the private one

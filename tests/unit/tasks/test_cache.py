@@ -1,4 +1,4 @@
-"""tasks.cache: SingleFlight (run, peek, join, entries, invalidate), the build and push caches, ``cacheable``.
+"""dockyard.tasks.cache.single_flight: SingleFlight (run, peek, join, entries, invalidate), the build and push caches, ``cacheable``.
 
 On fakeredis. The thread tests (moved from tests/tasks/test_cache.py) sleep a
 few tenths of a second; the others step the clock or the poll loop by hand.
@@ -15,13 +15,13 @@ from typing import Any
 import fakeredis
 import pytest
 
-from config import defaults
-from config.settings import Settings
-from tasks import cache as cache_module
-from tasks.cache import Entry, SingleFlight, build_cache, cacheable, push_cache
-from tasks.errors import BuildError, EngineUnavailable, JoinTimeout
-from tasks.lease import Lease
-from tasks.notify import Waiter
+from dockyard.config import defaults
+from dockyard.config.settings import Settings
+from dockyard.tasks.cache import single_flight as cache_module
+from dockyard.tasks.cache.single_flight import Entry, SingleFlight, build_cache, cacheable, push_cache
+from dockyard.tasks.errors import BuildError, EngineUnavailable, JoinTimeout
+from dockyard.tasks.cache.lease import Lease
+from dockyard.tasks.cache.notify import Waiter
 from tests.unit.support import Clock, make_settings
 
 
@@ -360,7 +360,7 @@ def test_join_waits_for_the_holder_to_answer_after_the_owner_lets_go(
 ) -> None:
     """The owner stores its entry and releases its lease before the holder records the tags and
     announces ``answered``: a joiner takes the entry once it is answered, not a miss in between."""
-    from tasks.notify import announce as wake
+    from dockyard.tasks.cache.notify import announce as wake
 
     owner = held_by_another_owner(fake_redis, "k")
     flight.store("k", {"image_id": "new"}, token=owner.token)
@@ -469,9 +469,9 @@ def test_an_owner_that_lost_its_lease_with_no_winner_stores_under_a_new_lease(
 
 
 def test_a_joiner_of_an_owner_whose_context_was_missing_gets_context_missing() -> None:
-    """Its caller then uploads the context again and resends (tasks.client), like the owner's caller."""
-    from tasks.cache import joined_failure
-    from tasks.errors import BuildError, ContextMissing
+    """Its caller then uploads the context again and resends (dockyard.tasks.client), like the owner's caller."""
+    from dockyard.tasks.cache.single_flight import joined_failure
+    from dockyard.tasks.errors import BuildError, ContextMissing
 
     missing = joined_failure({"type": "ContextMissing", "message": "Build context x is not in the store", "token": "t"})
     assert type(missing) is ContextMissing and "Build context x is not in the store" in str(missing)

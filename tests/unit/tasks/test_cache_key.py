@@ -1,4 +1,4 @@
-"""tasks.cache_key: what is and is not part of a cache key."""
+"""dockyard.tasks.request.cache_key: what is and is not part of a cache key."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from tasks.cache_key import build_key, call_key, canonical, push_key
-from tasks.errors import InvalidInput
+from dockyard.tasks.request.cache_key import build_key, call_key, canonical, push_key
+from dockyard.tasks.errors import InvalidInput
 
 BUILD = {
     "context_digest": "sha256:ctx",

@@ -1,4 +1,4 @@
-"""tasks.celery_tasks without Celery running: the plain helpers, and the tasks' bodies called through ``.run``.
+"""dockyard.tasks.celery_tasks without Celery running: the plain helpers, and the tasks' bodies called through ``.run``.
 
 ``.run`` is the task's function (``self`` bound), so the worker's checks run
 here without a broker or worker; Redis, the engine and the operations under
@@ -15,13 +15,14 @@ import fakeredis
 import pytest
 from celery import Celery
 
-from config.settings import Settings
-from tasks import celery_tasks, client
-from tasks.celery_tasks import build_task, opened_credentials, push_arguments, push_task, tag_task, fresh_budget
-from tasks.errors import InvalidInput
-from tasks.prepare import prepare_build
-from tasks.sealing import generate_keypair
-from tasks.spec import BuildSpec, Credentials, PushRequest
+from dockyard.config.settings import Settings
+from dockyard.tasks import celery_tasks
+from dockyard.tasks import client
+from dockyard.tasks.celery_tasks import build_task, opened_credentials, push_arguments, push_task, tag_task, fresh_budget
+from dockyard.tasks.errors import InvalidInput
+from dockyard.tasks.prepare import prepare_build
+from dockyard.tasks.request.sealing import generate_keypair
+from dockyard.tasks.request.spec import BuildSpec, Credentials, PushRequest
 from tests.unit.support import Clock, make_settings
 
 BUILT = {"image_name": "reg.io/team/app", "tag": "v1", "image": "reg.io/team/app:v1", "image_id": "sha256:" + "a" * 64, "additional_tags": ["latest"]}
@@ -68,7 +69,7 @@ def a_spec(settings: Settings, tmp_path: Path) -> dict[str, Any]:
 
 
 def sealed(**params: Any) -> dict[str, Any]:
-    """A push message's kwargs as tasks.client writes them (credentials sealed)."""
+    """A push message's kwargs as dockyard.tasks.client writes them (credentials sealed)."""
     return dict(client.push_signature(credentials=CREDENTIALS, app=Celery("unit-caller"), **params).kwargs)
 
 
@@ -241,7 +242,7 @@ def test_a_retry_of_a_message_moved_off_another_hosts_queue_goes_to_the_shared_q
     and was moved to the shared queue would retry into the dead host's queue, which no one consumes."""
     from types import SimpleNamespace
 
-    from tasks.celery_tasks import retry_queue
+    from dockyard.tasks.celery_tasks import retry_queue
 
     here = make_settings(host_id="h1", build_queue="pool")
     came_from = lambda routing_key: SimpleNamespace(delivery_info={"exchange": routing_key, "routing_key": routing_key})  # noqa: E731

@@ -1,4 +1,4 @@
-"""tasks.client: the caller's fast path from Redis, and the signatures it sends (credentials sealed).
+"""dockyard.tasks.client: the caller's fast path from Redis, and the signatures it sends (credentials sealed).
 
 No worker and no broker: ``caller_app`` fails if anything tries to send, and
 Redis is fakeredis.
@@ -16,18 +16,21 @@ import pytest
 from celery import Celery
 from pydantic import SecretStr
 
-from config.settings import Settings
-from tasks import cache as cache_module
-from tasks import client, context_scan, hosts, keyspace
-from tasks.cache import build_cache, push_cache
-from tasks.cache_key import push_key
-from tasks.errors import InvalidInput, PushError
-from tasks.lease import Lease
-from tasks.prepare import prepare_build
-from tasks.routing import BUILD_TASK, PUSH_TASK
-from tasks.sealing import generate_keypair, unseal
-from tasks.spec import BuildSpec, PushRequest
-from tasks.notify import Waiter
+from dockyard.config.settings import Settings
+from dockyard.tasks.cache import single_flight as cache_module
+from dockyard.tasks import client
+from dockyard.tasks.context import scan as context_scan
+from dockyard.tasks.farm import hosts
+from dockyard.tasks import keyspace
+from dockyard.tasks.cache.single_flight import build_cache, push_cache
+from dockyard.tasks.request.cache_key import push_key
+from dockyard.tasks.errors import InvalidInput, PushError
+from dockyard.tasks.cache.lease import Lease
+from dockyard.tasks.prepare import prepare_build
+from dockyard.tasks.routing.router import BUILD_TASK, PUSH_TASK
+from dockyard.tasks.request.sealing import generate_keypair, unseal
+from dockyard.tasks.request.spec import BuildSpec, PushRequest
+from dockyard.tasks.cache.notify import Waiter
 from tests.unit.fakes import FakeRegistry
 from tests.unit.support import make_settings
 

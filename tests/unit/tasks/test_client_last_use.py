@@ -1,4 +1,4 @@
-"""tasks.client: a hit answered from Redis (no worker) counts as a use of its image for the disk budget."""
+"""dockyard.tasks.client: a hit answered from Redis (no worker) counts as a use of its image for the disk budget."""
 
 from __future__ import annotations
 
@@ -9,11 +9,14 @@ import fakeredis
 import pytest
 import redis
 
-from config.settings import Settings
-from tasks import client, hosts, image_use, keyspace
-from tasks.cache import build_cache
-from tasks.prepare import prepare_build
-from tasks.spec import BuildSpec
+from dockyard.config.settings import Settings
+from dockyard.tasks import client
+from dockyard.tasks.farm import hosts
+from dockyard.tasks.farm import image_use
+from dockyard.tasks import keyspace
+from dockyard.tasks.cache.single_flight import build_cache
+from dockyard.tasks.prepare import prepare_build
+from dockyard.tasks.request.spec import BuildSpec
 from tests.unit.support import Clock, make_settings
 
 IMAGE = "sha256:" + "1" * 64
@@ -73,7 +76,7 @@ def test_a_dead_host_still_answers_no_hit(fake_redis: fakeredis.FakeRedis, setti
 def test_a_push_by_tag_of_an_evicted_image_is_pinned_to_it(
     fake_redis: fakeredis.FakeRedis, settings: Settings
 ) -> None:
-    from tasks.push import push_request
+    from dockyard.tasks.engine.push import push_request
 
     request = push_request("reg.io/team/app", settings=settings, tag="v1")
     with pytest.raises(client.PushError):

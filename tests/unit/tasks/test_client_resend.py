@@ -1,4 +1,4 @@
-"""tasks.client.build when the context leaves the store between upload and build (fakeredis, no broker):
+"""dockyard.tasks.client.build when the context leaves the store between upload and build (fakeredis, no broker):
 the caller uploads it again and resends, a bounded number of times."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from typing import Any
 import fakeredis
 import pytest
 
-from config import defaults
-from config.settings import Settings
-from tasks import client
-from tasks.errors import BuildError, ContextMissing
+from dockyard.config import defaults
+from dockyard.config.settings import Settings
+from dockyard.tasks import client
+from dockyard.tasks.errors import BuildError, ContextMissing
 from tests.unit.support import make_settings
 
 

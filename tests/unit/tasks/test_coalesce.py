@@ -1,4 +1,4 @@
-"""tasks.coalesce: identical calls in flight at once run once; nothing is kept afterwards."""
+"""dockyard.tasks.cache.coalesce: identical calls in flight at once run once; nothing is kept afterwards."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tasks.coalesce import Coalescer
+from dockyard.tasks.cache.coalesce import Coalescer
 
 
 def test_callers_that_ask_while_a_call_runs_share_its_answer() -> None:

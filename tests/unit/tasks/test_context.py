@@ -1,4 +1,4 @@
-"""tasks.context: packing and unpacking build contexts, the cases tests/tasks/test_context.py leaves out.
+"""dockyard.tasks.context.pack: packing and unpacking build contexts, the cases tests/tasks/test_context.py leaves out.
 
 That file covers .dockerignore rules, digest stability, modes, the size
 limit, a round trip with a symlink, and refusal of escaping names and links.
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.context import (
+from dockyard.tasks.context.pack import (
     ContextTooLarge,
     UnsafeContext,
     dockerignore_patterns,
@@ -23,8 +23,8 @@ from tasks.context import (
     private_directory,
     remove_directory,
 )
-from tasks.errors import InvalidInput
-from tasks.unpack import safe_unpack
+from dockyard.tasks.errors import InvalidInput
+from dockyard.tasks.context.unpack import safe_unpack
 
 LIMIT = 1024**2
 
@@ -59,7 +59,7 @@ def test_the_digest_and_size_describe_the_tar(tmp_path: Path) -> None:
     data = packed.file.read()
     packed.close()
     assert packed.size == len(data)
-    # one member: the digest of its header block's and its content's sha256 (tasks.context_digest)
+    # one member: the digest of its header block's and its content's sha256 (dockyard.tasks.context.digest)
     record = hashlib.sha256(data[:512]).digest() + hashlib.sha256(data[512:519]).digest()
     assert data[512:519] == b"content"
     assert packed.digest == "sha256:" + hashlib.sha256(b"dockyard-context-digest-v1\n" + record).hexdigest()

@@ -1,4 +1,4 @@
-"""tasks.context_digest: one digest, whether made while packing, from a stat walk or from a tar stream.
+"""dockyard.tasks.context.digest: one digest, whether made while packing, from a stat walk or from a tar stream.
 
 Real files in temporary directories; the digest of the stat walk (cold and
 warm cache) must equal a full pack's on many generated trees, and a tar
@@ -16,15 +16,15 @@ from pathlib import Path
 import fakeredis
 import pytest
 
-from config.settings import Settings
-from tasks.context import pack_context
-from tasks.context_digest import ArchiveDigest, archive_digest, bytes_digest
-from tasks.context_scan import scan_context
-from tasks.context_store import ContextMissing, download_context, upload_context
-from tasks.errors import InvalidInput
-from tasks.materialize import stored_archive
-from tasks.prepare import prepare_build
-from tasks import context_scan
+from dockyard.config.settings import Settings
+from dockyard.tasks.context.pack import pack_context
+from dockyard.tasks.context.digest import ArchiveDigest, archive_digest, bytes_digest
+from dockyard.tasks.context.scan import scan_context
+from dockyard.tasks.context.store import ContextMissing, download_context, upload_context
+from dockyard.tasks.errors import InvalidInput
+from dockyard.tasks.context.materialize import stored_archive
+from dockyard.tasks.prepare import prepare_build
+from dockyard.tasks.context import scan as context_scan
 from tests.unit.tasks.digest_trees import LaterClock, make_tree
 
 LIMIT = 64 * 1024**2
@@ -138,7 +138,7 @@ def test_the_store_refuses_a_tampered_tar_and_forgets_it(
 def test_the_worker_refuses_a_spec_whose_stored_tar_was_tampered_with(
     tmp_path: Path, fake_redis: fakeredis.FakeRedis, unit_settings: Settings
 ) -> None:
-    """What a worker does with a spec (tasks.materialize.stored_archive): the tar's digest is recomputed."""
+    """What a worker does with a spec (dockyard.tasks.context.materialize.stored_archive): the tar's digest is recomputed."""
     (tmp_path / "Dockerfile").write_text("FROM scratch\nCOPY . /\n")
     (tmp_path / "app.py").write_text("print('hello')\n")
     spec, packed = prepare_build({"image_name": "app", "path": str(tmp_path)}, unit_settings)

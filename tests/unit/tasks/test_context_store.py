@@ -1,4 +1,4 @@
-"""tasks.context_store: the chunked, expiring, bounded context store (fakeredis).
+"""dockyard.tasks.context.store: the chunked, expiring, bounded context store (fakeredis).
 
 tests/tasks/test_context.py covers one upload then a verified download, and
 refusals over the limit; these add chunking, expiry, and lost or corrupt data.
@@ -14,12 +14,12 @@ from typing import Any
 import fakeredis
 import pytest
 
-import config.defaults
-from config.settings import Settings
-from tasks.context import PackedContext
-from tasks import context_store
-from tasks.context_digest import bytes_digest
-from tasks.context_store import ContextMissing, download_context, has_context, upload_context
+import dockyard.config.defaults
+from dockyard.config.settings import Settings
+from dockyard.tasks.context.pack import PackedContext
+from dockyard.tasks.context import store as context_store
+from dockyard.tasks.context.digest import bytes_digest
+from dockyard.tasks.context.store import ContextMissing, download_context, has_context, upload_context
 from tests.unit.support import Clock, make_settings
 
 CHUNK = 1000
@@ -27,7 +27,7 @@ CHUNK = 1000
 
 @pytest.fixture(autouse=True)
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(config.defaults, "CONTEXT_CHUNK_BYTES", CHUNK)
+    monkeypatch.setattr(dockyard.config.defaults, "CONTEXT_CHUNK_BYTES", CHUNK)
 
 
 def packed(data: bytes) -> PackedContext:
@@ -160,7 +160,7 @@ def test_an_upload_sends_at_most_a_few_chunks_per_round_trip(
     monkeypatch.setattr(pipeline_class, "execute", counting)
     data = random_tar(9 * CHUNK + 1)
     upload_context(fake_redis, unit_settings, packed(data))
-    assert sum(sizes) == -(-len(data) // CHUNK) and max(sizes) == config.defaults.CONTEXT_UPLOAD_CHUNKS_IN_FLIGHT == 2
+    assert sum(sizes) == -(-len(data) // CHUNK) and max(sizes) == dockyard.config.defaults.CONTEXT_UPLOAD_CHUNKS_IN_FLIGHT == 2
 
 
 def test_a_chunk_evicted_while_the_context_is_uploaded_fails_the_upload_clearly(
@@ -231,4 +231,4 @@ def test_a_context_evicted_once_while_uploaded_is_written_again(
 
 def test_the_stores_maxmemory_keeps_an_eighth_of_the_budget_for_chunks_in_flight() -> None:
     assert context_store.maxmemory_for(200 * 1024**2) == 175 * 1024**2
-    assert context_store.maxmemory_for(config.defaults.CONTEXT_STORE_MAX_BYTES) == 1879048192
+    assert context_store.maxmemory_for(dockyard.config.defaults.CONTEXT_STORE_MAX_BYTES) == 1879048192

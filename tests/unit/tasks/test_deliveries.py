@@ -1,4 +1,4 @@
-"""tasks.deliveries: the per-message delivery count and its cap (fakeredis).
+"""dockyard.tasks.farm.deliveries: the per-message delivery count and its cap (fakeredis).
 
 A message whose worker died ``max_redeliveries`` times fails at its next
 delivery, as the README's settings table says.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import fakeredis
 import pytest
 
-from tasks.deliveries import RedeliveryLimit, count_delivery, forget_deliveries, hand_over_deliveries
+from dockyard.tasks.farm.deliveries import RedeliveryLimit, count_delivery, forget_deliveries, hand_over_deliveries
 from tests.unit.support import make_settings
 
 

@@ -1,4 +1,4 @@
-"""tasks.digest_cache through tasks.context_scan: every change to a tree changes its digest, even with a warm cache.
+"""dockyard.tasks.context.digest_cache through dockyard.tasks.context.scan: every change to a tree changes its digest, even with a warm cache.
 
 Real files in temporary directories. Each case warms the cache first (a walk
 an hour later, so no file is racy and the next walk reads nothing), then
@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from tasks import context_scan, digest_cache
-from tasks.context import pack_context
-from tasks.context_scan import ContextScan, scan_context
+from dockyard.tasks.context import scan as context_scan
+
+from dockyard.tasks.context import digest_cache
+from dockyard.tasks.context.pack import pack_context
+from dockyard.tasks.context.scan import ContextScan, scan_context
 from tests.unit.tasks.digest_trees import LaterClock
 
 LIMIT = 64 * 1024**2

@@ -1,4 +1,4 @@
-"""tasks.disk_budget, tasks.disk_usage and tasks.image_use: LRU eviction within a host's budget,
+"""dockyard.tasks.farm.disk_budget, dockyard.tasks.engine.disk_usage and dockyard.tasks.farm.image_use: LRU eviction within a host's budget,
 pins, and the order of forgetting and removing. fakeredis and the fake engine (tests/unit/fakes.py)."""
 
 from __future__ import annotations
@@ -10,15 +10,18 @@ from typing import Any
 import fakeredis
 import pytest
 
-from config.settings import Settings
-from tasks import disk_usage, hosts, image_use, keyspace
-from tasks.cache import build_cache, push_cache
-from tasks.context_store import upload_context
-from tasks.disk_budget import enforce, least_recently_used
-from tasks.disk_usage import ImageLayers, chain_ids, footprint, image_layers
-from tasks.execute import Forward, execute_build, execute_push, execute_tag
-from tasks.prepare import prepare_build
-from tasks.spec import BuildSpec, PushRequest
+from dockyard.config.settings import Settings
+from dockyard.tasks.engine import disk_usage
+from dockyard.tasks.farm import hosts
+from dockyard.tasks.farm import image_use
+from dockyard.tasks import keyspace
+from dockyard.tasks.cache.single_flight import build_cache, push_cache
+from dockyard.tasks.context.store import upload_context
+from dockyard.tasks.farm.disk_budget import enforce, least_recently_used
+from dockyard.tasks.engine.disk_usage import ImageLayers, chain_ids, footprint, image_layers
+from dockyard.tasks.worker.execute import Forward, execute_build, execute_push, execute_tag
+from dockyard.tasks.prepare import prepare_build
+from dockyard.tasks.request.spec import BuildSpec, PushRequest
 from tests.unit.fakes import BUILT_LAYER_BYTES, FakeEngine, Output
 from tests.unit.support import Clock, make_settings
 
@@ -409,7 +412,7 @@ def test_a_tag_that_moved_to_another_image_is_not_marked_evicted(
 def test_a_build_whose_cache_probe_lost_an_image_to_a_removal_runs_again(
     fake_redis: fakeredis.FakeRedis, engine: FakeEngine, context: Path
 ) -> None:
-    from tasks.errors import BuilderRace, BuildError, engine_error
+    from dockyard.tasks.errors import BuilderRace, BuildError, engine_error
 
     race = 'unable to find image "sha256:' + "a" * 64 + '"'
     assert isinstance(engine_error(race, doing="build"), BuilderRace)

@@ -1,4 +1,4 @@
-"""tasks.dockerfile: the generated Dockerfile of dockerfile="auto" (temporary directories only)."""
+"""dockyard.tasks.context.auto_dockerfile: the generated Dockerfile of dockerfile="auto" (temporary directories only)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from tasks.dockerfile import (
+from dockyard.tasks.context.auto_dockerfile import (
     append_generated_dockerfile,
     auto_dockerfile_lines,
     generated_dockerfile,
     persist_dockerfile,
 )
-from tasks.errors import InvalidInput
+from dockyard.tasks.errors import InvalidInput
 from tests.unit.fakes import context_tar
 
 

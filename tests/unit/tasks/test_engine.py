@@ -1,4 +1,4 @@
-"""tasks.engine: the build network of an engine without a bridge, and the client's in-memory login (no engine)."""
+"""dockyard.tasks.engine.connection: the build network of an engine without a bridge, and the client's in-memory login (no engine)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from tasks import engine as engine_module
-from tasks.engine import default_build_network, docker_client, open_client, shared_client
+from dockyard.tasks.engine import connection as engine_module
+from dockyard.tasks.engine.connection import default_build_network, docker_client, open_client, shared_client
 from tests.unit.fakes import FakeEngine
 from tests.unit.support import make_settings
 

@@ -1,11 +1,11 @@
-"""tasks.errors: the tree of errors, and engine_error's one mapping from engine messages to it."""
+"""dockyard.tasks.errors: the tree of errors, and engine_error's one mapping from engine messages to it."""
 
 from __future__ import annotations
 
 import pytest
 
-from tasks import errors
-from tasks.errors import (
+from dockyard.tasks import errors
+from dockyard.tasks.errors import (
     DENIED_HINT,
     BuildError,
     ContextMissing,

@@ -1,4 +1,4 @@
-"""tasks.execute: build, tag and push on one host, with a fake engine client and fakeredis.
+"""dockyard.tasks.worker.execute: build, tag and push on one host, with a fake engine client and fakeredis.
 
 ``FakeEngine`` (tests/unit/fakes.py) answers what execute and the build and
 push operations under it ask of docker-py.
@@ -15,14 +15,18 @@ from typing import Any
 import fakeredis
 import pytest
 
-from config.settings import Settings
-from tasks import execute, hosts, keyspace, metrics, placement
-from tasks.cache import Entry, Outcome, build_cache, push_cache
-from tasks.context_store import upload_context
-from tasks.errors import BuildError, PushError, RegistryAuthError, RegistryUnavailable, TransientError
-from tasks.execute import Forward, execute_build, execute_push, execute_tag
-from tasks.prepare import prepare_build
-from tasks.spec import BuildSpec, Credentials, PushRequest
+from dockyard.config.settings import Settings
+from dockyard.tasks.worker import execute
+from dockyard.tasks.farm import hosts
+from dockyard.tasks import keyspace
+from dockyard.tasks.farm import metrics
+from dockyard.tasks.routing import placement
+from dockyard.tasks.cache.single_flight import Entry, Outcome, build_cache, push_cache
+from dockyard.tasks.context.store import upload_context
+from dockyard.tasks.errors import BuildError, PushError, RegistryAuthError, RegistryUnavailable, TransientError
+from dockyard.tasks.worker.execute import Forward, execute_build, execute_push, execute_tag
+from dockyard.tasks.prepare import prepare_build
+from dockyard.tasks.request.spec import BuildSpec, Credentials, PushRequest
 from tests.unit.fakes import FakeEngine, FakeRegistry, Output
 from tests.unit.support import make_settings
 
@@ -81,7 +85,7 @@ def test_the_tags_are_located_before_the_entry_is_stored(
     fake_redis: fakeredis.FakeRedis, settings: Settings, engine: FakeEngine, context: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A joiner woken by the stored entry can answer at once: the tags' locations are already there."""
-    from tasks.cache import SingleFlight
+    from dockyard.tasks.cache.single_flight import SingleFlight
 
     spec = uploaded_spec(settings, context)
     located_at_store: list[Any] = []

@@ -1,4 +1,4 @@
-"""tasks.fast_lane and tasks.fast_answer: cheap work goes to its holder's fast queue, and the fast
+"""dockyard.tasks.routing.fast_lane and dockyard.tasks.worker.fast_answer: cheap work goes to its holder's fast queue, and the fast
 lane answers only from the cache (fakeredis behind get_settings, a fake engine and registry)."""
 
 from __future__ import annotations
@@ -10,16 +10,19 @@ from typing import Any
 import fakeredis
 import pytest
 
-import config.settings
-import tasks.keyspace
-from config.settings import Settings
-from tasks import fast_answer, fast_lane, hosts, metrics
-from tasks.base_images import cache_key
-from tasks.cache import build_cache, push_cache
-from tasks.cache_key import push_key
-from tasks.prepare import prepare_build
-from tasks.routing import BUILD_TASK, PING_TASK, PUSH_TASK, TAG_TASK, route_task
-from tasks.spec import BuildSpec, PushRequest
+import dockyard.config.settings
+import dockyard.tasks.keyspace
+from dockyard.config.settings import Settings
+from dockyard.tasks.worker import fast_answer
+from dockyard.tasks.routing import fast_lane
+from dockyard.tasks.farm import hosts
+from dockyard.tasks.farm import metrics
+from dockyard.tasks.registry.base_images import cache_key
+from dockyard.tasks.cache.single_flight import build_cache, push_cache
+from dockyard.tasks.request.cache_key import push_key
+from dockyard.tasks.prepare import prepare_build
+from dockyard.tasks.routing.router import BUILD_TASK, PING_TASK, PUSH_TASK, TAG_TASK, route_task
+from dockyard.tasks.request.spec import BuildSpec, PushRequest
 from tests.unit.fakes import FakeEngine, FakeRegistry
 from tests.unit.support import make_settings
 
@@ -31,8 +34,8 @@ NAME = "reg.io/team/app"
 def routed(monkeypatch: pytest.MonkeyPatch, fake_redis: fakeredis.FakeRedis) -> Settings:
     """Routing reads ``get_settings()`` and ``redis_for``: point both at unit objects."""
     settings = make_settings(host_id="h1")
-    monkeypatch.setattr(config.settings, "get_settings", lambda: settings)
-    monkeypatch.setattr(tasks.keyspace, "redis_for", lambda _settings: fake_redis)
+    monkeypatch.setattr(dockyard.config.settings, "get_settings", lambda: settings)
+    monkeypatch.setattr(dockyard.tasks.keyspace, "redis_for", lambda _settings: fake_redis)
     return settings
 
 
@@ -51,7 +54,7 @@ def spec_for(settings: Settings, context: Path, **params: Any) -> BuildSpec:
 
 def holder(connection: fakeredis.FakeRedis, settings: Settings, host: str, *, fast: bool = True) -> None:
     """``host`` heartbeats, advertising a fast lane or not."""
-    hosts.beat(connection, settings, host, {"fast_queue": config.settings.fast_queue(host) if fast else None})
+    hosts.beat(connection, settings, host, {"fast_queue": dockyard.config.settings.fast_queue(host) if fast else None})
 
 
 def cached(connection: fakeredis.FakeRedis, settings: Settings, spec: BuildSpec, host: str, key: str | None = None) -> None:
@@ -132,7 +135,7 @@ def test_a_forwarded_tag_task_goes_to_the_holders_fast_lane(routed: Settings, fa
 def test_routing_never_fails_a_send(monkeypatch: pytest.MonkeyPatch, context: Path) -> None:
     """Redis away: the task goes the usual way."""
     settings = make_settings()
-    monkeypatch.setattr(config.settings, "get_settings", lambda: settings)
+    monkeypatch.setattr(dockyard.config.settings, "get_settings", lambda: settings)
     spec = spec_for(settings, context)
     assert route_task(BUILD_TASK, [], build_message(spec), {}) is None
     assert route_task(PING_TASK, [], {}, {}) is None

@@ -1,4 +1,4 @@
-"""tasks.hosts: heartbeats that expire, and the image location index (fakeredis)."""
+"""dockyard.tasks.farm.hosts: heartbeats that expire, and the image location index (fakeredis)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import json
 
 import fakeredis
 
-from config.settings import Settings
-from tasks.hosts import beat, forget_host, forget_image, is_alive, live_hosts, locate_images, record_image
+from dockyard.config.settings import Settings
+from dockyard.tasks.farm.hosts import beat, forget_host, forget_image, is_alive, live_hosts, locate_images, record_image
 from tests.unit.support import Clock, make_settings
 
 

@@ -1,9 +1,9 @@
-"""tasks.keyspace: dockyard's Redis keys under its prefix, one client per URL (no connection is made)."""
+"""dockyard.tasks.keyspace: dockyard's Redis keys under its prefix, one client per URL (no connection is made)."""
 
 from __future__ import annotations
 
-from config import defaults
-from tasks.keyspace import context_store_for, key, redis_for  # imported before the unit conftest patches the module's
+from dockyard.config import defaults
+from dockyard.tasks.keyspace import context_store_for, key, redis_for  # imported before the unit conftest patches the module's
 from tests.unit.support import make_settings
 
 
@@ -48,7 +48,7 @@ def test_a_sentinel_url_gives_a_client_of_the_named_master() -> None:
 
 
 def test_a_sentinel_client_retries_through_a_failover_for_the_configured_time() -> None:
-    from tasks.keyspace import failover_retry
+    from dockyard.tasks.keyspace import failover_retry
 
     settings = make_settings(redis_url="sentinel://127.0.0.1:1/0", sentinel_failover_wait_s=20)
     retry = redis_for(settings).connection_pool.connection_kwargs["retry"]
@@ -62,7 +62,7 @@ def test_a_sentinel_client_reconnects_to_the_master_the_sentinels_name_now() -> 
 
     from redis.sentinel import SentinelManagedConnection
 
-    from tasks.keyspace import MasterConnection
+    from dockyard.tasks.keyspace import MasterConnection
 
     client = redis_for(make_settings(redis_url="sentinel://127.0.0.1:1/0", sentinel_master="now"))
     pool = client.connection_pool

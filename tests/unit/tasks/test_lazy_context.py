@@ -1,4 +1,4 @@
-"""tasks.prepare with tasks.context_scan: the context is digested by a stat walk and packed only when uploaded."""
+"""dockyard.tasks.prepare with dockyard.tasks.context.scan: the context is digested by a stat walk and packed only when uploaded."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from config.settings import Settings
-from tasks.context_digest import archive_digest
-from tasks.errors import ContextChanged
-from tasks.prepare import prepare_build
+from dockyard.config.settings import Settings
+from dockyard.tasks.context.digest import archive_digest
+from dockyard.tasks.errors import ContextChanged
+from dockyard.tasks.prepare import prepare_build
 
 
 def project(root: Path) -> Path:

@@ -1,4 +1,4 @@
-"""tasks.lease: exclusive acquire, owner-only renew and release, expiry, KeepAlive (fakeredis)."""
+"""dockyard.tasks.cache.lease: exclusive acquire, owner-only renew and release, expiry, KeepAlive (fakeredis)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 import fakeredis
 import redis
 
-from tasks.lease import KeepAlive, Lease
+from dockyard.tasks.cache.lease import KeepAlive, Lease
 from tests.unit.support import Clock
 
 NAME = "unit:lease:k"

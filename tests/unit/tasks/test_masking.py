@@ -1,9 +1,9 @@
-"""tasks.masking: what logs and events show of task arguments."""
+"""dockyard.tasks.request.masking: what logs and events show of task arguments."""
 
 from __future__ import annotations
 
-from tasks.masking import masked_repr
-from tasks.sealing import generate_keypair, seal
+from dockyard.tasks.request.masking import masked_repr
+from dockyard.tasks.request.sealing import generate_keypair, seal
 
 KEY, _PRIVATE = generate_keypair()  # the farm's public key seals
 PASSWORD = "hunter2-password"

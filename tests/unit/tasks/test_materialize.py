@@ -1,4 +1,4 @@
-"""tasks.materialize: the Dockerfile of a context tar checked against the spec, shared paths kept under their root."""
+"""dockyard.tasks.context.materialize: the Dockerfile of a context tar checked against the spec, shared paths kept under their root."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ from typing import Any
 
 import pytest
 
-from config.settings import Settings
-from tasks import build_secrets, materialize
-from tasks.errors import InvalidInput
-from tasks.materialize import check_archive_dockerfile, prepare_sent_arguments, shared_directory, under_shared_root
-from tasks.prepare import prepare_build
-from tasks.spec import BuildSpec, dockerfile_digest
+from dockyard.config.settings import Settings
+from dockyard.tasks.request import build_secrets
+from dockyard.tasks.context import materialize
+from dockyard.tasks.errors import InvalidInput
+from dockyard.tasks.context.materialize import check_archive_dockerfile, prepare_sent_arguments, shared_directory, under_shared_root
+from dockyard.tasks.prepare import prepare_build
+from dockyard.tasks.request.spec import BuildSpec, dockerfile_digest
 from tests.unit.support import make_settings
 
 DOCKERFILE = b"FROM scratch\nCOPY app.py /\n"

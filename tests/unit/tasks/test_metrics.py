@@ -1,5 +1,5 @@
-"""Metrics: per-host counters and histograms in Redis (tasks.metrics), the collector of /metrics
-(workers.metrics_collector) and its server (workers.metrics_server), on fakeredis.
+"""Metrics: per-host counters and histograms in Redis (dockyard.tasks.farm.metrics), the collector of /metrics
+(dockyard.workers.metrics_collector) and its server (dockyard.workers.metrics_server), on fakeredis.
 
 The exposition is read back with prometheus_client's own parser, as a scraper reads it.
 """
@@ -11,23 +11,23 @@ import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
-import config.settings
+import dockyard.config.settings
 import fakeredis
 import pytest
 import redis
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-import tasks.placement
-from config.settings import Settings, fast_queue, host_queue
-from tasks import metrics
-from tasks.hosts import beat
-from tasks.metrics import COUNTERS, HISTOGRAMS, count, cumulative_buckets, observe, read
-from tasks.placement import Lineage, placement_queue, record_built, spills_key
-from tasks.recovery import inflight_key
-from workers import metrics_collector
-from workers.metrics_collector import FarmCollector, queue_keys
-from workers.metrics_server import farm_registry, serve_metrics
+import dockyard.tasks.routing.placement
+from dockyard.config.settings import Settings, fast_queue, host_queue
+from dockyard.tasks.farm import metrics
+from dockyard.tasks.farm.hosts import beat
+from dockyard.tasks.farm.metrics import COUNTERS, HISTOGRAMS, count, cumulative_buckets, observe, read
+from dockyard.tasks.routing.placement import Lineage, placement_queue, record_built, spills_key
+from dockyard.tasks.farm.recovery import inflight_key
+from dockyard.workers import metrics_collector
+from dockyard.workers.metrics_collector import FarmCollector, queue_keys
+from dockyard.workers.metrics_server import farm_registry, serve_metrics
 from tests.unit.support import make_settings
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -224,8 +224,8 @@ def test_lineages_held_by_each_live_host(fake_redis: fakeredis.FakeRedis, unit_s
 def routing(monkeypatch: pytest.MonkeyPatch, fake_redis: fakeredis.FakeRedis) -> Settings:
     """Placement reads ``get_settings()`` and ``redis_for`` (broker and cache are one Redis here)."""
     settings = make_settings(default_namespace="team")
-    monkeypatch.setattr(config.settings, "get_settings", lambda: settings)
-    monkeypatch.setattr(tasks.placement, "redis_for", lambda _settings: fake_redis)
+    monkeypatch.setattr(dockyard.config.settings, "get_settings", lambda: settings)
+    monkeypatch.setattr(dockyard.tasks.routing.placement, "redis_for", lambda _settings: fake_redis)
     return settings
 
 
@@ -268,7 +268,7 @@ def test_a_spill_that_cannot_be_counted_still_goes_to_the_shared_queue(
     def refused(*_: Any) -> None:
         raise redis.exceptions.NoPermissionError("NOPERM")
 
-    monkeypatch.setattr(tasks.placement, "count_spill", refused)
+    monkeypatch.setattr(dockyard.tasks.routing.placement, "count_spill", refused)
     assert placement_queue([], message) is None
 
 

@@ -1,4 +1,4 @@
-"""tasks.naming: tag validation, names, namespaces (no services).
+"""dockyard.tasks.request.naming: tag validation, names, namespaces (no services).
 
 tests/tasks/test_naming.py covers split_repository_path, default namespaces,
 whitespace, default_tag and registry_of's basic cases; these add the rest.
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.errors import InvalidInput
-from tasks.naming import qualify_image_name, registry_of, validate_image_name, validate_tag, validate_tags
+from dockyard.tasks.errors import InvalidInput
+from dockyard.tasks.request.naming import qualify_image_name, registry_of, validate_image_name, validate_tag, validate_tags
 
 
 @pytest.mark.parametrize("tag", ["v1", "latest", "_x", "1.2.3-rc_1", "a" * 128])

@@ -1,4 +1,4 @@
-"""tasks.placement: lineages, the preferred host, spill at saturation, least-loaded new lineages (fakeredis)."""
+"""dockyard.tasks.routing.placement: lineages, the preferred host, spill at saturation, least-loaded new lineages (fakeredis)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ import fakeredis
 import pytest
 import redis
 
-import config.settings
-import tasks.placement
-from config.settings import Settings, host_queue
-from tasks import placement
-from tasks.hosts import beat, forget_host
-from tasks.placement import HostLoad, Lineage, choose, lineage_of_message, placement_queue, record_built
-from tasks.recovery import inflight_key
-from tasks.routing import BUILD_TASK, route_task
+import dockyard.config.settings
+import dockyard.tasks.routing.placement
+from dockyard.config.settings import Settings, host_queue
+from dockyard.tasks.routing import placement
+from dockyard.tasks.farm.hosts import beat, forget_host
+from dockyard.tasks.routing.placement import HostLoad, Lineage, choose, lineage_of_message, placement_queue, record_built
+from dockyard.tasks.farm.recovery import inflight_key
+from dockyard.tasks.routing.router import BUILD_TASK, route_task
 from tests.unit.support import make_settings
 
 SPEC_KEY = "0" * 64
@@ -26,8 +26,8 @@ SPEC_KEY = "0" * 64
 def farm(monkeypatch: pytest.MonkeyPatch, fake_redis: fakeredis.FakeRedis) -> Settings:
     """Placement reads ``get_settings()`` and ``redis_for`` (broker and cache are one Redis here)."""
     settings = make_settings(default_namespace="team")
-    monkeypatch.setattr(config.settings, "get_settings", lambda: settings)
-    monkeypatch.setattr(tasks.placement, "redis_for", lambda _settings: fake_redis)
+    monkeypatch.setattr(dockyard.config.settings, "get_settings", lambda: settings)
+    monkeypatch.setattr(dockyard.tasks.routing.placement, "redis_for", lambda _settings: fake_redis)
     return settings
 
 
@@ -47,7 +47,7 @@ def queued(connection: redis.Redis, host: str, count: int) -> None:
 
 
 def spec_message(image_name: str = "team/app", dockerfile: str = "Dockerfile", **fields: Any) -> dict[str, Any]:
-    """A build message as tasks.client sends it (only the fields placement reads matter here)."""
+    """A build message as dockyard.tasks.client sends it (only the fields placement reads matter here)."""
     return {"spec": {"image_name": image_name, "tag": "v1", "dockerfile": dockerfile, "build_backend": "docker-py",
                      "build_kwargs": {}, "key": SPEC_KEY, **fields}}
 
@@ -231,10 +231,10 @@ def test_placement_off_or_redis_away_sends_to_the_shared_queue(
     live(fake_redis, farm, "h1")
     record_built(fake_redis, farm, lineage(), "h1")
     off = farm.model_copy(update={"placement": False})
-    monkeypatch.setattr(config.settings, "get_settings", lambda: off)
+    monkeypatch.setattr(dockyard.config.settings, "get_settings", lambda: off)
     assert placement_queue([], spec_message()) is None
-    monkeypatch.setattr(config.settings, "get_settings", lambda: farm)
-    monkeypatch.setattr(tasks.placement, "redis_for", lambda _settings: redis.Redis.from_url("redis://127.0.0.1:1/0"))
+    monkeypatch.setattr(dockyard.config.settings, "get_settings", lambda: farm)
+    monkeypatch.setattr(dockyard.tasks.routing.placement, "redis_for", lambda _settings: redis.Redis.from_url("redis://127.0.0.1:1/0"))
     assert placement_queue([], spec_message()) is None
 
 

@@ -1,4 +1,4 @@
-"""tasks.prepare: prefect-docker's build arguments to a keyed BuildSpec, on temporary directories."""
+"""dockyard.tasks.prepare: prefect-docker's build arguments to a keyed BuildSpec, on temporary directories."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from config.settings import Settings
-from tasks.context import pack_context
-from tasks.errors import ContextTooLarge, InvalidInput
-from tasks.prepare import bind_build_arguments, prepare_build
-from tasks.sealing import generate_keypair, unseal
-from tasks.spec import BuildSpec, auto_dockerfile_bytes, dockerfile_digest, spec_key
+from dockyard.config.settings import Settings
+from dockyard.tasks.context.pack import pack_context
+from dockyard.tasks.errors import ContextTooLarge, InvalidInput
+from dockyard.tasks.prepare import bind_build_arguments, prepare_build
+from dockyard.tasks.request.sealing import generate_keypair, unseal
+from dockyard.tasks.request.spec import BuildSpec, auto_dockerfile_bytes, dockerfile_digest, spec_key
 from tests.unit.support import make_settings
 
 PUBLIC_KEY, PRIVATE_KEY = generate_keypair()  # the farm's; callers hold only the public one

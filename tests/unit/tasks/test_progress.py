@@ -1,4 +1,4 @@
-"""tasks.progress: live build output through a Redis stream, and the throttled PROGRESS state."""
+"""dockyard.tasks.cache.live_output: live build output through a Redis stream, and the throttled PROGRESS state."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import fakeredis
 import pytest
 import redis
 
-import tasks.progress
-from config.settings import Settings
-from tasks.progress import ProgressState, StreamOutput, StreamReader, stream_key, tee
+import dockyard.tasks.cache.live_output
+from dockyard.config.settings import Settings
+from dockyard.tasks.cache.live_output import ProgressState, StreamOutput, StreamReader, stream_key, tee
 
 
 def test_the_stream_key_is_under_the_prefix(unit_settings: Settings) -> None:
@@ -74,7 +74,7 @@ class _Clock:
 
 def test_progress_state_is_throttled_and_counts_lines(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = _Clock()
-    monkeypatch.setattr(tasks.progress, "time", SimpleNamespace(monotonic=clock))
+    monkeypatch.setattr(dockyard.tasks.cache.live_output, "time", SimpleNamespace(monotonic=clock))
     updates: list[dict[str, Any]] = []
     state = ProgressState(lambda **kwargs: updates.append(kwargs), "h1")
     state("a\nb\n")
@@ -89,7 +89,7 @@ def test_progress_state_is_throttled_and_counts_lines(monkeypatch: pytest.Monkey
 
 def test_a_failing_progress_update_does_not_fail_the_build(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = _Clock()
-    monkeypatch.setattr(tasks.progress, "time", SimpleNamespace(monotonic=clock))
+    monkeypatch.setattr(dockyard.tasks.cache.live_output, "time", SimpleNamespace(monotonic=clock))
 
     def broken(**kwargs: Any) -> None:
         raise RuntimeError("backend down")

@@ -1,4 +1,4 @@
-"""tasks.push: the push operation on one engine, with the fake engine client of tests/unit/fakes.py."""
+"""dockyard.tasks.engine.push: the push operation on one engine, with the fake engine client of tests/unit/fakes.py."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 import requests.exceptions
 
-from config.settings import Settings
-from tasks.errors import InvalidInput, PushError, RegistryAuthError, RegistryUnavailable, TransientError
-from tasks.push import push_image, push_in, push_request
-from tasks.spec import Credentials, PushRequest
+from dockyard.config.settings import Settings
+from dockyard.tasks.errors import InvalidInput, PushError, RegistryAuthError, RegistryUnavailable, TransientError
+from dockyard.tasks.engine.push import push_image, push_in, push_request
+from dockyard.tasks.request.spec import Credentials, PushRequest
 from tests.unit.fakes import FakeEngine, Output
 from tests.unit.support import make_settings
 

@@ -1,4 +1,4 @@
-"""tasks.reconcile: at start, the records of images the engine lost are dropped, the others kept (fakeredis)."""
+"""dockyard.tasks.farm.reconcile: at start, the records of images the engine lost are dropped, the others kept (fakeredis)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import docker.errors
 import fakeredis
 import pytest
 
-from config.settings import Settings
-from tasks import hosts
-from tasks.cache import build_cache
-from tasks.reconcile import Reconciled, reconcile
+from dockyard.config.settings import Settings
+from dockyard.tasks.farm import hosts
+from dockyard.tasks.cache.single_flight import build_cache
+from dockyard.tasks.farm.reconcile import Reconciled, reconcile
 from tests.unit.fakes import FakeEngine
 
 KEPT, GONE = f"sha256:{1:064x}", f"sha256:{2:064x}"

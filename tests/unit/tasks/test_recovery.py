@@ -1,12 +1,14 @@
-"""tasks.recovery: a dead host's deliveries are put back once, its queue moved to the shared one."""
+"""dockyard.tasks.farm.recovery: a dead host's deliveries are put back once, its queue moved to the shared one."""
 
 from __future__ import annotations
 
 import fakeredis
 import pytest
 
-from config.settings import Settings, fast_queue, host_queue
-from tasks import hosts, lane, recovery
+from dockyard.config.settings import Settings, fast_queue, host_queue
+from dockyard.tasks.farm import hosts
+from dockyard.tasks.farm import lane
+from dockyard.tasks.farm import recovery
 from tests.unit.support import make_settings
 
 

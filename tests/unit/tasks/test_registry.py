@@ -1,4 +1,4 @@
-"""tasks.registry: one manifest HEAD per tag, basic or bearer auth, and any doubt is None.
+"""dockyard.tasks.registry.manifests: one manifest HEAD per tag, basic or bearer auth, and any doubt is None.
 
 A small registry stand-in on loopback answers the HEAD requests.
 """
@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from tasks import registry
-from tasks.spec import Credentials
+from dockyard.tasks.registry import manifests as registry
+from dockyard.tasks.request.spec import Credentials
 
 DIGEST = "sha256:" + "d" * 64
 USER = Credentials(username="ci", password="pw")

@@ -1,11 +1,11 @@
-"""tasks.results: the build and push result dicts, prefect-docker's keys and dockyard's."""
+"""dockyard.tasks.request.results: the build and push result dicts, prefect-docker's keys and dockyard's."""
 
 from __future__ import annotations
 
 import pytest
 
-from tasks.errors import InvalidInput
-from tasks.results import (
+from dockyard.tasks.errors import InvalidInput
+from dockyard.tasks.request.results import (
     build_result,
     cache_source,
     farm_build_result,
@@ -14,7 +14,7 @@ from tasks.results import (
     reference_build_result,
     reference_push_result,
 )
-from tasks.spec import BuildOptions, PushRequest
+from dockyard.tasks.request.spec import BuildOptions, PushRequest
 
 IMAGE = "sha256:" + "a" * 64
 REFERENCE_BUILD_KEYS = {"image_name", "tag", "image", "image_id", "additional_tags"}

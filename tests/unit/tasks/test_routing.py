@@ -1,15 +1,15 @@
-"""tasks.routing: pushes follow their image to its host's queue (fakeredis behind get_settings)."""
+"""dockyard.tasks.routing.router: pushes follow their image to its host's queue (fakeredis behind get_settings)."""
 
 from __future__ import annotations
 
 import fakeredis
 import pytest
 
-import config.settings
-import tasks.keyspace
-from config.settings import Settings
-from tasks.hosts import beat, forget_host, record_image
-from tasks.routing import BUILD_TASK, PUSH_TASK, route_task
+import dockyard.config.settings
+import dockyard.tasks.keyspace
+from dockyard.config.settings import Settings
+from dockyard.tasks.farm.hosts import beat, forget_host, record_image
+from dockyard.tasks.routing.router import BUILD_TASK, PUSH_TASK, route_task
 from tests.unit.support import make_settings
 
 
@@ -17,8 +17,8 @@ from tests.unit.support import make_settings
 def routed(monkeypatch: pytest.MonkeyPatch, fake_redis: fakeredis.FakeRedis) -> Settings:
     """Routing reads ``get_settings()`` and ``redis_for``: point both at unit objects."""
     settings = make_settings(default_namespace="team")
-    monkeypatch.setattr(config.settings, "get_settings", lambda: settings)
-    monkeypatch.setattr(tasks.keyspace, "redis_for", lambda _settings: fake_redis)
+    monkeypatch.setattr(dockyard.config.settings, "get_settings", lambda: settings)
+    monkeypatch.setattr(dockyard.tasks.keyspace, "redis_for", lambda _settings: fake_redis)
     return settings
 
 

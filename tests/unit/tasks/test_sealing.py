@@ -1,4 +1,4 @@
-"""tasks.sealing: callers seal with the farm's public key, only the private key opens, seals expire (no services)."""
+"""dockyard.tasks.request.sealing: callers seal with the farm's public key, only the private key opens, seals expire (no services)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import time
 import pytest
 from pydantic import SecretStr
 
-from tasks.errors import InvalidInput
-from tasks.sealing import generate_keypair, is_sealed, seal, unseal
+from dockyard.tasks.errors import InvalidInput
+from dockyard.tasks.request.sealing import generate_keypair, is_sealed, seal, unseal
 
 CREDENTIALS = {"username": "u", "password": "s3cret-pw", "registry_url": "127.0.0.1:5000"}
 
@@ -48,8 +48,8 @@ def test_a_caller_with_only_the_public_key_cannot_open_another_callers_seal() ->
     probe = (
         "import os, sys, json\n"
         "from pydantic import SecretStr\n"
-        "from tasks.sealing import unseal\n"
-        "from config.settings import get_settings\n"
+        "from dockyard.tasks.request.sealing import unseal\n"
+        "from dockyard.config.settings import get_settings\n"
         "sealed = json.loads(sys.argv[1]); public = os.environ['DOCKYARD_SEAL_PUBLIC_KEY']\n"
         "for key in (get_settings().seal_private_key, SecretStr(public)):\n"
         "    try:\n"

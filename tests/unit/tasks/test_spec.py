@@ -1,4 +1,4 @@
-"""tasks.spec: BuildOptions, BuildSpec and PushRequest, the one validator of each request.
+"""dockyard.tasks.request.spec: BuildOptions, BuildSpec and PushRequest, the one validator of each request.
 
 Every refusal is an ``InvalidInput`` from ``parse``, whoever calls it (the
 caller before sending, the worker on the message as received).
@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from tasks.errors import InvalidInput
-from tasks.spec import (
+from dockyard.tasks.errors import InvalidInput
+from dockyard.tasks.request.spec import (
     MULTI_PLATFORM_NEEDS_PUSH,
     BuildOptions,
     BuildSpec,

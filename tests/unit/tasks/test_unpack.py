@@ -1,4 +1,4 @@
-"""``tasks.unpack.safe_unpack`` against hostile context archives: nothing outside the destination changes.
+"""``dockyard.tasks.context.unpack.safe_unpack`` against hostile context archives: nothing outside the destination changes.
 
 Each hostile archive aims at a canary directory next to the destination (and,
 where it can, at an absolute path); the canary's listing, contents, inode
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.errors import ContextTooLarge, UnsafeContext
-from tasks.unpack import safe_unpack
+from dockyard.tasks.errors import ContextTooLarge, UnsafeContext
+from dockyard.tasks.context.unpack import safe_unpack
 
 MAX_BYTES = 1024 * 1024
 STEPS = "abcdefghijklmnop"

@@ -1,4 +1,4 @@
-"""workers.kombu_fix: a channel whose broker connection was released fails with a connection error, which
+"""dockyard.workers.kombu_fix: a channel whose broker connection was released fails with a connection error, which
 Celery ignores, instead of an AttributeError that kills the worker (no broker needed)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 import redis
 from kombu.transport.redis import Channel, Transport
 
-from workers import kombu_fix
+from dockyard.workers import kombu_fix
 
 
 @pytest.fixture

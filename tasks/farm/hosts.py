@@ -1,0 +1,146 @@
+"""Build hosts in Redis: heartbeats with expiry, and where each image lives.
+
+Keys: ``hosts:<host_id>`` (the host's record, expiring unless renewed),
+``image:<name:tag>`` (``{"host", "image_id"}``: where that reference was
+built or tagged), and ``byimage:<host_id>:<image_id>`` (the image
+references and cache keys that point at that image on that host, so they can
+be dropped when the image is deleted).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import redis
+
+from dockyard.config.settings import Settings
+from dockyard.tasks.farm import image_use
+from dockyard.tasks.keyspace import key
+
+
+def beat(connection: redis.Redis, settings: Settings, host_id: str, info: dict[str, Any]) -> None:
+    """Say ``host_id`` is alive for the next ``heartbeat_ttl_s`` seconds (and list it in the hosts index)."""
+    now = time.time()
+    record = {**info, "host": host_id, "seen_at": now}
+    pipe = connection.pipeline(transaction=False)
+    pipe.set(key(settings, "hosts", host_id), json.dumps(record), px=int(settings.heartbeat_ttl_s * 1000))
+    pipe.zadd(hosts_index_key(settings), {host_id: now})
+    pipe.zremrangebyscore(hosts_index_key(settings), "-inf", now - settings.cache_ttl_s)
+    pipe.execute()
+
+
+def hosts_index_key(settings: Settings) -> str:
+    """``hosts-index``: every host that beat lately, scored by its last beat (read without a SCAN)."""
+    return key(settings, "hosts-index")
+
+
+def forget_host(connection: redis.Redis, settings: Settings, host_id: str) -> None:
+    connection.delete(key(settings, "hosts", host_id))
+
+
+def host_key(settings: Settings, host_id: str) -> str:
+    """The key of ``host_id``'s heartbeat record (to read it with other commands in one round trip)."""
+    return key(settings, "hosts", host_id)
+
+
+def is_alive(connection: redis.Redis, settings: Settings, host_id: str) -> bool:
+    return bool(connection.exists(host_key(settings, host_id)))
+
+
+def live_hosts(connection: redis.Redis, settings: Settings) -> list[dict[str, Any]]:
+    """The records of every host that heartbeats, sorted by host id."""
+    names = sorted(connection.scan_iter(match=key(settings, "hosts", "*"), count=500))
+    records = connection.mget(names) if names else []
+    return [json.loads(raw) for raw in records if raw]
+
+
+def record_image(
+    connection: redis.Redis,
+    settings: Settings,
+    *,
+    host_id: str,
+    image_id: str,
+    references: Iterable[str],
+    cache_keys: Iterable[str] = (),
+    used: bool = False,
+) -> None:
+    """Remember that ``references`` name ``image_id`` on ``host_id``; ``used``: and that it was used now
+    (its last use for the disk budget, ``dockyard.tasks.farm.image_use``, in the same round trip)."""
+    location = json.dumps({"host": host_id, "image_id": image_id})
+    index = key(settings, "byimage", host_id, image_id)
+    pipe = connection.pipeline(transaction=False)
+    members = []
+    for reference in references:
+        pipe.set(key(settings, "image", reference), location, ex=settings.cache_ttl_s)
+        members.append("image:" + reference)
+    members.extend(cache_keys)
+    if members:
+        pipe.sadd(index, *members)
+        pipe.expire(index, settings.cache_ttl_s)
+    if used:
+        image_use.note_use(pipe, settings, host_id, image_id)
+    pipe.execute()
+
+
+def location_keys(settings: Settings, references: list[str]) -> list[str]:
+    """The keys of the references' locations (to read them with other keys in one round trip)."""
+    return [key(settings, "image", reference) for reference in references]
+
+
+def parse_locations(raws: Sequence[bytes | str | None]) -> list[dict[str, Any] | None]:
+    """Locations read from ``location_keys``: ``{"host", "image_id"}`` or None."""
+    return [json.loads(raw) if raw else None for raw in raws]
+
+
+def locate_images(connection: redis.Redis, settings: Settings, references: list[str]) -> list[dict[str, Any] | None]:
+    """Where each reference lives, or None."""
+    if not references:
+        return []
+    return parse_locations(connection.mget(location_keys(settings, references)))
+
+
+def recorded_images(connection: redis.Redis, settings: Settings, host_id: str) -> list[str]:
+    """The image ids ``host_id`` is recorded as holding (its ``byimage:`` index sets), sorted."""
+    prefix = key(settings, "byimage", host_id, "")
+    pattern = _glob_escape(prefix) + "*"
+    found = (_text(name).removeprefix(prefix) for name in connection.scan_iter(match=pattern, count=500))
+    # the index of a host whose id extends this one (``a:b`` for ``a``) is not this host's: an id has one colon
+    return sorted({image_id for image_id in found if image_id.count(":") <= 1})
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` matched literally in a Redis ``SCAN MATCH`` pattern."""
+    return "".join("\\" + char if char in "*?[]\\" else char for char in text)
+
+
+def located_references(connection: redis.Redis, settings: Settings, *, host_id: str, image_id: str) -> list[str]:
+    """The references of ``image_id``'s index whose location is still that image on that host."""
+    index = key(settings, "byimage", host_id, image_id)
+    references = [_text(member).removeprefix("image:") for member in connection.smembers(index)
+                  if _text(member).startswith("image:")]
+    here = {"host": host_id, "image_id": image_id}
+    return [reference for reference, location in zip(references, locate_images(connection, settings, references))
+            if location == here]
+
+
+def forget_image(connection: redis.Redis, settings: Settings, *, host_id: str, image_id: str) -> int:
+    """Drop every reference and cache entry that points at ``image_id`` on ``host_id``."""
+    index = key(settings, "byimage", host_id, image_id)
+    members = [member.decode() if isinstance(member, bytes) else str(member) for member in connection.smembers(index)]
+    doomed = [index]
+    for member in members:
+        if member.startswith("image:"):
+            reference_key = key(settings, "image", member.removeprefix("image:"))
+            raw = connection.get(reference_key)
+            if raw and json.loads(raw) == {"host": host_id, "image_id": image_id}:
+                doomed.append(reference_key)
+        else:
+            doomed.append(member)
+    return int(connection.delete(*doomed))
