@@ -1,7 +1,7 @@
 """Redis fails over during a build run: the master is SIGKILLed, every build must still be answered, none twice.
 
 ``bash benchmarks/failover.sh [--builds 200] [--keys 100] [--json PATH]`` (separate from the tests;
-``tests/workers/test_sentinel.py`` runs a smaller one). It provisions the Sentinel setup
+``tests/farm/test_sentinel.py`` runs a smaller one). It provisions the Sentinel setup
 (``workers/provision_sentinel.sh``), starts one worker per engine (two hosts) on its ``sentinel://``
 URLs, sends ``--builds`` requests over ``--keys`` distinct contexts from client threads, kills the
 master once ``--kill-after`` of them are answered, and counts the RUN steps each context got from the

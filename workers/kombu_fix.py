@@ -9,7 +9,7 @@ no attribute 'hostname'`` (in ``Channel._connparams``). That is not a
 connection error, so Celery does not ignore it: the worker's main process
 exits with "Unrecoverable error", its running builds die, their leases expire,
 and another host builds the same keys again. It was seen in about one
-Sentinel failover run in fifteen (``tests/workers/test_sentinel.py``).
+Sentinel failover run in fifteen (``tests/farm/test_sentinel.py``).
 
 With ``install()``, such a channel raises ``redis.ConnectionError`` instead,
 which Celery ignores as it meant to: the worker reconnects to the new master

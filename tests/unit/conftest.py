@@ -1,6 +1,6 @@
 """Fixtures of the unit tests: fakeredis, explicit settings and a fake clock. No farm.
 
-The fixture names differ from ``tests/conftest.py``'s farm fixtures
+The fixture names differ from ``tests/farm/conftest.py``'s farm fixtures
 (``settings``, ``redis_client``, ...), which no unit test uses.
 """
 

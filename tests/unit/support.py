@@ -19,7 +19,7 @@ atexit.register(shutil.rmtree, UNIT_DIGEST_CACHE_DIR, True)
 def make_settings(**overrides: Any) -> Settings:
     """Settings for unit tests, explicit for every value the tested modules read.
 
-    ``tests/conftest.py`` exports the farm's ``DOCKYARD_*`` variables when it is
+    ``tests/farm/conftest.py`` exports the farm's ``DOCKYARD_*`` variables when it is
     imported; explicit values here win over them.
     """
     values: dict[str, Any] = {
