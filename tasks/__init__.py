@@ -1,6 +1,9 @@
-"""What dockyard does: build and push, with prefect-docker's interface."""
+"""What dockyard does: build and push on a farm, with prefect-docker's interface.
 
-from dockyard.tasks.engine.build import build_docker_image
-from dockyard.tasks.engine.push import push_docker_image
-
-__all__ = ["build_docker_image", "push_docker_image"]
+The caller's API is ``dockyard.tasks.client``; the Celery tasks are
+``dockyard.tasks.celery_tasks``; prefect-docker's steps on one engine are
+``dockyard.tasks.local_steps``. Subpackages, lowest first: ``request``
+(what a request is), ``context``, ``cache``, ``registry``, ``engine``,
+``farm`` (hosts and their images), ``routing`` and ``worker``. Importing
+this package loads nothing else.
+"""

@@ -36,15 +36,20 @@ from dockyard.tasks.farm.deliveries import count_delivery, forget_deliveries, ha
 from dockyard.tasks.request.masking import masked_repr
 from dockyard.tasks.engine.connection import shared_client
 from dockyard.tasks.errors import EngineUnavailable, InvalidInput, StoreUnavailable, TransientError
-from dockyard.tasks.worker.execute import Forward, execute_build, execute_push, execute_tag
-from dockyard.tasks.worker.fast_answer import answer_build, answer_push, image_here
+from dockyard.tasks.worker.build import execute_build, execute_tag
+from dockyard.tasks.worker.holder import Forward
+from dockyard.tasks.worker.push import execute_push
+from dockyard.tasks.engine.images import image_here
+from dockyard.tasks.worker.fast_answer import answer_build, answer_push
 from dockyard.tasks.routing.fast_lane import forward_queue
 from dockyard.tasks.farm.lane import in_fast_lane
-from dockyard.tasks.cache.live_output import OutputSink, ProgressState, StreamOutput, tee
-from dockyard.tasks.routing.router import BUILD_TASK, PING_TASK, PUSH_TASK, TAG_TASK
+from dockyard.tasks.cache.live_output import ProgressState, StreamOutput, tee
+from dockyard.tasks.output import OutputSink
+from dockyard.tasks.task_names import BUILD_TASK, PING_TASK, PUSH_TASK, TAG_TASK
+from dockyard.tasks.request.chain import push_arguments
 from dockyard.tasks.request.sealing import unseal
 from dockyard.tasks.context.materialize import prepare_sent_arguments
-from dockyard.tasks.engine.push import push_request
+from dockyard.tasks.request.arguments import push_request
 from dockyard.tasks.request.spec import BuildSpec, Credentials, PushRequest, Sealed
 from dockyard.tasks.keyspace import redis_for
 
@@ -259,23 +264,6 @@ def tag_task(self: Task, spec: Mapping[str, Any], image_id: str, source: str, ca
         client=shared_client(settings), output=_build_output(self, prepared, connection), owner=self.request.id,
     )
     return _finish(self, outcome, started, lambda forward: _tag_signature(prepared, forward))
-
-
-def push_arguments(build_result: object, params: Mapping[str, Any]) -> dict[str, Any]:
-    """A push's arguments: in a chain, name, tags and the image id default to the build's result."""
-    merged = dict(params)
-    if build_result is not None:
-        if not isinstance(build_result, Mapping):
-            raise InvalidInput("build_result must be the dict a build returned.")
-        merged["image_name"] = merged.get("image_name") or build_result.get("image_name")
-        merged["tag"] = merged.get("tag") or build_result.get("tag")
-        if merged.get("additional_tags") is None:
-            merged["additional_tags"] = build_result.get("additional_tags")
-        if merged.get("image_id") is None and merged["image_name"] == build_result.get("image_name"):
-            merged["image_id"] = build_result.get("image_id")  # push the image this build made, not its tag
-    if not isinstance(merged.get("image_name"), str) or not merged["image_name"]:
-        raise InvalidInput("push needs image_name, or a build result to take it from.")
-    return merged
 
 
 def opened_credentials(request: PushRequest, settings: Any) -> Credentials | None:

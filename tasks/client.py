@@ -20,7 +20,7 @@ from celery.canvas import Signature, chain
 from celery.result import AsyncResult
 
 from dockyard.config import defaults
-from dockyard.config.celery import caller_app
+from dockyard.tasks.celery_app import caller_app
 from dockyard.config.settings import Settings, get_settings
 from dockyard.tasks.registry import base_images
 from dockyard.tasks.farm import hosts
@@ -39,10 +39,11 @@ from dockyard.tasks.request.masking import masked_repr
 from dockyard.tasks.request.naming import registry_of
 from dockyard.tasks.cache.notify import Waiter
 from dockyard.tasks.prepare import prepare_build
-from dockyard.tasks.cache.live_output import OutputSink, StreamReader
-from dockyard.tasks.engine.push import push_request
+from dockyard.tasks.cache.live_output import StreamReader
+from dockyard.tasks.output import OutputSink
+from dockyard.tasks.request.arguments import push_request
 from dockyard.tasks.request.results import FarmBuildResult, FarmPushResult, farm_build_result, farm_push_result
-from dockyard.tasks.routing.router import BUILD_TASK, PUSH_TASK
+from dockyard.tasks.task_names import BUILD_TASK, PUSH_TASK
 from dockyard.tasks.request.sealing import seal
 from dockyard.tasks.request.spec import BuildSpec, Credentials, PushRequest
 

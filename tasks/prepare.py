@@ -14,7 +14,7 @@ from dockyard.config.settings import Settings
 from dockyard.tasks.context import auto_dockerfile as auto
 from dockyard.tasks.registry.base_images import base_references, build_arguments
 from dockyard.tasks.request.build_secrets import seal_secrets
-from dockyard.tasks.engine.build import bind_build_arguments, build_options
+from dockyard.tasks.request.arguments import bind_build_arguments, build_options
 from dockyard.tasks.context.pack import PackedContext, context_directory
 from dockyard.tasks.context.scan import lazy_context
 from dockyard.tasks.errors import InvalidInput

@@ -16,9 +16,9 @@ import redis
 from dockyard.config import defaults
 from dockyard.config.settings import Settings
 from dockyard.tasks.keyspace import key
+from dockyard.tasks.output import OutputSink
 
 
-OutputSink = Callable[[str], None]
 
 
 def stream_key(settings: Settings, build_key: str) -> str:

@@ -14,7 +14,7 @@ import shutil
 import stat
 import tarfile
 import tempfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from collections.abc import Callable, Mapping
 from typing import IO, Any, BinaryIO
 
@@ -22,7 +22,7 @@ from docker.utils.build import exclude_paths
 
 from dockyard.config import defaults
 from dockyard.tasks.context.digest import ArchiveDigest
-from dockyard.tasks.errors import ContextTooLarge, InvalidInput, UnsafeContext
+from dockyard.tasks.errors import ContextTooLarge, InvalidInput
 
 
 

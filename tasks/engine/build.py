@@ -1,131 +1,28 @@
-"""``build_docker_image``: prefect-docker's build step, and the build operation under it.
+"""The build operation on one engine: a context (a directory or a streamed tar) in, a tagged image id out.
 
-``build_docker_image`` and ``build_image`` validate their arguments with
-``BuildOptions`` (the farm's one validator) and build on one engine;
-``build_in`` is the operation itself: validated options, a context
-directory and an engine client in, an image id out.
+``build_in`` builds from a directory with either backend; ``build_from_archive``
+streams a context tar to the classic builder as it is. Arguments are
+validated before they get here (``dockyard.tasks.request.arguments``).
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import docker
 import docker.errors
 
-from dockyard.config.settings import Settings, get_settings
+from dockyard.config.settings import Settings
 from dockyard.tasks.context import auto_dockerfile as auto
 from dockyard.tasks.engine.buildx import buildx_build
-from dockyard.tasks.engine.connection import default_build_network, docker_client
+from dockyard.tasks.engine.connection import default_build_network
 from dockyard.tasks.errors import BuildError, InvalidInput, engine_error
-from dockyard.tasks.context.pack import context_directory
-from dockyard.tasks.request.naming import default_tag, qualify_image_name
-from dockyard.tasks.request.results import BuildDockerImageResult, build_result
+from dockyard.tasks.output import OutputSink
 from dockyard.tasks.request.spec import BuildOptions
 
 IMAGE_LABELS = {"io.dockyard.builder": "dockyard"}
-OutputSink = Callable[[str], None]
-
-
-def write_stdout(text: str) -> None:
-    """Default output sink: the reference writes build output to stdout."""
-    sys.stdout.write(text)
-    sys.stdout.flush()
-
-
-def build_docker_image(
-    image_name: str,
-    dockerfile: str = "Dockerfile",
-    tag: str | None = None,
-    additional_tags: list[str] | None = None,
-    ignore_cache: bool = False,
-    persist_dockerfile: bool = False,
-    dockerfile_output_path: str = "Dockerfile.generated",
-    build_backend: str = "docker-py",
-    **build_kwargs: Any,
-) -> BuildDockerImageResult:
-    """Build an image on this host's engine, with prefect-docker's signature and result."""
-    del ignore_cache  # caching is the caller's concern (see dockyard.tasks.cache.single_flight)
-    return build_image(
-        image_name, dockerfile=dockerfile, tag=tag, additional_tags=additional_tags,
-        persist_dockerfile=persist_dockerfile, dockerfile_output_path=dockerfile_output_path,
-        build_backend=build_backend, build_kwargs=build_kwargs, settings=get_settings(),
-    )
-
-
-@functools.lru_cache(maxsize=1)
-def _reference_signature() -> inspect.Signature:
-    return inspect.signature(build_docker_image)
-
-
-def bind_build_arguments(params: dict[str, Any]) -> dict[str, Any]:
-    """prefect-docker's build arguments, with unknown ones gathered in ``build_kwargs``."""
-    try:
-        bound = _reference_signature().bind(**params)
-    except TypeError as exc:
-        raise InvalidInput(f"Bad build arguments: {exc}") from exc
-    bound.apply_defaults()
-    return dict(bound.arguments)
-
-
-def build_options(args: dict[str, Any], settings: Settings) -> BuildOptions:
-    """Bound build arguments as validated ``BuildOptions``: name qualified, default tag filled."""
-    image_name = args["image_name"]
-    qualified = qualify_image_name(image_name, settings.default_namespace)
-    additional = args["additional_tags"]
-    return BuildOptions.parse({
-        "image_name": qualified,
-        "tag": args["tag"] or default_tag(),
-        "additional_tags": [] if additional is None else additional,
-        "dockerfile": args["dockerfile"],
-        "build_backend": args["build_backend"],
-        "build_kwargs": dict(args["build_kwargs"]),
-        "ignore_cache": args["ignore_cache"],
-    })
-
-
-def build_image(
-    image_name: str,
-    *,
-    dockerfile: str = "Dockerfile",
-    tag: str | None = None,
-    additional_tags: list[str] | None = None,
-    persist_dockerfile: bool = False,
-    dockerfile_output_path: str = "Dockerfile.generated",
-    build_backend: str = "docker-py",
-    build_kwargs: dict[str, Any] | None = None,
-    settings: Settings,
-    client: docker.DockerClient | None = None,
-    output: OutputSink = write_stdout,
-) -> BuildDockerImageResult:
-    """Validate prefect-docker's arguments and build on one engine (``client``, or the settings')."""
-    args = bind_build_arguments({
-        "image_name": image_name, "dockerfile": dockerfile, "tag": tag, "additional_tags": additional_tags,
-        "persist_dockerfile": persist_dockerfile, "dockerfile_output_path": dockerfile_output_path,
-        "build_backend": build_backend, **(build_kwargs or {}),
-    })
-    options = build_options(args, settings)
-    context = context_directory(options.build_kwargs)
-    lines = None
-    if options.dockerfile == "auto":
-        lines = auto.auto_dockerfile_lines(
-            context, base_image=settings.auto_base_image, install_command=settings.auto_install_command,
-        )
-    elif not (context / options.dockerfile).is_file():
-        raise InvalidInput(f"Dockerfile {options.dockerfile!r} not found in {str(context)!r}.")
-    if client is None:
-        with docker_client(settings) as owned:
-            image_id = build_in(options, context=context, auto_lines=lines, client=owned, settings=settings, output=output)
-    else:
-        image_id = build_in(options, context=context, auto_lines=lines, client=client, settings=settings, output=output)
-    if lines is not None and persist_dockerfile:
-        auto.persist_dockerfile(lines, context / dockerfile_output_path)
-    return build_result(options, image_id)
 
 
 def build_in(

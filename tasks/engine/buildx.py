@@ -15,7 +15,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +25,9 @@ from python_on_whales.exceptions import DockerException
 from dockyard.config.settings import Settings
 from dockyard.tasks.errors import BuildError, InvalidInput, engine_error, is_build_retryable
 from dockyard.tasks.request.spec import platforms_of
+from dockyard.tasks.output import OutputSink
 
 logger = logging.getLogger("dockyard.buildx")
-OutputSink = Callable[[str], None]
 
 
 @contextlib.contextmanager

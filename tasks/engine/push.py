@@ -1,96 +1,23 @@
-"""``push_docker_image``: prefect-docker's push step, and the push operation under it.
+"""The push operation on one engine: a validated request and credentials in clear in, the tag's digest out.
 
-``push_docker_image`` and ``push_image`` validate their arguments with
-``PushRequest`` (the farm's one validator); ``push_in`` is the operation
-itself: a validated request with credentials in clear and an engine client
-in, the first tag's digest out. It stops at the first error.
+It stops at the first error. Arguments are validated before they get here
+(``dockyard.tasks.request.arguments``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import docker
 import docker.errors
 import requests.exceptions
 
-from dockyard.config.settings import Settings, get_settings
-from dockyard.tasks.engine.build import OutputSink, write_stdout
+from dockyard.config.settings import Settings
 from dockyard.tasks.engine.buildx import buildx_push
-from dockyard.tasks.engine.connection import docker_client
-from dockyard.tasks.errors import InvalidInput, PushError, RegistryUnavailable, engine_error
-from dockyard.tasks.request.naming import qualify_image_name, registry_of
-from dockyard.tasks.request.results import PushDockerImageResult, push_result
+from dockyard.tasks.errors import PushError, RegistryUnavailable, engine_error
+from dockyard.tasks.output import OutputSink
+from dockyard.tasks.request.naming import registry_of
 from dockyard.tasks.request.spec import Credentials, PushRequest
-
-
-def push_docker_image(
-    image_name: str,
-    tag: str | None = None,
-    credentials: dict[str, Any] | None = None,
-    additional_tags: list[str] | None = None,
-    ignore_cache: bool = False,
-    build_backend: str = "docker-py",
-) -> PushDockerImageResult:
-    """Push an image from this host's engine, with prefect-docker's signature and result."""
-    del ignore_cache  # caching is the caller's concern (see dockyard.tasks.cache.single_flight)
-    return push_image(
-        image_name, tag=tag, credentials=credentials, additional_tags=additional_tags,
-        build_backend=build_backend, settings=get_settings(),
-    )
-
-
-def push_request(
-    image_name: str,
-    *,
-    settings: Settings,
-    tag: str | None = None,
-    credentials: Mapping[str, Any] | None = None,
-    additional_tags: list[str] | None = None,
-    ignore_cache: bool = False,
-    build_backend: str = "docker-py",
-    image_id: str | None = None,
-) -> PushRequest:
-    """prefect-docker's push arguments as a validated ``PushRequest`` (name qualified)."""
-    if credentials is not None and not isinstance(credentials, Mapping):
-        raise InvalidInput("credentials must be a mapping with username, password and registry_url.")
-    return PushRequest.parse({
-        "image_name": qualify_image_name(image_name, settings.default_namespace),
-        "tag": tag,
-        "additional_tags": [] if additional_tags is None else additional_tags,
-        "credentials": dict(credentials) if credentials is not None else None,
-        "ignore_cache": ignore_cache,
-        "build_backend": build_backend,
-        "image_id": image_id,
-    })
-
-
-def push_image(
-    image_name: str,
-    *,
-    tag: str | None = None,
-    credentials: Mapping[str, Any] | None = None,
-    additional_tags: list[str] | None = None,
-    build_backend: str = "docker-py",
-    settings: Settings,
-    client: docker.DockerClient | None = None,
-    output: OutputSink = write_stdout,
-) -> PushDockerImageResult:
-    """Validate prefect-docker's arguments and push from one engine. Returns the tag's ``digest``."""
-    request = push_request(
-        image_name, settings=settings, tag=tag, credentials=credentials,
-        additional_tags=additional_tags, build_backend=build_backend,
-    )
-    opened = request.credentials if isinstance(request.credentials, Credentials) else None
-    if request.credentials is not None and opened is None:
-        raise InvalidInput("Sealed credentials are opened by a worker, not by a local push.")
-    if client is None:
-        with docker_client(settings) as owned:
-            digest = push_in(request, opened, client=owned, settings=settings, output=output)
-    else:
-        digest = push_in(request, opened, client=client, settings=settings, output=output)
-    return push_result(request, digest)
 
 
 def push_in(

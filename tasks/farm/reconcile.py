@@ -18,7 +18,7 @@ import redis
 
 from dockyard.config.settings import Settings
 from dockyard.tasks.farm import hosts
-from dockyard.tasks.worker.execute import image_exists
+from dockyard.tasks.engine.images import image_exists
 
 
 @dataclass(frozen=True)

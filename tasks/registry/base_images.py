@@ -13,18 +13,17 @@ is what it builds on.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-
-import docker
-import docker.errors
+from collections.abc import Callable, Mapping
 
 from dockyard.config.settings import Settings
 from dockyard.tasks.registry import manifests as registry
 from dockyard.tasks.request.cache_key import digest_of
 from dockyard.tasks.errors import BaseUnavailable, InvalidInput
-from dockyard.tasks.request.naming import registry_of
-from dockyard.tasks.request.spec import BuildSpec, Credentials
+from dockyard.tasks.registry.login import farm_login
+from dockyard.tasks.request.naming import split_reference
+from dockyard.tasks.request.spec import BuildSpec
 
+EngineDigest = Callable[[str], "str | None"]  # a reference -> its digest on an engine after a pull
 _VARIABLE = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
 
 
@@ -76,51 +75,22 @@ def pulls(spec: BuildSpec) -> bool:
     return spec.build_kwargs.get("pull", True) is not False
 
 
-def split_reference(reference: str) -> tuple[str, str]:
-    """(name, tag) of an image reference; ``latest`` when it has no tag."""
-    name, _, tag = reference.rpartition(":")
-    if not name or "/" in tag:
-        return reference, "latest"
-    return name, tag
-
-
-def farm_login(settings: Settings, reference: str) -> Credentials | None:
-    """The farm's registry login, for references in the farm's registry."""
-    if settings.registry_username and settings.registry_password and registry_of(reference) == settings.registry_url:
-        return Credentials(
-            username=settings.registry_username, password=settings.registry_password.get_secret_value(),
-            registry_url=settings.registry_url,
-        )
-    return None
-
-
 def registry_digest(reference: str, settings: Settings) -> str | None:
     """The digest the registry serves for ``reference`` (one HEAD), or None."""
     name, tag = split_reference(reference)
     return registry.served_digest(name, tag, farm_login(settings, reference))
 
 
-def engine_digest(reference: str, client: docker.DockerClient) -> str | None:
-    """The digest ``reference`` has on this engine after pulling it, or None."""
-    name, tag = split_reference(reference)
-    try:
-        image = client.images.pull(name, tag=tag)
-    except docker.errors.APIError:
-        return None
-    for repo_digest in image.attrs.get("RepoDigests") or []:
-        repository, _, digest = str(repo_digest).partition("@")
-        if repository == name:
-            return digest
-    return None
+def resolve(spec: BuildSpec, settings: Settings, engine_digest: EngineDigest | None = None) -> dict[str, str] | None:
+    """Each base of a pulling build with its digest now; None if one cannot be resolved.
 
-
-def resolve(spec: BuildSpec, settings: Settings, client: docker.DockerClient | None = None) -> dict[str, str] | None:
-    """Each base of a pulling build with its digest now; None if one cannot be resolved."""
+    The registry answers first; ``engine_digest`` (a worker's engine, after a pull) second.
+    """
     digests: dict[str, str] = {}
     for reference in spec.base_images if pulls(spec) else []:
         digest = registry_digest(reference, settings)
-        if digest is None and client is not None:
-            digest = engine_digest(reference, client)
+        if digest is None and engine_digest is not None:
+            digest = engine_digest(reference)
         if digest is None:
             return None
         digests[reference] = digest
@@ -132,22 +102,11 @@ def cache_key(spec: BuildSpec, digests: Mapping[str, str]) -> str:
     return digest_of({"build": spec.key, "bases": dict(digests)}) if digests else spec.key
 
 
-def worker_cache_key(spec: BuildSpec, settings: Settings, client: docker.DockerClient) -> tuple[str, dict[str, str]]:
+def worker_cache_key(spec: BuildSpec, settings: Settings, engine_digest: EngineDigest) -> tuple[str, dict[str, str]]:
     """The cache key on a worker, and the digests in it; ``BaseUnavailable`` when a base resolves nowhere."""
-    digests = resolve(spec, settings, client)
+    digests = resolve(spec, settings, engine_digest)
     if digests is None:
         raise BaseUnavailable(f"Cannot resolve the base images {spec.base_images} of {spec.image_name} to digests.")
     return cache_key(spec, digests), digests
 
 
-def built_on(client: docker.DockerClient, digests: Mapping[str, str]) -> bool:
-    """The engine's copy of each base is the resolved digest (so the build used it)."""
-    for reference, digest in digests.items():
-        name, _ = split_reference(reference)
-        try:
-            repo_digests = client.images.get(reference).attrs.get("RepoDigests") or []
-        except docker.errors.ImageNotFound:
-            return False
-        if f"{name}@{digest}" not in repo_digests:
-            return False
-    return True

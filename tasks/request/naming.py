@@ -86,3 +86,11 @@ def default_tag(now: datetime | None = None) -> str:
     """A UTC timestamp slug, such as ``2026-08-21t16-27-33-123456-00-00``."""
     stamp = (now or datetime.now(timezone.utc)).isoformat().lower()
     return re.sub(r"[^a-z0-9]+", "-", stamp).strip("-")
+
+
+def split_reference(reference: str) -> tuple[str, str]:
+    """(name, tag) of an image reference; ``latest`` when it has no tag."""
+    name, _, tag = reference.rpartition(":")
+    if not name or "/" in tag:
+        return reference, "latest"
+    return name, tag

@@ -28,9 +28,11 @@ from dockyard.tasks.cache.single_flight import Entry, build_cache, push_cache
 from dockyard.tasks.request.cache_key import push_key
 from dockyard.tasks.errors import InvalidInput
 from dockyard.tasks.keyspace import key
+from dockyard.tasks.routing.lookup import routing_farm
 from dockyard.tasks.request.naming import qualify_image_name, registry_of
-from dockyard.tasks.engine.push import push_request
-from dockyard.tasks.routing.router import BUILD_TASK, PUSH_TASK, TAG_TASK, holding_host
+from dockyard.tasks.request.arguments import push_request
+from dockyard.tasks.request.chain import holding_host, message_push_arguments
+from dockyard.tasks.task_names import BUILD_TASK, PUSH_TASK, TAG_TASK
 from dockyard.tasks.request.spec import BuildSpec
 
 logger = logging.getLogger("dockyard.fast_lane")
@@ -56,15 +58,6 @@ def fast_queue_of(connection: redis.Redis, settings: Settings, host: str) -> str
     return str(queue) if isinstance(queue, str) and queue else None
 
 
-def _farm() -> tuple[Settings, redis.Redis]:
-    """The process's settings and Redis client (looked up at each call, as ``dockyard.tasks.routing.router`` does)."""
-    from dockyard.config.settings import get_settings
-    from dockyard.tasks.keyspace import redis_for
-
-    settings = get_settings()
-    return settings, redis_for(settings)
-
-
 def fast_lane_queue(name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str | None:
     """Router: the holder's fast queue for a cached build or push; None for everything else.
 
@@ -73,7 +66,7 @@ def fast_lane_queue(name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -
     if name not in (BUILD_TASK, PUSH_TASK):
         return None
     try:
-        settings, connection = _farm()
+        settings, connection = routing_farm()
         if name == BUILD_TASK:
             return _cached_build_queue(connection, settings, args, kwargs)
         return _cached_push_queue(connection, settings, args, kwargs)
@@ -85,7 +78,7 @@ def fast_lane_queue(name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -
 def forward_queue(name: str, host: str, kwargs: Mapping[str, Any]) -> str | None:
     """Where a task forwarded to ``host`` goes when it is cheap: a tag task always, a push when cached."""
     try:
-        settings, connection = _farm()
+        settings, connection = routing_farm()
         if name == TAG_TASK:
             return fast_queue_of(connection, settings, host)
         if name == PUSH_TASK and _push_is_cached(connection, settings, (), kwargs):
@@ -132,30 +125,15 @@ def _cached_push_queue(
     return fast_queue_of(connection, settings, host) if host else None
 
 
-def pushed_arguments(args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    """A push's name, tags and image id, from its keyword arguments and, in a chain, the build's result
-    (as ``dockyard.tasks.celery_tasks.push_arguments`` merges them on the worker)."""
-    build_result = args[0] if args else kwargs.get("build_result")
-    merged = {name: kwargs.get(name) for name in ("image_name", "tag", "additional_tags", "image_id")}
-    if isinstance(build_result, Mapping):
-        merged["image_name"] = merged["image_name"] or build_result.get("image_name")
-        merged["tag"] = merged["tag"] or build_result.get("tag")
-        if merged["additional_tags"] is None:
-            merged["additional_tags"] = build_result.get("additional_tags")
-        if merged["image_id"] is None and merged["image_name"] == build_result.get("image_name"):
-            merged["image_id"] = build_result.get("image_id")
-    return merged
-
-
 def _push_is_cached(connection: redis.Redis, settings: Settings, args: Sequence[Any], kwargs: Mapping[str, Any]) -> bool:
     """The push cache holds an entry for this push (the fast worker still asks the registry)."""
     if kwargs.get("ignore_cache"):
         return False
-    merged = pushed_arguments(args, kwargs)
-    if not isinstance(merged["image_name"], str) or not isinstance(merged["image_id"], str):
+    merged = message_push_arguments(args, kwargs)
+    if not isinstance(merged.get("image_id"), str):
         return False
     request = push_request(
-        merged["image_name"], settings=settings, tag=merged["tag"], additional_tags=merged["additional_tags"],
+        merged["image_name"], settings=settings, tag=merged.get("tag"), additional_tags=merged.get("additional_tags"),
         image_id=merged["image_id"],
     )
     assert request.image_id is not None
@@ -167,9 +145,9 @@ def _push_is_cached(connection: redis.Redis, settings: Settings, args: Sequence[
 
 
 def _located_host(connection: redis.Redis, settings: Settings, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str | None:
-    merged = pushed_arguments(args, kwargs)
-    reference = f"{qualify_image_name(str(merged['image_name']), settings.default_namespace)}:{merged['tag'] or 'latest'}"
+    merged = message_push_arguments(args, kwargs)
+    reference = f"{qualify_image_name(str(merged['image_name']), settings.default_namespace)}:{merged.get('tag') or 'latest'}"
     location = hosts.locate_images(connection, settings, [reference])[0]
-    if location and location.get("image_id") == merged["image_id"]:
+    if location and location.get("image_id") == merged.get("image_id"):
         return str(location["host"])
     return None

@@ -53,6 +53,7 @@ from dockyard.config.settings import Settings, host_queue
 from dockyard.tasks.errors import InvalidInput
 from dockyard.tasks.farm.hosts import hosts_index_key
 from dockyard.tasks.keyspace import connect_for, key, redis_for
+from dockyard.tasks.routing.lookup import routing_settings
 from dockyard.tasks.request.naming import qualify_image_name
 from dockyard.tasks.farm.recovery import inflight_key
 from dockyard.tasks.request.spec import BuildOptions, platforms_of
@@ -317,9 +318,7 @@ def place(connection: redis.Redis, broker: redis.Redis | None, settings: Setting
 
 def placement_queue(args: Sequence[Any], kwargs: Mapping[str, Any]) -> str | None:
     """The queue of the host a build task message should go to, or None for the shared queue."""
-    from dockyard.config.settings import get_settings
-
-    settings = get_settings()
+    settings = routing_settings()
     if not settings.placement:
         return None
     lineage = lineage_of_message(args, kwargs, settings)

@@ -26,7 +26,9 @@ from dockyard.tasks.engine.build import apply_tags
 from dockyard.tasks.cache.single_flight import build_cache, push_cache
 from dockyard.tasks.request.cache_key import push_key
 from dockyard.tasks.errors import BuildError
-from dockyard.tasks.worker.execute import finish_on_holder, image_exists, local_image_id, served_by_registry
+from dockyard.tasks.engine.images import image_exists, local_image_id
+from dockyard.tasks.worker.holder import finish_on_holder
+from dockyard.tasks.worker.push import served_by_registry
 from dockyard.tasks.request.naming import registry_of
 from dockyard.tasks.request.results import FarmBuildResult, FarmPushResult, farm_push_result
 from dockyard.tasks.request.spec import BuildSpec, Credentials, PushRequest
@@ -87,11 +89,3 @@ def answer_push(
         return None
     metrics.count(connection, settings, "push_cache_hits_total")
     return farm_push_result(request, entry.value.get("digest"), host=settings.host_id, cache="hit")
-
-
-def image_here(client: docker.DockerClient, image_id: str) -> bool:
-    """Whether this host's engine holds ``image_id`` (a tag task's cheap precondition)."""
-    try:
-        return image_exists(client, image_id)
-    except docker.errors.APIError:
-        return False

@@ -21,14 +21,14 @@ import pytest
 import redis
 from celery.result import AsyncResult
 
-from dockyard.config.celery import caller_app
+from dockyard.tasks.celery_app import caller_app
 from dockyard.config.settings import Settings, host_queue
 from dockyard.tasks import client
 from dockyard.tasks.cache.single_flight import build_cache
 from dockyard.tasks.context.store import upload_context
 from dockyard.tasks.keyspace import key
 from dockyard.tasks.prepare import prepare_build
-from dockyard.tasks.routing.router import BUILD_TASK
+from dockyard.tasks.task_names import BUILD_TASK
 from dockyard.tasks.request.spec import BuildSpec
 from tests.farm.conftest import WorkerProcess
 from tests.farm.farm_helpers import slow_context

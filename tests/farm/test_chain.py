@@ -11,7 +11,7 @@ import redis
 
 from dockyard.config.settings import Settings
 from dockyard.tasks.client import build_and_push, build_signature, prepare_and_upload, push_signature
-from dockyard.tasks.routing.router import BUILD_TASK
+from dockyard.tasks.task_names import BUILD_TASK
 from dockyard.tasks.errors import InvalidInput, RegistryAuthError
 from tests.farm.conftest import Registry, WorkerProcess
 
@@ -146,7 +146,7 @@ def test_a_build_sent_by_name_with_prefect_arguments_reads_path_on_the_worker(
 
 
 def test_shared_filesystem_transport_uploads_nothing(project: Path, repo: str, settings: Settings, redis_client: redis.Redis, worker: str) -> None:
-    from dockyard.tasks.routing.router import BUILD_TASK
+    from dockyard.tasks.task_names import BUILD_TASK
     from dockyard.tasks.prepare import prepare_build
     from dockyard.workers.app import app
 

@@ -21,7 +21,7 @@ import pytest
 import redis
 
 from dockyard.config import defaults
-from dockyard.config.celery import caller_app
+from dockyard.tasks.celery_app import caller_app
 from dockyard.config.settings import Settings, get_settings, host_queue
 from dockyard.tasks import client
 from tests.farm.conftest import Registry, WorkerProcess, farm_docker_hosts, operator_app

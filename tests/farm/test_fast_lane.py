@@ -13,12 +13,12 @@ from pathlib import Path
 import redis
 from celery.result import AsyncResult
 
-from dockyard.config.celery import caller_app
+from dockyard.tasks.celery_app import caller_app
 from dockyard.config.settings import Settings, fast_queue
 from dockyard.tasks.farm import recovery
 from dockyard.tasks.client import build_and_push, build_signature
 from dockyard.tasks.keyspace import key
-from dockyard.tasks.routing.router import PING_TASK
+from dockyard.tasks.task_names import PING_TASK
 from tests.farm.conftest import Registry, WorkerProcess
 
 TIMEOUT_S = 120

@@ -14,7 +14,7 @@ import redis
 
 from dockyard.config.settings import Settings
 from dockyard.tasks import client
-from dockyard.tasks.engine.build import build_image
+from dockyard.tasks.local_steps import build_image
 from dockyard.tasks.request.spec import MULTI_PLATFORM_NEEDS_PUSH
 from dockyard.tasks.engine.connection import open_client
 from dockyard.tasks.errors import InvalidInput

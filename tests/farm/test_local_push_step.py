@@ -8,11 +8,11 @@ import docker
 import pytest
 
 from dockyard.config.settings import Settings
-from dockyard.tasks.engine.build import build_docker_image
-from dockyard.tasks.engine.push import push_docker_image
-from dockyard.tasks.engine.build import build_image
+from dockyard.tasks.local_steps import build_docker_image
+from dockyard.tasks.local_steps import push_docker_image
+from dockyard.tasks.local_steps import build_image
 from dockyard.tasks.errors import PushError, RegistryAuthError, RegistryUnavailable
-from dockyard.tasks.engine.push import push_image
+from dockyard.tasks.local_steps import push_image
 from tests.farm.conftest import Registry
 
 

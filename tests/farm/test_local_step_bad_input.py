@@ -8,7 +8,7 @@ import docker
 import pytest
 
 from dockyard.config.settings import Settings
-from dockyard.tasks.engine.build import build_docker_image
+from dockyard.tasks.local_steps import build_docker_image
 from dockyard.tasks.errors import BuildError, InvalidInput
 
 
@@ -41,7 +41,7 @@ def test_failing_run_leaves_no_image_no_container_no_dockerfile(
     (tmp_path / "requirements.txt").write_text("x\n")
     before_containers = len(engine.containers.list(all=True))
     failing = settings.model_copy(update={"auto_install_command": "false"})
-    from dockyard.tasks.engine.build import build_image
+    from dockyard.tasks.local_steps import build_image
 
     with pytest.raises(BuildError, match="returned a non-zero code"):
         build_image(repo, tag="x", dockerfile="auto", additional_tags=["y"],

@@ -15,7 +15,7 @@ import pytest
 import redis
 from celery import Celery
 
-from dockyard.config.celery import create_celery
+from dockyard.tasks.celery_app import create_celery
 from dockyard.config.settings import Settings
 from dockyard.tasks import client
 from dockyard.tasks.farm import hosts

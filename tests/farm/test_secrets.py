@@ -14,7 +14,7 @@ import redis
 from dockyard.config.settings import Settings
 from dockyard.tasks import client
 from dockyard.tasks.errors import InvalidInput
-from dockyard.tasks.routing.router import PUSH_TASK
+from dockyard.tasks.task_names import PUSH_TASK
 from dockyard.tasks.request.sealing import seal
 from tests import conftest
 from tests.farm.conftest import Registry, WorkerProcess, with_db

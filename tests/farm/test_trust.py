@@ -33,7 +33,7 @@ from dockyard.tasks.context.digest import bytes_digest
 from dockyard.tasks.context.store import upload_context
 from dockyard.tasks.errors import BuildError, ContextMissing, InvalidInput
 from dockyard.tasks.prepare import prepare_build
-from dockyard.tasks.routing.router import BUILD_TASK, PUSH_TASK
+from dockyard.tasks.task_names import BUILD_TASK, PUSH_TASK
 from dockyard.tasks.request.spec import BuildSpec, spec_key
 from tests.farm.conftest import context_store_client, WorkerProcess, farm_docker_hosts
 from tests.unit.tasks.test_unpack import Member, archive_of, realpath_limit_members, sparse_bomb

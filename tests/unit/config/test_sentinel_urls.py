@@ -76,7 +76,7 @@ def test_celery_reads_the_sentinel_url_with_its_master() -> None:
     """Celery's own backend and kombu's transport take the URL and options as dockyard writes them."""
     from celery.backends.redis import SentinelBackend
 
-    from dockyard.config.celery import create_celery
+    from dockyard.tasks.celery_app import create_celery
 
     app = create_celery(Settings(redis_url=URL, sentinel_master="farm-a"))
     backend = app.backend

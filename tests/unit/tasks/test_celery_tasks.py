@@ -18,7 +18,8 @@ from celery import Celery
 from dockyard.config.settings import Settings
 from dockyard.tasks import celery_tasks
 from dockyard.tasks import client
-from dockyard.tasks.celery_tasks import build_task, opened_credentials, push_arguments, push_task, tag_task, fresh_budget
+from dockyard.tasks.celery_tasks import build_task, opened_credentials, push_task, tag_task, fresh_budget
+from dockyard.tasks.request.chain import push_arguments
 from dockyard.tasks.errors import InvalidInput
 from dockyard.tasks.prepare import prepare_build
 from dockyard.tasks.request.sealing import generate_keypair

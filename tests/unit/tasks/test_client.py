@@ -27,7 +27,7 @@ from dockyard.tasks.request.cache_key import push_key
 from dockyard.tasks.errors import InvalidInput, PushError
 from dockyard.tasks.cache.lease import Lease
 from dockyard.tasks.prepare import prepare_build
-from dockyard.tasks.routing.router import BUILD_TASK, PUSH_TASK
+from dockyard.tasks.task_names import BUILD_TASK, PUSH_TASK
 from dockyard.tasks.request.sealing import generate_keypair, unseal
 from dockyard.tasks.request.spec import BuildSpec, PushRequest
 from dockyard.tasks.cache.notify import Waiter

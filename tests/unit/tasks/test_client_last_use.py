@@ -76,7 +76,7 @@ def test_a_dead_host_still_answers_no_hit(fake_redis: fakeredis.FakeRedis, setti
 def test_a_push_by_tag_of_an_evicted_image_is_pinned_to_it(
     fake_redis: fakeredis.FakeRedis, settings: Settings
 ) -> None:
-    from dockyard.tasks.engine.push import push_request
+    from dockyard.tasks.request.arguments import push_request
 
     request = push_request("reg.io/team/app", settings=settings, tag="v1")
     with pytest.raises(client.PushError):

@@ -16,14 +16,12 @@ from pathlib import Path
 import pytest
 
 from dockyard.tasks.context.pack import (
-    ContextTooLarge,
-    UnsafeContext,
     dockerignore_patterns,
     pack_context,
     private_directory,
     remove_directory,
 )
-from dockyard.tasks.errors import InvalidInput
+from dockyard.tasks.errors import ContextTooLarge, InvalidInput, UnsafeContext
 from dockyard.tasks.context.unpack import safe_unpack
 
 LIMIT = 1024**2

@@ -12,7 +12,8 @@ import docker.errors
 import pytest
 
 from dockyard.config.settings import Settings
-from dockyard.tasks.engine.build import IMAGE_LABELS, _read_build_events, _run_build, apply_tags, build_from_archive, build_image
+from dockyard.tasks.engine.build import IMAGE_LABELS, _read_build_events, _run_build, apply_tags, build_from_archive
+from dockyard.tasks.local_steps import build_image
 from dockyard.tasks.errors import DENIED_HINT, BaseUnavailable, BuildError, InvalidInput, TransientError
 from dockyard.tasks.request.spec import BuildOptions
 from tests.unit.fakes import FakeEngine, FakeImage, Output, context_tar

@@ -10,7 +10,9 @@ import requests.exceptions
 
 from dockyard.config.settings import Settings
 from dockyard.tasks.errors import InvalidInput, PushError, RegistryAuthError, RegistryUnavailable, TransientError
-from dockyard.tasks.engine.push import push_image, push_in, push_request
+from dockyard.tasks.engine.push import push_in
+from dockyard.tasks.local_steps import push_image
+from dockyard.tasks.request.arguments import push_request
 from dockyard.tasks.request.spec import Credentials, PushRequest
 from tests.unit.fakes import FakeEngine, Output
 from tests.unit.support import make_settings

@@ -19,7 +19,9 @@ from dockyard.tasks.cache.single_flight import build_cache, push_cache
 from dockyard.tasks.context.store import upload_context
 from dockyard.tasks.farm.disk_budget import enforce, least_recently_used
 from dockyard.tasks.engine.disk_usage import ImageLayers, chain_ids, footprint, image_layers
-from dockyard.tasks.worker.execute import Forward, execute_build, execute_push, execute_tag
+from dockyard.tasks.worker.build import execute_build, execute_tag
+from dockyard.tasks.worker.holder import Forward
+from dockyard.tasks.worker.push import execute_push
 from dockyard.tasks.prepare import prepare_build
 from dockyard.tasks.request.spec import BuildSpec, PushRequest
 from tests.unit.fakes import BUILT_LAYER_BYTES, FakeEngine, Output

@@ -7,7 +7,10 @@ from pathlib import Path
 import pytest
 
 from dockyard.config.settings import Settings
+from dockyard.tasks.engine.images import engine_digest
 from dockyard.tasks.registry import base_images
+from dockyard.tasks.registry.login import farm_login
+from dockyard.tasks.request.naming import split_reference
 from dockyard.tasks.errors import BaseUnavailable, InvalidInput
 from dockyard.tasks.prepare import prepare_build
 from dockyard.tasks.request.spec import BuildSpec
@@ -39,7 +42,7 @@ def test_base_references(dockerfile: str, buildargs: dict[str, str] | None, expe
     [("reg.io:5000/base/os:1", ("reg.io:5000/base/os", "1")), ("reg.io:5000/base/os", ("reg.io:5000/base/os", "latest")), ("os", ("os", "latest"))],
 )
 def test_split_reference(reference: str, expected: tuple[str, str]) -> None:
-    assert base_images.split_reference(reference) == expected
+    assert split_reference(reference) == expected
 
 
 def spec_from(tmp_path: Path, settings: Settings, **params: object) -> BuildSpec:
@@ -83,9 +86,9 @@ def test_without_pull_the_key_names_the_base_by_its_tag(
 
 
 def test_the_farms_login_asks_for_its_own_registry_only(settings: Settings) -> None:
-    login = base_images.farm_login(settings, BASE)
+    login = farm_login(settings, BASE)
     assert login is not None and login.username == "farm"
-    assert base_images.farm_login(settings, "other.io/base:1") is None
+    assert farm_login(settings, "other.io/base:1") is None
 
 
 def test_an_unresolvable_base_is_no_cache_key_on_the_caller_and_unavailable_on_a_worker(
@@ -95,7 +98,7 @@ def test_an_unresolvable_base_is_no_cache_key_on_the_caller_and_unavailable_on_a
     assert base_images.resolve(spec, settings) is None
     engine.images.pull = lambda *args, **kwargs: (_ for _ in ()).throw(__import__("docker").errors.APIError("no"))  # type: ignore[method-assign]
     with pytest.raises(BaseUnavailable, match="Cannot resolve the base images"):
-        base_images.worker_cache_key(spec, settings, engine)  # type: ignore[arg-type]
+        base_images.worker_cache_key(spec, settings, lambda reference: engine_digest(reference, engine))  # type: ignore[arg-type]
 
 
 def test_the_worker_checks_the_bases_against_the_dockerfile(tmp_path: Path, settings: Settings) -> None:

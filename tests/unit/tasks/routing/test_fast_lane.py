@@ -21,7 +21,8 @@ from dockyard.tasks.registry.base_images import cache_key
 from dockyard.tasks.cache.single_flight import build_cache, push_cache
 from dockyard.tasks.request.cache_key import push_key
 from dockyard.tasks.prepare import prepare_build
-from dockyard.tasks.routing.router import BUILD_TASK, PING_TASK, PUSH_TASK, TAG_TASK, route_task
+from dockyard.tasks.task_names import BUILD_TASK, PING_TASK, PUSH_TASK, TAG_TASK
+from dockyard.tasks.routing.router import route_task
 from dockyard.tasks.request.spec import BuildSpec, PushRequest
 from tests.unit.fakes import FakeEngine, FakeRegistry
 from tests.unit.support import make_settings

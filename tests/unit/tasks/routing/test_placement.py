@@ -16,7 +16,8 @@ from dockyard.tasks.routing import placement
 from dockyard.tasks.farm.hosts import beat, forget_host
 from dockyard.tasks.routing.placement import HostLoad, Lineage, choose, lineage_of_message, placement_queue, record_built
 from dockyard.tasks.farm.recovery import inflight_key
-from dockyard.tasks.routing.router import BUILD_TASK, route_task
+from dockyard.tasks.task_names import BUILD_TASK
+from dockyard.tasks.routing.router import route_task
 from tests.unit.support import make_settings
 
 SPEC_KEY = "0" * 64

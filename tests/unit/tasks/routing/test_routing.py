@@ -9,7 +9,8 @@ import dockyard.config.settings
 import dockyard.tasks.keyspace
 from dockyard.config.settings import Settings
 from dockyard.tasks.farm.hosts import beat, forget_host, record_image
-from dockyard.tasks.routing.router import BUILD_TASK, PUSH_TASK, route_task
+from dockyard.tasks.task_names import BUILD_TASK, PUSH_TASK
+from dockyard.tasks.routing.router import route_task
 from tests.unit.support import make_settings
 
 

@@ -1,4 +1,4 @@
-"""dockyard.tasks.worker.execute: build, tag and push on one host, with a fake engine client and fakeredis.
+"""dockyard.tasks.worker (build, holder, push): build, tag and push on one host, with a fake engine client and fakeredis.
 
 ``FakeEngine`` (tests/unit/fakes.py) answers what execute and the build and
 push operations under it ask of docker-py.
@@ -16,7 +16,8 @@ import fakeredis
 import pytest
 
 from dockyard.config.settings import Settings
-from dockyard.tasks.worker import execute
+from dockyard.tasks.worker import build as execute
+from dockyard.tasks.worker import push as worker_push
 from dockyard.tasks.farm import hosts
 from dockyard.tasks import keyspace
 from dockyard.tasks.farm import metrics
@@ -24,7 +25,9 @@ from dockyard.tasks.routing import placement
 from dockyard.tasks.cache.single_flight import Entry, Outcome, build_cache, push_cache
 from dockyard.tasks.context.store import upload_context
 from dockyard.tasks.errors import BuildError, PushError, RegistryAuthError, RegistryUnavailable, TransientError
-from dockyard.tasks.worker.execute import Forward, execute_build, execute_push, execute_tag
+from dockyard.tasks.worker.build import execute_build, execute_tag
+from dockyard.tasks.worker.holder import Forward
+from dockyard.tasks.worker.push import execute_push
 from dockyard.tasks.prepare import prepare_build
 from dockyard.tasks.request.spec import BuildSpec, Credentials, PushRequest
 from tests.unit.fakes import FakeEngine, FakeRegistry, Output
@@ -397,7 +400,7 @@ def test_credentials_log_in_a_private_client_only(
     def docker_client(_settings: Settings) -> Iterator[FakeEngine]:
         yield private
 
-    monkeypatch.setattr(execute, "docker_client", docker_client)
+    monkeypatch.setattr(worker_push, "docker_client", docker_client)
     local_image(engine, f"{NAME}:v1")
     credentials = Credentials.parse({"username": "ci", "password": "pw"})
     result = push(PushRequest.parse({"image_name": NAME, "tag": "v1"}), fake_redis, settings, engine, credentials)
@@ -412,7 +415,7 @@ def test_refused_credentials_are_an_auth_error(
 ) -> None:
     private = FakeEngine(share=engine)
     private.login_error = "unauthorized: incorrect username or password"
-    monkeypatch.setattr(execute, "docker_client", lambda _settings: contextlib.nullcontext(private))
+    monkeypatch.setattr(worker_push, "docker_client", lambda _settings: contextlib.nullcontext(private))
     local_image(engine, f"{NAME}:v1")
     with pytest.raises(RegistryAuthError):
         push(PushRequest.parse({"image_name": NAME, "tag": "v1"}), fake_redis, settings, engine, Credentials.parse({"username": "ci", "password": "bad"}))

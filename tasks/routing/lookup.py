@@ -1,0 +1,24 @@
+"""The settings and Redis client a routing call uses: Celery calls a router with the message alone.
+
+Both are looked up at each call through their modules (not bound at import),
+so a process that changes its settings, or a test that replaces them, is seen.
+"""
+
+from __future__ import annotations
+
+import redis
+
+import dockyard.config.settings as config_settings
+from dockyard.config.settings import Settings
+from dockyard.tasks import keyspace
+
+
+def routing_settings() -> Settings:
+    """The process's settings, now."""
+    return config_settings.get_settings()
+
+
+def routing_farm() -> tuple[Settings, redis.Redis]:
+    """The process's settings and its Redis client for dockyard's keys."""
+    settings = routing_settings()
+    return settings, keyspace.redis_for(settings)

@@ -1,0 +1,223 @@
+"""The worker's side of a build: single flight on the build key, the build from the checked context, the outcome counted.
+
+When the image lives on another host, the call returns ``Forward`` and the
+Celery task re-sends itself to that host's queue (``dockyard.tasks.worker.holder``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+
+import docker
+import redis
+
+from dockyard.config.settings import Settings
+from dockyard.tasks import keyspace
+from dockyard.tasks.cache.single_flight import Entry, Outcome, build_cache
+from dockyard.tasks.context.materialize import shared_directory, stored_archive, unpacked_directory
+from dockyard.tasks.engine.build import build_from_archive, build_in
+from dockyard.tasks.engine.images import built_on, engine_digest, local_image_id
+from dockyard.tasks.errors import BaseUnavailable, BuilderRace, BuildError
+from dockyard.tasks.farm import hosts, image_use, metrics
+from dockyard.tasks.output import OutputSink
+from dockyard.tasks.registry.base_images import worker_cache_key
+from dockyard.tasks.request.build_secrets import materialized_secrets
+from dockyard.tasks.request.results import FarmBuildResult
+from dockyard.tasks.request.spec import BuildSpec
+from dockyard.tasks.routing import placement
+from dockyard.tasks.worker.holder import Forward, finish_on_holder, pinned_here
+
+
+BUILDER_RACE_ATTEMPTS = 3  # a build whose cache probe lost an image to a concurrent removal runs again at once
+
+
+EVICTED_RETRIES = 3  # a joined build whose image the disk budget removed before it was tagged is built again
+
+
+def _valid_entry(
+    client: docker.DockerClient, connection: redis.Redis, settings: Settings, pins: image_use.Pins
+) -> Callable[[Entry], bool]:
+    """A cache entry is good if its image is here (pinned for this task), or its host still heartbeats."""
+
+    def valid(entry: Entry) -> bool:
+        if entry.host == settings.host_id:
+            return pinned_here(pins, client, entry.value["image_id"])
+        return hosts.is_alive(connection, settings, entry.host)
+
+    return valid
+
+
+def pin_bases(spec: BuildSpec, client: docker.DockerClient, pins: image_use.Pins) -> None:
+    """Pin the base images this host has of ``spec`` (one of them may be an image dockyard built here)."""
+    for reference in spec.base_images:
+        if (image_id := local_image_id(client, reference)) is not None:
+            pins.pin(image_id)
+
+
+def execute_build(
+    spec: BuildSpec,
+    *,
+    settings: Settings,
+    connection: redis.Redis,
+    client: docker.DockerClient,
+    output: OutputSink,
+    owner: str | None = None,
+    on_takeover: Callable[[], None] | None = None,
+    started: float | None = None,
+) -> FarmBuildResult | Forward:
+    """Build once per key on the farm; tag here, or forward to the host holding the image.
+
+    ``on_takeover``: see ``SingleFlight.run`` (the task's fresh time budget). The images this
+    call uses here are pinned until it returns (``dockyard.tasks.farm.image_use``): the disk budget leaves them.
+    ``started``: when the task began (``time.monotonic``; default now), for a hit's latency.
+    """
+    started = time.monotonic() if started is None else started
+    with image_use.Pins(connection, settings) as pins:
+        return _build_pinned(spec, pins, settings=settings, connection=connection, client=client, output=output,
+                             owner=owner, on_takeover=on_takeover, started=started)
+
+
+def _build_pinned(
+    spec: BuildSpec,
+    pins: image_use.Pins,
+    *,
+    settings: Settings,
+    connection: redis.Redis,
+    client: docker.DockerClient,
+    output: OutputSink,
+    owner: str | None,
+    on_takeover: Callable[[], None] | None,
+    started: float,
+) -> FarmBuildResult | Forward:
+    cache = build_cache(connection, settings)
+    cache_key, bases = worker_cache_key(spec, settings, lambda reference: engine_digest(reference, client))
+
+    def compute() -> dict[str, str]:
+        pin_bases(spec, client, pins)
+        image_id = build_racing_removals(spec, settings=settings, connection=connection, client=client, output=output)
+        pins.pin(image_id)
+        if spec.build_backend == "docker-py" and not built_on(client, bases):
+            raise BaseUnavailable(f"A base image of {spec.image_name} moved while it was built; it is built again.")
+        hosts.record_image(  # the tags' locations before the entry: a joiner woken by the entry answers at once
+            connection, settings, host_id=settings.host_id, image_id=image_id, references=spec.references,
+            cache_keys=[cache.entry_key(cache_key)],
+        )
+        return {"image_id": image_id}
+
+    for _attempt in range(EVICTED_RETRIES):
+        run_at = time.monotonic()
+        outcome = cache.run(
+            cache_key, compute, valid=_valid_entry(client, connection, settings, pins),
+            ignore_cache=spec.ignore_cache, host=settings.host_id, owner=owner, on_takeover=on_takeover,
+        )
+        record_build(connection, settings, outcome, time.monotonic() - run_at)
+        if outcome.source == "built":  # this engine's layers are now the lineage's warmest
+            placement.record_built(connection, settings, placement.lineage_of_options(spec), settings.host_id)
+        image_id = outcome.value["image_id"]
+        if outcome.entry.host != settings.host_id:
+            return Forward(outcome.entry.host, image_id, outcome.source, cache_key)
+        if outcome.source in ("built", "hit") or pinned_here(pins, client, image_id):  # a hit was pinned by valid
+            answer = finish_on_holder(
+                spec, image_id, outcome.source, cache_key=cache_key, settings=settings, connection=connection,
+                client=client,
+            )
+            if outcome.source == "hit":
+                metrics.observe(connection, settings, "hit_seconds", time.monotonic() - started)
+            return answer
+        cache.invalidate(cache_key)  # the build it joined was evicted meanwhile: a miss, built again
+    raise BuildError(f"The image of {spec.image_name} was evicted {EVICTED_RETRIES} times before it could be tagged.")
+
+
+def build_spec(
+    spec: BuildSpec,
+    *,
+    settings: Settings,
+    connection: redis.Redis,
+    client: docker.DockerClient,
+    output: OutputSink,
+) -> str:
+    """Build ``spec`` on this host from its checked context (see ``dockyard.tasks.context.materialize``); the image id."""
+    with contextlib.ExitStack() as stack:
+        secrets = None
+        if spec.sealed_secrets:
+            secrets = stack.enter_context(materialized_secrets(spec.sealed_secrets, settings.seal_private_key))
+        if spec.context_path:
+            directory = shared_directory(spec, settings)
+        else:
+            archive = stack.enter_context(stored_archive(spec, keyspace.context_store_for(settings), settings))
+            if spec.build_backend == "docker-py":
+                return build_from_archive(spec, archive, auto_lines=spec.dockerfile_lines, client=client, output=output)
+            directory = stack.enter_context(unpacked_directory(archive, settings))
+        return build_in(
+            spec, context=directory, auto_lines=spec.dockerfile_lines, secrets=secrets,
+            client=client, settings=settings, output=output,
+        )
+
+
+def build_racing_removals(
+    spec: BuildSpec,
+    *,
+    settings: Settings,
+    connection: redis.Redis,
+    client: docker.DockerClient,
+    output: OutputSink,
+) -> str:
+    """``build_spec``, run again at once when the classic builder lost an image that a removal (the
+    disk budget's, on this host) took while it looked at it (``BuilderRace``)."""
+    for attempt in range(1, BUILDER_RACE_ATTEMPTS + 1):
+        try:
+            return build_spec(spec, settings=settings, connection=connection, client=client, output=output)
+        except BuilderRace:
+            if attempt == BUILDER_RACE_ATTEMPTS:
+                raise
+            output("dockyard: an image the builder looked at was removed meanwhile; building again\n")
+    raise AssertionError("unreachable")
+
+
+def record_build(connection: redis.Redis, settings: Settings, outcome: Outcome, seconds: float) -> None:
+    """Count a build request's outcome on this host; ``seconds``: how long single flight took to
+    have it (a build's time, or a join's wait)."""
+    if outcome.source == "built":
+        metrics.count(connection, settings, "cache_misses_total")
+        metrics.count(connection, settings, "builds_total")
+        metrics.observe(connection, settings, "build_seconds", seconds)
+        if outcome.took_over:
+            metrics.count(connection, settings, "lease_takeovers_total")
+    elif outcome.source == "joined":
+        metrics.count(connection, settings, "joins_total")
+        metrics.observe(connection, settings, "wait_seconds", seconds)
+    else:
+        metrics.count(connection, settings, "cache_hits_total")
+
+
+def execute_tag(
+    spec: BuildSpec,
+    image_id: str,
+    source: str,
+    *,
+    settings: Settings,
+    connection: redis.Redis,
+    client: docker.DockerClient,
+    output: OutputSink,
+    owner: str | None = None,
+    cache_key: str | None = None,
+) -> FarmBuildResult | Forward:
+    """Apply tags to a cached image on its host; rebuild if it vanished behind dockyard's back.
+
+    ``cache_key`` (from the forwarding task) is taken only if this host's entry under it holds
+    ``image_id``; otherwise the key is resolved here (the bases' digests asked again).
+    """
+    entry = build_cache(connection, settings).peek(cache_key) if cache_key else None
+    if entry is None or entry.host != settings.host_id or entry.value.get("image_id") != image_id:
+        cache_key, _bases = worker_cache_key(spec, settings, lambda reference: engine_digest(reference, client))
+    assert cache_key is not None
+    with image_use.Pins(connection, settings) as pins:
+        if pinned_here(pins, client, image_id):
+            return finish_on_holder(
+                spec, image_id, source, cache_key=cache_key, settings=settings, connection=connection, client=client
+            )
+    hosts.forget_image(connection, settings, host_id=settings.host_id, image_id=image_id)
+    build_cache(connection, settings).invalidate(cache_key)
+    return execute_build(spec, settings=settings, connection=connection, client=client, output=output, owner=owner)
