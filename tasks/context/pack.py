@@ -18,7 +18,6 @@ from pathlib import Path
 from collections.abc import Callable, Mapping
 from typing import IO, Any, BinaryIO
 
-from docker.utils.build import exclude_paths
 
 from dockyard.config import defaults
 from dockyard.tasks.context.digest import ArchiveDigest
@@ -98,6 +97,10 @@ def context_files(root: Path, dockerfile: str | None) -> list[str]:
     patterns = dockerignore_patterns(root)
     if not patterns:
         return sorted(_every_path(str(root)))
+    # Imported here, not at the top: docker-py's package import loads its whole API client
+    # (docker.api.build and more), which a caller needs only when a .dockerignore is matched.
+    from docker.utils.build import exclude_paths
+
     return sorted(exclude_paths(str(root), patterns, dockerfile=dockerfile))
 
 
