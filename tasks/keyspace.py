@@ -99,3 +99,13 @@ def context_store_for(settings: Settings) -> redis.Redis:
 def key(settings: Settings, *parts: str) -> str:
     """A Redis key under dockyard's prefix."""
     return settings.key_prefix + ":".join(parts)
+
+
+def text(value: bytes | str) -> str:
+    """A Redis reply as text: bytes decoded (UTF-8), anything else as ``str``."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def optional_text(value: bytes | str | None) -> str | None:
+    """``text`` of a reply that may be missing (None stays None)."""
+    return None if value is None else text(value)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import Celery
 
-from dockyard.config.celery import create_celery
+from dockyard.tasks.celery_app import create_celery
 from dockyard.config.settings import Settings, get_settings
 from dockyard.workers import heartbeat  # noqa: F401 - connects the worker's heartbeat signals
 from dockyard.workers import kombu_fix

@@ -1,12 +1,17 @@
 """The ``dockyard`` command: bring up a local farm, run a worker, build and push.
 
 Every failure ends in one line on stderr, ``dockyard: Type: message``, and
-exit code 1 (the operation failed) or 2 (the command line is wrong).
+exit code 1 (the operation failed) or 2 (the command line is wrong), never a
+traceback. Commands that print records take ``--json``.
+
+The help texts are plain text (no reStructuredText): they are what
+``dockyard --help`` shows.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import sys
@@ -16,13 +21,22 @@ from typing import Any, NoReturn
 
 import celery.exceptions
 import kombu.exceptions
+import pydantic
 import redis.exceptions
 
-from dockyard.config.settings import get_settings
+from dockyard.config import defaults
+from dockyard.config.settings import InvalidSettings, get_settings
 from dockyard.tasks.errors import DockyardError
 
+DESCRIPTION = (
+    "Build container images on the dockyard farm (Celery workers next to Docker engines, Redis in between), "
+    "push them, and run and inspect the farm. Every failure is one line on stderr, 'dockyard: Type: message', "
+    "with exit code 1 (the operation failed) or 2 (the command line is wrong)."
+)
 EXAMPLE_DIR = Path(__file__).with_name("example")
+# the default of push's --password-env: an option's default read by this command only, not a dockyard setting
 PUSH_PASSWORD_ENV = "DOCKYARD_PUSH_PASSWORD"
+NOPERM_HINT = "(operator commands need the farm's worker Redis user, not a caller's)"
 
 # failures of the farm's services, reported in one line (exit 1) rather than a traceback
 SERVICE_ERRORS: tuple[type[Exception], ...] = (
@@ -39,6 +53,23 @@ class UsageError(Exception):
 
 class CacheKeysNotFound(Exception):
     """Some cache keys given to ``dockyard cache clear`` are not in the cache (exit 1)."""
+
+
+class UnknownTask(Exception):
+    """``dockyard status`` was given a task id the result backend holds nothing for (exit 1)."""
+
+
+class TaskFailed(Exception):
+    """``dockyard status`` of a task that failed: reported under the task's own error type (exit 1)."""
+
+    def __init__(self, type_name: str, message: str) -> None:
+        super().__init__(message)
+        self.type_name = type_name
+
+
+def print_json(document: Any) -> None:
+    """``document`` as JSON on stdout (``--json``)."""
+    print(json.dumps(document, indent=2, default=str))
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -70,15 +101,26 @@ def cmd_up(args: argparse.Namespace) -> int:
     pushed = job.get(timeout=settings.task_time_limit_s)
     built = job.parent.get(timeout=5)
     done = time.monotonic()
+    log = farm.log_path(settings, settings.host_id)
+    timings = {
+        "provision_s": provisioned - started, "worker_start_s": ready - provisioned,
+        "build_s": built["duration_s"], "push_s": pushed["duration_s"], "round_trip_s": done - ready,
+    }
+    if args.json:
+        print_json({
+            "pushed": pushed["image"], "digest": pushed["digest"], "image_id": built["image_id"],
+            "host": built["host"], "timings": timings, "worker_log": str(log),
+        })
+        return 0
     print(f"pushed  {pushed['image']}")
     print(f"digest  {pushed['digest']}")
     print(f"image   {built['image_id']} built on host {built['host']}")
     print(
-        f"timings provision {provisioned - started:.1f} s, worker start {ready - provisioned:.1f} s, "
-        f"build {built['duration_s']:.2f} s, push {pushed['duration_s']:.2f} s, "
-        f"build+push round trip {done - ready:.2f} s"
+        f"timings provision {timings['provision_s']:.1f} s, worker start {timings['worker_start_s']:.1f} s, "
+        f"build {timings['build_s']:.2f} s, push {timings['push_s']:.2f} s, "
+        f"build+push round trip {timings['round_trip_s']:.2f} s"
     )
-    print(f"stop the worker with `dockyard down`; its log is in {Path(settings.farm_dir) / 'workers'}")
+    print(f"stop the worker with `dockyard down`; its log is {log}")
     return 0
 
 
@@ -87,6 +129,9 @@ def cmd_down(args: argparse.Namespace) -> int:
     from dockyard.workers import farm
 
     stopped = farm.stop_workers(get_settings())
+    if args.json:
+        print_json({"stopped": stopped})
+        return 0
     print("stopped " + (", ".join(stopped) if stopped else "nothing"))
     return 0
 
@@ -113,21 +158,66 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def split_tags(args: argparse.Namespace) -> tuple[str | None, list[str]]:
+    """The tag and additional tags of repeated ``-t/--tag`` (the first is the tag) and ``--additional-tag``."""
+    tags: list[str] = [*args.tag, *args.additional_tag]
+    if not args.tag:
+        return None, tags
+    return tags[0], tags[1:]
+
+
+def build_request(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    """The image name and ``dockyard.tasks.client.build`` parameters of ``dockyard build``'s arguments.
+
+    docker build's options map to prefect-docker's ``build_kwargs``: docker-py's
+    ``buildargs``, ``target``, ``platform``, ``nocache``, ``labels``; buildx's
+    ``build_args``, ``target``, ``platforms``, ``cache=False``, ``labels``.
+    """
+    if args.context is not None and args.path is not None:
+        raise UsageError(f"the build context is given twice: {args.context!r} and --path {args.path!r}")
+    if args.image_name.startswith((".", "/", "~")):  # no image name starts so: a context given in its place
+        raise UsageError(
+            f"{args.image_name!r} is a path, not an image name: the image name comes first "
+            "(dockyard build IMAGE [CONTEXT])"
+        )
+    context = args.context if args.context is not None else (args.path if args.path is not None else ".")
+    params: dict[str, Any] = {"dockerfile": args.dockerfile, "path": str(Path(context).resolve())}
+    tag, additional = split_tags(args)
+    if tag is not None:
+        params["tag"] = tag
+    if additional:
+        params["additional_tags"] = additional
+    buildx = args.backend == "buildx"
+    if args.backend:
+        params["build_backend"] = args.backend
+    if args.build_arg:
+        params["build_args" if buildx else "buildargs"] = dict(args.build_arg)
+    if args.target is not None:
+        params["target"] = args.target
+    if args.platform is not None:
+        if buildx:
+            params["platforms"] = [each for each in args.platform.split(",") if each]
+        else:
+            params["platform"] = args.platform
+    if args.no_cache:
+        if buildx:
+            params["cache"] = False
+        else:
+            params["nocache"] = True
+    if args.label:
+        params["labels"] = dict(args.label)
+    if args.ignore_cache:
+        params["ignore_cache"] = True
+    return args.image_name, params
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     """Build on the farm (from the cache when possible) and print the result as JSON."""
     from dockyard.tasks.client import build
 
-    params: dict[str, Any] = {"dockerfile": args.dockerfile, "path": str(Path(args.path).resolve())}
-    if args.tag:
-        params["tag"] = args.tag
-    if args.additional_tag:
-        params["additional_tags"] = args.additional_tag
-    if args.build_arg:
-        params["buildargs"] = dict(args.build_arg)
-    if args.backend:
-        params["build_backend"] = args.backend
-    result = build(args.image_name, on_output=_to_stderr, timeout_s=args.timeout, **params)
-    print(json.dumps(result, indent=2))
+    image_name, params = build_request(args)
+    result = build(image_name, on_output=_to_stderr, timeout_s=args.timeout, **params)
+    print_json(result)
     return 0
 
 
@@ -141,39 +231,45 @@ def cmd_push(args: argparse.Namespace) -> int:
     from dockyard.tasks.client import push
 
     credentials = push_credentials(args)
+    tag, additional = split_tags(args)
     try:
         result = push(
-            args.image_name, tag=args.tag, additional_tags=args.additional_tag or None,
+            args.image_name, tag=tag, additional_tags=additional or None,
             credentials=credentials, timeout_s=args.timeout,
         )
     except celery.exceptions.TimeoutError as exc:
         waited = args.timeout or 2 * get_settings().task_time_limit_s
         raise celery.exceptions.TimeoutError(
-            f"No result for the push of {args.image_name}:{args.tag or 'latest'} within {waited:g} s "
+            f"No result for the push of {args.image_name}:{tag or 'latest'} within {waited:g} s "
             "(is a worker up and consuming?)"
         ) from exc
-    print(json.dumps(result, indent=2))
+    print_json(result)
     return 0
 
 
 def push_credentials(args: argparse.Namespace) -> dict[str, str] | None:
     """Registry credentials from --username, --registry-url and a password never on the command line.
 
-    The password comes from --password-file (trailing newline stripped) or an
-    environment variable (--password-env, default DOCKYARD_PUSH_PASSWORD).
-    Without --username there are none: the workers' own registry login is used.
+    The password comes from --password-stdin, --password-file (trailing newline
+    stripped) or an environment variable (--password-env, default
+    DOCKYARD_PUSH_PASSWORD). Without --username there are none: the workers'
+    own registry login is used.
     """
     if args.username is None:
         given = [flag for flag, value in (
             ("--registry-url", args.registry_url), ("--password-env", args.password_env),
-            ("--password-file", args.password_file),
+            ("--password-file", args.password_file), ("--password-stdin", args.password_stdin or None),
         ) if value is not None]
         if given:
             raise UsageError(f"{', '.join(given)} given without --username")
         return None
     if not args.username:
         raise UsageError("--username is empty")
-    if args.password_file is not None:
+    if args.password_stdin:
+        password = sys.stdin.read().rstrip("\r\n")
+        if not password:
+            raise UsageError("--password-stdin: no password on stdin")
+    elif args.password_file is not None:
         try:
             password = Path(args.password_file).read_text().rstrip("\r\n")
         except (OSError, UnicodeDecodeError) as exc:
@@ -185,7 +281,8 @@ def push_credentials(args: argparse.Namespace) -> dict[str, str] | None:
         password = os.environ.get(variable, "")
         if not password:
             raise UsageError(
-                f"--username needs a password: set {variable}, or give --password-env VAR or --password-file PATH"
+                f"--username needs a password: set {variable}, or give --password-stdin, "
+                "--password-env VAR or --password-file PATH"
             )
     credentials = {"username": args.username, "password": password}
     if args.registry_url:
@@ -198,8 +295,42 @@ def push_credentials(args: argparse.Namespace) -> dict[str, str] | None:
     return credentials
 
 
+def fast_node(host_id: str) -> str:
+    """The Celery node name (before the ``@``) of ``host_id``'s fast lane worker (``dockyard.workers.worker``)."""
+    return host_id + defaults.FAST_QUEUE_SUFFIX
+
+
+def host_rows(records: list[dict[str, Any]], active: dict[str, list[Any]], lineages: dict[str, list[str]]) -> list[dict[str, Any]]:
+    """What ``dockyard hosts`` shows of each host record: its build lane's and fast lane's running tasks
+    (from the workers' ``active`` replies, by node), and the lineages it holds.
+
+    ``running_fast`` is None when the record advertises no fast lane (``fast_queue``).
+    """
+    running: dict[str, int] = {}
+    for node, tasks in active.items():
+        name = node.split("@", 1)[0]
+        running[name] = running.get(name, 0) + len(tasks or [])
+    rows = []
+    for record in records:
+        host = record["host"]
+        rows.append({
+            "host": host,
+            "running": running.get(host, 0),
+            "running_fast": running.get(fast_node(host), 0) if record.get("fast_queue") else None,
+            "concurrency": record.get("concurrency"),
+            "queue": record.get("queue"),
+            "fast_queue": record.get("fast_queue"),
+            "build_queue": record.get("build_queue"),
+            "docker_host": record.get("docker_host"),
+            "metrics": record.get("metrics"),
+            "lineages": lineages.get(host, []),
+            "seen_at": record.get("seen_at"),
+        })
+    return rows
+
+
 def cmd_hosts(args: argparse.Namespace) -> int:
-    """List the build hosts that heartbeat, with their load (tasks running now) and the lineages they hold."""
+    """List the build hosts that heartbeat, with their load (tasks running now in each lane) and the lineages they hold."""
     from dockyard.tasks.farm.hosts import live_hosts
     from dockyard.tasks.keyspace import redis_for
     from dockyard.tasks.routing.placement import held_lineages
@@ -207,32 +338,43 @@ def cmd_hosts(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     active = app.control.inspect(timeout=1.0).active() or {}
-    running = {node.split("@", 1)[0]: len(tasks) for node, tasks in active.items()}
     connection = redis_for(settings)
     records = live_hosts(connection, settings)
-    print("HOST\tRUNNING\tCONCURRENCY\tQUEUE\tDOCKER\tMETRICS\tLINEAGES")
-    for record in records:
-        lineages = held_lineages(connection, settings, record["host"])
+    lineages = {record["host"]: held_lineages(connection, settings, record["host"]) for record in records}
+    rows = host_rows(records, active, lineages)
+    if args.json:
+        print_json(rows)
+        return 0
+    # FAST last: scripts read the columns before it by position
+    print("HOST\tRUNNING\tCONCURRENCY\tQUEUE\tDOCKER\tMETRICS\tLINEAGES\tFAST")
+    for row in rows:
         print(
-            f"{record['host']}\t{running.get(record['host'], 0)}\t{record['concurrency']}\t"
-            f"{record['queue']}\t{record['docker_host']}\t{record.get('metrics') or '-'}\t"
-            f"{'; '.join(lineages) or '-'}"
+            f"{row['host']}\t{row['running']}\t{row['concurrency']}\t{row['queue']}\t{row['docker_host']}\t"
+            f"{row['metrics'] or '-'}\t{'; '.join(row['lineages']) or '-'}\t"
+            f"{'-' if row['running_fast'] is None else row['running_fast']}"
         )
     return 0
 
 
 def cmd_cache_list(args: argparse.Namespace) -> int:
     """List the build cache: key, image id, host, age."""
-    import time
-
     from dockyard.tasks.cache.single_flight import build_cache
     from dockyard.tasks.keyspace import redis_for
 
     settings = get_settings()
     entries = sorted(build_cache(redis_for(settings), settings).entries())
+    now = time.time()
+    rows = [
+        {"key": cache_key, "image_id": entry.value["image_id"], "image": entry.value.get("image"), "host": entry.host,
+         "created_at": entry.created_at, "age_s": round(now - entry.created_at, 3)}
+        for cache_key, entry in entries
+    ]
+    if args.json:
+        print_json(rows)
+        return 0
     print("KEY\tIMAGE ID\tHOST\tAGE (s)")
-    for cache_key, entry in entries:
-        print(f"{cache_key}\t{entry.value['image_id']}\t{entry.host}\t{time.time() - entry.created_at:.0f}")
+    for row in rows:
+        print(f"{row['key']}\t{row['image_id']}\t{row['host']}\t{row['age_s']:.0f}")
     return 0
 
 
@@ -254,14 +396,17 @@ def cmd_cache_clear(args: argparse.Namespace) -> int:
         wanted = list(dict.fromkeys(args.keys))
         missing = cache.remove(wanted)
         removed = len(wanted) - len(missing)
-    print(f"cleared {removed} cache entr{'y' if removed == 1 else 'ies'}")
+    if args.json:
+        print_json({"cleared": removed, "missing": missing})
+    else:
+        print(f"cleared {removed} cache entr{'y' if removed == 1 else 'ies'}")
     if missing:
         raise CacheKeysNotFound(f"not in the build cache: {', '.join(missing)}")
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    """Show a task's state, and its result or error."""
+    """Show a task's state, and its result or error; a task id the result backend does not know is an error."""
     from celery.result import AsyncResult
 
     from dockyard.tasks.keyspace import connect_for
@@ -269,16 +414,37 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     backend = settings.effective_result_backend
-    if backend.startswith(("redis://", "rediss://", "sentinel://")):
+    connection = None
+    if backend.startswith(("redis://", "rediss://", "unix://", "sentinel://")):
         # the result backend retries a Redis outage for minutes; say so at once instead
-        connect_for(settings, backend, socket_connect_timeout=5, socket_timeout=5).ping()
+        connection = connect_for(settings, backend, socket_connect_timeout=5, socket_timeout=5)
+        connection.ping()
     result = AsyncResult(args.task_id, app=app)
-    print(f"state\t{result.state}")
-    if result.state == "FAILURE":
-        print(f"error\t{type(result.result).__name__}: {result.result}")
-        return 1
-    if result.info is not None:
-        print("result\t" + json.dumps(result.info, default=str))
+    state = result.state
+    # Celery says PENDING of any id it has no record of. With task_track_started a task has a record from
+    # the moment a worker starts it until result_expires; a message still waiting in a queue has none yet.
+    if state == "PENDING" and connection is not None and not connection.exists(app.backend.get_key_for_task(args.task_id)):
+        raise UnknownTask(
+            f"no task with id {args.task_id} is known to the result backend: it was never started "
+            f"(a task still waiting in a queue has no record yet) or its record expired "
+            f"(results are kept {settings.result_expires_s} s)"
+        )
+    record: dict[str, Any] = {"task_id": args.task_id, "state": state}
+    failed = state == "FAILURE"
+    if failed:
+        record["error"] = {"type": type(result.result).__name__, "message": str(result.result)}
+    elif result.info is not None:
+        record["result"] = result.info
+    if args.json:
+        print_json(record)
+    else:
+        print(f"state\t{state}")
+        if failed:
+            print(f"error\t{record['error']['type']}: {record['error']['message']}")
+        elif "result" in record:
+            print("result\t" + json.dumps(record["result"], default=str))
+    if failed:
+        raise TaskFailed(record["error"]["type"], f"task {args.task_id} failed: {record['error']['message']}")
     return 0
 
 
@@ -286,15 +452,18 @@ class Parser(argparse.ArgumentParser):
     """An argument parser whose errors are a ``UsageError`` (one line, exit 2) rather than an exit."""
 
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{message} (see `{self.prog} --help`)")
+        raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
-def build_arg(text: str) -> tuple[str, str]:
-    """``KEY=VALUE`` of ``--build-arg``, as a pair."""
+def key_value(text: str) -> tuple[str, str]:
+    """``KEY=VALUE`` (of ``--build-arg`` and ``--label``), as a pair."""
     name, sep, value = text.partition("=")
     if not sep or not name:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     return name, value
+
+
+build_arg = key_value  # the name earlier versions had
 
 
 def positive_int(text: str) -> int:
@@ -319,72 +488,150 @@ def seconds(text: str) -> float:
     return value
 
 
-def parser() -> argparse.ArgumentParser:
-    root = Parser(prog="dockyard", description=__doc__)
-    sub = root.add_subparsers(dest="command", required=True)
+def package_version() -> str:
+    """The installed version of the dockyard distribution."""
+    try:
+        return importlib.metadata.version("dockyard")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
 
-    up = sub.add_parser("up", help=cmd_up.__doc__)
-    up.add_argument("--hosts", type=int, default=2, help="Docker engines to provision (default 2)")
+
+JSON_HELP = "print the records as JSON on stdout instead of a table"
+TIMEOUT_HELP = "seconds to wait for the result (default: twice DOCKYARD_TASK_TIME_LIMIT_S)"
+
+
+def command(sub: Any, name: str, summary: str, description: str | None = None) -> argparse.ArgumentParser:
+    """A subcommand with its one-line summary (in ``dockyard --help``) and its description (in its own help)."""
+    found: argparse.ArgumentParser = sub.add_parser(name, help=summary, description=description or summary)
+    return found
+
+
+def parser() -> argparse.ArgumentParser:
+    root = Parser(prog="dockyard", description=DESCRIPTION)
+    root.add_argument("--version", action="version", version=f"dockyard {package_version()}",
+                      help="print the installed dockyard version and exit")
+    sub = root.add_subparsers(dest="command", required=True, metavar="COMMAND", title="commands")
+
+    up = command(sub, "up", "Provision the local farm, start a worker, build and push the example project.",
+                 "Provision the local farm (Redis, Docker engines, registry), start a worker in the background, "
+                 "build and push the example project, and print the pushed reference, its digest and timings.")
+    up.add_argument("--hosts", type=positive_int, default=2, help="Docker engines to provision (default 2)")
+    up.add_argument("--json", action="store_true", help="print the pushed image, digest and timings as JSON")
     up.set_defaults(run=cmd_up)
 
-    sub.add_parser("down", help=cmd_down.__doc__).set_defaults(run=cmd_down)
-    sub.add_parser("hosts", help=cmd_hosts.__doc__).set_defaults(run=cmd_hosts)
+    down = command(sub, "down", "Stop the workers 'dockyard up' started.")
+    down.add_argument("--json", action="store_true", help="print the stopped workers' host ids as JSON")
+    down.set_defaults(run=cmd_down)
 
-    cache = sub.add_parser("cache", help="List or clear the build cache").add_subparsers(dest="cache_command", required=True)
-    cache.add_parser("list", help=cmd_cache_list.__doc__).set_defaults(run=cmd_cache_list)
-    clear = cache.add_parser("clear", help=cmd_cache_clear.__doc__)
-    clear.add_argument("keys", nargs="*", help="cache keys, as `dockyard cache list` shows them")
+    hosts = command(sub, "hosts", "List the live build hosts, their load and the lineages they hold.",
+                    "List the build hosts that heartbeat: the tasks running now on the build lane (RUNNING) "
+                    "and on the fast lane (FAST; '-' without a fast lane), concurrency, queue, Docker engine, "
+                    "metrics URL, and the lineages each built (most recent first). An operator command: it "
+                    "needs the worker Redis user.")
+    hosts.add_argument("--json", action="store_true", help=JSON_HELP)
+    hosts.set_defaults(run=cmd_hosts)
+
+    cache_parser = command(sub, "cache", "List or clear the build cache.")
+    cache = cache_parser.add_subparsers(dest="cache_command", required=True, metavar="ACTION", title="actions")
+    listing = command(cache, "list", "List the build cache: key, image id, host, age.")
+    listing.add_argument("--json", action="store_true", help=JSON_HELP)
+    listing.set_defaults(run=cmd_cache_list)
+    clear = command(cache, "clear", "Remove build cache entries: the given keys, or all with --all.",
+                    "Remove build cache entries: the given keys, or all with --all. Keys not in the cache "
+                    "are named in the error (exit 1). An operator command: it needs the worker Redis user.")
+    clear.add_argument("keys", nargs="*", metavar="KEY", help="cache keys, as 'dockyard cache list' shows them")
     clear.add_argument("--all", action="store_true", help="clear every build cache entry")
+    clear.add_argument("--json", action="store_true", help="print how many entries were cleared, and the keys not found, as JSON")
     clear.set_defaults(run=cmd_cache_clear)
 
-    status = sub.add_parser("status", help=cmd_status.__doc__)
-    status.add_argument("task_id")
+    status = command(sub, "status", "Show a task's state, and its result or error.",
+                     "Show a task's state, and its result or error. Exit 1 if the task failed, or if the "
+                     "result backend holds nothing for the id (never started, or its record expired).")
+    status.add_argument("task_id", metavar="TASK_ID", help="the Celery task id (of a build or push)")
+    status.add_argument("--json", action="store_true", help="print the state and the result or error as JSON")
     status.set_defaults(run=cmd_status)
 
-    worker = sub.add_parser("worker", help=cmd_worker.__doc__)
+    worker = command(sub, "worker", "Run a worker for this host in the foreground, with its fast lane beside it.",
+                     "Run a worker in the foreground for this host: it consumes the shared build queue and the "
+                     "host's own queue, and starts the host's fast lane beside it.")
     worker.add_argument("--concurrency", type=positive_int, default=None, help="builds at once (default DOCKYARD_WORKER_CONCURRENCY)")
     worker.add_argument("--host-id", default=None, help="this host's id (default DOCKYARD_HOST_ID or the hostname)")
-    worker.add_argument("--queue", action="append", default=[], help="an extra queue to consume (repeatable)")
-    worker.add_argument("--loglevel", default="INFO")
+    worker.add_argument("--queue", action="append", default=[], metavar="QUEUE", help="an extra queue to consume (repeatable)")
+    worker.add_argument("--loglevel", default="INFO", help="Celery's log level: DEBUG, INFO, WARNING, ERROR (default INFO)")
     worker.add_argument(
         "--lane", choices=["build", "fast"], default="build",
         help="build: the build worker, which starts the fast lane beside it (default); fast: the fast lane alone",
     )
     worker.set_defaults(run=cmd_worker)
 
-    build = sub.add_parser("build", help=cmd_build.__doc__)
-    build.add_argument("image_name")
-    build.add_argument("--path", default=".", help="build context (default .)")
-    build.add_argument("--dockerfile", default="Dockerfile", help='Dockerfile, or "auto"')
-    build.add_argument("--tag", default=None, help="default: a UTC timestamp")
-    build.add_argument("--additional-tag", action="append", default=[])
-    build.add_argument("--build-arg", action="append", default=[], type=build_arg, metavar="KEY=VALUE")
-    build.add_argument("--backend", choices=["docker-py", "buildx"], default=None, help="default docker-py")
-    build.add_argument("--timeout", type=seconds, default=None, help="seconds to wait (default twice DOCKYARD_TASK_TIME_LIMIT_S)")
+    build = command(sub, "build", "Build an image on the farm (from the cache when possible); print the result as JSON.",
+                    "Build IMAGE from the build context CONTEXT on the farm, from the cache when possible, as "
+                    "'docker build' does. The build output is shown live on stderr; the result (image, tags, "
+                    "image id, host, cache) is printed as JSON on stdout.")
+    build.add_argument("image_name", metavar="IMAGE", help="image name without its tag, e.g. registry:5000/team/app")
+    build.add_argument("context", nargs="?", default=None, metavar="CONTEXT", help="build context directory (default .)")
+    build.add_argument("--path", default=None, metavar="CONTEXT", help="the build context, as the CONTEXT argument (older spelling)")
+    build.add_argument("-f", "--file", "--dockerfile", dest="dockerfile", default="Dockerfile", metavar="FILE",
+                       help="the Dockerfile, relative to the context, or 'auto' to generate one (default Dockerfile)")
+    build.add_argument("-t", "--tag", action="append", default=[], metavar="TAG",
+                       help="a tag (repeatable): the first is the image's tag, the others additional tags "
+                            "(default: a UTC timestamp)")
+    build.add_argument("--additional-tag", action="append", default=[], metavar="TAG",
+                       help="an additional tag (repeatable; the same as a second --tag)")
+    build.add_argument("--build-arg", action="append", default=[], type=key_value, metavar="KEY=VALUE",
+                       help="a build-time variable (repeatable)")
+    build.add_argument("--target", default=None, metavar="STAGE", help="the build stage to build")
+    build.add_argument("--platform", default=None, metavar="PLATFORM",
+                       help="the target platform, e.g. linux/amd64 (buildx: a comma-separated list)")
+    build.add_argument("--no-cache", action="store_true", help="do not use the engine's layer cache when building")
+    build.add_argument("--label", action="append", default=[], type=key_value, metavar="KEY=VALUE",
+                       help="a label of the image (repeatable)")
+    build.add_argument("--ignore-cache", action="store_true",
+                       help="skip dockyard's build cache lookup (the fresh result is still stored)")
+    build.add_argument("--backend", choices=["docker-py", "buildx"], default=None, help="the build backend (default docker-py)")
+    build.add_argument("--timeout", type=seconds, default=None, metavar="SECONDS", help=TIMEOUT_HELP)
+    build.add_argument("--json", action="store_true", help="print the result as JSON (the default output of build)")
     build.set_defaults(run=cmd_build)
 
-    push = sub.add_parser("push", help=cmd_push.__doc__)
-    push.add_argument("image_name")
-    push.add_argument("--tag", default=None)
-    push.add_argument("--additional-tag", action="append", default=[])
+    push = command(sub, "push", "Push an image from the host holding it; print the result as JSON.",
+                   "Push IMAGE's tags from the farm host that holds the image and print the result (image, "
+                   "tags, digest) as JSON. Without --username the workers' own registry login is used; the "
+                   "password is never taken from the command line.")
+    push.add_argument("image_name", metavar="IMAGE", help="image name without its tag, e.g. registry:5000/team/app")
+    push.add_argument("-t", "--tag", action="append", default=[], metavar="TAG",
+                      help="a tag to push (repeatable): the first is the main tag, the others additional tags "
+                           "(default latest)")
+    push.add_argument("--additional-tag", action="append", default=[], metavar="TAG",
+                      help="an additional tag to push (repeatable; the same as a second --tag)")
     push.add_argument("--username", default=None, help="registry user (default: the workers' own registry login)")
-    push.add_argument("--registry-url", default=None, help="registry to log in to (default: the image name's registry)")
+    push.add_argument("--registry-url", default=None, metavar="HOST[:PORT]",
+                      help="registry to log in to (default: the image name's registry)")
     password = push.add_mutually_exclusive_group()
+    password.add_argument("--password-stdin", action="store_true",
+                          help="read the registry password from stdin (a trailing newline is stripped)")
     password.add_argument(
         "--password-env", default=None, metavar="VAR",
-        help=f"environment variable holding the password (default {PUSH_PASSWORD_ENV})",
+        help=f"environment variable holding the password (default {PUSH_PASSWORD_ENV}, a variable this "
+             "command reads for its own option, not a dockyard setting)",
     )
-    password.add_argument("--password-file", default=None, metavar="PATH", help="file holding the password")
-    push.add_argument("--timeout", type=seconds, default=None, help="seconds to wait (default twice DOCKYARD_TASK_TIME_LIMIT_S)")
+    password.add_argument("--password-file", default=None, metavar="PATH",
+                          help="file holding the password (a trailing newline is stripped)")
+    push.add_argument("--timeout", type=seconds, default=None, metavar="SECONDS", help=TIMEOUT_HELP)
+    push.add_argument("--json", action="store_true", help="print the result as JSON (the default output of push)")
     push.set_defaults(run=cmd_push)
     return root
 
 
-def fail(exc: BaseException, code: int) -> int:
+def fail(exc: BaseException, code: int, *, type_name: str | None = None, hint: str = "") -> int:
     """Report ``exc`` as the one line ``dockyard: Type: message`` on stderr; return ``code``."""
-    message = " ".join(str(exc).split()) or "(no message)"
-    print(f"dockyard: {type(exc).__name__}: {message}", file=sys.stderr)
+    message = " ".join(f"{exc} {hint}".split()) or "(no message)"
+    print(f"dockyard: {type_name or type(exc).__name__}: {message}", file=sys.stderr)
     return code
+
+
+def is_noperm(exc: redis.exceptions.RedisError) -> bool:
+    """Redis refused a command or key to this ACL user (NOPERM), however redis-py or a script reports it."""
+    return isinstance(exc, redis.exceptions.NoPermissionError) or "NOPERM" in str(exc)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -394,9 +641,26 @@ def main(argv: list[str] | None = None) -> int:
         code: int = args.run(args)
     except UsageError as exc:
         return fail(exc, 2)
-    except (DockyardError, CacheKeysNotFound) as exc:
+    except pydantic.ValidationError as exc:
+        if exc.title == "Settings":
+            return fail(InvalidSettings.from_validation_error(exc), 1)
+        return fail(exc, 1)
+    except TaskFailed as exc:
+        return fail(exc, 1, type_name=exc.type_name)
+    except (DockyardError, InvalidSettings, CacheKeysNotFound, UnknownTask) as exc:
+        return fail(exc, 1)
+    except redis.exceptions.RedisError as exc:
+        if is_noperm(exc):
+            return fail(exc, 1, type_name="NoPermissionError", hint=NOPERM_HINT)
         return fail(exc, 1)
     except SERVICE_ERRORS as exc:
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, redis.exceptions.RedisError) and is_noperm(cause):
+            return fail(cause, 1, type_name="NoPermissionError", hint=NOPERM_HINT)
+        return fail(exc, 1)
+    except KeyboardInterrupt:
+        return fail(KeyboardInterrupt("interrupted"), 130, type_name="Interrupted")
+    except Exception as exc:  # noqa: BLE001 - anything else is still one line, never a traceback
         return fail(exc, 1)
     return code
 

@@ -21,7 +21,7 @@ from dockyard.config.settings import Settings, get_settings
 from dockyard.tasks.farm.disk_budget import enforce
 from dockyard.tasks.engine.connection import open_client
 from dockyard.tasks.keyspace import key, redis_for
-from dockyard.tasks.routing.router import BUILD_TASK, PUSH_TASK, TAG_TASK
+from dockyard.tasks.task_names import BUILD_TASK, PUSH_TASK, TAG_TASK
 
 logger = logging.getLogger("dockyard.disk_budget")
 CHECKED_TASKS = (BUILD_TASK, TAG_TASK, PUSH_TASK)  # each may have built an image

@@ -41,13 +41,18 @@ def pid_dir(settings: Settings) -> Path:
     return path
 
 
+def log_path(settings: Settings, host_id: str) -> Path:
+    """The log file of the worker ``start_worker`` starts for ``host_id`` (in ``pid_dir``)."""
+    return pid_dir(settings) / f"{host_id}.log"
+
+
 def start_worker(settings: Settings, *, host_id: str, docker_host: str | None) -> int:
-    """Start a detached worker for ``host_id``; return its pid (kept in the farm dir)."""
+    """Start a detached worker for ``host_id``; return its pid (kept in ``pid_dir``, beside its log)."""
     pids = pid_dir(settings)
     pid_file = pids / f"{host_id}.pid"
     if pid_file.exists() and alive(int(pid_file.read_text())):
         return int(pid_file.read_text())
-    worker = WorkerProcess(host_id, docker_host, pids / f"{host_id}.log").start()
+    worker = WorkerProcess(host_id, docker_host, log_path(settings, host_id)).start()
     pid_file.write_text(str(worker.pid))
     return worker.pid
 

@@ -22,6 +22,7 @@ from dockyard.config.settings import Settings, fast_queue, host_queue
 from dockyard.tasks.farm import metrics
 from dockyard.tasks.farm.hosts import live_hosts
 from dockyard.tasks.routing.placement import held_key, spills_key
+from dockyard.tasks.keyspace import text
 
 PREFIX = "dockyard_"
 
@@ -115,7 +116,7 @@ class FarmCollector:
         spills: dict[str, float] = {}
         for raw in answers:  # the spill hashes, after the lengths
             for host, count in raw.items():
-                name = host.decode() if isinstance(host, bytes) else str(host)
+                name = text(host)
                 spills[name] = spills.get(name, 0.0) + _number(count)
         return lengths, spills
 

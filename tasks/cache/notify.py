@@ -15,7 +15,7 @@ import redis
 
 from dockyard.config import defaults
 from dockyard.config.settings import Settings
-from dockyard.tasks.keyspace import key
+from dockyard.tasks.keyspace import key, text
 
 
 def done_key(settings: Settings, namespace: str, cache_key: str) -> str:
@@ -55,7 +55,7 @@ class Waiter:
         answer: Any = self.connection.xread(streams, block=max(1, int(block_s * 1000)), count=500)
         found: dict[str, list[tuple[Any, Any]]] = {}
         for stream, entries in answer or []:
-            name = stream.decode() if isinstance(stream, bytes) else str(stream)
+            name = text(stream)
             found[name] = list(entries)
             if name == self.name and entries:
                 self.last_id = entries[-1][0]

@@ -25,7 +25,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import redis
 
@@ -34,7 +34,8 @@ from dockyard.config.redis_urls import is_sentinel_url
 from dockyard.config.settings import Settings, get_settings
 from dockyard.tasks.request.cache_key import call_key
 from dockyard.tasks.errors import BuildError, ContextMissing, DockyardError, JoinTimeout, TransientError
-from dockyard.tasks.keyspace import key, redis_for
+from dockyard.tasks.request.results import CacheSource
+from dockyard.tasks.keyspace import key, optional_text, redis_for
 from dockyard.tasks.cache.lease import KeepAlive, Lease, replicate
 from dockyard.tasks.cache.notify import Waiter, announce
 from dockyard.tasks.cache.live_output import StreamReader
@@ -50,7 +51,7 @@ end
 return 0
 """
 T = TypeVar("T")
-Source = Literal["hit", "built", "joined"]
+Source = CacheSource  # how single flight had the value
 FARM_NAMESPACES = ("build", "push")  # written by workers only; ``call`` (``cacheable``) by any process
 
 
@@ -289,7 +290,7 @@ class SingleFlight:
         """Poll until the owner stores a value (joined), fails (raise) or vanishes (None: take over)."""
         waiter = Waiter(self.connection, self.settings, self.namespace, cache_key)
         raw_owner = self.connection.get(lease.name)
-        owner = raw_owner.decode() if isinstance(raw_owner, bytes) else raw_owner
+        owner = optional_text(raw_owner)
         while time.monotonic() < deadline:
             entry = self.peek(cache_key)
             if entry is not None and (owner is None or entry.token == owner):

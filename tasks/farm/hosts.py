@@ -18,7 +18,7 @@ import redis
 
 from dockyard.config.settings import Settings
 from dockyard.tasks.farm import image_use
-from dockyard.tasks.keyspace import key
+from dockyard.tasks.keyspace import key, text
 
 
 def beat(connection: redis.Redis, settings: Settings, host_id: str, info: dict[str, Any]) -> None:
@@ -26,7 +26,7 @@ def beat(connection: redis.Redis, settings: Settings, host_id: str, info: dict[s
     now = time.time()
     record = {**info, "host": host_id, "seen_at": now}
     pipe = connection.pipeline(transaction=False)
-    pipe.set(key(settings, "hosts", host_id), json.dumps(record), px=int(settings.heartbeat_ttl_s * 1000))
+    pipe.set(host_key(settings, host_id), json.dumps(record), px=int(settings.heartbeat_ttl_s * 1000))
     pipe.zadd(hosts_index_key(settings), {host_id: now})
     pipe.zremrangebyscore(hosts_index_key(settings), "-inf", now - settings.cache_ttl_s)
     pipe.execute()
@@ -38,7 +38,7 @@ def hosts_index_key(settings: Settings) -> str:
 
 
 def forget_host(connection: redis.Redis, settings: Settings, host_id: str) -> None:
-    connection.delete(key(settings, "hosts", host_id))
+    connection.delete(host_key(settings, host_id))
 
 
 def host_key(settings: Settings, host_id: str) -> str:
@@ -52,7 +52,7 @@ def is_alive(connection: redis.Redis, settings: Settings, host_id: str) -> bool:
 
 def live_hosts(connection: redis.Redis, settings: Settings) -> list[dict[str, Any]]:
     """The records of every host that heartbeats, sorted by host id."""
-    names = sorted(connection.scan_iter(match=key(settings, "hosts", "*"), count=500))
+    names = sorted(connection.scan_iter(match=host_key(settings, "*"), count=500))
     records = connection.mget(names) if names else []
     return [json.loads(raw) for raw in records if raw]
 
@@ -106,13 +106,10 @@ def recorded_images(connection: redis.Redis, settings: Settings, host_id: str) -
     """The image ids ``host_id`` is recorded as holding (its ``byimage:`` index sets), sorted."""
     prefix = key(settings, "byimage", host_id, "")
     pattern = _glob_escape(prefix) + "*"
-    found = (_text(name).removeprefix(prefix) for name in connection.scan_iter(match=pattern, count=500))
+    found = (text(name).removeprefix(prefix) for name in connection.scan_iter(match=pattern, count=500))
     # the index of a host whose id extends this one (``a:b`` for ``a``) is not this host's: an id has one colon
     return sorted({image_id for image_id in found if image_id.count(":") <= 1})
 
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _glob_escape(text: str) -> str:
@@ -123,8 +120,8 @@ def _glob_escape(text: str) -> str:
 def located_references(connection: redis.Redis, settings: Settings, *, host_id: str, image_id: str) -> list[str]:
     """The references of ``image_id``'s index whose location is still that image on that host."""
     index = key(settings, "byimage", host_id, image_id)
-    references = [_text(member).removeprefix("image:") for member in connection.smembers(index)
-                  if _text(member).startswith("image:")]
+    references = [text(member).removeprefix("image:") for member in connection.smembers(index)
+                  if text(member).startswith("image:")]
     here = {"host": host_id, "image_id": image_id}
     return [reference for reference, location in zip(references, locate_images(connection, settings, references))
             if location == here]
@@ -133,7 +130,7 @@ def located_references(connection: redis.Redis, settings: Settings, *, host_id: 
 def forget_image(connection: redis.Redis, settings: Settings, *, host_id: str, image_id: str) -> int:
     """Drop every reference and cache entry that points at ``image_id`` on ``host_id``."""
     index = key(settings, "byimage", host_id, image_id)
-    members = [member.decode() if isinstance(member, bytes) else str(member) for member in connection.smembers(index)]
+    members = [text(member) for member in connection.smembers(index)]
     doomed = [index]
     for member in members:
         if member.startswith("image:"):

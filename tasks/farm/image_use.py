@@ -35,7 +35,7 @@ from collections.abc import Iterable
 import redis
 
 from dockyard.config.settings import Settings
-from dockyard.tasks.keyspace import key
+from dockyard.tasks.keyspace import key, optional_text, text
 
 EVICTING_S = 600  # a claim outlives the removal it announces (deleted when the removal ends)
 RECORD_TTL_S = 30 * 24 * 3600  # used:/seen: of a host whose worker stopped running passes expire after this
@@ -92,7 +92,7 @@ def note_hit(pipe: redis.client.Pipeline, settings: Settings, host_id: str, imag
 
 
 def _scores(raw: list[tuple[bytes | str, float]]) -> dict[str, float]:
-    return {(name.decode() if isinstance(name, bytes) else str(name)): float(score) for name, score in raw}
+    return {text(name): float(score) for name, score in raw}
 
 
 def last_uses(connection: redis.Redis, settings: Settings, host_id: str) -> dict[str, float]:
@@ -138,7 +138,7 @@ def remember_evicted(connection: redis.Redis, settings: Settings, references: It
 def evicted_image(connection: redis.Redis, settings: Settings, reference: str) -> str | None:
     """The image ``reference`` named when the disk budget removed it, or None."""
     found = connection.get(evicted_key(settings, reference))
-    return found.decode() if isinstance(found, bytes) else found
+    return optional_text(found)
 
 
 def claim_for_eviction(connection: redis.Redis, settings: Settings, host_id: str, image_id: str) -> bool:

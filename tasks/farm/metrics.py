@@ -19,7 +19,7 @@ import redis
 
 from dockyard.config import defaults
 from dockyard.config.settings import Settings
-from dockyard.tasks.keyspace import key
+from dockyard.tasks.keyspace import key, text
 
 COUNTERS = {
     "builds_total": "Builds run on this host's engine",
@@ -95,7 +95,7 @@ def read(connection: redis.Redis, settings: Settings, host_id: str) -> dict[str,
     """Every field of ``host_id``'s hash (the unset are absent)."""
     raw = connection.hgetall(_name(settings, host_id))
     return {
-        (name.decode() if isinstance(name, bytes) else str(name)): float(value)
+        text(name): float(value)
         for name, value in raw.items()
     }
 

@@ -26,7 +26,7 @@ import redis
 from dockyard.config.settings import Settings, fast_queue, host_queue
 from dockyard.tasks.farm import hosts
 from dockyard.tasks.farm.lane import in_fast_lane
-from dockyard.tasks.keyspace import key
+from dockyard.tasks.keyspace import key, optional_text, text
 
 logger = logging.getLogger("dockyard.recovery")
 
@@ -94,7 +94,7 @@ def finished(connection: redis.Redis, settings: Settings, task_delivery: str) ->
 
 def dead_hosts(connection: redis.Redis, settings: Settings) -> list[str]:
     """Hosts that held work and no longer heartbeat."""
-    known = sorted(member.decode() if isinstance(member, bytes) else str(member)
+    known = sorted(text(member)
                    for member in connection.hkeys(known_hosts_key(settings)))
     return [host for host in known if host != settings.host_id and not hosts.is_alive(connection, settings, host)]
 
@@ -113,13 +113,13 @@ def recover_host(
     if not connection.set(recovering, settings.host_id, nx=True, ex=lease_s):
         return None
     inflight = [inflight_key(settings, host, lane) for lane in lanes]
-    tags = [tag.decode() if isinstance(tag, bytes) else str(tag) for each in inflight for tag in connection.hvals(each)]
+    tags = [text(tag) for each in inflight for tag in connection.hvals(each)]
     for tag in tags:
         broker_channel.qos.restore_by_tag(tag, leftmost=True)  # atomic: out of ``unacked``, onto its queue
     rerouted = 0
     broker = broker_channel.client
     shared = connection.hget(known_hosts_key(settings), host)  # the dead host's shared queue, not necessarily ours
-    target = shared.decode() if isinstance(shared, bytes) else (shared or settings.build_queue)
+    target = optional_text(shared) or settings.build_queue
     for lane in lanes if reroute else ():
         while broker.lmove(lane_queue(host, lane), target, "RIGHT", "LEFT") is not None:
             rerouted += 1

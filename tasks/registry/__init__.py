@@ -1,1 +1,1 @@
-"""TODO."""
+"""What registries serve: manifest digests by HEAD, base images resolved to digests, the farm's own login."""

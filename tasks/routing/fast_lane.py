@@ -27,7 +27,7 @@ from dockyard.tasks.registry.base_images import pulls
 from dockyard.tasks.cache.single_flight import Entry, build_cache, push_cache
 from dockyard.tasks.request.cache_key import push_key
 from dockyard.tasks.errors import InvalidInput
-from dockyard.tasks.keyspace import key
+from dockyard.tasks.keyspace import key, optional_text
 from dockyard.tasks.routing.lookup import routing_farm
 from dockyard.tasks.request.naming import qualify_image_name, registry_of
 from dockyard.tasks.request.arguments import push_request
@@ -51,7 +51,7 @@ def remember_key(connection: redis.Redis, settings: Settings, spec: BuildSpec, c
 
 def fast_queue_of(connection: redis.Redis, settings: Settings, host: str) -> str | None:
     """The fast queue ``host`` advertises, if it is alive and runs a fast lane."""
-    raw = connection.get(key(settings, "hosts", host))
+    raw = connection.get(hosts.host_key(settings, host))
     if not raw:
         return None
     queue = json.loads(raw).get("fast_queue")
@@ -93,7 +93,7 @@ def probable_cache_key(connection: redis.Redis, settings: Settings, spec: BuildS
     if not pulls(spec) or not spec.base_images:
         return spec.key
     raw = connection.get(content_index_key(settings, spec.key))
-    return raw.decode() if isinstance(raw, bytes) else raw
+    return optional_text(raw)
 
 
 def _cached_build_queue(

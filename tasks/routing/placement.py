@@ -51,8 +51,8 @@ from celery.signals import after_task_publish
 from dockyard.config import defaults
 from dockyard.config.settings import Settings, host_queue
 from dockyard.tasks.errors import InvalidInput
-from dockyard.tasks.farm.hosts import hosts_index_key
-from dockyard.tasks.keyspace import connect_for, key, redis_for
+from dockyard.tasks.farm.hosts import host_key, hosts_index_key
+from dockyard.tasks.keyspace import connect_for, key, redis_for, text
 from dockyard.tasks.routing.lookup import routing_settings
 from dockyard.tasks.request.naming import qualify_image_name
 from dockyard.tasks.farm.recovery import inflight_key
@@ -144,13 +144,13 @@ def builders(connection: redis.Redis, settings: Settings, lineage: Lineage) -> d
 
 
 def _builders(raw: Mapping[Any, Any]) -> dict[str, float]:
-    return {_text(host): float(_text(at)) for host, at in raw.items()}
+    return {text(host): float(text(at)) for host, at in raw.items()}
 
 
 def held_lineages(connection: redis.Redis, settings: Settings, host_id: str) -> list[str]:
     """The lineages ``host_id`` built, most recent first."""
     names: list[bytes | str] = connection.zrevrange(held_key(settings, host_id), 0, -1)  # type: ignore[assignment]
-    return [_text(name) for name in names]
+    return [text(name) for name in names]
 
 
 @dataclass(frozen=True)
@@ -230,7 +230,7 @@ def pool_loads(
     if not hosts:
         return {}
     pipe = connection.pipeline(transaction=False)
-    pipe.mget([key(settings, "hosts", host) for host in hosts])
+    pipe.mget([host_key(settings, host) for host in hosts])
     for host in hosts:
         pipe.hlen(inflight_key(settings, host))
     records, *running = pipe.execute()
@@ -309,7 +309,7 @@ def place(connection: redis.Redis, broker: redis.Redis | None, settings: Setting
     pipe.zrangebyscore(hosts_index_key(settings), now - settings.heartbeat_ttl_s, "+inf")
     pipe.hgetall(lineage_key(settings, lineage))
     indexed, raw_builders = pipe.execute()
-    loads = pool_loads(connection, broker, settings, sorted(_text(host) for host in indexed), now=now)
+    loads = pool_loads(connection, broker, settings, sorted(text(host) for host in indexed), now=now)
     decision = choose(_builders(raw_builders), loads)
     if decision.host is not None and not reserve(broker, loads[decision.host], now=now):
         return Decision(None, "spill" if decision.reason == "preferred" else "busy", decision.preferred)
@@ -338,6 +338,3 @@ def placement_queue(args: Sequence[Any], kwargs: Mapping[str, Any]) -> str | Non
             logger.warning("spill of %s not counted: %s", lineage.name, exc)
     return host_queue(decision.host) if decision.host is not None else None
 
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
