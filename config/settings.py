@@ -7,7 +7,8 @@ import os
 import socket
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from dockyard.config import defaults
@@ -32,7 +33,10 @@ class Settings(BaseSettings):
         description="dockyard's sentinel:// client retries a command through a failover this long",
     )
     key_prefix: str = Field(defaults.KEY_PREFIX, description="Prefix of dockyard's Redis keys")
-    host_id: str = Field(default_factory=socket.gethostname, description="This build host's id")
+    host_id: str = Field(
+        default_factory=lambda: socket.gethostname(), validate_default=True,
+        description=f"This build host's id (not ending in {defaults.FAST_QUEUE_SUFFIX})",
+    )
     docker_host: str | None = Field(None, description="Docker engine URL; default Docker's own")
     default_namespace: str | None = Field(
         None, description="Namespace prefixed to image names without one"
@@ -112,11 +116,24 @@ class Settings(BaseSettings):
         defaults.STATE_DIR, description="Pid files and logs of the workers `dockyard up` starts; default <farm_dir>/workers"
     )
 
+    @field_validator("host_id")
+    @classmethod
+    def _host_id_is_not_a_fast_lane(cls, value: str) -> str:
+        if not value:
+            raise ValueError("a host id may not be empty")
+        if value.endswith(defaults.FAST_QUEUE_SUFFIX):
+            raise ValueError(
+                f"host id {value!r} ends in {defaults.FAST_QUEUE_SUFFIX!r}: its host queue "
+                f"{host_queue(value)} would be the fast queue of host {value[:-len(defaults.FAST_QUEUE_SUFFIX)]!r}"
+            )
+        return value
+
     @model_validator(mode="after")
     def _time_limit_below_visibility(self) -> Settings:
         if self.task_time_limit_s >= self.visibility_timeout_s:
             raise ValueError(
-                "task_time_limit_s must be below visibility_timeout_s, "
+                f"task_time_limit_s (DOCKYARD_TASK_TIME_LIMIT_S, {self.task_time_limit_s}) must be below "
+                f"visibility_timeout_s (DOCKYARD_VISIBILITY_TIMEOUT_S, {self.visibility_timeout_s}), "
                 "or a running task is delivered again to another worker"
             )
         return self
@@ -192,6 +209,29 @@ def host_queue(host_id: str) -> str:
 def fast_queue(host_id: str) -> str:
     """Name of the queue of ``host_id``'s fast lane (cheap work, never behind builds)."""
     return f"{host_queue(host_id)}{defaults.FAST_QUEUE_SUFFIX}"
+
+
+class InvalidSettings(ValueError):
+    """The ``DOCKYARD_*`` settings do not validate; the message names each variable at fault."""
+
+    @classmethod
+    def from_validation_error(cls, error: ValidationError) -> InvalidSettings:
+        """One line per fault, joined: ``DOCKYARD_<NAME>: what is wrong (got <value>)``."""
+        return cls("; ".join(describe_fault(fault) for fault in error.errors(include_url=False)))
+
+
+def describe_fault(fault: ErrorDetails) -> str:
+    """One fault of a settings ``ValidationError``, naming its variable (and its value, unless it may hold a secret)."""
+    message = fault["msg"].removeprefix("Value error, ")
+    location = [part for part in fault["loc"] if isinstance(part, str)]
+    if not location:
+        return message  # a check across settings: its message names them
+    name = location[0]
+    field = Settings.model_fields.get(name)
+    if field is None:
+        return f"{name}: {message}"
+    shown = f" (got {fault['input']!r})" if field.annotation in (int, float, bool) and isinstance(fault["input"], str) else ""
+    return f"DOCKYARD_{name.upper()}: {message}{shown}"
 
 
 @functools.lru_cache(maxsize=1)

@@ -8,14 +8,24 @@
         return build_and_push_on_farm("127.0.0.1:5000/team/app", path=".", tag="v1")
 
 The build output lines go to the flow's logs as the build runs.
-Needs the ``prefect`` extra (``pip install dockyard[prefect]``).
+Needs Prefect: install dockyard with its ``prefect`` extra, from your dockyard
+checkout or wheel (dockyard is not published on PyPI), e.g.
+``pip install '<dockyard checkout or wheel>[prefect]'`` (``pip install -e '.[prefect]'``
+in a checkout).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from prefect import get_run_logger, task
+try:
+    from prefect import get_run_logger, task
+except ImportError as exc:  # pragma: no cover - depends on what is installed
+    raise ImportError(
+        "dockyard.flows needs Prefect: install dockyard with its prefect extra from your dockyard checkout "
+        "or wheel, e.g. pip install '<dockyard checkout or wheel>[prefect]' (pip install -e '.[prefect]' "
+        "in a checkout); dockyard is not published on PyPI"
+    ) from exc
 
 from dockyard.tasks import client
 
