@@ -113,10 +113,6 @@ class SingleFlight:
         raw = self.connection.get(self.entry_key(cache_key))
         return Entry.from_json(raw) if raw else None
 
-    def running(self, cache_key: str) -> bool:
-        """Someone holds the lease of ``cache_key``: its value is being computed."""
-        return self.lease(cache_key).held_by_anyone()
-
     def join(
         self,
         cache_key: str,
@@ -174,12 +170,6 @@ class SingleFlight:
             raw = self.connection.get(name)
             if raw:
                 yield name.decode().removeprefix(prefix), Entry.from_json(raw)
-
-    def store(self, cache_key: str, value: Any, *, host: str | None = None, token: str = "", owner: str | None = None) -> Entry:
-        """Write an entry unconditionally (for values computed outside single flight)."""
-        entry = Entry(value, host or self.settings.host_id, time.time(), token, owner)
-        self.connection.set(self.entry_key(cache_key), entry.to_json(), ex=self.settings.cache_ttl_s)
-        return entry
 
     def store_as_owner(self, cache_key: str, value: Any, lease: Lease, *, host: str | None, owner: str | None) -> Entry | None:
         """Write the entry only if ``lease`` is still held (atomically); None if the lease was lost."""

@@ -10,7 +10,8 @@ digest (``dockyard.tasks.context.scan``), and it is the same whichever way it is
 
 - while packing (``dockyard.tasks.context.pack.pack_context`` feeds ``ArchiveDigest`` what it writes);
 - from a stat walk with the per-file cache (``dockyard.tasks.context.scan``);
-- from a tar stream (``archive_digest``), how the store and the worker verify a download.
+- from a tar stream (``ArchiveDigest.update``/``matches``), how the store verifies a download
+  (``dockyard.tasks.context.store.archive_matches``).
 
 ``ArchiveDigest`` reads the tar strictly: the end-of-archive marker must be
 there and nothing but zeros may follow it, so no byte that a tar reader
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import tarfile
-from typing import IO
 
 from dockyard.tasks.errors import InvalidInput
 
@@ -176,16 +176,3 @@ def _type_and_size(block: bytes) -> tuple[bytes, int]:
     return block[156:157], size
 
 
-def archive_digest(fileobj: IO[bytes]) -> str:
-    """The context digest of the tar read from ``fileobj`` (from its current position to its end)."""
-    digest = ArchiveDigest()
-    while block := fileobj.read(READ_BYTES):
-        digest.update(block)
-    return digest.hexdigest()
-
-
-def bytes_digest(data: bytes) -> str:
-    """The context digest of a tar held in memory."""
-    digest = ArchiveDigest()
-    digest.update(data)
-    return digest.hexdigest()

@@ -39,7 +39,8 @@ READ_BYTES = 1024**2  # the digest check reads the downloaded tar this much at a
 UPLOAD_ATTEMPTS = 2  # an upload the store evicted part of before it ended is written again once
 
 
-def _meta_key(settings: Settings, digest: str) -> str:
+def meta_key(settings: Settings, digest: str) -> str:
+    """``ctx:<digest>``: the hash of a stored context (its chunk count), present while it is stored."""
     return key(settings, "ctx", digest, "meta")
 
 
@@ -57,7 +58,7 @@ def upload_context(connection: redis.Redis, settings: Settings, packed: PackedCo
         raise ContextTooLarge(
             f"Build context is {packed.size} bytes, over the limit of {settings.context_max_bytes}."
         )
-    chunks = connection.hget(_meta_key(settings, packed.digest), "chunks")
+    chunks = connection.hget(meta_key(settings, packed.digest), "chunks")
     if chunks is not None and _touch(connection, settings, packed.digest, int(chunks)):
         return False  # complete: every chunk is there, and lives on
     for _attempt in range(UPLOAD_ATTEMPTS):
@@ -81,7 +82,7 @@ def _write_chunks(connection: redis.Redis, settings: Settings, packed: PackedCon
         count += 1
         if count % defaults.CONTEXT_UPLOAD_CHUNKS_IN_FLIGHT == 0:
             pipe.execute()
-    meta = _meta_key(settings, packed.digest)
+    meta = meta_key(settings, packed.digest)
     pipe.hset(meta, mapping={"size": packed.size, "chunks": count})
     pipe.expire(meta, settings.context_ttl_s)
     pipe.execute()
@@ -92,19 +93,15 @@ def _write_chunks(connection: redis.Redis, settings: Settings, packed: PackedCon
 def _touch(connection: redis.Redis, settings: Settings, digest: str, chunks: int) -> bool:
     """Renew the context's keys (their expiry: the store evicts the nearest first); False if one is gone."""
     pipe = connection.pipeline(transaction=False)
-    pipe.expire(_meta_key(settings, digest), settings.context_ttl_s)
+    pipe.expire(meta_key(settings, digest), settings.context_ttl_s)
     for index in range(chunks):
         pipe.expire(_chunk_key(settings, digest, index), settings.context_ttl_s)
     return all(pipe.execute())
 
 
-def has_context(connection: redis.Redis, settings: Settings, digest: str) -> bool:
-    return bool(connection.exists(_meta_key(settings, digest)))
-
-
 def _forget(connection: redis.Redis, settings: Settings, digest: str, what: str) -> ContextMissing:
     """Drop a broken context's metadata, so the next upload replaces it; the error to raise."""
-    connection.delete(_meta_key(settings, digest))
+    connection.delete(meta_key(settings, digest))
     return ContextMissing(f"Build context {digest} {what} in the store: it was removed; send the build again.")
 
 
@@ -120,7 +117,7 @@ def archive_matches(archive: BinaryIO, digest: str) -> bool:
 
 def download_context(connection: redis.Redis, settings: Settings, digest: str) -> BinaryIO:
     """The context's tar in a temporary file, written a chunk at a time, its digest verified."""
-    meta = connection.hgetall(_meta_key(settings, digest))
+    meta = connection.hgetall(meta_key(settings, digest))
     if not meta:
         raise ContextMissing(
             f"Build context {digest} is not in the store (evicted, expired or never uploaded); send the build again."

@@ -98,7 +98,3 @@ def top_level_images(client: docker.DockerClient) -> list[str]:
     return [str(image["Id"]) for image in client.api.images()]
 
 
-def forget_layers() -> None:
-    """Forget every image's layers read so far (tests that reuse image ids)."""
-    with _known_lock:
-        _known.clear()

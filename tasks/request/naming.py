@@ -48,14 +48,6 @@ def validate_tag(tag: str) -> None:
         )
 
 
-def validate_tags(tags: list[str], additional_tags: object = None) -> None:
-    """Validate ``tags`` and ``additional_tags`` (which must be a list of tags or None)."""
-    if additional_tags is not None and not isinstance(additional_tags, list):
-        raise InvalidInput("additional_tags must be a list of tags.")
-    for tag in [*tags, *(additional_tags or [])]:
-        validate_tag(tag)
-
-
 def split_repository_path(repository_path: str) -> tuple[str | None, str]:
     """Split ``[registry/][namespace/]repo`` into (namespace, repository), as Prefect does."""
     parts = repository_path.split("/", 2)

@@ -71,10 +71,6 @@ def seal(data: Mapping[str, Any], public_key: str | None, *, ttl_s: float) -> di
     return {SEALED_KEY: _b64(ephemeral_public + nonce + box)}
 
 
-def is_sealed(value: object) -> bool:
-    return isinstance(value, Mapping) and set(value) == {SEALED_KEY}
-
-
 def unseal(sealed: Mapping[str, str], private_key: SecretStr | None) -> dict[str, Any]:
     """The data back from ``seal``; ``InvalidInput`` without the farm's private key, or once expired."""
     if private_key is None or not private_key.get_secret_value():

@@ -138,11 +138,6 @@ def record_built(
     pipe.execute()
 
 
-def builders(connection: redis.Redis, settings: Settings, lineage: Lineage) -> dict[str, float]:
-    """The hosts that built ``lineage``, with when each last did."""
-    return _builders(connection.hgetall(lineage_key(settings, lineage)))
-
-
 def _builders(raw: Mapping[Any, Any]) -> dict[str, float]:
     return {text(host): float(text(at)) for host, at in raw.items()}
 

@@ -22,13 +22,14 @@ import redis
 from dockyard.config.settings import Settings
 from dockyard.tasks import client
 from dockyard.tasks.context.pack import ContextTooLarge, PackedContext, UnsafeContext
-from dockyard.tasks.context.digest import bytes_digest
+
 from dockyard.tasks.context.store import upload_context
 from dockyard.tasks.errors import BuildError, InvalidInput, PushError, RegistryAuthError
 from dockyard.tasks.task_names import BUILD_TASK
 from dockyard.tasks.prepare import prepare_build
 from dockyard.tasks.request.spec import spec_key
 from tests.farm.conftest import context_store_client, Registry, WorkerProcess
+from tests.probes import bytes_digest
 
 TIMEOUT_S = 120
 

@@ -14,7 +14,8 @@ from dockyard.config.settings import Settings
 from dockyard.tasks.context.pack import context_files, pack_context
 from dockyard.tasks.errors import ContextTooLarge, UnsafeContext
 from dockyard.tasks.context.unpack import safe_unpack
-from dockyard.tasks.context.store import ContextMissing, download_context, has_context, upload_context
+from dockyard.tasks.context.store import ContextMissing, download_context, upload_context
+from tests.probes import has_context
 
 LIMIT = 10 * 1024**2
 

@@ -29,7 +29,7 @@ from dockyard.config.settings import Settings, host_queue
 from dockyard.tasks import client
 from dockyard.tasks.cache.single_flight import build_cache
 from dockyard.tasks.context.pack import PackedContext
-from dockyard.tasks.context.digest import bytes_digest
+
 from dockyard.tasks.context.store import upload_context
 from dockyard.tasks.errors import BuildError, ContextMissing, InvalidInput
 from dockyard.tasks.prepare import prepare_build
@@ -37,6 +37,7 @@ from dockyard.tasks.task_names import BUILD_TASK, PUSH_TASK
 from dockyard.tasks.request.spec import BuildSpec, spec_key
 from tests.farm.conftest import context_store_client, WorkerProcess, farm_docker_hosts
 from tests.unit.tasks.test_unpack import Member, archive_of, realpath_limit_members, sparse_bomb
+from tests.probes import bytes_digest
 
 TIMEOUT_S = 120
 # after the chain's last link (the destination, to the kernel; 16 directories deeper, to os.path.realpath):

@@ -33,6 +33,7 @@ from dockyard.tasks.request.spec import BuildSpec, PushRequest
 from dockyard.tasks.cache.notify import Waiter
 from tests.unit.fakes import FakeRegistry
 from tests.unit.support import make_settings
+from tests.probes import store_entry
 
 IMAGE = "sha256:" + "1" * 64
 PASSWORD = "pa55-w0rd-unit"
@@ -83,7 +84,7 @@ def built_on(
     connection: fakeredis.FakeRedis, settings: Settings, spec: BuildSpec, host: str = "h2", *, alive: bool = True
 ) -> None:
     """The farm built ``spec`` on ``host``: cache entry, every reference located there, host heartbeating."""
-    build_cache(connection, settings).store(spec.key, {"image_id": IMAGE}, host=host)
+    store_entry(build_cache(connection, settings), spec.key, {"image_id": IMAGE}, host=host)
     hosts.record_image(connection, settings, host_id=host, image_id=IMAGE, references=spec.references)
     if alive:
         hosts.beat(connection, settings, host, {})
@@ -249,7 +250,7 @@ def pushed(
     """``request``'s image was pushed under ``tags`` before, from h2, and the registry serves it; the pinned request."""
     hosts.record_image(connection, settings, host_id="h2", image_id=IMAGE, references=[request.reference])
     key = push_key(image_id=IMAGE, repository=request.image_name, tags=tags, registry="reg.io")
-    push_cache(connection, settings).store(key, {"digest": "sha256:pushed"}, host="h2")
+    store_entry(push_cache(connection, settings), key, {"digest": "sha256:pushed"}, host="h2")
     served.served.update({f"{request.image_name}:{tag}": "sha256:pushed" for tag in tags})
     return client.pinned_push(request, settings)
 

@@ -18,6 +18,7 @@ from dockyard.tasks.cache.single_flight import build_cache
 from dockyard.tasks.prepare import prepare_build
 from dockyard.tasks.request.spec import BuildSpec
 from tests.unit.support import Clock, make_settings
+from tests.probes import store_entry
 
 IMAGE = "sha256:" + "1" * 64
 
@@ -38,7 +39,7 @@ def cached_spec(connection: fakeredis.FakeRedis, settings: Settings, tmp_path: P
     (tmp_path / "Dockerfile").write_text("FROM scratch\n")
     spec, packed = prepare_build({"image_name": "reg.io/team/app", "tag": "v1", "path": str(tmp_path)}, settings)
     packed.close()
-    build_cache(connection, settings).store(spec.key, {"image_id": IMAGE}, host="h2")
+    store_entry(build_cache(connection, settings), spec.key, {"image_id": IMAGE}, host="h2")
     hosts.record_image(connection, settings, host_id="h2", image_id=IMAGE, references=spec.references)
     hosts.beat(connection, settings, "h2", {})
     return spec

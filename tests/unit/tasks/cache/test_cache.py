@@ -23,6 +23,7 @@ from dockyard.tasks.errors import BuildError, EngineUnavailable, JoinTimeout
 from dockyard.tasks.cache.lease import Lease
 from dockyard.tasks.cache.notify import Waiter
 from tests.unit.support import Clock, make_settings
+from tests.probes import lease_held, store_entry
 
 
 @pytest.fixture
@@ -83,10 +84,10 @@ def test_a_stored_entry_expires_after_cache_ttl(fake_redis: fakeredis.FakeRedis,
 
 
 def test_store_records_host_time_token_and_owner(flight: SingleFlight, clock: Clock) -> None:
-    entry = flight.store("k", {"v": 1}, token="t", owner="task-9")
+    entry = store_entry(flight, "k", {"v": 1}, token="t", owner="task-9")
     assert entry == Entry({"v": 1}, "h1", clock.now, "t", "task-9")
     assert flight.peek("k") == entry
-    assert flight.store("k", {"v": 2}, host="h2").host == "h2"
+    assert store_entry(flight, "k", {"v": 2}, host="h2").host == "h2"
 
 
 def test_peek_of_nothing_is_none(flight: SingleFlight) -> None:
@@ -96,7 +97,7 @@ def test_peek_of_nothing_is_none(flight: SingleFlight) -> None:
 def test_the_caches_have_their_own_namespaces(fake_redis: fakeredis.FakeRedis, settings: Settings) -> None:
     builds, pushes = build_cache(fake_redis, settings), push_cache(fake_redis, settings)
     assert builds.entry_key("k") == "unit:build:k" and pushes.entry_key("k") == "unit:push:k"
-    builds.store("k", {"image_id": "i"})
+    store_entry(builds, "k", {"image_id": "i"})
     calls = SingleFlight(fake_redis, settings)
     assert pushes.peek("k") is None and calls.peek("k") is None
     assert calls.lease("k").name == "unit:call:lease:k" and builds.lease("k").name == "unit:lease:k"
@@ -104,9 +105,9 @@ def test_the_caches_have_their_own_namespaces(fake_redis: fakeredis.FakeRedis, s
 
 def test_entries_lists_this_namespace_only(fake_redis: fakeredis.FakeRedis, settings: Settings) -> None:
     builds = build_cache(fake_redis, settings)
-    builds.store("a", {"image_id": "1"})
-    builds.store("b", {"image_id": "2"})
-    push_cache(fake_redis, settings).store("c", {"digest": "d"})
+    store_entry(builds, "a", {"image_id": "1"})
+    store_entry(builds, "b", {"image_id": "2"})
+    store_entry(push_cache(fake_redis, settings), "c", {"digest": "d"})
     fake_redis.set("unit:lease:a", "token")
     found = dict(builds.entries())
     assert set(found) == {"a", "b"}
@@ -114,8 +115,8 @@ def test_entries_lists_this_namespace_only(fake_redis: fakeredis.FakeRedis, sett
 
 
 def test_invalidate_removes_and_counts(flight: SingleFlight) -> None:
-    flight.store("a", 1)
-    flight.store("b", 2)
+    store_entry(flight, "a", 1)
+    store_entry(flight, "b", 2)
     assert flight.invalidate() == 0
     assert flight.invalidate("a", "missing") == 1
     assert flight.peek("a") is None and flight.peek("b") is not None
@@ -257,7 +258,7 @@ def test_a_joiner_takes_the_running_owners_value(
     owner = held_by_another_owner(fake_redis, "k")
 
     def finish() -> None:
-        flight.store("k", {"image_id": "theirs"}, host="h2", token=owner.token)
+        store_entry(flight, "k", {"image_id": "theirs"}, host="h2", token=owner.token)
         owner.release()
 
     on_poll(monkeypatch, finish)
@@ -281,7 +282,7 @@ def test_a_joiner_ignores_the_failure_notice_of_an_earlier_build(
     owner = held_by_another_owner(fake_redis, "k")
 
     def finish() -> None:
-        flight.store("k", {"image_id": "fresh"}, token=owner.token)
+        store_entry(flight, "k", {"image_id": "fresh"}, token=owner.token)
         owner.release()
 
     on_poll(monkeypatch, lambda: None, finish)
@@ -295,10 +296,10 @@ def test_a_joiner_ignores_an_entry_of_an_earlier_build(
     owner = held_by_another_owner(fake_redis, "k")
 
     def stale_entry_appears() -> None:
-        flight.store("k", {"image_id": "stale"}, token="an-earlier-owner")
+        store_entry(flight, "k", {"image_id": "stale"}, token="an-earlier-owner")
 
     def finish() -> None:
-        flight.store("k", {"image_id": "fresh"}, token=owner.token)
+        store_entry(flight, "k", {"image_id": "fresh"}, token=owner.token)
         owner.release()
 
     on_poll(monkeypatch, stale_entry_appears, finish)
@@ -320,17 +321,17 @@ def test_a_joiner_times_out_when_the_owner_neither_finishes_nor_dies(
 
 
 def test_running_tells_whether_a_lease_is_held(fake_redis: fakeredis.FakeRedis, flight: SingleFlight) -> None:
-    assert not flight.running("k")
+    assert not lease_held(flight, "k")
     owner = held_by_another_owner(fake_redis, "k")
-    assert flight.running("k")
+    assert lease_held(flight, "k")
     owner.release()
-    assert not flight.running("k")
+    assert not lease_held(flight, "k")
 
 
 def test_join_without_a_running_build_answers_at_once(flight: SingleFlight, monkeypatch: pytest.MonkeyPatch) -> None:
     slept = on_poll(monkeypatch)
     assert flight.join("k") is None
-    flight.store("k", {"image_id": "i"})
+    store_entry(flight, "k", {"image_id": "i"})
     assert flight.join("k") == flight.peek("k")
     assert flight.join("k", accept=lambda entry: False) is None
     assert slept == []
@@ -340,8 +341,8 @@ def test_join_waits_for_the_running_builds_entry(
     fake_redis: fakeredis.FakeRedis, flight: SingleFlight, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     owner = held_by_another_owner(fake_redis, "k")
-    flight.store("k", {"image_id": "old"}, token="earlier")
-    slept = on_poll(monkeypatch, lambda: None, lambda: flight.store("k", {"image_id": "new"}, token=owner.token))
+    store_entry(flight, "k", {"image_id": "old"}, token="earlier")
+    slept = on_poll(monkeypatch, lambda: None, lambda: store_entry(flight, "k", {"image_id": "new"}, token=owner.token))
     entry = flight.join("k", accept=lambda found: found.value["image_id"] == "new")
     assert entry is not None and entry.value == {"image_id": "new"}
     assert slept == [0.01, 0.01], "blocked on the key's wake-ups, never polling"
@@ -363,7 +364,7 @@ def test_join_waits_for_the_holder_to_answer_after_the_owner_lets_go(
     from dockyard.tasks.cache.notify import announce as wake
 
     owner = held_by_another_owner(fake_redis, "k")
-    flight.store("k", {"image_id": "new"}, token=owner.token)
+    store_entry(flight, "k", {"image_id": "new"}, token=owner.token)
     answered = threading.Event()
 
     def holder() -> None:

@@ -18,7 +18,7 @@ import pytest
 
 from dockyard.config.settings import Settings
 from dockyard.tasks.context.pack import pack_context
-from dockyard.tasks.context.digest import ArchiveDigest, archive_digest, bytes_digest
+from dockyard.tasks.context.digest import ArchiveDigest
 from dockyard.tasks.context.scan import scan_context
 from dockyard.tasks.context.store import ContextMissing, download_context, upload_context
 from dockyard.tasks.errors import InvalidInput
@@ -26,6 +26,7 @@ from dockyard.tasks.context.materialize import stored_archive
 from dockyard.tasks.prepare import prepare_build
 from dockyard.tasks.context import scan as context_scan
 from tests.unit.tasks.context.digest_trees import LaterClock, make_tree
+from tests.probes import archive_digest, bytes_digest
 
 LIMIT = 64 * 1024**2
 

@@ -18,9 +18,10 @@ import dockyard.config.defaults
 from dockyard.config.settings import Settings
 from dockyard.tasks.context.pack import PackedContext
 from dockyard.tasks.context import store as context_store
-from dockyard.tasks.context.digest import bytes_digest
-from dockyard.tasks.context.store import ContextMissing, download_context, has_context, upload_context
+
+from dockyard.tasks.context.store import ContextMissing, download_context, upload_context
 from tests.unit.support import Clock, make_settings
+from tests.probes import bytes_digest, has_context
 
 CHUNK = 1000
 

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from dockyard.config.settings import Settings
-from dockyard.tasks.context.digest import archive_digest
+
 from dockyard.tasks.errors import ContextChanged
 from dockyard.tasks.prepare import prepare_build
+from tests.probes import archive_digest
 
 
 def project(root: Path) -> Path:

@@ -26,6 +26,7 @@ from dockyard.tasks.prepare import prepare_build
 from dockyard.tasks.request.spec import BuildSpec, PushRequest
 from tests.unit.fakes import BUILT_LAYER_BYTES, FakeEngine, Output
 from tests.unit.support import Clock, make_settings
+from tests.probes import forget_layers, store_entry
 
 NAME = "reg.io/team/app"
 BASE = "sha256:" + "b" * 64
@@ -34,9 +35,9 @@ BASE_LAYER = ("sha256:base-layer", 1000)
 
 @pytest.fixture(autouse=True)
 def fresh_layers() -> Iterator[None]:
-    disk_usage.forget_layers()  # image ids repeat across tests
+    forget_layers()  # image ids repeat across tests
     yield
-    disk_usage.forget_layers()
+    forget_layers()
 
 
 def settings_with(budget: int, **overrides: Any) -> Settings:
@@ -54,7 +55,7 @@ def dockyard_image(
     """An image dockyard built on ``host_id`` over the base: its cache entry, location, index and last use."""
     image_id = engine.add_image(image(n), [BASE_LAYER, (f"sha256:own-{n}", size)], tags=(f"{NAME}:{n}",))
     cache_key = f"{n:064x}"
-    build_cache(connection, settings).store(cache_key, {"image_id": image_id}, host=host_id)
+    store_entry(build_cache(connection, settings), cache_key, {"image_id": image_id}, host=host_id)
     hosts.record_image(
         connection, settings, host_id=host_id, image_id=image_id, references=[f"{NAME}:{n}"],
         cache_keys=[build_cache(connection, settings).entry_key(cache_key)],

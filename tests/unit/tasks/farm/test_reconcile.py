@@ -11,6 +11,7 @@ from dockyard.tasks.farm import hosts
 from dockyard.tasks.cache.single_flight import build_cache
 from dockyard.tasks.farm.reconcile import Reconciled, reconcile
 from tests.unit.fakes import FakeEngine
+from tests.probes import store_entry
 
 KEPT, GONE = f"sha256:{1:064x}", f"sha256:{2:064x}"
 
@@ -23,7 +24,7 @@ def record_built(
     engine.image_ids.add(image_id)
     engine.refs[f"{name}:v1"] = image_id
     cache = build_cache(connection, settings)
-    cache.store(f"key-{name}-{host_id}", {"image_id": image_id}, host=host_id)
+    store_entry(cache, f"key-{name}-{host_id}", {"image_id": image_id}, host=host_id)
     entry_key = cache.entry_key(f"key-{name}-{host_id}")
     hosts.record_image(
         connection, settings, host_id=host_id, image_id=image_id, references=[f"{name}:v1"], cache_keys=[entry_key]

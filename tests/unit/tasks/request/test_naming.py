@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 
 from dockyard.tasks.errors import InvalidInput
-from dockyard.tasks.request.naming import qualify_image_name, registry_of, validate_image_name, validate_tag, validate_tags
+from dockyard.tasks.request.naming import qualify_image_name, registry_of, validate_image_name, validate_tag
+from tests.probes import validate_tags
 
 
 @pytest.mark.parametrize("tag", ["v1", "latest", "_x", "1.2.3-rc_1", "a" * 128])

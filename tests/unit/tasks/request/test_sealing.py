@@ -10,7 +10,8 @@ import pytest
 from pydantic import SecretStr
 
 from dockyard.tasks.errors import InvalidInput
-from dockyard.tasks.request.sealing import generate_keypair, is_sealed, seal, unseal
+from dockyard.tasks.request.sealing import generate_keypair, seal, unseal
+from tests.probes import is_sealed
 
 CREDENTIALS = {"username": "u", "password": "s3cret-pw", "registry_url": "127.0.0.1:5000"}
 

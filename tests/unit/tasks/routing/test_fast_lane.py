@@ -26,6 +26,7 @@ from dockyard.tasks.routing.router import route_task
 from dockyard.tasks.request.spec import BuildSpec, PushRequest
 from tests.unit.fakes import FakeEngine, FakeRegistry
 from tests.unit.support import make_settings
+from tests.probes import store_entry
 
 IMAGE = "sha256:" + "1" * 64
 NAME = "reg.io/team/app"
@@ -59,7 +60,7 @@ def holder(connection: fakeredis.FakeRedis, settings: Settings, host: str, *, fa
 
 
 def cached(connection: fakeredis.FakeRedis, settings: Settings, spec: BuildSpec, host: str, key: str | None = None) -> None:
-    build_cache(connection, settings).store(key or spec.key, {"image_id": IMAGE}, host=host)
+    store_entry(build_cache(connection, settings), key or spec.key, {"image_id": IMAGE}, host=host)
     hosts.record_image(connection, settings, host_id=host, image_id=IMAGE, references=spec.references)
 
 
@@ -121,7 +122,7 @@ def test_a_chained_push_answered_from_the_push_cache_goes_to_the_fast_lane(
     holder(fake_redis, routed, "h2")
     assert route_task(PUSH_TASK, [build_result], {}, {}) == {"queue": "dockyard.host.h2"}, "a real push: build lane"
     key = push_key(image_id=IMAGE, repository=NAME, tags=["v1"], registry="reg.io")
-    push_cache(fake_redis, routed).store(key, {"digest": "sha256:" + "d" * 64}, host="h2")
+    store_entry(push_cache(fake_redis, routed), key, {"digest": "sha256:" + "d" * 64}, host="h2")
     assert route_task(PUSH_TASK, [build_result], {}, {}) == {"queue": "dockyard.host.h2.fast"}
     assert route_task(PUSH_TASK, [build_result], {"ignore_cache": True}, {}) == {"queue": "dockyard.host.h2"}
 
@@ -228,7 +229,7 @@ def test_a_push_is_answered_only_from_the_push_cache(
     assert pushed is None, "nothing cached: a real push, not in the fast lane"
     digest = "sha256:" + "d" * 64
     key = push_key(image_id=IMAGE, repository=NAME, tags=["v1"], registry="reg.io")
-    push_cache(fake_redis, worker).store(key, {"digest": digest}, host="h1")
+    store_entry(push_cache(fake_redis, worker), key, {"digest": digest}, host="h1")
     fake_registry.served[f"{NAME}:v1"] = "sha256:" + "e" * 64
     assert fast_answer.answer_push(request, None, settings=worker, connection=fake_redis, client=engine) is None, (  # type: ignore[arg-type]
         "the registry serves another digest now: a real push"

@@ -19,6 +19,7 @@ from dockyard.tasks.farm.recovery import inflight_key
 from dockyard.tasks.task_names import BUILD_TASK
 from dockyard.tasks.routing.router import route_task
 from tests.unit.support import make_settings
+from tests.probes import builders
 
 SPEC_KEY = "0" * 64
 
@@ -245,7 +246,7 @@ def test_each_host_lists_the_lineages_it_built_most_recent_first(farm: Settings,
     record_built(fake_redis, farm, lineage("team/a"), "h2", at=3.0)
     assert placement.held_lineages(fake_redis, farm, "h1") == ["team/b (Dockerfile)", "team/a (Dockerfile)"]
     assert placement.held_lineages(fake_redis, farm, "h2") == ["team/a (Dockerfile)"]
-    assert placement.builders(fake_redis, farm, lineage("team/a")) == {"h1": 1.0, "h2": 3.0}
+    assert builders(fake_redis, farm, lineage("team/a")) == {"h1": 1.0, "h2": 3.0}
     assert fake_redis.ttl(placement.lineage_key(farm, lineage("team/a"))) > 0
 
 

@@ -32,6 +32,7 @@ from dockyard.tasks.prepare import prepare_build
 from dockyard.tasks.request.spec import BuildSpec, Credentials, PushRequest
 from tests.unit.fakes import FakeEngine, FakeRegistry, Output
 from tests.unit.support import make_settings
+from tests.probes import builders, store_entry
 
 NAME = "reg.io/team/app"
 
@@ -151,12 +152,12 @@ def test_a_build_records_its_lineage_on_this_host_and_a_hit_does_not(
     spec = uploaded_spec(settings, context)
     lineage = placement.lineage_of_options(spec)
     build(spec, fake_redis, settings, engine)
-    assert set(placement.builders(fake_redis, settings, lineage)) == {"h1"}
+    assert set(builders(fake_redis, settings, lineage)) == {"h1"}
     elsewhere = settings.model_copy(update={"host_id": "h2"})
     hosts.beat(fake_redis, settings, "h1", {})
     again = build(uploaded_spec(elsewhere, context, tag="v2"), fake_redis, elsewhere, engine)
     assert isinstance(again, Forward) and (again.host, again.source) == ("h1", "hit")
-    assert set(placement.builders(fake_redis, settings, lineage)) == {"h1"}, "a hit on h2 built nothing there"
+    assert set(builders(fake_redis, settings, lineage)) == {"h1"}, "a hit on h2 built nothing there"
     assert placement.held_lineages(fake_redis, settings, "h1") == [f"{NAME} (Dockerfile)"]
 
 
@@ -176,7 +177,7 @@ def test_an_entry_on_another_live_host_is_forwarded(
     fake_redis: fakeredis.FakeRedis, settings: Settings, engine: FakeEngine, context: Path
 ) -> None:
     spec = uploaded_spec(settings, context)
-    build_cache(fake_redis, settings).store(spec.key, {"image_id": "sha256:on-h2"}, host="h2")
+    store_entry(build_cache(fake_redis, settings), spec.key, {"image_id": "sha256:on-h2"}, host="h2")
     hosts.beat(fake_redis, settings, "h2", {})
     assert build(spec, fake_redis, settings, engine) == Forward("h2", "sha256:on-h2", "hit", spec.key)
     assert engine.builds == []
@@ -205,7 +206,7 @@ def test_an_entry_on_a_dead_host_is_rebuilt_here(
     fake_redis: fakeredis.FakeRedis, settings: Settings, engine: FakeEngine, context: Path
 ) -> None:
     spec = uploaded_spec(settings, context)
-    build_cache(fake_redis, settings).store(spec.key, {"image_id": "sha256:on-h2"}, host="h2")
+    store_entry(build_cache(fake_redis, settings), spec.key, {"image_id": "sha256:on-h2"}, host="h2")
     result = build(spec, fake_redis, settings, engine)
     assert (result["cache"], result["host"]) == ("built", "h1")
     assert build_cache(fake_redis, settings).peek(spec.key).host == "h1"  # type: ignore[union-attr]
