@@ -74,7 +74,7 @@ def settle(engine: Any, image_ids: list[str], base_size: int, budget: int, timeo
 
 
 def one_round(name: str, budget: int, builds: int, blob_bytes: int, scratch: Path, docker_host: str) -> dict[str, Any]:
-    from dockyard.config.celery import create_celery
+    from dockyard.tasks.celery_app import create_celery
     from dockyard.config.settings import get_settings
     from dockyard.tasks import client
     from dockyard.tasks.keyspace import redis_for

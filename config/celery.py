@@ -1,15 +1,14 @@
-"""The Celery configuration derived from the settings (DESIGN.md section 3), and the apps made from it."""
+"""The Celery configuration derived from the settings: JSON only, late acks, one prefetch, limits below visibility.
+
+The apps made from it, with dockyard's router, are ``dockyard.tasks.celery_app``.
+"""
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Sequence
 from typing import Any
 
-from celery import Celery
-
 from dockyard.config.redis_urls import is_sentinel_url
-from dockyard.config.settings import Settings, get_settings
+from dockyard.config.settings import Settings
 
 
 def transport_options(settings: Settings, url: str) -> dict[str, Any]:
@@ -53,7 +52,6 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "task_default_queue": settings.build_queue,
-        "task_routes": ("dockyard.tasks.routing.router.route_task",),
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,  # a worker waits for Redis to come back
         "result_backend_always_retry": True,  # a result is stored after a Redis restart
@@ -73,19 +71,3 @@ def _publish_retry(settings: Settings) -> dict[str, Any]:
         "max_retries": max(1, int(settings.sentinel_failover_wait_s / step)),
         "interval_start": 0, "interval_step": step, "interval_max": step,
     }}
-
-
-def create_celery(settings: Settings, *, include: Sequence[str] = ()) -> Celery:
-    """A Celery app for ``settings``; workers include ``dockyard.tasks.celery_tasks``, callers need nothing more."""
-    app = Celery("dockyard", include=list(include))
-    app.conf.update(celery_config(settings))
-    if settings.signs_messages:
-        # task messages must be signed; results and remote control stay JSON
-        app.setup_security(allowed_serializers=["json"])
-    return app
-
-
-@functools.lru_cache(maxsize=1)
-def caller_app() -> Celery:
-    """The process's app for sending tasks by name and reading their results."""
-    return create_celery(get_settings())

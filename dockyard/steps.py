@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 from dockyard.tasks import client
-from dockyard.tasks.engine.build import write_stdout
+from dockyard.tasks.output import write_stdout
 from dockyard.tasks.request.results import (
     BuildDockerImageResult,
     PushDockerImageResult,
