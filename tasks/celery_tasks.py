@@ -53,12 +53,16 @@ from dockyard.tasks.request.arguments import push_request
 from dockyard.tasks.request.spec import BuildSpec, Credentials, PushRequest, Sealed
 from dockyard.tasks.keyspace import redis_for
 
+STORE_OUTAGE_WAIT_S = 120  # how long a task waits for Redis to come back before failing
+STORE_OUTAGE_ATTEMPTS = 3  # runs of a task body across Redis outages
+RETRY_BACKOFF_MAX_S = 300  # longest delay between retries of a transient error
+
 logger = logging.getLogger("dockyard.tasks")
 _RETRY = {
     "autoretry_for": (TransientError,),
     "max_retries": get_settings().transient_retries,
     "retry_backoff": get_settings().transient_backoff_s,
-    "retry_backoff_max": defaults.RETRY_BACKOFF_MAX_S,
+    "retry_backoff_max": RETRY_BACKOFF_MAX_S,
     "retry_jitter": False,
 }
 
@@ -147,12 +151,12 @@ def transient_errors(function: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         settings = get_settings()
-        for _attempt in range(defaults.STORE_OUTAGE_ATTEMPTS):
+        for _attempt in range(STORE_OUTAGE_ATTEMPTS):
             try:
                 return function(*args, **kwargs)
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, kombu.exceptions.OperationalError) as exc:
                 logger.warning("Redis does not answer, waiting for it: %s", exc)
-                if not wait_for_redis(redis_for(settings), defaults.STORE_OUTAGE_WAIT_S):
+                if not wait_for_redis(redis_for(settings), STORE_OUTAGE_WAIT_S):
                     raise StoreUnavailable(f"Redis does not answer: {exc}") from exc
             except (docker.errors.DockerException, requests.exceptions.ConnectionError) as exc:
                 if isinstance(exc, docker.errors.APIError) and exc.status_code and exc.status_code < 500:

@@ -19,7 +19,6 @@ from celery import Celery
 from celery.canvas import Signature, chain
 from celery.result import AsyncResult
 
-from dockyard.config import defaults
 from dockyard.tasks.celery_app import caller_app
 from dockyard.config.settings import Settings, get_settings
 from dockyard.tasks.registry import base_images
@@ -46,6 +45,10 @@ from dockyard.tasks.request.results import FarmBuildResult, FarmPushResult, farm
 from dockyard.tasks.task_names import BUILD_TASK, PUSH_TASK
 from dockyard.tasks.request.sealing import seal
 from dockyard.tasks.request.spec import BuildSpec, Credentials, PushRequest
+
+CONTEXT_RESENDS = 2  # a build whose context left the store is uploaded and sent again this many times
+RESULT_CATCH_UP_S = 0.5  # after a key's wake-up, how long a caller waits for its task's result to land
+NO_KEY_POLL_S = 0.5  # a caller with no cache key to wake on (ignore_cache) reads its task's state this often
 
 logger = logging.getLogger("dockyard.client")
 _joins: Coalescer[Entry | None] = Coalescer()  # see wait_for_running_build
@@ -266,11 +269,11 @@ def send_build(
                 on_output=on_output, resend=lambda: signature.clone().apply_async(),
             )
         except ContextMissing as exc:
-            if spec.context_path is not None or attempt >= defaults.CONTEXT_RESENDS:
+            if spec.context_path is not None or attempt >= CONTEXT_RESENDS:
                 raise
             attempt += 1
             if on_output is not None:
-                on_output(f"dockyard: {exc}; uploading it again and resending the build ({attempt}/{defaults.CONTEXT_RESENDS})\n")
+                on_output(f"dockyard: {exc}; uploading it again and resending the build ({attempt}/{CONTEXT_RESENDS})\n")
 
 
 def await_build(
@@ -318,13 +321,13 @@ def await_build(
                 return _answer(spec, entry, "built")
             if entry.created_at < sent_at - 1:
                 return _answer(spec, entry, "hit")
-            if _ready_within(result, defaults.RESULT_CATCH_UP_S):  # made about when this task was sent:
+            if _ready_within(result, RESULT_CATCH_UP_S):  # made about when this task was sent:
                 own: FarmBuildResult = result.get(timeout=1)  # its own answer (a hit, or a join) says which
                 return own
             return _answer(spec, entry, "joined")
         if result.id in _catch_up_soon:
             _catch_up_soon.discard(result.id)
-            if _ready_within(result, defaults.RESULT_CATCH_UP_S):
+            if _ready_within(result, RESULT_CATCH_UP_S):
                 continue  # answered at the top of the loop
         if (got := _block(result, waiter, reader, on_output, min(settings.wait_wake_s, deadline - time.monotonic()))) is not None:
             _drain(reader, on_output)
@@ -353,7 +356,7 @@ def _block(
     task's own result (Celery's result wait); the result if it came."""
     block_s = max(0.001, block_s)
     if waiter is None and (reader is None or on_output is None):
-        _ready_within(result, block_s, every_s=defaults.NO_KEY_POLL_S)  # no key to wake on: the result's state
+        _ready_within(result, block_s, every_s=NO_KEY_POLL_S)  # no key to wake on: the result's state
         return None
     if waiter is None:
         assert reader is not None and on_output is not None

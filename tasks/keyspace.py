@@ -22,6 +22,8 @@ from dockyard.config import defaults
 from dockyard.config.redis_urls import is_sentinel_url, parse_sentinel_url
 from dockyard.config.settings import Settings, sentinel_kwargs
 
+REDIS_MAX_CONNECTIONS = 2000  # per process: every thread waiting on a key blocks on a connection of its own
+
 HEALTH_CHECK_INTERVAL_S = 30
 RETRY_BACKOFF_BASE_S = 0.05  # first wait before retrying a command through a failover, doubled up to the cap
 RETRY_BACKOFF_CAP_S = 1.0
@@ -80,7 +82,7 @@ def _connect(url: str, master: str, sentinel_password: str | None, failover_wait
     return connect(
         url, master=master, sentinels=sentinel_kwargs(sentinel_password), failover_wait_s=failover_wait_s,
         health_check_interval=HEALTH_CHECK_INTERVAL_S,
-        max_connections=defaults.REDIS_MAX_CONNECTIONS,  # each waiting thread holds one while it blocks
+        max_connections=REDIS_MAX_CONNECTIONS,  # each waiting thread holds one while it blocks
     )
 
 

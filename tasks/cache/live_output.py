@@ -13,10 +13,13 @@ from typing import Any
 
 import redis
 
-from dockyard.config import defaults
 from dockyard.config.settings import Settings
 from dockyard.tasks.keyspace import key
 from dockyard.tasks.output import OutputSink
+
+STREAM_MAX_LINES = 5000  # older lines of one build's live output are trimmed
+STREAM_TTL_S = 3600  # a build's output stream expires this long after its last line
+PROGRESS_EVERY_S = 1.0  # a running task's PROGRESS state is updated at most this often
 
 
 
@@ -40,8 +43,8 @@ class StreamOutput:
             return
         pipe = self.connection.pipeline(transaction=False)
         for line in lines:
-            pipe.xadd(self.name, {"line": line}, maxlen=defaults.STREAM_MAX_LINES, approximate=True)
-        pipe.expire(self.name, defaults.STREAM_TTL_S)
+            pipe.xadd(self.name, {"line": line}, maxlen=STREAM_MAX_LINES, approximate=True)
+        pipe.expire(self.name, STREAM_TTL_S)
         try:
             pipe.execute()
         except redis.RedisError:
@@ -60,7 +63,7 @@ class ProgressState:
     def __call__(self, text: str) -> None:
         self.lines += text.count("\n")
         now = time.monotonic()
-        if now - self._last >= defaults.PROGRESS_EVERY_S:
+        if now - self._last >= PROGRESS_EVERY_S:
             self._last = now
             try:
                 self.update_state(state="PROGRESS", meta={"host": self.host, "lines": self.lines})

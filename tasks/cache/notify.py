@@ -13,9 +13,10 @@ from typing import Any
 
 import redis
 
-from dockyard.config import defaults
 from dockyard.config.settings import Settings
 from dockyard.tasks.keyspace import key, text
+
+NOTICE_TTL_S = 600  # a key's wake-up stream expires this long after its last event
 
 
 def done_key(settings: Settings, namespace: str, cache_key: str) -> str:
@@ -27,7 +28,7 @@ def announce(connection: redis.Redis, settings: Settings, namespace: str, cache_
     name = done_key(settings, namespace, cache_key)
     pipe = connection.pipeline(transaction=False)
     pipe.xadd(name, {"what": what}, maxlen=16, approximate=True)
-    pipe.expire(name, defaults.NOTICE_TTL_S)
+    pipe.expire(name, NOTICE_TTL_S)
     try:
         pipe.execute()
     except redis.RedisError:

@@ -29,7 +29,6 @@ from typing import Any, ParamSpec, TypeVar
 
 import redis
 
-from dockyard.config import defaults
 from dockyard.config.redis_urls import is_sentinel_url
 from dockyard.config.settings import Settings, get_settings
 from dockyard.tasks.request.cache_key import call_key
@@ -39,6 +38,9 @@ from dockyard.tasks.keyspace import key, optional_text, redis_for
 from dockyard.tasks.cache.lease import KeepAlive, Lease, replicate
 from dockyard.tasks.cache.notify import Waiter, announce
 from dockyard.tasks.cache.live_output import StreamReader
+
+FAILURE_NOTICE_S = 30  # how long joiners can read a build owner's failure
+ANSWER_SETTLE_S = 2.0  # after an owner lets go, how long a joiner waits for the holder to record the tags and answer
 
 logger = logging.getLogger("dockyard.cache")
 P = ParamSpec("P")
@@ -151,7 +153,7 @@ class SingleFlight:
     def _settled(self, cache_key: str, accept: Callable[[Entry], bool], waiter: Waiter) -> Entry | None:
         """The entry once its owner is done: a stored entry that ``accept`` does not take yet gets
         up to ``ANSWER_SETTLE_S`` for the holder to record its tags (it announces ``answered`` then)."""
-        deadline = time.monotonic() + defaults.ANSWER_SETTLE_S
+        deadline = time.monotonic() + ANSWER_SETTLE_S
         while True:
             entry = self.peek(cache_key)
             if entry is None or accept(entry):
@@ -301,7 +303,7 @@ class SingleFlight:
     def _announce_failure(self, cache_key: str, exc: Exception, token: str) -> None:
         notice = {"type": type(exc).__name__, "message": str(exc), "token": token}
         self.connection.set(
-            self._aux_key("failed", cache_key), json.dumps(notice), ex=defaults.FAILURE_NOTICE_S
+            self._aux_key("failed", cache_key), json.dumps(notice), ex=FAILURE_NOTICE_S
         )
 
 

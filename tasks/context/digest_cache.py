@@ -24,10 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dockyard.config import defaults
+
+DIGEST_CACHE_RACY_S = 2.0  # a file changed this close to (or after) the last digest walk is read again: coarse filesystem timestamps
 
 VERSION = 1
-RACY_MARGIN_NS = int(defaults.DIGEST_CACHE_RACY_S * 1e9)
+RACY_MARGIN_NS = int(DIGEST_CACHE_RACY_S * 1e9)
 
 
 StatKey = tuple[int, int, int, int, int]  # size, mtime_ns, inode, ctime_ns, mode

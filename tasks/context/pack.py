@@ -19,9 +19,11 @@ from collections.abc import Callable, Mapping
 from typing import IO, Any, BinaryIO
 
 
-from dockyard.config import defaults
 from dockyard.tasks.context.digest import ArchiveDigest
 from dockyard.tasks.errors import ContextTooLarge, InvalidInput
+
+PACK_COPY_BUFFER_BYTES = 1024 * 1024  # read size when packing context files
+PACK_IN_MEMORY_BYTES = 16 * 1024**2  # a packed context up to this size never touches the disk
 
 
 
@@ -127,11 +129,11 @@ def pack_context(root: Path, *, dockerfile: str | None = None, max_bytes: int) -
     """Pack ``root`` into a temporary tar file; return it with its sha256 digest."""
     if not root.is_dir():
         raise InvalidInput(f"Build context {str(root)!r} is not a directory.")
-    spool = tempfile.SpooledTemporaryFile(max_size=defaults.PACK_IN_MEMORY_BYTES)
+    spool = tempfile.SpooledTemporaryFile(max_size=PACK_IN_MEMORY_BYTES)
     writer = _HashingWriter(spool, max_bytes)
     try:
         with tarfile.open(fileobj=writer, mode="w", format=tarfile.GNU_FORMAT) as archive:  # type: ignore[call-overload]
-            archive.copybufsize = defaults.PACK_COPY_BUFFER_BYTES
+            archive.copybufsize = PACK_COPY_BUFFER_BYTES
             for name in context_files(root, dockerfile):
                 _add(archive, root, name)
     except BaseException:

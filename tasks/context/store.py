@@ -22,12 +22,14 @@ from typing import BinaryIO
 
 import redis
 
-from dockyard.config import defaults
 from dockyard.config.settings import Settings
 from dockyard.tasks.context.pack import PackedContext
 from dockyard.tasks.context.digest import ArchiveDigest
 from dockyard.tasks.errors import ContextMissing, ContextTooLarge
 from dockyard.tasks.keyspace import key
+
+CONTEXT_CHUNK_BYTES = 4 * 1024**2  # contexts are stored in Redis in chunks of this size
+CONTEXT_UPLOAD_CHUNKS_IN_FLIGHT = 2  # an upload sends this many chunks per round trip (bounds the caller's memory)
 
 def maxmemory_for(budget_bytes: int) -> int:
     """The store's ``maxmemory`` for a budget: seven eighths of it, the last eighth kept for the chunks
@@ -77,10 +79,10 @@ def _write_chunks(connection: redis.Redis, settings: Settings, packed: PackedCon
     packed.file.seek(0)
     count = 0
     pipe = connection.pipeline(transaction=False)
-    while block := packed.file.read(defaults.CONTEXT_CHUNK_BYTES):
+    while block := packed.file.read(CONTEXT_CHUNK_BYTES):
         pipe.set(_chunk_key(settings, packed.digest, count), block, ex=settings.context_ttl_s)
         count += 1
-        if count % defaults.CONTEXT_UPLOAD_CHUNKS_IN_FLIGHT == 0:
+        if count % CONTEXT_UPLOAD_CHUNKS_IN_FLIGHT == 0:
             pipe.execute()
     meta = meta_key(settings, packed.digest)
     pipe.hset(meta, mapping={"size": packed.size, "chunks": count})

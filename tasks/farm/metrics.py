@@ -17,9 +17,10 @@ from dataclasses import dataclass
 
 import redis
 
-from dockyard.config import defaults
 from dockyard.config.settings import Settings
 from dockyard.tasks.keyspace import key, text
+
+METRICS_TTL_S = 30 * 24 * 3600  # a host's counters expire a month after their last change
 
 COUNTERS = {
     "builds_total": "Builds run on this host's engine",
@@ -72,7 +73,7 @@ def count(connection: redis.Redis, settings: Settings, counter: str, amount: int
         raise KeyError(counter)
     pipe = connection.pipeline(transaction=False)
     pipe.hincrby(_name(settings, settings.host_id), counter, amount)
-    pipe.expire(_name(settings, settings.host_id), defaults.METRICS_TTL_S)
+    pipe.expire(_name(settings, settings.host_id), METRICS_TTL_S)
     pipe.execute()
 
 
@@ -87,7 +88,7 @@ def observe(connection: redis.Redis, settings: Settings, histogram: str, seconds
             pipe.hincrby(name, bucket_field(histogram, bound), 1)
     pipe.hincrbyfloat(name, f"{histogram}_sum", seconds)
     pipe.hincrby(name, f"{histogram}_count", 1)
-    pipe.expire(name, defaults.METRICS_TTL_S)
+    pipe.expire(name, METRICS_TTL_S)
     pipe.execute()
 
 

@@ -17,10 +17,11 @@ import threading
 
 import requests
 
-from dockyard.config import defaults
 from dockyard.tasks.cache.coalesce import Coalescer
 from dockyard.tasks.request.naming import registry_of
 from dockyard.tasks.request.spec import Credentials
+
+REGISTRY_TIMEOUT_S = 5.0  # a registry HEAD that takes longer counts as no answer (a cache miss)
 
 logger = logging.getLogger("dockyard.registry")
 DOCKER_HUB = "registry-1.docker.io"
@@ -64,7 +65,7 @@ def _bearer_token(session: requests.Session, challenge: str, auth: tuple[str, st
     realm = fields.pop("realm", None)
     if realm is None:
         return None
-    answer = session.get(realm, params=fields, auth=auth, timeout=defaults.REGISTRY_TIMEOUT_S)
+    answer = session.get(realm, params=fields, auth=auth, timeout=REGISTRY_TIMEOUT_S)
     if answer.status_code != 200:
         return None
     body = answer.json()
@@ -96,14 +97,14 @@ def _ask_digest(url: str, auth: tuple[str, str] | None) -> str | None:
     headers = {"Accept": MANIFEST_TYPES}
     session = _session()
     try:
-        answer = session.head(url, headers=headers, auth=auth, timeout=defaults.REGISTRY_TIMEOUT_S)
+        answer = session.head(url, headers=headers, auth=auth, timeout=REGISTRY_TIMEOUT_S)
         challenge = answer.headers.get("WWW-Authenticate", "")
         if answer.status_code == 401 and challenge.lower().startswith("bearer"):
             token = _bearer_token(session, challenge, auth)
             if token is not None:
                 answer = session.head(
                     url, headers={**headers, "Authorization": f"Bearer {token}"},
-                    timeout=defaults.REGISTRY_TIMEOUT_S,
+                    timeout=REGISTRY_TIMEOUT_S,
                 )
     except (requests.RequestException, ValueError) as exc:
         logger.warning("registry did not answer %s: %s", url, exc)

@@ -48,7 +48,6 @@ from typing import Any, Literal
 import redis
 from celery.signals import after_task_publish
 
-from dockyard.config import defaults
 from dockyard.config.settings import Settings, host_queue
 from dockyard.tasks.errors import InvalidInput
 from dockyard.tasks.farm.hosts import host_key, hosts_index_key
@@ -57,6 +56,10 @@ from dockyard.tasks.routing.lookup import routing_settings
 from dockyard.tasks.request.naming import qualify_image_name
 from dockyard.tasks.farm.recovery import inflight_key
 from dockyard.tasks.request.spec import BuildOptions, platforms_of
+from dockyard.tasks.farm.metrics import METRICS_TTL_S
+
+PLACEMENT_SEND_WINDOW_S = 1.0  # a build routed to a host queue counts as that host's load this long (until the broker shows it)
+LINEAGES_PER_HOST = 1000  # the lineages one host is remembered to hold (the most recent)
 
 logger = logging.getLogger("dockyard.placement")
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "sentinel://")
@@ -133,7 +136,7 @@ def record_built(
     pipe.expire(lineage_key(settings, lineage), settings.cache_ttl_s)
     pipe.zadd(held, {lineage.name: now})
     pipe.zremrangebyscore(held, "-inf", now - settings.cache_ttl_s)
-    pipe.zremrangebyrank(held, 0, -defaults.LINEAGES_PER_HOST - 1)
+    pipe.zremrangebyrank(held, 0, -LINEAGES_PER_HOST - 1)
     pipe.expire(held, settings.cache_ttl_s)
     pipe.execute()
 
@@ -234,7 +237,7 @@ def pool_loads(
         pipe = broker.pipeline(transaction=False)
         for host in hosts:
             pipe.llen(host_queue(host))
-            pipe.zcount(placed_key(host), now - defaults.PLACEMENT_SEND_WINDOW_S, "+inf")
+            pipe.zcount(placed_key(host), now - PLACEMENT_SEND_WINDOW_S, "+inf")
         counts = pipe.execute()
         queued, sent = counts[0::2], counts[1::2]
     loads = {}
@@ -256,7 +259,7 @@ def count_spill(broker: redis.Redis, settings: Settings, preferred: str) -> None
     """One build of a lineage whose preferred host was saturated went to the shared queue."""
     pipe = broker.pipeline(transaction=False)
     pipe.hincrby(spills_key(settings.build_queue), preferred, 1)
-    pipe.expire(spills_key(settings.build_queue), defaults.METRICS_TTL_S)
+    pipe.expire(spills_key(settings.build_queue), METRICS_TTL_S)
     pipe.execute()
 
 
@@ -283,7 +286,7 @@ def reserve(broker: redis.Redis | None, load: HostLoad, *, now: float) -> bool:
     if broker is None:
         return True
     member = uuid.uuid4().hex
-    window = defaults.PLACEMENT_SEND_WINDOW_S
+    window = PLACEMENT_SEND_WINDOW_S
     pipe = broker.pipeline(transaction=True)
     pipe.zremrangebyscore(placed_key(load.host), "-inf", now - window)
     pipe.zadd(placed_key(load.host), {member: now})

@@ -34,7 +34,7 @@ from tests.farm.conftest import WorkerProcess
 from tests.farm.farm_helpers import slow_context
 
 WAIT_S = 30.0  # the longest wait for one step; the tests' task time limit is 25 s (tests/farm/conftest.py)
-CHUNK_BYTES = 4 * 1024**2  # dockyard.config.defaults.CONTEXT_CHUNK_BYTES: the blob below makes a context of two chunks
+CHUNK_BYTES = 4 * 1024**2  # dockyard.tasks.context.store.CONTEXT_CHUNK_BYTES: the blob below makes a context of two chunks
 
 
 def wait_for(what: str, probe: Callable[[], Any], timeout_s: float = WAIT_S) -> Any:

@@ -25,7 +25,7 @@ from dockyard.tasks.errors import ContextMissing
 from dockyard.tasks.keyspace import key
 from tests.farm.conftest import WorkerProcess
 
-CHUNK_BYTES = 4 * 1024**2  # dockyard.config.defaults.CONTEXT_CHUNK_BYTES
+CHUNK_BYTES = 4 * 1024**2  # dockyard.tasks.context.store.CONTEXT_CHUNK_BYTES
 WAIT_S = 60.0
 
 

@@ -9,10 +9,10 @@ from typing import Any
 import fakeredis
 import pytest
 
-from dockyard.config import defaults
 from dockyard.config.settings import Settings
 from dockyard.tasks import client
 from dockyard.tasks.errors import BuildError, ContextMissing
+from dockyard.tasks.client import CONTEXT_RESENDS
 from tests.unit.support import make_settings
 
 
@@ -87,11 +87,11 @@ def test_a_context_that_left_the_store_is_uploaded_again_and_the_build_resent(
 def test_resends_are_bounded_then_the_clear_error_is_raised(
     sent: Sent, fake_store: fakeredis.FakeRedis, context: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    missing = [ContextMissing(f"gone {n}") for n in range(defaults.CONTEXT_RESENDS + 1)]
+    missing = [ContextMissing(f"gone {n}") for n in range(CONTEXT_RESENDS + 1)]
     monkeypatch.setattr(client, "await_build", answers(fake_store, *missing))
-    with pytest.raises(ContextMissing, match=f"gone {defaults.CONTEXT_RESENDS}"):
+    with pytest.raises(ContextMissing, match=f"gone {CONTEXT_RESENDS}"):
         client.build("reg.io/team/app", tag="v1", path=str(context))
-    assert sent.count == 1 + defaults.CONTEXT_RESENDS
+    assert sent.count == 1 + CONTEXT_RESENDS
 
 
 def test_other_failures_are_not_resent(

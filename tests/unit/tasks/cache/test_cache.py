@@ -15,13 +15,13 @@ from typing import Any
 import fakeredis
 import pytest
 
-from dockyard.config import defaults
 from dockyard.config.settings import Settings
 from dockyard.tasks.cache import single_flight as cache_module
 from dockyard.tasks.cache.single_flight import Entry, SingleFlight, build_cache, cacheable, push_cache
 from dockyard.tasks.errors import BuildError, EngineUnavailable, JoinTimeout
 from dockyard.tasks.cache.lease import Lease
 from dockyard.tasks.cache.notify import Waiter
+from dockyard.tasks.cache.single_flight import FAILURE_NOTICE_S
 from tests.unit.support import Clock, make_settings
 from tests.probes import lease_held, store_entry
 
@@ -227,7 +227,7 @@ def test_a_failure_notice_names_the_owners_lease_and_expires(fake_redis: fakered
         flight.run("bad", lambda: (_ for _ in ()).throw(BuildError("boom")))
     notice = json.loads(fake_redis.get("unit:failed:bad"))
     assert notice["type"] == "BuildError" and notice["message"] == "boom" and len(notice["token"]) == 32
-    assert 0 < fake_redis.ttl("unit:failed:bad") <= defaults.FAILURE_NOTICE_S
+    assert 0 < fake_redis.ttl("unit:failed:bad") <= FAILURE_NOTICE_S
 
 
 def test_a_transient_failure_is_not_announced(fake_redis: fakeredis.FakeRedis, flight: SingleFlight) -> None:

@@ -28,7 +28,7 @@ CHUNK = 1000
 
 @pytest.fixture(autouse=True)
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(dockyard.config.defaults, "CONTEXT_CHUNK_BYTES", CHUNK)
+    monkeypatch.setattr(context_store, "CONTEXT_CHUNK_BYTES", CHUNK)
 
 
 def packed(data: bytes) -> PackedContext:
@@ -161,7 +161,7 @@ def test_an_upload_sends_at_most_a_few_chunks_per_round_trip(
     monkeypatch.setattr(pipeline_class, "execute", counting)
     data = random_tar(9 * CHUNK + 1)
     upload_context(fake_redis, unit_settings, packed(data))
-    assert sum(sizes) == -(-len(data) // CHUNK) and max(sizes) == dockyard.config.defaults.CONTEXT_UPLOAD_CHUNKS_IN_FLIGHT == 2
+    assert sum(sizes) == -(-len(data) // CHUNK) and max(sizes) == context_store.CONTEXT_UPLOAD_CHUNKS_IN_FLIGHT == 2
 
 
 def test_a_chunk_evicted_while_the_context_is_uploaded_fails_the_upload_clearly(
