@@ -6,6 +6,7 @@ operation failed) or 2 (the command line is wrong), never a traceback.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import re
@@ -33,14 +34,16 @@ TIMEOUT_S = 120
 COMMANDS = ["up", "down", "hosts", "cache", "status", "worker", "build", "push"]
 
 
-def dockyard(*args: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def dockyard(
+    *args: str, env: Mapping[str, str] | None = None, cwd: Path | None = None, stdin: str = "",
+) -> subprocess.CompletedProcess[str]:
     """Run ``dockyard ARGS`` in a child process, with the test environment plus ``env``.
 
     The CLI runs as an operator: the worker user's Redis URL (the test process itself is a caller).
     """
     return subprocess.run(
         [sys.executable, "-m", "dockyard.workers.cli", *args], capture_output=True, text=True, timeout=TIMEOUT_S,
-        env={**os.environ, "DOCKYARD_REDIS_URL": WORKER_REDIS_URL, **(env or {})},
+        env={**os.environ, "DOCKYARD_REDIS_URL": WORKER_REDIS_URL, **(env or {})}, cwd=cwd, input=stdin,
     )
 
 
@@ -75,16 +78,34 @@ def test_every_command_has_help(command: list[str]) -> None:
     assert len(shown.stdout.splitlines()) > 2
 
 
+def test_every_help_is_plain_text_and_version_is_the_installed_one() -> None:
+    for command in [[], *[[c] for c in COMMANDS], ["cache", "list"], ["cache", "clear"]]:
+        shown = dockyard(*command, "--help").stdout
+        assert "``" not in shown and "`" not in shown and not re.search(r":[a-z]+:", shown.replace("http:", "")), shown
+    version = dockyard("--version")
+    assert version.returncode == 0 and version.stdout.strip() == f"dockyard {importlib.metadata.version('dockyard')}"
+
+
 def test_hosts_lists_the_live_hosts_with_their_load(farm_workers: list[WorkerProcess]) -> None:
     listed = dockyard("hosts")
     assert listed.returncode == 0, listed.stderr
     lines = listed.stdout.splitlines()
-    assert lines[0].split("\t")[:3] == ["HOST", "RUNNING", "CONCURRENCY"]
+    assert lines[0].split("\t") == ["HOST", "RUNNING", "CONCURRENCY", "QUEUE", "DOCKER", "METRICS", "LINEAGES", "FAST"]
     rows = {line.split("\t")[0]: line.split("\t") for line in lines[1:]}
     for worker in farm_workers:
         assert worker.host_id in rows
         assert rows[worker.host_id][1].isdigit() and rows[worker.host_id][2] == "2"
         assert rows[worker.host_id][5].startswith("http://127.0.0.1:")
+        assert rows[worker.host_id][7].isdigit(), "the fast lane runs: its running tasks are counted"
+
+    as_json = dockyard("hosts", "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    records = {record["host"]: record for record in json.loads(as_json.stdout)}
+    for worker in farm_workers:
+        record = records[worker.host_id]
+        assert record["concurrency"] == 2 and record["queue"] == f"dockyard.host.{worker.host_id}"
+        assert record["fast_queue"] == f"dockyard.host.{worker.host_id}.fast" and isinstance(record["running_fast"], int)
+        assert isinstance(record["running"], int) and isinstance(record["lineages"], list)
 
 
 def test_build_push_cache_and_status(project: Path, repo: str, registry: Registry, farm_workers: list[WorkerProcess]) -> None:
@@ -176,7 +197,9 @@ def test_a_build_arg_without_key_and_value_is_a_usage_error(value: str) -> None:
     ("argv", "pattern"),
     [
         (["nosuch"], r"dockyard: UsageError: argument command: invalid choice: 'nosuch'"),
-        (["build"], r"dockyard: UsageError: the following arguments are required: image_name"),
+        (["build"], r"dockyard: UsageError: the following arguments are required: IMAGE"),
+        (["build", "x/y", ".", "--label", "nokey"], r"dockyard: UsageError: argument --label: expected KEY=VALUE"),
+        (["push", "x/y", "--password-stdin"], r"dockyard: UsageError: --password-stdin given without --username"),
         (["push", "x/y", "--timeout", "0"], r"dockyard: UsageError: argument --timeout: expected a positive"),
         (["worker", "--concurrency", "0"], r"dockyard: UsageError: argument --concurrency: expected a number above zero"),
         (["cache", "clear"], r"dockyard: UsageError: give cache keys to clear, or --all"),
