@@ -38,6 +38,7 @@ from dockyard.tasks.engine.connection import shared_client
 from dockyard.tasks.errors import EngineUnavailable, InvalidInput, StoreUnavailable, TransientError
 from dockyard.tasks.worker.build import execute_build, execute_tag
 from dockyard.tasks.worker.holder import Forward
+from dockyard.tasks.worker.here import Here
 from dockyard.tasks.worker.push import execute_push
 from dockyard.tasks.engine.images import image_here
 from dockyard.tasks.worker.fast_answer import answer_build, answer_push
@@ -167,6 +168,11 @@ def transient_errors(function: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def _here(settings: Any, connection: Any, output: OutputSink) -> Here:
+    """This host, for one task: the settings, Redis, the process's engine client and the task's output."""
+    return Here(settings, connection, shared_client(settings), output)
+
+
 def _build_output(task: Task, spec: BuildSpec, connection: Any) -> OutputSink:
     """Build output goes to the worker's log, the key's live stream and the task's PROGRESS state."""
     settings = get_settings()
@@ -233,16 +239,13 @@ def build_task(self: Task, spec: Mapping[str, Any] | None = None, **params: Any)
     prepared.check_allowed(settings)
     connection = redis_for(settings)
     if in_fast_lane():
-        answer = answer_build(
-            prepared, settings=settings, connection=connection, client=shared_client(settings), started=started
-        )
+        answer = answer_build(prepared, here=_here(settings, connection, OutputToLog(self.request.id)), started=started)
         if answer is None:
             raise hand_over(self, settings.build_queue, (), {"spec": spec} if spec is not None else params)
         return {**answer, "duration_s": round(time.monotonic() - started, 3)}
     outcome = execute_build(
-        prepared, settings=settings, connection=connection, client=shared_client(settings),
-        output=_build_output(self, prepared, connection), owner=self.request.id, on_takeover=fresh_budget(self),
-        started=started,
+        prepared, here=_here(settings, connection, _build_output(self, prepared, connection)),
+        owner=self.request.id, on_takeover=fresh_budget(self), started=started,
     )
     return _finish(self, outcome, started, lambda forward: _tag_signature(prepared, forward))
 
@@ -264,8 +267,8 @@ def tag_task(self: Task, spec: Mapping[str, Any], image_id: str, source: str, ca
             "spec": spec, "image_id": image_id, "source": source, "cache_key": cache_key,
         })
     outcome = execute_tag(
-        prepared, image_id, source, cache_key=cache_key, settings=settings, connection=connection,
-        client=shared_client(settings), output=_build_output(self, prepared, connection), owner=self.request.id,
+        prepared, image_id, source, cache_key=cache_key,
+        here=_here(settings, connection, _build_output(self, prepared, connection)), owner=self.request.id,
     )
     return _finish(self, outcome, started, lambda forward: _tag_signature(prepared, forward))
 
@@ -296,16 +299,16 @@ def push_task(self: Task, build_result: Mapping[str, Any] | None = None, **param
         raise InvalidInput(f"Bad push arguments: {exc}") from exc
     if in_fast_lane():
         answer = answer_push(
-            request, opened_credentials(request, settings), settings=settings,
-            connection=redis_for(settings), client=shared_client(settings),
+            request, opened_credentials(request, settings),
+            here=_here(settings, redis_for(settings), OutputToLog(self.request.id)),
         )
         if answer is None:
             args = (build_result,) if build_result is not None else ()
             raise hand_over(self, settings.host_queue, args, params)
         return {**answer, "duration_s": round(time.monotonic() - started, 3)}
     outcome = execute_push(
-        request, opened_credentials(request, settings), settings=settings,
-        connection=redis_for(settings), client=shared_client(settings), output=OutputToLog(self.request.id),
+        request, opened_credentials(request, settings),
+        here=_here(settings, redis_for(settings), OutputToLog(self.request.id)),
     )
     return _finish(
         self, outcome, started,

@@ -21,10 +21,10 @@ from dockyard.tasks.engine.build import build_from_archive, build_in
 from dockyard.tasks.engine.images import built_on, engine_digest, local_image_id
 from dockyard.tasks.errors import BaseUnavailable, BuilderRace, BuildError
 from dockyard.tasks.farm import hosts, image_use, metrics
-from dockyard.tasks.output import OutputSink
 from dockyard.tasks.registry.base_images import worker_cache_key
 from dockyard.tasks.request.build_secrets import materialized_secrets
 from dockyard.tasks.request.results import FarmBuildResult
+from dockyard.tasks.worker.here import Here
 from dockyard.tasks.request.spec import BuildSpec
 from dockyard.tasks.routing import placement
 from dockyard.tasks.worker.holder import Forward, finish_on_holder, pinned_here
@@ -36,15 +36,13 @@ BUILDER_RACE_ATTEMPTS = 3  # a build whose cache probe lost an image to a concur
 EVICTED_RETRIES = 3  # a joined build whose image the disk budget removed before it was tagged is built again
 
 
-def _valid_entry(
-    client: docker.DockerClient, connection: redis.Redis, settings: Settings, pins: image_use.Pins
-) -> Callable[[Entry], bool]:
+def _valid_entry(here: Here, pins: image_use.Pins) -> Callable[[Entry], bool]:
     """A cache entry is good if its image is here (pinned for this task), or its host still heartbeats."""
 
     def valid(entry: Entry) -> bool:
-        if entry.host == settings.host_id:
-            return pinned_here(pins, client, entry.value["image_id"])
-        return hosts.is_alive(connection, settings, entry.host)
+        if entry.host == here.settings.host_id:
+            return pinned_here(pins, here.client, entry.value["image_id"])
+        return hosts.is_alive(here.connection, here.settings, entry.host)
 
     return valid
 
@@ -59,10 +57,7 @@ def pin_bases(spec: BuildSpec, client: docker.DockerClient, pins: image_use.Pins
 def execute_build(
     spec: BuildSpec,
     *,
-    settings: Settings,
-    connection: redis.Redis,
-    client: docker.DockerClient,
-    output: OutputSink,
+    here: Here,
     owner: str | None = None,
     on_takeover: Callable[[], None] | None = None,
     started: float | None = None,
@@ -74,8 +69,8 @@ def execute_build(
     ``started``: when the task began (``time.monotonic``; default now), for a hit's latency.
     """
     started = time.monotonic() if started is None else started
-    with image_use.Pins(connection, settings) as pins:
-        return _build_pinned(spec, pins, settings=settings, connection=connection, client=client, output=output,
+    with image_use.Pins(here.connection, here.settings) as pins:
+        return _build_pinned(spec, pins, here=here,
                              owner=owner, on_takeover=on_takeover, started=started)
 
 
@@ -83,25 +78,22 @@ def _build_pinned(
     spec: BuildSpec,
     pins: image_use.Pins,
     *,
-    settings: Settings,
-    connection: redis.Redis,
-    client: docker.DockerClient,
-    output: OutputSink,
+    here: Here,
     owner: str | None,
     on_takeover: Callable[[], None] | None,
     started: float,
 ) -> FarmBuildResult | Forward:
-    cache = build_cache(connection, settings)
-    cache_key, bases = worker_cache_key(spec, settings, lambda reference: engine_digest(reference, client))
+    cache = build_cache(here.connection, here.settings)
+    cache_key, bases = worker_cache_key(spec, here.settings, lambda reference: engine_digest(reference, here.client))
 
     def compute() -> dict[str, str]:
-        pin_bases(spec, client, pins)
-        image_id = build_racing_removals(spec, settings=settings, connection=connection, client=client, output=output)
+        pin_bases(spec, here.client, pins)
+        image_id = build_racing_removals(spec, here=here)
         pins.pin(image_id)
-        if spec.build_backend == "docker-py" and not built_on(client, bases):
+        if spec.build_backend == "docker-py" and not built_on(here.client, bases):
             raise BaseUnavailable(f"A base image of {spec.image_name} moved while it was built; it is built again.")
         hosts.record_image(  # the tags' locations before the entry: a joiner woken by the entry answers at once
-            connection, settings, host_id=settings.host_id, image_id=image_id, references=spec.references,
+            here.connection, here.settings, host_id=here.settings.host_id, image_id=image_id, references=spec.references,
             cache_keys=[cache.entry_key(cache_key)],
         )
         return {"image_id": image_id}
@@ -109,22 +101,21 @@ def _build_pinned(
     for _attempt in range(EVICTED_RETRIES):
         run_at = time.monotonic()
         outcome = cache.run(
-            cache_key, compute, valid=_valid_entry(client, connection, settings, pins),
-            ignore_cache=spec.ignore_cache, host=settings.host_id, owner=owner, on_takeover=on_takeover,
+            cache_key, compute, valid=_valid_entry(here, pins),
+            ignore_cache=spec.ignore_cache, host=here.settings.host_id, owner=owner, on_takeover=on_takeover,
         )
-        record_build(connection, settings, outcome, time.monotonic() - run_at)
+        record_build(here.connection, here.settings, outcome, time.monotonic() - run_at)
         if outcome.source == "built":  # this engine's layers are now the lineage's warmest
-            placement.record_built(connection, settings, placement.lineage_of_options(spec), settings.host_id)
+            placement.record_built(here.connection, here.settings, placement.lineage_of_options(spec), here.settings.host_id)
         image_id = outcome.value["image_id"]
-        if outcome.entry.host != settings.host_id:
+        if outcome.entry.host != here.settings.host_id:
             return Forward(outcome.entry.host, image_id, outcome.source, cache_key)
-        if outcome.source in ("built", "hit") or pinned_here(pins, client, image_id):  # a hit was pinned by valid
+        if outcome.source in ("built", "hit") or pinned_here(pins, here.client, image_id):  # a hit was pinned by valid
             answer = finish_on_holder(
-                spec, image_id, outcome.source, cache_key=cache_key, settings=settings, connection=connection,
-                client=client,
+                spec, image_id, outcome.source, cache_key=cache_key, here=here,
             )
             if outcome.source == "hit":
-                metrics.observe(connection, settings, "hit_seconds", time.monotonic() - started)
+                metrics.observe(here.connection, here.settings, "hit_seconds", time.monotonic() - started)
             return answer
         cache.invalidate(cache_key)  # the build it joined was evicted meanwhile: a miss, built again
     raise BuildError(f"The image of {spec.image_name} was evicted {EVICTED_RETRIES} times before it could be tagged.")
@@ -133,46 +124,40 @@ def _build_pinned(
 def build_spec(
     spec: BuildSpec,
     *,
-    settings: Settings,
-    connection: redis.Redis,
-    client: docker.DockerClient,
-    output: OutputSink,
+    here: Here,
 ) -> str:
     """Build ``spec`` on this host from its checked context (see ``dockyard.tasks.context.materialize``); the image id."""
     with contextlib.ExitStack() as stack:
         secrets = None
         if spec.sealed_secrets:
-            secrets = stack.enter_context(materialized_secrets(spec.sealed_secrets, settings.seal_private_key))
+            secrets = stack.enter_context(materialized_secrets(spec.sealed_secrets, here.settings.seal_private_key))
         if spec.context_path:
-            directory = shared_directory(spec, settings)
+            directory = shared_directory(spec, here.settings)
         else:
-            archive = stack.enter_context(stored_archive(spec, keyspace.context_store_for(settings), settings))
+            archive = stack.enter_context(stored_archive(spec, keyspace.context_store_for(here.settings), here.settings))
             if spec.build_backend == "docker-py":
-                return build_from_archive(spec, archive, auto_lines=spec.dockerfile_lines, client=client, output=output)
-            directory = stack.enter_context(unpacked_directory(archive, settings))
+                return build_from_archive(spec, archive, auto_lines=spec.dockerfile_lines, client=here.client, output=here.output)
+            directory = stack.enter_context(unpacked_directory(archive, here.settings))
         return build_in(
             spec, context=directory, auto_lines=spec.dockerfile_lines, secrets=secrets,
-            client=client, settings=settings, output=output,
+            client=here.client, settings=here.settings, output=here.output,
         )
 
 
 def build_racing_removals(
     spec: BuildSpec,
     *,
-    settings: Settings,
-    connection: redis.Redis,
-    client: docker.DockerClient,
-    output: OutputSink,
+    here: Here,
 ) -> str:
     """``build_spec``, run again at once when the classic builder lost an image that a removal (the
     disk budget's, on this host) took while it looked at it (``BuilderRace``)."""
     for attempt in range(1, BUILDER_RACE_ATTEMPTS + 1):
         try:
-            return build_spec(spec, settings=settings, connection=connection, client=client, output=output)
+            return build_spec(spec, here=here)
         except BuilderRace:
             if attempt == BUILDER_RACE_ATTEMPTS:
                 raise
-            output("dockyard: an image the builder looked at was removed meanwhile; building again\n")
+            here.output("dockyard: an image the builder looked at was removed meanwhile; building again\n")
     raise AssertionError("unreachable")
 
 
@@ -197,10 +182,7 @@ def execute_tag(
     image_id: str,
     source: str,
     *,
-    settings: Settings,
-    connection: redis.Redis,
-    client: docker.DockerClient,
-    output: OutputSink,
+    here: Here,
     owner: str | None = None,
     cache_key: str | None = None,
 ) -> FarmBuildResult | Forward:
@@ -209,15 +191,15 @@ def execute_tag(
     ``cache_key`` (from the forwarding task) is taken only if this host's entry under it holds
     ``image_id``; otherwise the key is resolved here (the bases' digests asked again).
     """
-    entry = build_cache(connection, settings).peek(cache_key) if cache_key else None
-    if entry is None or entry.host != settings.host_id or entry.value.get("image_id") != image_id:
-        cache_key, _bases = worker_cache_key(spec, settings, lambda reference: engine_digest(reference, client))
+    entry = build_cache(here.connection, here.settings).peek(cache_key) if cache_key else None
+    if entry is None or entry.host != here.settings.host_id or entry.value.get("image_id") != image_id:
+        cache_key, _bases = worker_cache_key(spec, here.settings, lambda reference: engine_digest(reference, here.client))
     assert cache_key is not None
-    with image_use.Pins(connection, settings) as pins:
-        if pinned_here(pins, client, image_id):
+    with image_use.Pins(here.connection, here.settings) as pins:
+        if pinned_here(pins, here.client, image_id):
             return finish_on_holder(
-                spec, image_id, source, cache_key=cache_key, settings=settings, connection=connection, client=client
+                spec, image_id, source, cache_key=cache_key, here=here
             )
-    hosts.forget_image(connection, settings, host_id=settings.host_id, image_id=image_id)
-    build_cache(connection, settings).invalidate(cache_key)
-    return execute_build(spec, settings=settings, connection=connection, client=client, output=output, owner=owner)
+    hosts.forget_image(here.connection, here.settings, host_id=here.settings.host_id, image_id=image_id)
+    build_cache(here.connection, here.settings).invalidate(cache_key)
+    return execute_build(spec, here=here, owner=owner)

@@ -14,11 +14,7 @@ from __future__ import annotations
 
 import time
 
-import docker
-import docker.errors
-import redis
 
-from dockyard.config.settings import Settings
 from dockyard.tasks.registry import base_images
 from dockyard.tasks.farm import hosts
 from dockyard.tasks.farm import metrics
@@ -31,11 +27,12 @@ from dockyard.tasks.worker.holder import finish_on_holder
 from dockyard.tasks.worker.push import served_by_registry
 from dockyard.tasks.request.naming import registry_of
 from dockyard.tasks.request.results import FarmBuildResult, FarmPushResult, farm_push_result
+from dockyard.tasks.worker.here import Here
 from dockyard.tasks.request.spec import BuildSpec, Credentials, PushRequest
 
 
 def answer_build(
-    spec: BuildSpec, *, settings: Settings, connection: redis.Redis, client: docker.DockerClient,
+    spec: BuildSpec, *, here: Here,
     started: float | None = None,
 ) -> FarmBuildResult | None:
     """The build's result as a hit on this host, or None when it is not cheap here.
@@ -45,47 +42,46 @@ def answer_build(
     started = time.monotonic() if started is None else started
     if spec.ignore_cache:
         return None
-    digests = base_images.resolve(spec, settings)  # the registry only: never a pull in the fast lane
+    digests = base_images.resolve(spec, here.settings)  # the registry only: never a pull in the fast lane
     if digests is None:
         return None
     cache_key = base_images.cache_key(spec, digests)
-    entry = build_cache(connection, settings).peek(cache_key)
-    if entry is None or entry.host != settings.host_id:
+    entry = build_cache(here.connection, here.settings).peek(cache_key)
+    if entry is None or entry.host != here.settings.host_id:
         return None
     image_id = str(entry.value["image_id"])
-    here = {"host": settings.host_id, "image_id": image_id}
-    in_place = all(location == here for location in hosts.locate_images(connection, settings, spec.references))
+    located_here = {"host": here.settings.host_id, "image_id": image_id}
+    in_place = all(location == located_here for location in hosts.locate_images(here.connection, here.settings, spec.references))
     if not in_place:
         try:
-            apply_tags(client, image_id, spec.image_name, spec.tags)
+            apply_tags(here.client, image_id, spec.image_name, spec.tags)
         except BuildError:
             return None  # the image vanished: the build lanes rebuild it
-    metrics.count(connection, settings, "cache_hits_total")
+    metrics.count(here.connection, here.settings, "cache_hits_total")
     answer = finish_on_holder(
-        spec, image_id, "hit", cache_key=cache_key, settings=settings, connection=connection, client=client,
+        spec, image_id, "hit", cache_key=cache_key, here=here,
         tags_in_place=True,
     )
-    metrics.observe(connection, settings, "hit_seconds", time.monotonic() - started)
+    metrics.observe(here.connection, here.settings, "hit_seconds", time.monotonic() - started)
     return answer
 
 
 def answer_push(
-    request: PushRequest, credentials: Credentials | None, *, settings: Settings, connection: redis.Redis,
-    client: docker.DockerClient,
+    request: PushRequest, credentials: Credentials | None, *, here: Here,
 ) -> FarmPushResult | None:
     """The push's result from the push cache (the registry still serves it), or None: a real push."""
     if request.ignore_cache:
         return None
-    image_id = request.image_id if request.image_id is not None and image_exists(client, request.image_id) else None
+    image_id = request.image_id if request.image_id is not None and image_exists(here.client, request.image_id) else None
     if request.image_id is None:
-        image_id = local_image_id(client, request.reference)
+        image_id = local_image_id(here.client, request.reference)
     if image_id is None:
         return None
     cache_key = push_key(
         image_id=image_id, repository=request.image_name, tags=request.tags, registry=registry_of(request.image_name)
     )
-    entry = push_cache(connection, settings).peek(cache_key)
-    if entry is None or not served_by_registry(request, credentials, settings)(entry):
+    entry = push_cache(here.connection, here.settings).peek(cache_key)
+    if entry is None or not served_by_registry(request, credentials, here.settings)(entry):
         return None
-    metrics.count(connection, settings, "push_cache_hits_total")
-    return farm_push_result(request, entry.value.get("digest"), host=settings.host_id, cache="hit")
+    metrics.count(here.connection, here.settings, "push_cache_hits_total")
+    return farm_push_result(request, entry.value.get("digest"), host=here.settings.host_id, cache="hit")

@@ -5,15 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import docker
-import redis
 
-from dockyard.config.settings import Settings
 from dockyard.tasks.cache.notify import announce
 from dockyard.tasks.cache.single_flight import build_cache
 from dockyard.tasks.engine.build import apply_tags
 from dockyard.tasks.engine.images import image_exists
 from dockyard.tasks.farm import hosts, image_use, rebuild
 from dockyard.tasks.request.results import FarmBuildResult, cache_source, farm_build_result
+from dockyard.tasks.worker.here import Here
 from dockyard.tasks.request.spec import BuildSpec
 from dockyard.tasks.routing import fast_lane
 
@@ -40,20 +39,18 @@ def finish_on_holder(
     source: str,
     *,
     cache_key: str,
-    settings: Settings,
-    connection: redis.Redis,
-    client: docker.DockerClient,
+    here: Here,
     tags_in_place: bool = False,
 ) -> FarmBuildResult:
     """On the host holding ``image_id``: apply the spec's tags (unless ``tags_in_place``), record where they are
     and its last use."""
     if source != "built" and not tags_in_place:
-        apply_tags(client, image_id, spec.image_name, [spec.tag, *spec.additional_tags])
+        apply_tags(here.client, image_id, spec.image_name, [spec.tag, *spec.additional_tags])
     hosts.record_image(
-        connection, settings, host_id=settings.host_id, image_id=image_id, references=spec.references,
-        cache_keys=[build_cache(connection, settings).entry_key(cache_key)], used=True,
+        here.connection, here.settings, host_id=here.settings.host_id, image_id=image_id, references=spec.references,
+        cache_keys=[build_cache(here.connection, here.settings).entry_key(cache_key)], used=True,
     )
-    rebuild.remember(connection, settings, spec, cache_key, image_id)
-    fast_lane.remember_key(connection, settings, spec, cache_key)
-    announce(connection, settings, "build", cache_key, "answered")  # its callers wake (dockyard.tasks.client)
-    return farm_build_result(spec, image_id, host=settings.host_id, cache=cache_source(source))
+    rebuild.remember(here.connection, here.settings, spec, cache_key, image_id)
+    fast_lane.remember_key(here.connection, here.settings, spec, cache_key)
+    announce(here.connection, here.settings, "build", cache_key, "answered")  # its callers wake (dockyard.tasks.client)
+    return farm_build_result(spec, image_id, host=here.settings.host_id, cache=cache_source(source))

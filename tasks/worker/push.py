@@ -9,8 +9,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import docker
-import redis
 
 from dockyard.config.settings import Settings
 from dockyard.tasks.cache.single_flight import Entry, Outcome, push_cache
@@ -20,19 +18,19 @@ from dockyard.tasks.engine.push import push_in
 from dockyard.tasks.errors import PushError
 from dockyard.tasks.farm import hosts, image_use, metrics, rebuild
 from dockyard.tasks.keyspace import key
-from dockyard.tasks.output import OutputSink
 from dockyard.tasks.registry import manifests as registry
 from dockyard.tasks.registry.login import farm_credentials
 from dockyard.tasks.request.cache_key import push_key
 from dockyard.tasks.request.naming import registry_of
 from dockyard.tasks.request.results import FarmPushResult, farm_push_result
+from dockyard.tasks.worker.here import Here
 from dockyard.tasks.request.spec import BuildSpec, Credentials, PushRequest
 from dockyard.tasks.worker.holder import Forward, pinned_here
 from dockyard.tasks.worker.build import execute_build
 
 
 def image_to_push(
-    request: PushRequest, *, settings: Settings, connection: redis.Redis, client: docker.DockerClient,
+    request: PushRequest, *, here: Here,
     pins: image_use.Pins | None = None,
 ) -> str | Forward | BuildSpec:
     """The image id this host pushes, the live host to forward to, or the spec to build it again from.
@@ -42,32 +40,32 @@ def image_to_push(
     dockyard's client) takes the image its tag names on this host. With
     ``pins``, the image found here is pinned first: one being evicted counts as gone.
     """
-    pins = pins or image_use.Pins(connection, settings)
+    pins = pins or image_use.Pins(here.connection, here.settings)
     wanted = request.image_id
-    here = wanted if wanted is not None and pinned_here(pins, client, wanted) else None
-    if wanted is None and (named := local_image_id(client, request.reference)) is not None:
-        here = named if pinned_here(pins, client, named) else None
-    if here is not None:
-        image_use.refresh_use(connection, settings, settings.host_id, here)
-        return here
-    location = hosts.locate_images(connection, settings, [request.reference])[0]
+    found = wanted if wanted is not None and pinned_here(pins, here.client, wanted) else None
+    if wanted is None and (named := local_image_id(here.client, request.reference)) is not None:
+        found = named if pinned_here(pins, here.client, named) else None
+    if found is not None:
+        image_use.refresh_use(here.connection, here.settings, here.settings.host_id, found)
+        return found
+    location = hosts.locate_images(here.connection, here.settings, [request.reference])[0]
     if (
         location
-        and location["host"] != settings.host_id
+        and location["host"] != here.settings.host_id
         and (wanted is None or location["image_id"] == wanted)
-        and hosts.is_alive(connection, settings, location["host"])
+        and hosts.is_alive(here.connection, here.settings, location["host"])
     ):
         return Forward(location["host"], location["image_id"], "forwarded")
     if wanted is None and location is None:
-        wanted = image_use.evicted_image(connection, settings, request.reference)  # removed by the disk budget
-    if wanted is not None and (spec := rebuild.recall(connection, settings, wanted)) is not None:
+        wanted = image_use.evicted_image(here.connection, here.settings, request.reference)  # removed by the disk budget
+    if wanted is not None and (spec := rebuild.recall(here.connection, here.settings, wanted)) is not None:
         return spec  # its only copy died with its host or was evicted: built again here, by the same key
     if wanted is not None:
         raise PushError(
-            f"Image {wanted} ({request.reference}) is no longer on host {settings.host_id} "
+            f"Image {wanted} ({request.reference}) is no longer on host {here.settings.host_id} "
             "nor on any live host: build it again."
         )
-    raise PushError(f"No image {request.reference} on host {settings.host_id} or on any live host.")
+    raise PushError(f"No image {request.reference} on host {here.settings.host_id} or on any live host.")
 
 
 def served_by_registry(request: PushRequest, credentials: Credentials | None, settings: Settings) -> Callable[[Entry], bool]:
@@ -88,18 +86,14 @@ def execute_push(
     request: PushRequest,
     credentials: Credentials | None,
     *,
-    settings: Settings,
-    connection: redis.Redis,
-    client: docker.DockerClient,
-    output: OutputSink,
+    here: Here,
 ) -> FarmPushResult | Forward:
     """Push once per (image, repository, tags, registry); forward to the holder if it is elsewhere.
 
     A cached push answers only while the registry still serves its digest under each tag.
     """
-    with image_use.Pins(connection, settings) as pins:
-        return _push_pinned(request, credentials, pins, settings=settings, connection=connection, client=client,
-                            output=output)
+    with image_use.Pins(here.connection, here.settings) as pins:
+        return _push_pinned(request, credentials, pins, here=here)
 
 
 def _push_pinned(
@@ -107,14 +101,11 @@ def _push_pinned(
     credentials: Credentials | None,
     pins: image_use.Pins,
     *,
-    settings: Settings,
-    connection: redis.Redis,
-    client: docker.DockerClient,
-    output: OutputSink,
+    here: Here,
 ) -> FarmPushResult | Forward:
-    found = image_to_push(request, settings=settings, connection=connection, client=client, pins=pins)
+    found = image_to_push(request, here=here, pins=pins)
     if isinstance(found, BuildSpec):
-        rebuilt = execute_build(found, settings=settings, connection=connection, client=client, output=output)
+        rebuilt = execute_build(found, here=here)
         if isinstance(rebuilt, Forward):  # another live host holds it now
             return Forward(rebuilt.host, rebuilt.image_id, "forwarded")
         found = rebuilt["image_id"]
@@ -127,21 +118,21 @@ def _push_pinned(
     )
 
     def compute() -> dict[str, Any]:
-        with connection.lock(key(settings, "pushing", settings.host_id, request.image_name), timeout=settings.task_time_limit_s):
+        with here.connection.lock(key(here.settings, "pushing", here.settings.host_id, request.image_name), timeout=here.settings.task_time_limit_s):
             if credentials is None:
-                digest = push_in(pinned, None, client=client, settings=settings, output=output)
+                digest = push_in(pinned, None, client=here.client, settings=here.settings, output=here.output)
             else:
-                with docker_client(settings) as private:  # a login stays in this call's own client
-                    digest = push_in(pinned, credentials, client=private, settings=settings, output=output)
+                with docker_client(here.settings) as private:  # a login stays in this call's own client
+                    digest = push_in(pinned, credentials, client=private, settings=here.settings, output=here.output)
         return {"digest": digest}
 
     started = time.monotonic()
-    outcome: Outcome = push_cache(connection, settings).run(
-        cache_key, compute, valid=served_by_registry(request, credentials, settings), ignore_cache=request.ignore_cache,
+    outcome: Outcome = push_cache(here.connection, here.settings).run(
+        cache_key, compute, valid=served_by_registry(request, credentials, here.settings), ignore_cache=request.ignore_cache,
     )
     if outcome.source == "built":
-        metrics.count(connection, settings, "pushes_total")
-        metrics.observe(connection, settings, "push_seconds", time.monotonic() - started)
+        metrics.count(here.connection, here.settings, "pushes_total")
+        metrics.observe(here.connection, here.settings, "push_seconds", time.monotonic() - started)
     else:
-        metrics.count(connection, settings, "push_cache_hits_total")
-    return farm_push_result(request, outcome.value.get("digest"), host=settings.host_id, cache=outcome.source)
+        metrics.count(here.connection, here.settings, "push_cache_hits_total")
+    return farm_push_result(request, outcome.value.get("digest"), host=here.settings.host_id, cache=outcome.source)

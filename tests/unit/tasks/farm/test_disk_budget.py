@@ -24,6 +24,7 @@ from dockyard.tasks.worker.holder import Forward
 from dockyard.tasks.worker.push import execute_push
 from dockyard.tasks.prepare import prepare_build
 from dockyard.tasks.request.spec import BuildSpec, PushRequest
+from dockyard.tasks.worker.here import Here
 from tests.unit.fakes import BUILT_LAYER_BYTES, FakeEngine, Output
 from tests.unit.support import Clock, make_settings
 from tests.probes import forget_layers, store_entry
@@ -266,11 +267,11 @@ def spec_for(connection: fakeredis.FakeRedis, settings: Settings, context: Path,
 
 
 def run_build(spec: BuildSpec, connection: fakeredis.FakeRedis, settings: Settings, engine: FakeEngine) -> Any:
-    return execute_build(spec, settings=settings, connection=connection, client=engine, output=Output())  # type: ignore[arg-type]
+    return execute_build(spec, here=Here(settings, connection, engine, Output()))  # type: ignore[arg-type]
 
 
 def run_push(request: PushRequest, connection: fakeredis.FakeRedis, settings: Settings, engine: FakeEngine) -> Any:
-    return execute_push(request, None, settings=settings, connection=connection, client=engine, output=Output())  # type: ignore[arg-type]
+    return execute_push(request, None, here=Here(settings, connection, engine, Output()))  # type: ignore[arg-type]
 
 
 def test_builds_hits_tags_and_pushes_record_last_use(
@@ -284,7 +285,7 @@ def test_builds_hits_tags_and_pushes_record_last_use(
     assert run_build(spec, fake_redis, settings, engine)["cache"] == "hit"
     assert image_use.last_uses(fake_redis, settings, "h1") == {built["image_id"]: clock.now}
     clock.advance(5)
-    execute_tag(spec, built["image_id"], "hit", settings=settings, connection=fake_redis, client=engine, output=Output())  # type: ignore[arg-type]
+    execute_tag(spec, built["image_id"], "hit", here=Here(settings, fake_redis, engine, Output()))  # type: ignore[arg-type]
     assert image_use.last_uses(fake_redis, settings, "h1") == {built["image_id"]: clock.now}
     clock.advance(5)
     run_push(PushRequest.parse({"image_name": NAME, "tag": "v1", "image_id": built["image_id"]}), fake_redis, settings, engine)
@@ -357,7 +358,7 @@ def test_a_tag_of_an_image_being_evicted_rebuilds(
     spec = spec_for(fake_redis, settings, context, "v1")
     built = run_build(spec, fake_redis, settings, engine)
     assert image_use.claim_for_eviction(fake_redis, settings, "h1", built["image_id"])  # the pass is under way
-    tagged = execute_tag(spec, built["image_id"], "hit", settings=settings, connection=fake_redis, client=engine, output=Output())  # type: ignore[arg-type]
+    tagged = execute_tag(spec, built["image_id"], "hit", here=Here(settings, fake_redis, engine, Output()))  # type: ignore[arg-type]
     assert not isinstance(tagged, Forward)
     assert (tagged["cache"], len(engine.builds)) == ("built", 2)
     assert tagged["image_id"] != built["image_id"]

@@ -24,6 +24,7 @@ from dockyard.tasks.prepare import prepare_build
 from dockyard.tasks.task_names import BUILD_TASK, PING_TASK, PUSH_TASK, TAG_TASK
 from dockyard.tasks.routing.router import route_task
 from dockyard.tasks.request.spec import BuildSpec, PushRequest
+from dockyard.tasks.worker.here import Here
 from tests.unit.fakes import FakeEngine, FakeRegistry
 from tests.unit.support import make_settings
 from tests.probes import store_entry
@@ -152,7 +153,7 @@ def worker(fake_redis: fakeredis.FakeRedis) -> Settings:
 
 
 def answer(spec: BuildSpec, connection: fakeredis.FakeRedis, settings: Settings, engine: FakeEngine) -> Any:
-    return fast_answer.answer_build(spec, settings=settings, connection=connection, client=engine)  # type: ignore[arg-type]
+    return fast_answer.answer_build(spec, here=Here(settings, connection, engine, lambda _text: None))  # type: ignore[arg-type]
 
 
 def test_a_hit_with_its_tags_in_place_is_answered_from_redis_alone(
@@ -174,7 +175,7 @@ def test_a_fast_lane_hit_is_timed_from_the_tasks_start(
     spec = spec_for(worker, context)
     cached(fake_redis, worker, spec, "h1")
     started = time.monotonic() - 3
-    assert fast_answer.answer_build(spec, settings=worker, connection=fake_redis, client=FakeEngine(),  # type: ignore[arg-type]
+    assert fast_answer.answer_build(spec, here=Here(worker, fake_redis, FakeEngine(), lambda _text: None),  # type: ignore[arg-type]
                                     started=started) is not None
     assert 3 <= metrics.read(fake_redis, worker, "h1")["hit_seconds_sum"] < 6
 
@@ -225,16 +226,16 @@ def test_a_push_is_answered_only_from_the_push_cache(
 ) -> None:
     engine.image_ids.add(IMAGE)
     request = PushRequest.parse({"image_name": NAME, "tag": "v1", "image_id": IMAGE})
-    pushed = fast_answer.answer_push(request, None, settings=worker, connection=fake_redis, client=engine)  # type: ignore[arg-type]
+    pushed = fast_answer.answer_push(request, None, here=Here(worker, fake_redis, engine, lambda _text: None))  # type: ignore[arg-type]
     assert pushed is None, "nothing cached: a real push, not in the fast lane"
     digest = "sha256:" + "d" * 64
     key = push_key(image_id=IMAGE, repository=NAME, tags=["v1"], registry="reg.io")
     store_entry(push_cache(fake_redis, worker), key, {"digest": digest}, host="h1")
     fake_registry.served[f"{NAME}:v1"] = "sha256:" + "e" * 64
-    assert fast_answer.answer_push(request, None, settings=worker, connection=fake_redis, client=engine) is None, (  # type: ignore[arg-type]
+    assert fast_answer.answer_push(request, None, here=Here(worker, fake_redis, engine, lambda _text: None)) is None, (  # type: ignore[arg-type]
         "the registry serves another digest now: a real push"
     )
     fake_registry.served[f"{NAME}:v1"] = digest
-    pushed = fast_answer.answer_push(request, None, settings=worker, connection=fake_redis, client=engine)  # type: ignore[arg-type]
+    pushed = fast_answer.answer_push(request, None, here=Here(worker, fake_redis, engine, lambda _text: None))  # type: ignore[arg-type]
     assert pushed is not None and (pushed["cache"], pushed["digest"]) == ("hit", digest)
     assert engine.pushes == []

@@ -30,6 +30,7 @@ from dockyard.tasks.worker.holder import Forward
 from dockyard.tasks.worker.push import execute_push
 from dockyard.tasks.prepare import prepare_build
 from dockyard.tasks.request.spec import BuildSpec, Credentials, PushRequest
+from dockyard.tasks.worker.here import Here
 from tests.unit.fakes import FakeEngine, FakeRegistry, Output
 from tests.unit.support import make_settings
 from tests.probes import builders, store_entry
@@ -60,7 +61,7 @@ def uploaded_spec(settings: Settings, context: Path, **params: Any) -> BuildSpec
 
 
 def build(spec: BuildSpec, connection: fakeredis.FakeRedis, settings: Settings, engine: FakeEngine, **kwargs: Any) -> Any:
-    return execute_build(spec, settings=settings, connection=connection, client=engine, output=Output(), **kwargs)  # type: ignore[arg-type]
+    return execute_build(spec, here=Here(settings, connection, engine, Output()), **kwargs)  # type: ignore[arg-type]
 
 
 # builds
@@ -71,7 +72,7 @@ def test_a_miss_builds_here_tags_and_records(
 ) -> None:
     spec = uploaded_spec(settings, context, additional_tags=["latest"])
     output = Output()
-    result = execute_build(spec, settings=settings, connection=fake_redis, client=engine, output=output, owner="task-1")  # type: ignore[arg-type]
+    result = execute_build(spec, here=Here(settings, fake_redis, engine, output), owner="task-1")  # type: ignore[arg-type]
     assert not isinstance(result, Forward)
     image_id = result["image_id"]
     assert (result["host"], result["cache"], result["additional_tags"]) == ("h1", "built", ["latest"])
@@ -195,7 +196,7 @@ def test_the_holder_takes_the_forwarded_key_only_if_its_entry_holds_the_image(
         return spec.key, {}
 
     monkeypatch.setattr(execute, "worker_cache_key", worker_cache_key)
-    tag = lambda key: execute_tag(spec, image_id, "hit", cache_key=key, settings=settings, connection=fake_redis, client=engine, output=Output())  # type: ignore[arg-type]  # noqa: E731
+    tag = lambda key: execute_tag(spec, image_id, "hit", cache_key=key, here=Here(settings, fake_redis, engine, Output()))  # type: ignore[arg-type]  # noqa: E731
     tag(spec.key)
     assert resolved == [], "its own entry holds the image: no base resolved again"
     tag("f" * 64)
@@ -259,7 +260,7 @@ def test_tag_on_the_holder_applies_the_tags(
 ) -> None:
     image_id = build(uploaded_spec(settings, context), fake_redis, settings, engine)["image_id"]
     spec = uploaded_spec(settings, context, tag="v3", additional_tags=["stable"])
-    result = execute_tag(spec, image_id, "joined", settings=settings, connection=fake_redis, client=engine, output=Output())  # type: ignore[arg-type]
+    result = execute_tag(spec, image_id, "joined", here=Here(settings, fake_redis, engine, Output()))  # type: ignore[arg-type]
     assert (result["cache"], result["image_id"]) == ("joined", image_id)  # type: ignore[index]
     assert {f"{NAME}:v3", f"{NAME}:stable"} <= set(engine.images.get(image_id).tags)
     assert hosts.locate_images(fake_redis, settings, spec.references) == [{"host": "h1", "image_id": image_id}] * 2
@@ -271,7 +272,7 @@ def test_tag_of_a_vanished_image_forgets_it_and_rebuilds(
     spec = uploaded_spec(settings, context)
     image_id = build(spec, fake_redis, settings, engine)["image_id"]
     engine.delete(image_id)
-    result = execute_tag(spec, image_id, "hit", settings=settings, connection=fake_redis, client=engine, output=Output())  # type: ignore[arg-type]
+    result = execute_tag(spec, image_id, "hit", here=Here(settings, fake_redis, engine, Output()))  # type: ignore[arg-type]
     assert result["cache"] == "built" and result["image_id"] != image_id  # type: ignore[index]
     assert hosts.locate_images(fake_redis, settings, spec.references) == [{"host": "h1", "image_id": result["image_id"]}]  # type: ignore[index]
 
@@ -294,7 +295,7 @@ def local_image(engine: FakeEngine, *refs: str) -> str:
 
 
 def push(request: PushRequest, connection: fakeredis.FakeRedis, settings: Settings, engine: FakeEngine, credentials: Credentials | None = None) -> Any:
-    return execute_push(request, credentials, settings=settings, connection=connection, client=engine, output=Output())  # type: ignore[arg-type]
+    return execute_push(request, credentials, here=Here(settings, connection, engine, Output()))  # type: ignore[arg-type]
 
 
 def test_a_push_pushes_every_tag_once(fake_redis: fakeredis.FakeRedis, settings: Settings, engine: FakeEngine) -> None:
