@@ -49,7 +49,7 @@ from dockyard.tasks.output import OutputSink
 from dockyard.tasks.task_names import BUILD_TASK, PING_TASK, PUSH_TASK, TAG_TASK
 from dockyard.tasks.request.chain import push_arguments
 from dockyard.tasks.request.sealing import unseal
-from dockyard.tasks.context.materialize import prepare_sent_arguments
+from dockyard.tasks.worker.sent_arguments import prepare_sent_arguments
 from dockyard.tasks.request.arguments import push_request
 from dockyard.tasks.request.spec import BuildSpec, Credentials, PushRequest, Sealed
 from dockyard.tasks.keyspace import redis_for

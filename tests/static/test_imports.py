@@ -121,6 +121,25 @@ def test_no_import_circle_anywhere() -> None:
     assert circles(import_graph()) == []
 
 
+def concept_of(module: str) -> str:
+    """The room a module stands in: a subpackage of ``dockyard.tasks``, a top module of it, or a top package."""
+    parts = module.split(".")
+    if parts[:2] == ["dockyard", "tasks"]:
+        return ".".join(parts[:3])
+    return ".".join(parts[:2])
+
+
+def test_no_circle_between_concepts() -> None:
+    """The packages of dockyard.tasks (request, context, cache, ...) and the top packages stand in layers."""
+    rooms: dict[str, set[str]] = {}
+    for module, targets in import_graph().items():
+        for target in targets:
+            if concept_of(module) != concept_of(target):
+                rooms.setdefault(concept_of(module), set()).add(concept_of(target))
+    assert circles(rooms) == []
+    assert not rooms.get("dockyard.config"), "config imports nothing of dockyard's"
+
+
 def function_local_imports(path: Path) -> list[tuple[int, bool]]:
     """(line, explained) of each import inside a function; explained: a comment on the lines just above."""
     lines = path.read_text().splitlines()

@@ -11,9 +11,10 @@ import pytest
 
 from dockyard.config.settings import Settings
 from dockyard.tasks.request import build_secrets
-from dockyard.tasks.context import materialize
 from dockyard.tasks.errors import InvalidInput
-from dockyard.tasks.context.materialize import check_archive_dockerfile, prepare_sent_arguments, shared_directory, under_shared_root
+from dockyard.tasks.context.materialize import check_archive_dockerfile, shared_directory, under_shared_root
+from dockyard.tasks.worker import sent_arguments
+from dockyard.tasks.worker.sent_arguments import prepare_sent_arguments
 from dockyard.tasks.prepare import prepare_build
 from dockyard.tasks.request.spec import BuildSpec, dockerfile_digest
 from tests.unit.support import make_settings
@@ -205,14 +206,14 @@ def test_shared_directory_refuses_a_spec_path_outside_this_workers_root(tmp_path
         shared_directory(spec, worker(shared_context_root=str(root)))
 
 
-# prepare_sent_arguments
+# prepare_sent_arguments (dockyard.tasks.worker.sent_arguments: raw arguments checked against the shared root above)
 
 
 @pytest.fixture
 def reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Records every attempt to read the context or a secret (they still happen)."""
     seen: list[str] = []
-    real_prepare, real_secrets = materialize.prepare_build, build_secrets.read_secrets
+    real_prepare, real_secrets = sent_arguments.prepare_build, build_secrets.read_secrets
 
     def prepare(params: dict[str, Any], settings: Settings) -> Any:
         seen.append(f"prepare {params.get('path')}")
@@ -222,7 +223,7 @@ def reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         seen.append("secrets")
         return real_secrets(secrets)
 
-    monkeypatch.setattr(materialize, "prepare_build", prepare)
+    monkeypatch.setattr(sent_arguments, "prepare_build", prepare)
     monkeypatch.setattr(build_secrets, "read_secrets", read_secrets)
     return seen
 
