@@ -635,7 +635,22 @@ def is_noperm(exc: redis.exceptions.RedisError) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; failures are one line on stderr and exit 1, or 2 for a wrong command line."""
+    """Run one command; failures are one line on stderr and exit 1, or 2 for a wrong command line.
+
+    Run as the program (no ``argv``), a failed command ends the process at once, without the
+    interpreter's finalization: a task result still pending there (a push that timed out, say) would
+    make Celery's ``AsyncResult.__del__`` print a traceback under the failure's one line.
+    """
+    code = run(argv)
+    if argv is None and code != 0:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def run(argv: list[str] | None) -> int:
+    """``main`` without the clean-up after a failure."""
     try:
         args = parser().parse_args(argv)
         code: int = args.run(args)

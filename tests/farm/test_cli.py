@@ -135,6 +135,11 @@ def test_build_push_cache_and_status(project: Path, repo: str, registry: Registr
     rows = [line.split("\t") for line in listed.stdout.splitlines()[1:]]
     mine = [row for row in rows if row[1] == result["image_id"]]
     assert mine and mine[0][2] == result["host"]
+    as_json = dockyard("cache", "list", "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    entries = [entry for entry in json.loads(as_json.stdout) if entry["image_id"] == result["image_id"]]
+    assert [(entry["key"], entry["host"]) for entry in entries] == [(mine[0][0], result["host"])]
+    assert entries[0]["age_s"] >= 0
     cleared = dockyard("cache", "clear", mine[0][0])
     assert cleared.returncode == 0 and cleared.stdout.strip() == "cleared 1 cache entry"
     assert all(row[0] != mine[0][0] for row in (line.split("\t") for line in dockyard("cache", "list").stdout.splitlines()[1:]))
@@ -145,6 +150,10 @@ def test_build_push_cache_and_status(project: Path, repo: str, registry: Registr
     status = dockyard("status", task.id)
     assert status.returncode == 0 and status.stdout.splitlines()[0] == "state\tSUCCESS"
     assert json.loads(status.stdout.splitlines()[1].split("\t", 1)[1])["image"] == f"{repo}:status"
+    status_json = dockyard("status", task.id, "--json")
+    assert status_json.returncode == 0 and status_json.stderr == ""
+    record = json.loads(status_json.stdout)
+    assert record["task_id"] == task.id and record["state"] == "SUCCESS" and record["result"]["image"] == f"{repo}:status"
 
     rows = [line.split("\t") for line in dockyard("cache", "list").stdout.splitlines()[1:]]
     present = next(row[0] for row in rows if row[1] == status_result["image_id"])
@@ -168,6 +177,66 @@ def test_a_failing_build_exits_non_zero_with_the_error(project: Path, repo: str,
         task.get(timeout=TIMEOUT_S)
     status = dockyard("status", task.id)
     assert status.returncode == 1 and "state\tFAILURE" in status.stdout and "BuildError" in status.stdout
+    assert_one_line_failure(status.stderr, status.returncode, 1, rf"dockyard: BuildError: task {task.id} failed: ")
+    status_json = dockyard("status", task.id, "--json")
+    record = json.loads(status_json.stdout)
+    assert record["state"] == "FAILURE" and record["error"]["type"] == "BuildError" and status_json.returncode == 1
+
+
+MULTI_STAGE = """\
+FROM {base} AS t
+ARG X
+RUN test "$X" = 1
+RUN echo "built with X=$X" > /stage.txt
+
+FROM {base} AS last
+RUN echo "the last stage is built only without --target t" && false
+"""
+
+
+def test_build_takes_docker_builds_arguments_and_push_reads_the_password_from_stdin(
+    tmp_path: Path, repo: str, registry: Registry, base_image: str, farm_workers: list[WorkerProcess],
+) -> None:
+    """``dockyard build IMAGE ./ctx -f F -t a -t b --build-arg X=1 --target t`` on the farm's workers:
+    the image has both tags and was built from stage t with X=1 (the last stage, or X unset, fails)."""
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "Dockerfile.stages").write_text(MULTI_STAGE.format(base=base_image))  # no Dockerfile: -f must be used
+    (context / "unique.txt").write_text(uuid.uuid4().hex)
+    (context / "Dockerfile.stages").write_text(
+        (context / "Dockerfile.stages").read_text().replace("ARG X\n", f"ARG X\nRUN echo {uuid.uuid4().hex[:8]}\n", 1)
+    )
+    built = dockyard(
+        "build", repo, "./ctx", "-f", "Dockerfile.stages", "-t", "a", "-t", "b", "--build-arg", "X=1", "--target", "t",
+        "--label", "dockyard-test.cli=yes", cwd=tmp_path,
+    )
+    assert built.returncode == 0, built.stderr[-3000:]
+    result = json.loads(built.stdout)
+    assert result["image"] == f"{repo}:a" and result["tag"] == "a" and result["additional_tags"] == ["b"]
+    assert result["cache"] == "built" and result["host"] in {worker.host_id for worker in farm_workers}
+
+    engine_url = next(worker.docker_host for worker in farm_workers if worker.host_id == result["host"])
+    engine = docker.DockerClient(base_url=engine_url)  # the engine of the host that built it
+    try:
+        image = engine.images.get(result["image_id"])
+        history = " ".join(str(layer.get("CreatedBy", "")) for layer in image.history())
+    finally:
+        engine.close()
+    assert {f"{repo}:a", f"{repo}:b"} <= set(image.tags), image.tags
+    assert image.labels.get("dockyard-test.cli") == "yes"
+    assert "X=1" in history and "/stage.txt" in history, "stage t ran with the build arg"
+    assert "the last stage is built only" not in history
+
+    pushed = dockyard(
+        "push", repo, "-t", "a", "-t", "b", "--username", registry.username, "--password-stdin", "--json",
+        stdin=registry.password + "\n",
+    )
+    assert pushed.returncode == 0, pushed.stderr
+    answer = json.loads(pushed.stdout)
+    repository = repo.removeprefix(registry.url + "/")
+    assert answer["image"] == f"{repo}:a" and answer["additional_tags"] == ["b"]
+    assert registry.manifest_digest(repository, "a") == registry.manifest_digest(repository, "b") == answer["digest"]
+    assert registry.password not in pushed.stdout + pushed.stderr
 
 
 def test_up_runs_the_main_job_and_down_stops_its_worker(registry: Registry, farm_workers: list[WorkerProcess]) -> None:
@@ -181,6 +250,11 @@ def test_up_runs_the_main_job_and_down_stops_its_worker(registry: Registry, farm
     repository, tag = reference.removeprefix(registry.url + "/").rsplit(":", 1)
     assert registry.manifest_digest(repository, tag) == digest
     assert "dockyard down" in up.stdout
+    settings = get_settings()
+    assert settings.state_dir, "the tests give dockyard up a state dir of their own"
+    log = Path(settings.state_dir) / f"{settings.host_id}.log"
+    assert up.stdout.rstrip().endswith(f"its log is {log}"), up.stdout
+    assert log.is_file() and log.stat().st_size > 0, "the log named is the worker's"
     down = dockyard("down")
     assert down.returncode == 0 and down.stdout.startswith("stopped ") and down.stdout.strip() != "stopped nothing"
 
@@ -196,7 +270,7 @@ def test_a_build_arg_without_key_and_value_is_a_usage_error(value: str) -> None:
 @pytest.mark.parametrize(
     ("argv", "pattern"),
     [
-        (["nosuch"], r"dockyard: UsageError: argument command: invalid choice: 'nosuch'"),
+        (["nosuch"], r"dockyard: UsageError: argument COMMAND: invalid choice: 'nosuch'"),
         (["build"], r"dockyard: UsageError: the following arguments are required: IMAGE"),
         (["build", "x/y", ".", "--label", "nokey"], r"dockyard: UsageError: argument --label: expected KEY=VALUE"),
         (["push", "x/y", "--password-stdin"], r"dockyard: UsageError: --password-stdin given without --username"),
