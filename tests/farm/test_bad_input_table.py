@@ -21,7 +21,8 @@ import redis
 
 from dockyard.config.settings import Settings
 from dockyard.tasks import client
-from dockyard.tasks.context.pack import ContextTooLarge, PackedContext, UnsafeContext
+from dockyard.tasks.context.pack import PackedContext
+from dockyard.tasks.errors import ContextTooLarge, UnsafeContext
 
 from dockyard.tasks.context.store import upload_context
 from dockyard.tasks.errors import BuildError, InvalidInput, PushError, RegistryAuthError

@@ -20,7 +20,7 @@ from dockyard.tasks.routing.placement import lineage_of_message, placement_queue
 from dockyard.tasks.farm.recovery import inflight_key
 from tests.farm.conftest import WorkerProcess
 from tests.farm.farm_helpers import container_creates, image_id_on_any, settle, slow_context
-from tests.workers.test_cli import dockyard
+from tests.farm.test_cli import dockyard
 
 TIMEOUT_S = 120
 SLOW_STEP_S = 2

@@ -16,7 +16,7 @@ from dockyard.tasks import client
 from dockyard.tasks.errors import InvalidInput
 from dockyard.tasks.task_names import PUSH_TASK
 from dockyard.tasks.request.sealing import seal
-from tests import conftest
+from tests.farm import conftest
 from tests.farm.conftest import Registry, WorkerProcess, with_db
 
 TIMEOUT_S = 120

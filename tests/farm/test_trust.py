@@ -36,7 +36,7 @@ from dockyard.tasks.prepare import prepare_build
 from dockyard.tasks.task_names import BUILD_TASK, PUSH_TASK
 from dockyard.tasks.request.spec import BuildSpec, spec_key
 from tests.farm.conftest import context_store_client, WorkerProcess, farm_docker_hosts
-from tests.unit.tasks.test_unpack import Member, archive_of, realpath_limit_members, sparse_bomb
+from tests.unit.tasks.context.test_unpack import Member, archive_of, realpath_limit_members, sparse_bomb
 from tests.probes import bytes_digest
 
 TIMEOUT_S = 120
