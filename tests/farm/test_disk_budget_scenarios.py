@@ -83,7 +83,7 @@ def test_ten_builds_on_a_host_with_a_budget_of_three_end_within_it_and_every_lat
     host_id = f"test-disk-{uuid.uuid4().hex[:6]}"
     # this test's worker has a build queue of its own, outside the session's pool; placement, which picks
     # among the hosts of the caller's own pool (the session's), is off for this caller
-    monkeypatch.setattr("dockyard.tasks.routing.placement.placement_queue", lambda args, kwargs: None)
+    monkeypatch.setattr("dockyard.tasks.routing.router.placement_queue", lambda args, kwargs: None)
     queue = f"dockyard-test.{host_id}"
     engine = docker.DockerClient(base_url=docker_host)
     app: Celery = create_celery(settings.model_copy(update={"build_queue": queue}))
