@@ -3,8 +3,9 @@
 ``build`` and ``push`` answer straight from Redis when the result is already
 cached (the fast path, no worker round trip); otherwise they send the task
 and wait for it. Arguments are validated here with the same models the
-worker validates the message with (``dockyard.tasks.request.spec``). The Celery app comes
-from ``config`` alone: a caller needs no worker code.
+worker validates the message with (``dockyard.tasks.request.spec``). The Celery app is
+``dockyard.tasks.celery_app.caller_app``: a caller loads no worker or engine code
+(``tests/static/test_imports.py`` holds it to that).
 """
 
 from __future__ import annotations

@@ -418,7 +418,7 @@ redis_password() {  # redis_password USER-SUFFIX
 
 sha256_of() { printf '%s' "$1" | sha256sum | cut -d' ' -f1; }
 
-# The ACL file (DESIGN.md section 3, trust boundaries): no anonymous access;
+# The ACL file (docs/security.md, Redis users): no anonymous access;
 # workers may do everything but administer the server; callers enqueue,
 # upload contexts and read, but never write cache entries, leases, host
 # records, image locations, metrics or results. They note their fast-path

@@ -363,3 +363,10 @@ def assert_no_private_dirs_left() -> None:
 def worker(farm_workers: list[WorkerProcess]) -> str:
     """The host id of the first worker (any build may run on either)."""
     return farm_workers[0].host_id
+
+
+@pytest.fixture
+def placement_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """For a test whose worker has a build queue of its own, outside the session's pool: placement, which
+    picks among the hosts of the caller's own pool (the session's), is off for this test's caller."""
+    monkeypatch.setattr("dockyard.tasks.routing.router.placement_queue", lambda args, kwargs: None)

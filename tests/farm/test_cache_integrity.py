@@ -30,6 +30,7 @@ from dockyard.tasks.keyspace import key
 from dockyard.tasks.prepare import prepare_build
 from dockyard.tasks.task_names import BUILD_TASK
 from dockyard.tasks.request.spec import BuildSpec
+from dockyard.tasks.engine.images import image_exists
 from tests.farm.conftest import WorkerProcess
 from tests.farm.farm_helpers import slow_context
 
@@ -51,15 +52,6 @@ def wait_for(what: str, probe: Callable[[], Any], timeout_s: float = WAIT_S) -> 
 def engine_of(host: str, farm_workers: list[WorkerProcess], engines: list[docker.DockerClient]) -> docker.DockerClient:
     """The engine of the farm worker ``host``."""
     return engines[[each.host_id for each in farm_workers].index(host)]
-
-
-def image_is_on(engine: docker.DockerClient, image_id: str) -> bool:
-    """``image_id`` exists on ``engine``."""
-    try:
-        engine.images.get(image_id)
-    except docker.errors.ImageNotFound:
-        return False
-    return True
 
 
 def build_container(engine: docker.DockerClient, run_line: str) -> Any:
@@ -167,7 +159,7 @@ def test_after_a_flush_the_taker_over_stores_and_the_first_owners_late_write_is_
     assert owner_answer["host"] == taker.host_id
     for result in (owner_answer, taker_answer, first_result, second_result):
         assert result["image_id"] == entry.value["image_id"]
-        assert image_is_on(engine_of(result["host"], farm_workers, engines), result["image_id"]), result
+        assert image_exists(engine_of(result["host"], farm_workers, engines), result["image_id"]), result
     assert not redis_client.exists(lease_key), "no lease left behind"
 
 
@@ -212,7 +204,7 @@ def test_a_context_whose_chunks_left_the_store_is_uploaded_again_by_the_next_req
     assert [context_store.get(name) for name in chunks] == originals
     assert rebuilt["cache"] == "built"
     for result in (built, rebuilt):
-        assert image_is_on(engine_of(result["host"], farm_workers, engines), result["image_id"]), result
+        assert image_exists(engine_of(result["host"], farm_workers, engines), result["image_id"]), result
 
 
 def test_a_corrupt_context_is_dropped_by_the_worker_and_the_caller_uploads_it_again(
@@ -237,4 +229,4 @@ def test_a_corrupt_context_is_dropped_by_the_worker_and_the_caller_uploads_it_ag
     assert context_store.get(chunks[1]) == original
     assert repaired["cache"] == "built"
     for result in (built, repaired):
-        assert image_is_on(engine_of(result["host"], farm_workers, engines), result["image_id"]), result
+        assert image_exists(engine_of(result["host"], farm_workers, engines), result["image_id"]), result

@@ -18,7 +18,6 @@ import uuid
 from pathlib import Path
 
 import docker
-import pytest
 import redis
 from celery import Celery
 
@@ -77,13 +76,10 @@ def within_budget_soon(engine: docker.DockerClient, image_ids: list[str], base_s
 
 def test_ten_builds_on_a_host_with_a_budget_of_three_end_within_it_and_every_later_request_answers(
     tmp_path: Path, base_image: str, repo: str, registry: Registry, redis_client: redis.Redis, settings: Settings,
-    monkeypatch: pytest.MonkeyPatch,
+    placement_off: None,
 ) -> None:
     docker_host = farm_docker_hosts()[-1]
     host_id = f"test-disk-{uuid.uuid4().hex[:6]}"
-    # this test's worker has a build queue of its own, outside the session's pool; placement, which picks
-    # among the hosts of the caller's own pool (the session's), is off for this caller
-    monkeypatch.setattr("dockyard.tasks.routing.router.placement_queue", lambda args, kwargs: None)
     queue = f"dockyard-test.{host_id}"
     engine = docker.DockerClient(base_url=docker_host)
     app: Celery = create_celery(settings.model_copy(update={"build_queue": queue}))

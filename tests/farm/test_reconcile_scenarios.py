@@ -11,7 +11,6 @@ import uuid
 from pathlib import Path
 
 import docker
-import pytest
 import redis
 from celery import Celery
 
@@ -50,13 +49,10 @@ def started(
 
 def test_an_image_removed_while_its_worker_was_down_is_rebuilt_not_a_hit_and_pushes(
     tmp_path: Path, project: Path, repo: str, registry: Registry, redis_client: redis.Redis, settings: Settings,
-    monkeypatch: pytest.MonkeyPatch,
+    placement_off: None,
 ) -> None:
     docker_host = farm_docker_hosts()[-1]
     host_id = f"test-reconcile-{uuid.uuid4().hex[:6]}"
-    # this test's worker has a build queue of its own, outside the session's pool; placement, which picks
-    # among the hosts of the caller's own pool (the session's), is off for this caller
-    monkeypatch.setattr("dockyard.tasks.routing.router.placement_queue", lambda args, kwargs: None)
     engine = docker.DockerClient(base_url=docker_host)
     app = caller_on(own_queue(host_id), settings)
     worker = started(host_id, docker_host, tmp_path / "first.log", redis_client, settings)
