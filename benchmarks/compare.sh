@@ -5,7 +5,7 @@
 # checks REV out in a temporary `git worktree` (removed at the end, even after a failure), then runs
 # `python -m benchmarks.run --json` alternately in the working tree and in the worktree (current, REV,
 # current, REV... N rounds, default 2). Both sides use this checkout's .venv, but each imports its own
-# tree's code (benchmark, tasks, config, workers): the run's working directory and PYTHONPATH are its
+# tree's code (benchmarks and dockyard, or before the one-name layout tasks, config, workers): the run's working directory and PYTHONPATH are its
 # tree, and the workers it starts run there too; every import of those packages is recorded and a run
 # fails if one came from elsewhere. The benchmarks' output goes to stderr; the table (benchmarks/compare.py:
 # medians per side, ratio current/REV) goes to stdout.
@@ -113,7 +113,7 @@ run_side() {
   ) >&2
   local processes workers foreign
   processes="$(cut -f1 "$imports" | sort -u | wc -l)"
-  workers="$(awk -F'\t' '$2 == "tasks" && $4 ~ /cli\.py worker/ {print $1}' "$imports" | sort -u | wc -l)"
+  workers="$(awk -F'\t' '($2 == "tasks" || $2 == "dockyard") && $4 ~ /cli\.py worker/ {print $1}' "$imports" | sort -u | wc -l)"
   foreign="$(awk -F'\t' -v tree="$tree/" 'index($3, tree) != 1' "$imports")"
   if [[ -n "$foreign" ]]; then
     echo "compare: $label imported code from outside its tree:" >&2
