@@ -7,8 +7,12 @@ destination), so nothing here relies on it or on ``os.path.realpath``:
 - member names are relative and never climb (no absolute name, no ``..``);
 - no member is written through a symlink: every parent is a real directory
   made here, checked with ``lstat``, and files are opened with ``O_NOFOLLOW``;
-- a symlink's target is relative and stays inside the context, read as text;
-  it is kept as a link, as Docker keeps it;
+- a symlink's target is relative and stays inside the context: it is resolved
+  component by component within the archive's own names, following the links
+  the archive holds (``_Links``), and refused if it ever climbs above the root;
+  every link is resolved again once the whole archive is in, since a later
+  link can change what an earlier target goes through. It is kept as a link,
+  as Docker keeps it;
 - hardlinks, devices, fifos and sparse members are refused;
 - the unpacked total is capped, counted as bytes are written.
 """
@@ -16,7 +20,6 @@ destination), so nothing here relies on it or on ``os.path.realpath``:
 from __future__ import annotations
 
 import os
-import posixpath
 import stat
 import tarfile
 from pathlib import Path
@@ -37,13 +40,56 @@ def _parts(name: str) -> list[str]:
     return parts
 
 
-def _check_link_target(parts: list[str], target: str) -> None:
-    """A symlink's target is relative and, read from the link's directory, stays inside the context."""
-    if not target or target.startswith("/"):
-        raise UnsafeContext(f"Build context archive refused: link {'/'.join(parts)!r} points to {target!r}, outside the context")
-    resolved = posixpath.normpath(posixpath.join(*parts[:-1], target) if len(parts) > 1 else target)
-    if resolved == ".." or resolved.startswith("../"):
-        raise UnsafeContext(f"Build context archive refused: link {'/'.join(parts)!r} points to {target!r}, outside the context")
+MAX_LINK_HOPS = 40  # links followed while resolving one target (the kernel's ELOOP limit)
+
+
+def _outside(parts: list[str], target: str) -> UnsafeContext:
+    return UnsafeContext(f"Build context archive refused: link {'/'.join(parts)!r} points to {target!r}, outside the context")
+
+
+class _Links:
+    """The archive's symlinks so far, by their components, and the resolution of targets through them."""
+
+    def __init__(self) -> None:
+        self.targets: dict[tuple[str, ...], str] = {}
+
+    def add(self, parts: list[str], target: str) -> None:
+        """Check ``target`` against the links so far, then record the link."""
+        self.check(parts, target)
+        self.targets[tuple(parts)] = target
+
+    def check(self, parts: list[str], target: str) -> None:
+        """``target``, read from the link's directory and through the archive's links, stays inside the context."""
+        if not target or target.startswith("/"):
+            raise _outside(parts, target)
+        resolved = list(parts[:-1])  # the link's directory: real directories (``_parent``)
+        pending = list(reversed(target.split("/")))
+        hops = 0
+        while pending:
+            part = pending.pop()
+            if part in ("", "."):
+                continue
+            if part == "..":
+                if not resolved:
+                    raise _outside(parts, target)
+                resolved.pop()
+                continue
+            followed = self.targets.get((*resolved, part))
+            if followed is None:
+                resolved.append(part)
+                continue
+            hops += 1
+            if hops > MAX_LINK_HOPS or not followed or followed.startswith("/"):
+                raise UnsafeContext(
+                    f"Build context archive refused: link {'/'.join(parts)!r} goes through too many links "
+                    f"or one outside the context ({target!r})"
+                )
+            pending.extend(reversed(followed.split("/")))  # read from the followed link's directory: ``resolved``
+
+    def check_all(self) -> None:
+        """Every link again, against all of the archive's links."""
+        for parts, target in self.targets.items():
+            self.check(list(parts), target)
 
 
 def _parent(root: Path, parts: list[str]) -> Path:
@@ -88,7 +134,7 @@ def _write_file(member: tarfile.TarInfo, source: IO[bytes], target: Path, budget
             left -= len(block)
 
 
-def _unpack_member(tar: tarfile.TarFile, member: tarfile.TarInfo, root: Path, budget: _Budget) -> None:
+def _unpack_member(tar: tarfile.TarFile, member: tarfile.TarInfo, root: Path, budget: _Budget, links: _Links) -> None:
     parts = _parts(member.name)
     if member.issparse():
         raise UnsafeContext(f"Build context archive refused: sparse member {member.name!r}")
@@ -105,7 +151,7 @@ def _unpack_member(tar: tarfile.TarFile, member: tarfile.TarInfo, root: Path, bu
                 raise UnsafeContext(f"Build context archive refused: {member.name!r} is not a directory") from None
         return
     if member.issym():
-        _check_link_target(parts, member.linkname)
+        links.add(parts, member.linkname)
         os.symlink(member.linkname, target)
         return
     source = tar.extractfile(member)
@@ -117,10 +163,12 @@ def _unpack_member(tar: tarfile.TarFile, member: tarfile.TarInfo, root: Path, bu
 def safe_unpack(archive: BinaryIO, destination: Path, *, max_bytes: int) -> None:
     """Unpack ``archive`` into the empty directory ``destination`` with the checks above."""
     budget = _Budget(max_bytes)
+    links = _Links()
     try:
         with tarfile.open(fileobj=archive, mode="r|") as tar:
             for member in tar:
-                _unpack_member(tar, member, destination, budget)
+                _unpack_member(tar, member, destination, budget, links)
+        links.check_all()
     except FileExistsError as exc:
         raise UnsafeContext(f"Build context archive refused: {exc.filename!r} appears twice") from exc
     except OSError as exc:
