@@ -3,11 +3,18 @@
 ``build_docker_image`` and ``push_docker_image`` keep the reference's exact
 signatures and results; ``build_image`` and ``push_image`` take the settings
 and an engine client explicitly. The farm's steps are ``dockyard.steps``.
+
+No Celery task retries a local step, so ``build_image`` itself retries a
+buildx build's transient errors (``BaseUnavailable``: prefect-docker's buildx
+retry list) ``transient_retries`` times with backoff; the buildx backend tries
+once, so that is the only retry of a local build.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import docker
@@ -18,11 +25,13 @@ from dockyard.tasks.context.pack import context_directory
 from dockyard.tasks.engine.build import build_in
 from dockyard.tasks.engine.connection import docker_client
 from dockyard.tasks.engine.push import push_in
-from dockyard.tasks.errors import InvalidInput
+from dockyard.tasks.errors import BaseUnavailable, InvalidInput
 from dockyard.tasks.output import OutputSink, write_stdout
 from dockyard.tasks.request.arguments import bind_build_arguments, build_options, push_request
 from dockyard.tasks.request.results import BuildDockerImageResult, PushDockerImageResult, build_result, push_result
 from dockyard.tasks.request.spec import Credentials
+
+logger = logging.getLogger("dockyard.local_steps")
 
 
 def build_docker_image(
@@ -76,12 +85,36 @@ def build_image(
         raise InvalidInput(f"Dockerfile {options.dockerfile!r} not found in {str(context)!r}.")
     if client is None:
         with docker_client(settings) as owned:
-            image_id = build_in(options, context=context, auto_lines=lines, client=owned, settings=settings, output=output)
+            image_id = _retrying(
+                lambda: build_in(options, context=context, auto_lines=lines, client=owned, settings=settings, output=output),
+                options.build_backend, settings, output,
+            )
     else:
-        image_id = build_in(options, context=context, auto_lines=lines, client=client, settings=settings, output=output)
+        engine = client
+        image_id = _retrying(
+            lambda: build_in(options, context=context, auto_lines=lines, client=engine, settings=settings, output=output),
+            options.build_backend, settings, output,
+        )
     if lines is not None and persist_dockerfile:
         auto.persist_dockerfile(lines, context / dockerfile_output_path)
     return build_result(options, image_id)
+
+
+def _retrying(build: Callable[[], str], backend: str, settings: Settings, output: OutputSink) -> str:
+    """``build()``, tried again on a buildx build's transient error, as prefect-docker's buildx backend does."""
+    attempts = settings.transient_retries + 1 if backend == "buildx" else 1
+    for attempt in range(attempts):
+        try:
+            return build()
+        except BaseUnavailable as exc:
+            if attempt + 1 >= attempts:
+                raise
+            delay = settings.transient_backoff_s * 2**attempt
+            logger.warning("buildx transient error (attempt %d/%d), retrying in %.1f s: %s",
+                           attempt + 1, attempts, delay, str(exc).strip()[-300:])
+            output(f"transient error, retrying in {delay:.1f} s\n")
+            time.sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def push_docker_image(

@@ -2,19 +2,21 @@
 
 Every call gets a private Docker config directory (logins made for it land
 there and are removed with it), builds use no network unless the caller
-names one and the farm allows it (the engines have no bridge), and transient errors are retried with backoff, as
-prefect-docker's buildx backend does.
+names one and the farm allows it (the engines have no bridge). A build is
+tried once here: a transient error (a registry outage, prefect-docker's buildx
+retry list) is raised as ``BaseUnavailable`` and retried by one layer only, the
+Celery task's retry of ``TransientError`` on the farm
+(``dockyard.tasks.celery_tasks._RETRY``) or the local step's loop
+(``dockyard.tasks.local_steps``); retrying here as well multiplied the attempts.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -23,11 +25,9 @@ from python_on_whales import DockerClient
 from python_on_whales.exceptions import DockerException
 
 from dockyard.config.settings import Settings
-from dockyard.tasks.errors import BuildError, InvalidInput, engine_error, is_build_retryable
+from dockyard.tasks.errors import BuildError, InvalidInput, engine_error
 from dockyard.tasks.request.spec import platforms_of
 from dockyard.tasks.output import OutputSink
-
-logger = logging.getLogger("dockyard.buildx")
 
 
 @contextlib.contextmanager
@@ -67,31 +67,20 @@ def buildx_build(
     kwargs.setdefault("network", "none")  # a RUN step reaches nothing, the farm's Redis included
     multi = bool(platforms and len(platforms) > 1)
     kwargs.setdefault("load", not multi)
-    attempts = settings.transient_retries + 1
     with private_docker(settings) as (client, config_dir):
         metadata_file = config_dir / "metadata.json"
-        for attempt in range(attempts):
-            try:
-                lines = client.buildx.build(
-                    str(context), file=str(context / dockerfile), tags=tags, pull=pull, push=push,
-                    platforms=platforms, labels=dict(labels), build_args=dict(build_args),
-                    metadata_file=str(metadata_file), progress="plain", stream_logs=True, **kwargs,
-                )
-                for line in lines:  # type: ignore[union-attr]
-                    output(line if line.endswith("\n") else line + "\n")
-                break
-            except TypeError as exc:
-                raise InvalidInput(f"Unknown or wrong buildx argument: {exc}") from exc
-            except DockerException as exc:
-                message = str(exc)
-                if attempt + 1 < attempts and is_build_retryable(message):
-                    delay = settings.transient_backoff_s * 2**attempt
-                    logger.warning("buildx transient error (attempt %d/%d), retrying in %.1f s: %s",
-                                   attempt + 1, attempts, delay, message.strip()[-300:])
-                    output(f"transient error, retrying in {delay:.1f} s\n")
-                    time.sleep(delay)
-                    continue
-                raise engine_error(message, doing="build") from exc
+        try:
+            lines = client.buildx.build(
+                str(context), file=str(context / dockerfile), tags=tags, pull=pull, push=push,
+                platforms=platforms, labels=dict(labels), build_args=dict(build_args),
+                metadata_file=str(metadata_file), progress="plain", stream_logs=True, **kwargs,
+            )
+            for line in lines:  # type: ignore[union-attr]
+                output(line if line.endswith("\n") else line + "\n")
+        except TypeError as exc:
+            raise InvalidInput(f"Unknown or wrong buildx argument: {exc}") from exc
+        except DockerException as exc:
+            raise engine_error(str(exc), doing="build") from exc  # BaseUnavailable for an outage: retried by the caller's layer
         metadata = json.loads(metadata_file.read_text()) if metadata_file.exists() else {}
     image_id = metadata.get("containerimage.config.digest") or metadata.get("containerimage.digest")
     if not isinstance(image_id, str):
