@@ -27,7 +27,7 @@ from dockyard.tasks.engine.connection import docker_client
 from dockyard.tasks.engine.push import push_in
 from dockyard.tasks.errors import BaseUnavailable, InvalidInput
 from dockyard.tasks.output import OutputSink, write_stdout
-from dockyard.tasks.request.arguments import bind_build_arguments, build_options, push_request
+from dockyard.tasks.request.arguments import bind_build_arguments, build_options, dockerfile_output_in, push_request
 from dockyard.tasks.request.results import BuildDockerImageResult, PushDockerImageResult, build_result, push_result
 from dockyard.tasks.request.spec import Credentials
 
@@ -77,7 +77,10 @@ def build_image(
     options = build_options(args, settings)
     context = context_directory(options.build_kwargs)
     lines = None
+    persist_at = None
     if options.dockerfile == "auto":
+        if persist_dockerfile:  # checked before anything is built or written
+            persist_at = dockerfile_output_in(context, args["dockerfile_output_path"])
         lines = auto.auto_dockerfile_lines(
             context, base_image=settings.auto_base_image, install_command=settings.auto_install_command,
         )
@@ -95,8 +98,8 @@ def build_image(
             lambda: build_in(options, context=context, auto_lines=lines, client=engine, settings=settings, output=output),
             options.build_backend, settings, output,
         )
-    if lines is not None and persist_dockerfile:
-        auto.persist_dockerfile(lines, context / dockerfile_output_path)
+    if lines is not None and persist_at is not None:
+        auto.persist_dockerfile(lines, persist_at)
     return build_result(options, image_id)
 
 

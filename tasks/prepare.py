@@ -14,7 +14,7 @@ from dockyard.config.settings import Settings
 from dockyard.tasks.context import auto_dockerfile as auto
 from dockyard.tasks.registry.base_images import base_references, build_arguments
 from dockyard.tasks.request.build_secrets import seal_secrets
-from dockyard.tasks.request.arguments import bind_build_arguments, build_options
+from dockyard.tasks.request.arguments import bind_build_arguments, build_options, dockerfile_output_in
 from dockyard.tasks.context.pack import PackedContext, context_directory
 from dockyard.tasks.context.scan import lazy_context
 from dockyard.tasks.errors import InvalidInput
@@ -54,10 +54,7 @@ def prepare_build(params: dict[str, Any], settings: Settings) -> tuple[BuildSpec
         )
         if args["persist_dockerfile"]:
             packed.pack_now()  # the copy written into the context below is not part of this build's context
-            output_path = (context / str(args["dockerfile_output_path"])).resolve()
-            if not output_path.is_relative_to(context):
-                raise InvalidInput("dockerfile_output_path must be inside the build context.")
-            auto.persist_dockerfile(lines, output_path)
+            auto.persist_dockerfile(lines, dockerfile_output_in(context, args["dockerfile_output_path"]))
     else:
         dockerfile_path = (context / options.dockerfile).resolve()
         if not dockerfile_path.is_relative_to(context):

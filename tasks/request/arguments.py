@@ -8,7 +8,9 @@ local steps all call it.
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from dockyard.config.settings import Settings
@@ -58,6 +60,19 @@ def build_options(args: dict[str, Any], settings: Settings) -> BuildOptions:
         "build_kwargs": dict(args["build_kwargs"]),
         "ignore_cache": args["ignore_cache"],
     })
+
+
+def dockerfile_output_in(context: Path, output_path: object) -> Path:
+    """Where ``persist_dockerfile`` writes: ``dockerfile_output_path`` resolved (links followed) strictly
+    inside ``context``; ``InvalidInput`` for a path that climbs out, is absolute elsewhere, or is the
+    context itself. The one check of the caller's ``prepare_build`` and the local step."""
+    if not isinstance(output_path, (str, os.PathLike)) or not os.fspath(output_path):
+        raise InvalidInput("dockerfile_output_path must be a file path inside the build context.")
+    root = context.resolve()
+    resolved = (root / os.fspath(output_path)).resolve()
+    if resolved == root or not resolved.is_relative_to(root):
+        raise InvalidInput("dockerfile_output_path must be inside the build context.")
+    return resolved
 
 
 def push_request(
