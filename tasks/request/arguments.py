@@ -53,7 +53,7 @@ def build_options(args: dict[str, Any], settings: Settings) -> BuildOptions:
     additional = args["additional_tags"]
     return BuildOptions.parse({
         "image_name": qualified,
-        "tag": args["tag"] or default_tag(),
+        "tag": default_tag() if args["tag"] is None else args["tag"],  # "" is refused, not a timestamp
         "additional_tags": [] if additional is None else additional,
         "dockerfile": args["dockerfile"],
         "build_backend": args["build_backend"],

@@ -5,7 +5,8 @@ sent; the worker validates the message as received with the same models
 (``parse``), so a hand-made message gets exactly the caller's checks.
 
 - ``BuildOptions``: prefect-docker's build arguments, checked (name, tags,
-  backend, Dockerfile path, build options).
+  never an empty one, backend, Dockerfile path, build options, build
+  arguments a mapping of strings).
 - ``BuildSpec``: the options plus the context's identity and the build key;
   the key is recomputed from the fields, so a message cannot claim another.
 - ``PushRequest``: prefect-docker's push arguments, checked; credentials
@@ -18,7 +19,7 @@ import hashlib
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dockyard.config.settings import Settings
 from dockyard.tasks.request.build_options import refused_option, unknown_options
@@ -28,6 +29,8 @@ from dockyard.tasks.request.naming import validate_image_name, validate_tag
 
 BACKENDS = ("docker-py", "buildx")
 DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
+BUILD_ARGS_OPTIONS = ("buildargs", "build_args")  # docker-py's name and buildx's: the engine takes strings only
+EMPTY_TAG = "tag must not be empty: give a tag, or tag=None for a timestamp tag."
 MULTI_PLATFORM_NEEDS_PUSH = (
     "Multi-platform builds require push=True because buildx cannot "
     "load multi-platform results into the local Docker daemon. "
@@ -116,6 +119,19 @@ def platforms_of(build_kwargs: dict[str, Any]) -> list[str] | None:
     return platforms
 
 
+def check_build_args(option: str, given: object) -> None:
+    """``buildargs``/``build_args`` is None or a mapping of strings to strings (values unnamed: they may be secret)."""
+    if given is None:
+        return
+    if not isinstance(given, dict):
+        raise ValueError(f"{option} must be a mapping of strings to strings such as {{'NAME': 'value'}}, not a {type(given).__name__}")
+    for name, value in given.items():
+        if not isinstance(name, str):
+            raise ValueError(f"{option} must be a mapping of strings to strings: the name {name!r} is a {type(name).__name__}")
+        if not isinstance(value, str):
+            raise ValueError(f"{option} must be a mapping of strings to strings: {name!r} is given a {type(value).__name__}")
+
+
 def check_build_kwargs(build_kwargs: dict[str, Any], backend: str) -> None:
     """Build options must be known to the backend, JSON, labels a mapping of strings; several platforms need push."""
     unknown = unknown_options(build_kwargs, backend)
@@ -129,6 +145,8 @@ def check_build_kwargs(build_kwargs: dict[str, Any], backend: str) -> None:
         raise ValueError(f"labels must be a mapping of strings, not {type(labels).__name__}")
     if "path" in build_kwargs and not isinstance(build_kwargs["path"], str):
         raise ValueError("path must be a string")
+    for option in BUILD_ARGS_OPTIONS:
+        check_build_args(option, build_kwargs.get(option))
     if backend == "buildx":
         platforms = platforms_of(build_kwargs)
         if platforms and len(platforms) > 1 and not build_kwargs.get("push", False):
@@ -145,6 +163,13 @@ class BuildOptions(Request):
     build_backend: Backend = "docker-py"
     build_kwargs: dict[str, Any] = Field(default_factory=dict)
     ignore_cache: bool = False
+
+    @field_validator("tag", mode="before")
+    @classmethod
+    def _tag_given(cls, value: object) -> object:
+        if value == "":  # None means a timestamp tag (filled in by the caller); "" is a mistake
+            raise ValueError(EMPTY_TAG)
+        return value
 
     @model_validator(mode="after")
     def _options_fit_backend(self) -> BuildOptions:
