@@ -206,15 +206,18 @@ def test_push_task_opens_sealed_credentials_for_the_push(calls: list[tuple[str, 
 
 
 @pytest.mark.parametrize(
-    "params",
+    ("params", "reason"),
     [
-        {"tag": "bad tag"}, {"additional_tags": "latest"}, {"credentials": {"user": "x"}}, {"surprise": 1},
-        {"credentials": CREDENTIALS},
+        ({"tag": "bad tag"}, r"^Invalid Docker tag 'bad tag':"),
+        ({"additional_tags": "latest"}, r"^additional_tags: Input should be a valid list"),
+        ({"credentials": {"user": "x"}}, r"^Unknown credentials keys: \['user'\]"),
+        ({"surprise": 1}, r"^Bad push arguments: .*unexpected keyword argument 'surprise'"),
+        ({"credentials": CREDENTIALS}, r"^Clear credentials in a message are refused"),
     ],
     ids=str,
 )
-def test_push_task_refuses_bad_arguments(calls: list[Any], params: dict[str, Any]) -> None:
-    with pytest.raises(InvalidInput):
+def test_push_task_refuses_bad_arguments(calls: list[Any], params: dict[str, Any], reason: str) -> None:
+    with pytest.raises(InvalidInput, match=reason):
         push_task.run(BUILT, **params)
     assert calls == []
 

@@ -217,26 +217,43 @@ def test_threads_joining_one_key_share_one_wait(
 ) -> None:
     """Many threads of one process waiting on one build hold one Redis reader, not one each."""
     import threading
-    import time
-    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import Future, ThreadPoolExecutor
 
+    from dockyard.tasks.cache import coalesce
+
+    wait_s = 30.0  # deadlines, not delays
     spec = spec_for(settings, context)
     built_on(fake_redis, settings, spec, host="h3")
     joins: list[str] = []
     release = threading.Event()
     real_join = cache_module.SingleFlight.join
+    sharing = [0]  # threads blocked on the first one's wait (its Future in dockyard.tasks.cache.coalesce)
+    changed = threading.Condition()
+
+    class Watched(Future):  # type: ignore[type-arg]
+        def result(self, timeout: float | None = None) -> Any:
+            with changed:
+                sharing[0] += 1
+                changed.notify_all()
+            return super().result(timeout)
 
     def counted_join(self: cache_module.SingleFlight, cache_key: str, *args: Any, **kwargs: Any) -> Any:
         joins.append(cache_key)
-        release.wait(5)
+        release.wait(wait_s)
         return real_join(self, cache_key, *args, **kwargs)
 
+    monkeypatch.setattr(coalesce, "Future", Watched)
     monkeypatch.setattr(cache_module.SingleFlight, "join", counted_join)
     with ThreadPoolExecutor(20) as pool:
         answers = [pool.submit(client.wait_for_running_build, spec, settings, spec.key) for _ in range(20)]
-        time.sleep(0.3)
-        release.set()
-        results = [each.result() for each in answers]
+        try:
+            with changed:
+                assert changed.wait_for(lambda: sharing[0] >= 19, wait_s), (
+                    f"19 threads share the first one's wait, not {sharing[0]} (joins: {len(joins)})"
+                )
+        finally:
+            release.set()
+        results = [each.result(wait_s) for each in answers]
     assert len(joins) == 1
     assert all(result is not None and result["host"] == "h3" for result in results)
 

@@ -1,7 +1,8 @@
 """dockyard.tasks.cache.single_flight: SingleFlight (run, peek, join, entries, invalidate), the build and push caches, ``cacheable``.
 
-On fakeredis. The thread tests (moved from an earlier farm test) sleep a
-few tenths of a second; the others step the clock or the poll loop by hand.
+On fakeredis. The thread tests (moved from an earlier farm test) go step by
+step on events (``Watch``: who waits on a key's wake-ups, who saw a lease let go),
+never on sleeps; the others step the clock or the poll loop by hand.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -49,6 +51,49 @@ def on_poll(monkeypatch: pytest.MonkeyPatch, *steps: Callable[[], None]) -> list
 
     monkeypatch.setattr(Waiter, "wait", wait)
     return slept
+
+
+WAIT_S = 30.0  # a deadline for what must happen, not a delay: generous for a loaded machine
+
+
+class Watch:
+    """Which threads wait on a key's wake-ups (``Waiter.wait``) and saw a lease free (``held_by_anyone``)."""
+
+    def __init__(self) -> None:
+        self.waits: Counter[int] = Counter()  # by thread
+        self.saw_free: set[int] = set()
+        self.changed = threading.Condition()
+
+    def until(self, done: Callable[[], bool]) -> bool:
+        with self.changed:
+            return self.changed.wait_for(done, WAIT_S)
+
+    def waiting_threads(self) -> int:
+        return len(self.waits)
+
+
+@pytest.fixture
+def watch(monkeypatch: pytest.MonkeyPatch) -> Watch:
+    seen = Watch()
+    real_wait, real_held = Waiter.wait, Lease.held_by_anyone
+
+    def wait(self: Waiter, block_s: float, **kwargs: Any) -> dict[str, list[tuple[object, object]]]:
+        with seen.changed:
+            seen.waits[threading.get_ident()] += 1
+            seen.changed.notify_all()
+        return real_wait(self, block_s, **kwargs)
+
+    def held_by_anyone(self: Lease) -> bool:
+        held = real_held(self)
+        if not held:
+            with seen.changed:
+                seen.saw_free.add(threading.get_ident())
+                seen.changed.notify_all()
+        return held
+
+    monkeypatch.setattr(Waiter, "wait", wait)
+    monkeypatch.setattr(Lease, "held_by_anyone", held_by_anyone)
+    return seen
 
 
 def held_by_another_owner(connection: fakeredis.FakeRedis, cache_key: str, lease_s: float = 60) -> Lease:
@@ -139,13 +184,14 @@ def test_the_owner_stores_its_lease_token_and_task(flight: SingleFlight) -> None
     assert not outcome.took_over
 
 
-def test_concurrent_callers_compute_once_and_join(fake_redis: fakeredis.FakeRedis, settings: Settings) -> None:
+def test_concurrent_callers_compute_once_and_join(fake_redis: fakeredis.FakeRedis, settings: Settings, watch: Watch) -> None:
     calls: list[int] = []
     barrier = threading.Barrier(8)
 
     def compute() -> dict[str, int]:
         calls.append(1)
-        time.sleep(0.3)
+        # the owner answers only once the seven others wait for it
+        assert watch.until(lambda: watch.waiting_threads() >= 7), f"7 joiners wait, not {watch.waiting_threads()}"
         return {"image_id": 7}
 
     results: list[Any] = []
@@ -158,7 +204,7 @@ def test_concurrent_callers_compute_once_and_join(fake_redis: fakeredis.FakeRedi
     for each in threads:
         each.start()
     for each in threads:
-        each.join()
+        each.join(WAIT_S)
     assert len(calls) == 1
     assert sorted(outcome.source for outcome in results) == ["built"] + ["joined"] * 7
     assert {outcome.value["image_id"] for outcome in results} == {7}
@@ -195,18 +241,20 @@ def test_a_takeover_after_waiting_hands_back_for_a_fresh_time_budget(fake_redis:
 
 
 def test_only_successes_are_stored_and_joiners_learn_of_the_failure(
-    fake_redis: fakeredis.FakeRedis, flight: SingleFlight
+    fake_redis: fakeredis.FakeRedis, settings: Settings, watch: Watch
 ) -> None:
+    # the joiner wakes on the owner's events only: no poll tick between the failure notice and the release
+    flight = SingleFlight(fake_redis, make_settings(lease_s=0.5, wait_wake_s=WAIT_S), namespace="build")
     started = threading.Event()
     joiner_error: list[BaseException] = []
 
     def failing() -> dict[str, Any]:
         started.set()
-        time.sleep(0.2)
+        assert watch.until(lambda: watch.waiting_threads() >= 1), "the joiner waits for this owner"
         raise BuildError("RUN false returned a non-zero code")
 
     def join() -> None:
-        started.wait()
+        assert started.wait(WAIT_S)
         try:
             flight.run("bad", lambda: pytest.fail("joiner must not build"))
         except BuildError as exc:
@@ -216,7 +264,8 @@ def test_only_successes_are_stored_and_joiners_learn_of_the_failure(
     joiner.start()
     with pytest.raises(BuildError):
         flight.run("bad", failing)
-    joiner.join()
+    joiner.join(WAIT_S)
+    assert not joiner.is_alive()
     assert flight.peek("bad") is None
     assert joiner_error and "non-zero code" in str(joiner_error[0])
     assert not fake_redis.exists("unit:lease:bad")
@@ -357,25 +406,35 @@ def test_join_gives_none_when_the_run_ends_without_an_acceptable_entry(
 
 
 def test_join_waits_for_the_holder_to_answer_after_the_owner_lets_go(
-    fake_redis: fakeredis.FakeRedis, flight: SingleFlight
+    fake_redis: fakeredis.FakeRedis, flight: SingleFlight, watch: Watch, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The owner stores its entry and releases its lease before the holder records the tags and
     announces ``answered``: a joiner takes the entry once it is answered, not a miss in between."""
     from dockyard.tasks.cache.notify import announce as wake
 
+    monkeypatch.setattr(cache_module, "ANSWER_SETTLE_S", WAIT_S)  # a loaded machine's holder answers late, not never
     owner = held_by_another_owner(fake_redis, "k")
     store_entry(flight, "k", {"image_id": "new"}, token=owner.token)
     answered = threading.Event()
+    steps: list[str] = []
+    joiner = threading.get_ident()
 
     def holder() -> None:
-        time.sleep(0.2)
-        owner.release()
-        time.sleep(0.3)
-        answered.set()
-        wake(fake_redis, flight.settings, flight.namespace, "k", "answered")
+        try:
+            if watch.until(lambda: watch.waits[joiner] >= 1):  # the joiner waits while the lease is held
+                steps.append("joined")
+            owner.release()
+            if watch.until(lambda: joiner in watch.saw_free):  # the joiner saw the owner let go
+                steps.append("saw the release")
+        finally:
+            answered.set()
+            wake(fake_redis, flight.settings, flight.namespace, "k", "answered")
 
-    threading.Thread(target=holder).start()
+    helper = threading.Thread(target=holder)
+    helper.start()
     entry = flight.join("k", accept=lambda found: answered.is_set())
+    helper.join(WAIT_S)
+    assert steps == ["joined", "saw the release"], "the joiner waited past the release for the answer"
     assert entry is not None and entry.value == {"image_id": "new"}
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import threading
 
 import fakeredis
 import redis
@@ -11,6 +11,60 @@ from dockyard.tasks.cache.lease import KeepAlive, Lease
 from tests.unit.support import Clock
 
 NAME = "unit:lease:k"
+WAIT_S = 30.0  # a deadline for what must happen, not a delay: generous for a loaded machine
+
+
+class Counted(Lease):
+    """A lease that records each renewal attempt: its answer, or "error"."""
+
+    def __init__(self, connection: fakeredis.FakeRedis, *, lease_s: float) -> None:
+        super().__init__(connection, NAME, lease_s=lease_s)
+        self.renewals: list[bool | str] = []
+        self.changed = threading.Condition()
+
+    def renew(self) -> bool:
+        outcome: bool | str = "error"
+        try:
+            outcome = super().renew()
+            return outcome
+        finally:
+            with self.changed:
+                self.renewals.append(outcome)
+                self.changed.notify_all()
+
+    def until_renewed(self, count: int) -> bool:
+        """True once ``count`` renewals were tried; False at once if one was refused (KeepAlive stops then)."""
+        with self.changed:
+            self.changed.wait_for(lambda: len(self.renewals) >= count or False in self.renewals, WAIT_S)
+            return len(self.renewals) >= count and False not in self.renewals[:count]
+
+
+RENEWAL_LATENCY_S = 0.001  # in clock time, a renewal lands this long after its wait ends
+
+
+class Scheduled(threading.Event):
+    """A KeepAlive's stop event whose every wait that runs out moves the frozen clock on by that wait
+    (and the renewal's latency): the lease's expiry (fakeredis reads ``time.time``) follows KeepAlive's
+    own schedule of renewals, not how fast a loaded machine runs them."""
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__()
+        self.clock = clock
+        self.waits: list[float] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if super().wait(timeout):
+            return True
+        assert timeout is not None
+        self.clock.advance(timeout + RENEWAL_LATENCY_S)
+        self.waits.append(timeout)
+        return False
+
+
+def scheduled(lease: Lease, clock: Clock) -> KeepAlive:
+    keeper = KeepAlive(lease)
+    keeper._stop = Scheduled(clock)  # before its thread starts
+    return keeper
 
 
 def test_acquire_is_exclusive(fake_redis: fakeredis.FakeRedis) -> None:
@@ -80,13 +134,17 @@ def test_release_after_expiry_leaves_the_next_owners_lease(fake_redis: fakeredis
     assert fake_redis.get(NAME) == new.token.encode()
 
 
-def test_keepalive_holds_the_lease_past_its_duration(fake_redis: fakeredis.FakeRedis) -> None:
-    lease = Lease(fake_redis, NAME, lease_s=0.3)  # renewed every 0.1 s
+def test_keepalive_holds_the_lease_past_its_duration(fake_redis: fakeredis.FakeRedis, clock: Clock) -> None:
+    lease = Counted(fake_redis, lease_s=0.03)  # renewed every 10 ms
     lease.acquire()
-    with KeepAlive(lease) as keeper:
-        time.sleep(0.6)
-        assert fake_redis.get(NAME) == lease.token.encode()
-    assert not keeper.lost.is_set()
+    started = clock.now
+    keeper = scheduled(lease, clock)
+    with keeper:
+        assert lease.until_renewed(12)  # four lease durations of its schedule
+    assert clock.now - started > 3 * 0.03, "more than three lease durations passed"
+    assert set(lease.renewals) == {True} and not keeper.lost.is_set()
+    assert fake_redis.get(NAME) == lease.token.encode()
+    assert 0 < fake_redis.pttl(NAME) <= 30
 
 
 def test_keepalive_sets_lost_when_the_lease_is_taken_away(fake_redis: fakeredis.FakeRedis) -> None:
@@ -94,18 +152,21 @@ def test_keepalive_sets_lost_when_the_lease_is_taken_away(fake_redis: fakeredis.
     lease.acquire()
     with KeepAlive(lease) as keeper:
         fake_redis.set(NAME, "someone-else")
-        assert keeper.lost.wait(2.0), "a failed renewal is reported"
+        assert keeper.lost.wait(WAIT_S), "a failed renewal is reported"
     assert fake_redis.get(NAME) == b"someone-else", "the new owner's lease is left alone"
 
 
-def test_keepalive_stops_renewing_on_exit(fake_redis: fakeredis.FakeRedis) -> None:
-    lease = Lease(fake_redis, NAME, lease_s=0.06)
+def test_keepalive_stops_renewing_on_exit(fake_redis: fakeredis.FakeRedis, clock: Clock) -> None:
+    lease = Counted(fake_redis, lease_s=0.03)  # renewed every 10 ms
     lease.acquire()
-    with KeepAlive(lease) as keeper:
-        pass
-    assert not keeper._thread.is_alive()
-    time.sleep(0.15)
+    keeper = scheduled(lease, clock)
+    with keeper:
+        assert lease.until_renewed(1), "it renews while the block runs"
+    assert not keeper._thread.is_alive(), "the renewing thread has ended with the block"
+    renewed = len(lease.renewals)
+    clock.advance(0.031)
     assert not lease.held_by_anyone(), "no renewal after the block: the lease expired"
+    assert len(lease.renewals) == renewed
 
 
 class _OneBlip(fakeredis.FakeRedis):
@@ -120,13 +181,15 @@ class _OneBlip(fakeredis.FakeRedis):
         return super().eval(*args, **kwargs)
 
 
-def test_keepalive_rides_out_a_redis_blip() -> None:
+def test_keepalive_rides_out_a_redis_blip(clock: Clock) -> None:
     connection = _OneBlip(server=fakeredis.FakeServer())
-    lease = Lease(connection, NAME, lease_s=0.45)  # the failed renewal at 0.15 s, the next at 0.3 s
+    lease = Counted(connection, lease_s=0.03)  # the failed renewal at +0.011 s, the next at +0.022 s, before expiry
     lease.acquire()
-    with KeepAlive(lease) as keeper:
-        time.sleep(0.6)
-    assert connection.failed and not keeper.lost.is_set()
+    keeper = scheduled(lease, clock)
+    with keeper:
+        assert lease.until_renewed(4)
+    assert connection.failed and lease.renewals[0] == "error" and set(lease.renewals[1:]) == {True}
+    assert not keeper.lost.is_set()
     assert connection.get(NAME) == lease.token.encode()
 
 

@@ -47,21 +47,34 @@ def test_the_stream_expires_within_an_hour(fake_redis: fakeredis.FakeRedis, unit
     assert 0 < fake_redis.ttl("unit:out:k") <= 3600
 
 
-def test_a_redis_failure_does_not_fail_the_build(fake_redis: fakeredis.FakeRedis, unit_settings: Settings) -> None:
+def test_a_redis_failure_does_not_fail_the_build(
+    fake_redis: fakeredis.FakeRedis, unit_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reader = StreamReader(fake_redis, unit_settings, "k")
     output = StreamOutput(fake_redis, unit_settings, "k")
+    log: list[str] = []
+    write = tee(output, log.append)  # the build's sinks: the stream, then its own log
     real_pipeline = fake_redis.pipeline
+    failures: list[str] = []
 
     def failing_pipeline(*args: Any, **kwargs: Any) -> Any:
         pipe = real_pipeline(*args, **kwargs)
-        pipe.execute = _connection_lost  # type: ignore[method-assign]
+
+        def connection_lost(*args: Any, **kwargs: Any) -> Any:
+            failures.append("execute")
+            raise redis.ConnectionError("down")
+
+        pipe.execute = connection_lost  # type: ignore[method-assign]
         return pipe
 
-    fake_redis.pipeline = failing_pipeline  # type: ignore[method-assign]
-    output("line\n")  # no exception: live output is best effort
-
-
-def _connection_lost(*args: Any, **kwargs: Any) -> Any:
-    raise redis.ConnectionError("down")
+    monkeypatch.setattr(fake_redis, "pipeline", failing_pipeline)
+    write("line\n")  # no exception: live output is best effort
+    assert failures == ["execute"], "the stream was written to, and Redis failed under it"
+    assert log == ["line\n"], "the sinks after the stream still get the text"
+    monkeypatch.setattr(fake_redis, "pipeline", real_pipeline)  # Redis is back
+    write("next\n")
+    assert reader.read(block_s=0.001) == ["next"], "the sink goes on once Redis answers; the lost line stays lost"
+    assert log == ["line\n", "next\n"]
 
 
 class _Clock:

@@ -107,9 +107,34 @@ def test_a_dockerfile_in_a_subdirectory_is_looked_up_by_its_path(tmp_path: Path)
         check_archive_dockerfile(tar_of(Dockerfile=b"FROM alpine\n"), spec)
 
 
+class _Watched(io.BytesIO):
+    """An archive that records every call that reads it or moves in it."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.calls: list[str] = []
+
+    def read(self, *args: Any) -> bytes:
+        self.calls.append("read")
+        return super().read(*args)
+
+    def readinto(self, *args: Any) -> int:
+        self.calls.append("readinto")
+        return super().readinto(*args)
+
+    def seek(self, *args: Any) -> int:
+        self.calls.append("seek")
+        return super().seek(*args)
+
+
 def test_auto_has_no_dockerfile_to_check(tmp_path: Path) -> None:
     spec = spec_of(project(tmp_path / "ctx", dockerfile=None), dockerfile="auto")
-    check_archive_dockerfile(io.BytesIO(b"not even a tar"), spec)
+    archive = _Watched(b"not even a tar")
+    check_archive_dockerfile(archive, spec)
+    assert archive.calls == [], "the archive is neither read nor rewound: there is no Dockerfile in it to look for"
+    named = spec_of(project(tmp_path / "named"))  # the same archive against a spec that names a Dockerfile
+    with pytest.raises(tarfile.ReadError):
+        check_archive_dockerfile(_Watched(b"not even a tar"), named)
 
 
 # under_shared_root and shared_directory

@@ -317,21 +317,28 @@ def test_after_eviction_every_build_and_push_of_the_keys_is_a_hit_or_a_rebuild(
     ) <= settings.disk_budget_bytes
     evicted = [result["image_id"] for result in first[:7]]
     assert not engine.image_ids & set(evicted)
+    # Each rebuild (and its push) is the most recent use, so the pass after it evicts the least recently
+    # used first build still standing: v7's after v0's rebuild, v8's after v1's, v9's after v2's. By the
+    # time its key is asked again, every first build is gone: ten misses, each built again under a new id.
     answers = []
     for spec, result in zip(specs, first):
         clock.advance(1)
+        assert result["image_id"] not in engine.image_ids, f"{spec.tag}'s first build was evicted before it is asked again"
         again = run_build(spec, fake_redis, settings, engine)
         answers.append(again["cache"])
-        assert again["cache"] in ("hit", "built")
-        assert again["cache"] == "hit" or result["image_id"] not in engine.image_ids or again["image_id"] != result["image_id"]
+        assert again["cache"] == "built" and again["image_id"] != result["image_id"], f"{spec.tag} is rebuilt, not answered"
+        assert again["image_id"] in engine.image_ids and engine.refs[f"{NAME}:{spec.tag}"] == again["image_id"]
+        builds = len(engine.builds)
         pushed = run_push(
             PushRequest.parse({"image_name": NAME, "tag": spec.tag, "image_id": result["image_id"]}),  # the first build's id
             fake_redis, settings, engine,
         )
-        assert not isinstance(pushed, Forward) and pushed["digest"]
+        assert not isinstance(pushed, Forward)
+        assert len(engine.builds) == builds, "the push of the evicted id takes the rebuild of its key, no third build"
+        assert pushed["digest"] == engine.digests[again["image_id"]], "the rebuilt image is the one pushed"
         enforce(fake_redis, settings, engine)  # type: ignore[arg-type]
-    assert answers[:7] == ["built"] * 7, "the seven evicted keys are misses, built again"
-    assert len(engine.image_ids) <= 3
+    assert answers == ["built"] * 10, "every first build was evicted: every key is a miss, built again"
+    assert len(engine.image_ids) == 3
 
 
 def test_a_push_of_an_evicted_image_rebuilds_it_by_the_same_key(

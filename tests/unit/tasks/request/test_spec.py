@@ -136,23 +136,23 @@ def test_a_spec_round_trips_through_its_message() -> None:
 
 
 @pytest.mark.parametrize(
-    "change",
+    ("change", "reason"),
     [
-        {"tag": "has space"},
-        {"additional_tags": "latest"},
-        {"additional_tags": ["ok", "not ok"]},
-        {"image_name": "UPPER/case"},
-        {"context_digest": "sha256:short"},
-        {"dockerfile_digest": "md5:" + "0" * 32},
-        {"context_size": -1},
-        {"context_size": "10"},
-        {"key": "not-a-key"},
-        {"unknown": 1},
+        ({"tag": "has space"}, r"^Invalid Docker tag 'has space':"),
+        ({"additional_tags": "latest"}, r"^additional_tags: Input should be a valid list"),
+        ({"additional_tags": ["ok", "not ok"]}, r"^Invalid Docker tag 'not ok':"),
+        ({"image_name": "UPPER/case"}, r"^Invalid Docker image name 'UPPER/case': repository part 'UPPER' must be lowercase"),
+        ({"context_digest": "sha256:short"}, r"^context_digest: String should match pattern"),
+        ({"dockerfile_digest": "md5:" + "0" * 32}, r"^dockerfile_digest: String should match pattern"),
+        ({"context_size": -1}, r"^context_size: Input should be greater than or equal to 0"),
+        ({"context_size": "10"}, r"^context_size: Input should be a valid integer"),
+        ({"key": "not-a-key"}, r"^key: String should match pattern"),
+        ({"unknown": 1}, r"^unknown: Extra inputs are not permitted"),
     ],
     ids=lambda value: str(value)[:40],
 )
-def test_a_hand_made_spec_is_refused(change: dict[str, Any]) -> None:
-    with pytest.raises(InvalidInput):
+def test_a_hand_made_spec_is_refused(change: dict[str, Any], reason: str) -> None:
+    with pytest.raises(InvalidInput, match=reason):
         BuildSpec.parse({**keyed(), **change})
 
 
@@ -244,16 +244,22 @@ def test_push_refuses_bad_credentials(credentials: object, message: str) -> None
 
 
 @pytest.mark.parametrize(
-    "change",
-    [{"tag": "bad tag"}, {"additional_tags": "v2"}, {"image_name": "Bad"}, {"build_backend": "podman"}, {"digest": "x"}],
+    ("change", "reason"),
+    [
+        ({"tag": "bad tag"}, r"^Invalid Docker tag 'bad tag':"),
+        ({"additional_tags": "v2"}, r"^additional_tags: Input should be a valid list"),
+        ({"image_name": "Bad"}, r"^Invalid Docker image name 'Bad': repository part 'Bad' must be lowercase"),
+        ({"build_backend": "podman"}, r"^Invalid build_backend 'podman'"),
+        ({"digest": "x"}, r"^digest: Extra inputs are not permitted"),
+    ],
     ids=lambda value: str(value),
 )
-def test_push_request_refuses(change: dict[str, Any]) -> None:
-    with pytest.raises(InvalidInput):
+def test_push_request_refuses(change: dict[str, Any], reason: str) -> None:
+    with pytest.raises(InvalidInput, match=reason):
         PushRequest.parse({"image_name": "app", **change})
 
 
 def test_a_refusal_never_echoes_the_password() -> None:
-    with pytest.raises(InvalidInput) as caught:
+    with pytest.raises(InvalidInput, match=r"^Unknown credentials keys: \['x'\]") as caught:  # refused for its credentials
         PushRequest.parse({"image_name": "app", "credentials": {"username": "u", "password": "hunter2", "x": 1}})
     assert "hunter2" not in str(caught.value)
