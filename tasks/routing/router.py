@@ -7,8 +7,11 @@ layers are (``placement``); everything else takes the default queue.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+import redis
 
 from dockyard.config.settings import host_queue
 from dockyard.tasks.farm.hosts import is_alive, locate_images
@@ -18,6 +21,8 @@ from dockyard.tasks.routing.fast_lane import fast_lane_queue
 from dockyard.tasks.routing.lookup import routing_farm
 from dockyard.tasks.routing.placement import placement_queue
 from dockyard.tasks.task_names import BUILD_TASK, PUSH_TASK
+
+logger = logging.getLogger("dockyard.router")
 
 
 def route_task(
@@ -41,16 +46,23 @@ def route_task(
 
 
 def _indexed_host(kwargs: Mapping[str, Any]) -> str | None:
-    """For a push sent on its own: the live host that holds ``image_name:tag``, from Redis."""
+    """For a push sent on its own: the live host that holds ``image_name:tag``, from Redis.
+
+    Redis away: None (the default queue, whose worker finds or forwards the image), with a warning,
+    as placement sends a build to the shared queue; never an error at send time.
+    """
     image_name, tag = kwargs.get("image_name"), kwargs.get("tag") or "latest"
     if not isinstance(image_name, str) or not isinstance(tag, str):
         return None
-    settings, connection = routing_farm()
     try:
-        reference = f"{qualify_image_name(image_name, settings.default_namespace)}:{tag}"
-    except ValueError:
-        return None  # the task itself reports the bad name
-    location = locate_images(connection, settings, [reference])[0]
-    if location and is_alive(connection, settings, location["host"]):
-        return str(location["host"])
+        settings, connection = routing_farm()
+        try:
+            reference = f"{qualify_image_name(image_name, settings.default_namespace)}:{tag}"
+        except ValueError:
+            return None  # the task itself reports the bad name
+        location = locate_images(connection, settings, [reference])[0]
+        if location and is_alive(connection, settings, location["host"]):
+            return str(location["host"])
+    except redis.RedisError as exc:
+        logger.warning("routing of the push of %s:%s failed, sending it to the default queue: %s", image_name, tag, exc)
     return None
