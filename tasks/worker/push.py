@@ -28,6 +28,8 @@ from dockyard.tasks.request.spec import BuildSpec, Credentials, PushRequest
 from dockyard.tasks.worker.holder import Forward, pinned_here
 from dockyard.tasks.worker.build import execute_build
 
+REBUILD_ATTEMPTS = 3  # a rebuilt image the disk budget claims before the push pins it is built again this often
+
 
 def image_to_push(
     request: PushRequest, *, here: Here,
@@ -68,6 +70,26 @@ def image_to_push(
     raise PushError(f"No image {request.reference} on host {here.settings.host_id} or on any live host.")
 
 
+def _rebuild_pinned(spec: BuildSpec, request: PushRequest, pins: image_use.Pins, *, here: Here) -> str | Forward:
+    """Build ``spec`` again and pin the image with the push's own ``pins``, or forward to its holder.
+
+    ``execute_build`` releases its own pins when it returns, so the disk budget may claim the
+    image before the push pins it: a pin refused (being evicted) or an image already removed
+    is a miss, and the image is built again, ``REBUILD_ATTEMPTS`` times at most; never pushed.
+    """
+    for _attempt in range(REBUILD_ATTEMPTS):
+        rebuilt = execute_build(spec, here=here)
+        if isinstance(rebuilt, Forward):
+            return rebuilt
+        if pinned_here(pins, here.client, rebuilt["image_id"]):
+            return rebuilt["image_id"]
+        here.output(f"dockyard: the image rebuilt for {request.reference} was evicted before its push; building it again\n")
+    raise PushError(
+        f"The image rebuilt for {request.reference} on host {here.settings.host_id} was evicted "
+        f"{REBUILD_ATTEMPTS} times before it could be pushed: try again later or give the host more disk."
+    )
+
+
 def served_by_registry(request: PushRequest, credentials: Credentials | None, settings: Settings) -> Callable[[Entry], bool]:
     """A push hit holds only while the registry serves its digest under every tag (one HEAD per tag).
 
@@ -105,11 +127,10 @@ def _push_pinned(
 ) -> FarmPushResult | Forward:
     found = image_to_push(request, here=here, pins=pins)
     if isinstance(found, BuildSpec):
-        rebuilt = execute_build(found, here=here)
+        rebuilt = _rebuild_pinned(found, request, pins, here=here)
         if isinstance(rebuilt, Forward):  # another live host holds it now
             return Forward(rebuilt.host, rebuilt.image_id, "forwarded")
-        found = rebuilt["image_id"]
-        pins.pin(found)
+        found = rebuilt
     if isinstance(found, Forward):
         return found
     pinned = request.model_copy(update={"image_id": found})
