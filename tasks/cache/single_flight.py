@@ -52,6 +52,14 @@ if redis.call('get', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+# an entry judged invalid goes only if it is still the one judged (another owner's fresh entry stays)
+_DELETE_IF_SAME = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('del', KEYS[1])
+end
+return 0
+"""
+INVALID_REREADS = 3  # an entry rejected, then found replaced meanwhile, is judged again this many times
 T = TypeVar("T")
 Source = CacheSource  # how single flight had the value
 FARM_NAMESPACES = ("build", "push")  # written by workers only; ``call`` (``cacheable``) by any process
@@ -190,6 +198,21 @@ class SingleFlight:
             return 0
         return int(self.connection.delete(*(self.entry_key(each) for each in cache_keys)))
 
+    def _valid_entry(self, cache_key: str, valid: Callable[[Entry], bool]) -> Entry | None:
+        """The stored entry if ``valid`` takes it; one it rejects is removed only if it is still the
+        one judged (compare and delete, atomically): an entry another owner wrote meanwhile is
+        judged in turn (``INVALID_REREADS`` times at most), never removed unseen."""
+        for _read in range(INVALID_REREADS):
+            raw = self.connection.get(self.entry_key(cache_key))
+            if not raw:
+                return None
+            entry = Entry.from_json(raw)
+            if valid(entry):
+                return entry
+            if self.connection.eval(_DELETE_IF_SAME, 1, self.entry_key(cache_key), raw):
+                return None
+        return None
+
     def remove(self, cache_keys: list[str]) -> list[str]:
         """Remove each of these entries; the keys that had none."""
         pipe = self.connection.pipeline(transaction=False)
@@ -219,12 +242,8 @@ class SingleFlight:
         ``on_takeover`` runs when the owner this call waited for vanished, before it takes the
         lease itself: a Celery task raises its retry there, so the build gets a fresh time limit.
         """
-        if not ignore_cache:
-            entry = self.peek(cache_key)
-            if entry is not None:
-                if valid(entry):
-                    return Outcome(entry.value, "hit", entry)
-                self.invalidate(cache_key)
+        if not ignore_cache and (hit := self._valid_entry(cache_key, valid)) is not None:
+            return Outcome(hit.value, "hit", hit)
         deadline = time.monotonic() + self.settings.task_time_limit_s + self.settings.lease_s
         lease = self.lease(cache_key)
         took_over = False
