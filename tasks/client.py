@@ -302,6 +302,7 @@ def await_build(
     broker = BrokerWatch(settings) if resend is not None else None
     earlier: list[AsyncResult] = []  # copies sent before a failover, any of which may still answer
     waiter = Waiter(redis_for(settings), settings, "build", cache_key) if cache_key and not spec.ignore_cache else None
+    catch_up: set[str] = set()  # this call's tasks whose key woke it with nothing to answer from yet (gone with the call)
     while time.monotonic() < deadline:
         if on_output is not None and (notice := watch.gone()) is not None:
             on_output(notice)
@@ -326,11 +327,11 @@ def await_build(
                 own: FarmBuildResult = result.get(timeout=1)  # its own answer (a hit, or a join) says which
                 return own
             return _answer(spec, entry, "joined")
-        if result.id in _catch_up_soon:
-            _catch_up_soon.discard(result.id)
+        if result.id in catch_up:
+            catch_up.discard(result.id)
             if _ready_within(result, RESULT_CATCH_UP_S):
                 continue  # answered at the top of the loop
-        if (got := _block(result, waiter, reader, on_output, min(settings.wait_wake_s, deadline - time.monotonic()))) is not None:
+        if (got := _block(result, waiter, reader, on_output, min(settings.wait_wake_s, deadline - time.monotonic()), catch_up)) is not None:
             _drain(reader, on_output)
             return got
     raise JoinTimeout(f"No result for {spec.image_name}:{spec.tag} within {timeout_s:.0f} s.")
@@ -347,14 +348,13 @@ def _ready_within(result: AsyncResult, seconds: float, *, every_s: float = 0.05)
     return True
 
 
-_catch_up_soon: set[str] = set()  # tasks whose key woke their caller with nothing to answer from yet
-
-
 def _block(
-    result: AsyncResult, waiter: Waiter | None, reader: StreamReader | None, on_output: OutputSink | None, block_s: float
+    result: AsyncResult, waiter: Waiter | None, reader: StreamReader | None, on_output: OutputSink | None, block_s: float,
+    catch_up: set[str],
 ) -> FarmBuildResult | None:
     """Wait up to ``block_s`` without polling: for the key's wake-ups and output lines, or for the
-    task's own result (Celery's result wait); the result if it came."""
+    task's own result (Celery's result wait); the result if it came. A wake-up on the key before the
+    result is stored notes the task in ``catch_up``, the waiting call's own set."""
     block_s = max(0.001, block_s)
     if waiter is None and (reader is None or on_output is None):
         _ready_within(result, block_s, every_s=NO_KEY_POLL_S)  # no key to wake on: the result's state
@@ -370,7 +370,7 @@ def _block(
         for line in reader.take(found.get(reader.name, [])):
             on_output(line + "\n")
     if found.get(waiter.name) and not result.ready():  # woke on the key: answered from the cache next, if
-        _catch_up_soon.add(result.id)  # it can be; else the task's own result may be a moment behind
+        catch_up.add(result.id)  # it can be; else the task's own result may be a moment behind
     return None
 
 

@@ -14,6 +14,7 @@ import threading
 import time
 from typing import Any
 
+import docker
 import redis
 from celery.signals import task_postrun
 
@@ -46,18 +47,31 @@ def guard_forever(settings: Settings, stop: threading.Event) -> None:
     """Run a pass when one is asked for (looked at every heartbeat interval) or every check interval."""
     connection = redis_for(settings)
     next_pass = 0.0
-    client = None
-    while not stop.is_set():
+    client: docker.DockerClient | None = None
+    try:
+        while not stop.is_set():
+            try:
+                asked = bool(connection.delete(due_key(settings)))
+                if asked or time.monotonic() >= next_pass:
+                    client = client or open_client(settings)
+                    enforce(connection, settings, client)
+                    next_pass = time.monotonic() + settings.disk_check_interval_s
+            except Exception as exc:  # noqa: BLE001 - Redis or the engine away: the next pass tries again
+                logger.warning("disk budget pass of %s failed: %s", settings.host_id, exc)
+                _close(client)  # the next pass opens a new one; this one's connections are let go
+                client = None
+            stop.wait(settings.heartbeat_interval_s)
+    finally:
+        _close(client)
+
+
+def _close(client: docker.DockerClient | None) -> None:
+    """Close ``client`` (its connection pool) if there is one; a failure to close is only logged."""
+    if client is not None:
         try:
-            asked = bool(connection.delete(due_key(settings)))
-            if asked or time.monotonic() >= next_pass:
-                client = client or open_client(settings)
-                enforce(connection, settings, client)
-                next_pass = time.monotonic() + settings.disk_check_interval_s
-        except Exception as exc:  # noqa: BLE001 - Redis or the engine away: the next pass tries again
-            logger.warning("disk budget pass of %s failed: %s", settings.host_id, exc)
-            client = None
-        stop.wait(settings.heartbeat_interval_s)
+            client.close()
+        except Exception as exc:  # noqa: BLE001 - a client whose engine went away may fail to close: it is dropped anyway
+            logger.debug("closing the disk budget's Docker client failed: %s", exc)
 
 
 def start(settings: Settings, stop: threading.Event) -> None:
