@@ -6,7 +6,9 @@
   own ``shared_context_root`` setting names; refused otherwise.
 
 Either way the Dockerfile the worker will use is checked against the spec's
-``dockerfile_digest``, so the build key matches what is really built.
+``dockerfile_digest``, and a shared directory's whole context against the spec's
+``context_digest`` (the stored tar is fetched by its digest and checked by it), so
+the build key matches what is really built.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import redis
 
 from dockyard.config.settings import Settings
 from dockyard.tasks.context.pack import private_directory, remove_directory
+from dockyard.tasks.context.scan import scan_context
 from dockyard.tasks.context.store import download_context
 from dockyard.tasks.errors import InvalidInput
 from dockyard.tasks.registry.base_images import check_bases
@@ -66,7 +69,16 @@ def under_shared_root(path: str, settings: Settings) -> Path:
 
 
 def shared_directory(spec: BuildSpec, settings: Settings) -> Path:
-    """The spec's ``context_path``, checked like any shared path, with its Dockerfile's digest."""
+    """The spec's ``context_path``, checked like any shared path, with its Dockerfile's digest and its context's.
+
+    A message may name one context's ``context_digest`` (the key) and point ``context_path``
+    at other files under the root: the directory is digested here as the caller digested
+    it (``scan_context``, Docker's packing rules and the spec's Dockerfile) and refused unless
+    it is the context the key names. Every file is read: no digest cache, whose stat data
+    vouches for content only on the caller's own disk. The files could still change between
+    this digest and the engine's read of them; the check narrows that window to the build's
+    start, and a caller that changes its own files meanwhile is its own ``ContextChanged``.
+    """
     directory = under_shared_root(str(spec.context_path), settings)
     if spec.dockerfile != "auto":
         dockerfile = (directory / spec.dockerfile).resolve()
@@ -78,7 +90,23 @@ def shared_directory(spec: BuildSpec, settings: Settings) -> Path:
         check_bases(spec, content)
     else:
         check_bases(spec, auto_dockerfile_bytes(spec.dockerfile_lines or []))
+    check_shared_context(spec, directory, settings)
     return directory
+
+
+def check_shared_context(spec: BuildSpec, directory: Path, settings: Settings) -> None:
+    """``directory`` has the spec's ``context_digest`` (within this worker's ``context_max_bytes``)."""
+    scan = scan_context(
+        directory,
+        dockerfile=None if spec.dockerfile == "auto" else spec.dockerfile,
+        max_bytes=settings.context_max_bytes,
+        cache_dir="",
+    )
+    if scan.digest != spec.context_digest:
+        raise InvalidInput(
+            f"Build context {str(directory)!r} does not match the spec's context_digest "
+            f"({spec.context_digest} claimed, {scan.digest} found): nothing is built from it."
+        )
 
 
 @contextlib.contextmanager
