@@ -18,6 +18,7 @@ from typing import Any
 
 from celery import Celery
 from celery.canvas import Signature, chain
+from celery.exceptions import TimeoutError as TaskTimeout
 from celery.result import AsyncResult
 
 from dockyard.tasks.celery_app import caller_app
@@ -299,27 +300,25 @@ def await_build(
     deadline = time.monotonic() + timeout_s
     sent_at = time.time()
     watch = RunningHost(result, settings)
-    broker = BrokerWatch(settings) if resend is not None else None
-    earlier: list[AsyncResult] = []  # copies sent before a failover, any of which may still answer
+    sent = Copies(result, settings, resend)
     waiter = Waiter(redis_for(settings), settings, "build", cache_key) if cache_key and not spec.ignore_cache else None
     catch_up: set[str] = set()  # this call's tasks whose key woke it with nothing to answer from yet (gone with the call)
     while time.monotonic() < deadline:
         if on_output is not None and (notice := watch.gone()) is not None:
             on_output(notice)
-        if (done := next((each for each in (result, *earlier) if each.ready()), None)) is not None:
+        if (done := sent.answered()) is not None:
             _drain(reader, on_output)
             answer: FarmBuildResult = done.get(timeout=1)
             return answer
-        if broker is not None and resend is not None and broker.moved():
+        if sent.failed_over():
             logger.warning("the broker failed over before task %s answered; sending %s:%s again", result.id, spec.image_name, spec.tag)
             if on_output is not None:
                 on_output("dockyard: the broker failed over before this build answered; sending it again\n")
-            earlier.append(result)
-            result = resend()
+            result = sent.result
             watch = RunningHost(result, settings)
         if waiter is not None and (entry := cached_entry(spec, cache_key, settings)) is not None:
             _drain(reader, on_output)
-            if entry.owner in {result.id, *(each.id for each in earlier)}:
+            if entry.owner in sent.ids():
                 return _answer(spec, entry, "built")
             if entry.created_at < sent_at - 1:
                 return _answer(spec, entry, "hit")
@@ -407,6 +406,51 @@ def _drain(reader: StreamReader | None, on_output: OutputSink | None) -> None:
             on_output(line + "\n")
 
 
+class Copies:
+    """A task and the copies of it sent again because the broker failed over before any answered (see
+    ``dockyard.tasks.routing.broker_watch``); the first of them to answer does. Builds and pushes wait with it."""
+
+    def __init__(self, result: AsyncResult, settings: Settings, resend: Callable[[], AsyncResult] | None) -> None:
+        self.result = result  # the copy sent last
+        self.earlier: list[AsyncResult] = []  # copies sent before a failover, any of which may still answer
+        self.resend = resend
+        self.broker = BrokerWatch(settings) if resend is not None else None
+
+    def answered(self) -> AsyncResult | None:
+        """The first copy whose result is stored (its state read, not Celery's result subscription)."""
+        return next((each for each in (self.result, *self.earlier) if each.ready()), None)
+
+    def ids(self) -> set[str]:
+        return {self.result.id, *(each.id for each in self.earlier)}
+
+    def failed_over(self) -> bool:
+        """Whether the broker's master changed since the last look (then a copy was sent, ``result`` now)."""
+        if self.broker is None or self.resend is None or not self.broker.moved():
+            return False
+        self.earlier.append(self.result)
+        self.result = self.resend()
+        return True
+
+
+def await_task(
+    result: AsyncResult, settings: Settings, *, timeout_s: float, what: str, resend: Callable[[], AsyncResult] | None = None
+) -> Any:
+    """The answer of a task with no cache key to wake on (a push): its stored state read every
+    ``NO_KEY_POLL_S``, and with ``resend`` a copy sent when the broker fails over first (``Copies``).
+
+    Raises Celery's ``TimeoutError`` after ``timeout_s``, as ``AsyncResult.get`` did.
+    """
+    deadline = time.monotonic() + timeout_s
+    sent = Copies(result, settings, resend)
+    while (done := sent.answered()) is None:
+        if (left := deadline - time.monotonic()) <= 0:
+            raise TaskTimeout(f"No result for {what} within {timeout_s:g} s.")
+        if sent.failed_over():
+            logger.warning("the broker failed over before task %s answered; sending %s again", sent.earlier[-1].id, what)
+        _ready_within(sent.result, min(settings.wait_wake_s, left), every_s=NO_KEY_POLL_S)
+    return done.get(timeout=1)
+
+
 def pinned_push(request: PushRequest, settings: Settings) -> PushRequest:
     """The request with the image its tag names on the farm (read once, from the index), so the
     push sends exactly that image wherever it runs."""
@@ -452,7 +496,8 @@ def push(
 ) -> FarmPushResult:
     """Push on the farm (on the host holding the image) and wait; a repeated push is a hit.
 
-    The tag is resolved to an image id once, here; ``image_id`` names it outright.
+    The tag is resolved to an image id once, here; ``image_id`` names it outright. A push the broker
+    lost in a failover is sent again, pinned to the same image: a push-cache hit, or the same image pushed again.
     """
     settings = get_settings()
     request = pinned_push(push_request(
@@ -463,5 +508,8 @@ def push(
         return hit
     kwargs = _sealed(request, settings)
     signature = (app or caller_app()).signature(PUSH_TASK, kwargs=kwargs, kwargsrepr=masked_repr(kwargs))
-    answer: FarmPushResult = signature.apply_async().get(timeout=timeout_s or settings.task_time_limit_s * 2)
+    answer: FarmPushResult = await_task(
+        signature.apply_async(), settings, timeout_s=timeout_s or settings.task_time_limit_s * 2,
+        what=f"the push of {request.reference}", resend=lambda: signature.clone().apply_async(),
+    )
     return answer
