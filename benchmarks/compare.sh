@@ -72,11 +72,25 @@ fi
 # every python started with this PYTHONPATH: the benchmark and the workers it starts).
 mkdir "$scratch/import-check"
 cat >"$scratch/import-check/sitecustomize.py" <<'EOF'
+import importlib.machinery
 import os
 import sys
 
 _LOG = os.environ.get("BENCH_COMPARE_IMPORT_LOG")
-_NAMES = {"benchmarks", "config", "dockyard", "tasks", "workers"}
+_TREE = os.environ.get("BENCH_COMPARE_TREE")
+_MAPPED = {"dockyard.config", "dockyard.tasks", "dockyard.workers"}  # pyproject's package-dir: <tree>/config, tasks, workers
+_NAMES = {"benchmarks", "config", "dockyard", "tasks", "workers"} | _MAPPED
+
+
+class _TreeLayout:
+    """dockyard.tasks, .config and .workers from this run's tree: the checkout's editable install maps them to
+    the checkout, so without this a revision with the one-name layout would run the checkout's code."""
+
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        if _TREE and name in _MAPPED:
+            return importlib.machinery.PathFinder.find_spec(name, [_TREE])
+        return None
 
 
 class _ImportRecorder:
@@ -97,6 +111,7 @@ class _ImportRecorder:
         return None
 
 
+sys.meta_path.insert(0, _TreeLayout)
 sys.meta_path.insert(0, _ImportRecorder)
 EOF
 
@@ -108,7 +123,7 @@ run_side() {
   echo "compare: === $label ($tree) ===" >&2
   (
     cd "$tree"
-    export PYTHONPATH="$tree:$scratch/import-check" BENCH_COMPARE_IMPORT_LOG="$imports"
+    export PYTHONPATH="$tree:$scratch/import-check" BENCH_COMPARE_IMPORT_LOG="$imports" BENCH_COMPARE_TREE="$tree"
     "$python" -m "benchmarks.$module" --json "$json" "${extra[@]}"
   ) >&2
   local processes workers foreign

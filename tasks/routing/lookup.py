@@ -18,7 +18,12 @@ def routing_settings() -> Settings:
     return config_settings.get_settings()
 
 
+def routing_redis(settings: Settings) -> redis.Redis:
+    """The Redis client of dockyard's keys for ``settings``."""
+    return keyspace.redis_for(settings)
+
+
 def routing_farm() -> tuple[Settings, redis.Redis]:
     """The process's settings and its Redis client for dockyard's keys."""
     settings = routing_settings()
-    return settings, keyspace.redis_for(settings)
+    return settings, routing_redis(settings)

@@ -51,8 +51,8 @@ from celery.signals import after_task_publish
 from dockyard.config.settings import Settings, host_queue
 from dockyard.tasks.errors import InvalidInput
 from dockyard.tasks.farm.hosts import host_key, hosts_index_key
-from dockyard.tasks.keyspace import connect_for, key, redis_for, text
-from dockyard.tasks.routing.lookup import routing_settings
+from dockyard.tasks.keyspace import connect_for, key, text
+from dockyard.tasks.routing.lookup import routing_redis, routing_settings
 from dockyard.tasks.request.naming import qualify_image_name
 from dockyard.tasks.farm.recovery import inflight_key
 from dockyard.tasks.request.spec import BuildOptions, platforms_of
@@ -205,7 +205,7 @@ def broker_redis(settings: Settings) -> redis.Redis | None:
     """A client of the broker's Redis (the cache's own when they are one), or None if it is not Redis."""
     url = settings.effective_broker_url
     if url == settings.effective_cache_url:
-        return redis_for(settings)
+        return routing_redis(settings)
     if not url.startswith(REDIS_SCHEMES):
         return None
     if url not in _brokers:
@@ -324,7 +324,7 @@ def placement_queue(args: Sequence[Any], kwargs: Mapping[str, Any]) -> str | Non
         return None
     try:
         broker = broker_redis(settings)
-        decision = place(redis_for(settings), broker, settings, lineage)
+        decision = place(routing_redis(settings), broker, settings, lineage)
     except (redis.RedisError, ValueError) as exc:
         logger.warning("placement of %s failed, sending to the shared queue: %s", lineage.name, exc)
         return None

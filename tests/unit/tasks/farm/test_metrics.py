@@ -225,7 +225,7 @@ def routing(monkeypatch: pytest.MonkeyPatch, fake_redis: fakeredis.FakeRedis) ->
     """Placement reads ``get_settings()`` and ``redis_for`` (broker and cache are one Redis here)."""
     settings = make_settings(default_namespace="team")
     monkeypatch.setattr(dockyard.config.settings, "get_settings", lambda: settings)
-    monkeypatch.setattr(dockyard.tasks.routing.placement, "redis_for", lambda _settings: fake_redis)
+    monkeypatch.setattr(dockyard.tasks.keyspace, "redis_for", lambda _settings: fake_redis)
     return settings
 
 

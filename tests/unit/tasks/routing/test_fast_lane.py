@@ -36,7 +36,7 @@ NAME = "reg.io/team/app"
 @pytest.fixture
 def routed(monkeypatch: pytest.MonkeyPatch, fake_redis: fakeredis.FakeRedis) -> Settings:
     """Routing reads ``get_settings()`` and ``redis_for``: point both at unit objects."""
-    settings = make_settings(host_id="h1")
+    settings = make_settings(host_id="h1", placement=False)  # the fast lane alone: placement has tests of its own
     monkeypatch.setattr(dockyard.config.settings, "get_settings", lambda: settings)
     monkeypatch.setattr(dockyard.tasks.keyspace, "redis_for", lambda _settings: fake_redis)
     return settings

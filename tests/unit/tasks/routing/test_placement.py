@@ -29,7 +29,7 @@ def farm(monkeypatch: pytest.MonkeyPatch, fake_redis: fakeredis.FakeRedis) -> Se
     """Placement reads ``get_settings()`` and ``redis_for`` (broker and cache are one Redis here)."""
     settings = make_settings(default_namespace="team")
     monkeypatch.setattr(dockyard.config.settings, "get_settings", lambda: settings)
-    monkeypatch.setattr(dockyard.tasks.routing.placement, "redis_for", lambda _settings: fake_redis)
+    monkeypatch.setattr(dockyard.tasks.keyspace, "redis_for", lambda _settings: fake_redis)
     return settings
 
 
@@ -236,7 +236,7 @@ def test_placement_off_or_redis_away_sends_to_the_shared_queue(
     monkeypatch.setattr(dockyard.config.settings, "get_settings", lambda: off)
     assert placement_queue([], spec_message()) is None
     monkeypatch.setattr(dockyard.config.settings, "get_settings", lambda: farm)
-    monkeypatch.setattr(dockyard.tasks.routing.placement, "redis_for", lambda _settings: redis.Redis.from_url("redis://127.0.0.1:1/0"))
+    monkeypatch.setattr(dockyard.tasks.keyspace, "redis_for", lambda _settings: redis.Redis.from_url("redis://127.0.0.1:1/0"))
     assert placement_queue([], spec_message()) is None
 
 
