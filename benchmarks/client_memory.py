@@ -11,7 +11,7 @@ same build ``--builds`` times in a loop: each is answered from the cache. The
 caller prints its RSS (``VmRSS`` of ``/proc/self/status``) at the start, every
 ``--every`` builds and at the end. A caller that keeps something per build
 grows; one that does not stays flat after its first few thousand calls.
-Run it under the farm's lock (``flock /tmp/dy-farm.lock``); it removes what it made.
+Run it under the lock file the farm's users share (``flock LOCKFILE``), if any; it removes what it made.
 """
 
 from __future__ import annotations
