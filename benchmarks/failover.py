@@ -81,7 +81,7 @@ class Killer:
 
 
 class Resends(logging.Handler):
-    """Counts the builds callers sent again because the broker failed over before they answered."""
+    """Counts the tasks callers sent again because the broker failed over before they answered."""
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
@@ -159,7 +159,7 @@ def keep_logs(workers: list[Any], run_id: str) -> Path:
 
 
 def stop_on_sigterm() -> None:
-    """SIGTERM (a caller's timeout) unwinds like an error, so the workers this run started are stopped."""
+    """SIGTERM (a caller's or a test's timeout) unwinds like an error, so the workers this run started are stopped."""
     def handle(signum: int, frame: Any) -> None:
         raise SystemExit(128 + signum)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from pathlib import Path
@@ -53,3 +54,9 @@ def settle() -> float:
     stamp = time.time()
     time.sleep(0.05)
     return stamp
+
+
+def production_environment() -> dict[str, str]:
+    """This environment without the test suite's shortened ``DOCKYARD_*`` settings (leases, limits): a run
+    started with it reads the farm's own from farm.env and keeps every production default."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("DOCKYARD_") or k == "DOCKYARD_FARM_DIR"}

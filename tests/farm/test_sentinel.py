@@ -12,7 +12,6 @@ Redis runs again as a replica of the new master.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,15 +19,10 @@ from pathlib import Path
 import pytest
 
 from tests.farm.conftest import TEST_REDIS_DB
+from tests.farm.farm_helpers import production_environment
 
 REPO = Path(__file__).resolve().parents[2]
 BUILDS, KEYS = 30, 15
-
-
-def production_environment() -> dict[str, str]:
-    """This environment without the test suite's shortened ``DOCKYARD_*`` settings (leases, limits):
-    the run reads the farm's own from farm.env and keeps every production default."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("DOCKYARD_") or k == "DOCKYARD_FARM_DIR"}
 
 
 def test_a_master_killed_mid_run_loses_no_build_and_builds_no_key_twice(tmp_path: Path) -> None:

@@ -17,7 +17,6 @@ import argparse
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -31,7 +30,9 @@ from typing import Any
 import pytest
 
 from benchmarks import harness
+from benchmarks.failover import Resends, stop_on_sigterm
 from benchmarks.failover_sentinel import provision
+from tests.farm.farm_helpers import production_environment
 
 REPO = Path(__file__).resolve().parents[2]
 PUSHES = 6
@@ -39,12 +40,6 @@ BUILD_TAG = "built"
 RUN_LABEL = "io.dockyard.failover.run"  # as benchmarks.failover: on the run's images, removed afterwards
 CALL_TIMEOUT_S = 90.0
 DRIVER_TIMEOUT_S = 170
-
-
-def production_environment() -> dict[str, str]:
-    """This environment without the test suite's shortened ``DOCKYARD_*`` settings (leases, limits):
-    the driver reads the farm's own from farm.env and keeps every production default."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("DOCKYARD_") or k == "DOCKYARD_FARM_DIR"}
 
 
 def test_pushes_sent_just_before_the_master_is_killed_are_all_answered_with_the_served_digest(tmp_path: Path) -> None:
@@ -94,17 +89,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-class Resends(logging.Handler):
-    """Counts the tasks callers sent again because the broker failed over before they answered."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.count = 0
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.count += "failed over" in record.getMessage()
-
-
 class Sends:
     """Counts pushes sent (each ``await_task`` follows its send) and answered; ``all_sent`` once every one is."""
 
@@ -138,7 +122,7 @@ def write_context(directory: Path, run_id: str) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal_stop()
+    stop_on_sigterm()
     setup = provision()
     harness.setup_environment(redis_db=args.db, key_prefix=args.key_prefix)
     os.environ.update(setup.environment(args.db))
@@ -215,14 +199,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
     return 0
-
-
-def signal_stop() -> None:
-    """SIGTERM (the test's timeout) unwinds like an error, so the workers this run started are stopped."""
-    def handle(signum: int, frame: Any) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, handle)
 
 
 if __name__ == "__main__":

@@ -3,12 +3,12 @@ strictly (no warning, no broken link), and every relative link of the README poi
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 LAYOUT = ROOT / "docs" / "layout.md"
@@ -61,7 +61,7 @@ def test_layout_check_fails_without_a_line() -> None:
 
 
 def test_mkdocs_build_is_strict_clean(tmp_path: Path) -> None:
-    pytest.importorskip("mkdocs", reason="mkdocs is in the test extra: pip install -e '.[test]'")
+    assert importlib.util.find_spec("mkdocs"), "mkdocs is missing: it is in the test extra (pip install -e '.[test]')"
     completed = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file", str(ROOT / "mkdocs.yml"),
          "--site-dir", str(tmp_path / "site")],
