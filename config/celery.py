@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from dockyard.config.redis_urls import is_sentinel_url
-from dockyard.config.settings import Settings
+from dockyard.config.settings import Settings, team_queue
 
 
 def transport_options(settings: Settings, url: str) -> dict[str, Any]:
@@ -51,7 +51,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_extended": False,  # results never keep a task's arguments (sealed credentials included)
         "worker_send_task_events": True,
         "task_send_sent_event": True,
-        "task_default_queue": settings.build_queue,
+        "task_default_queue": team_queue(settings.build_queue, settings.team),  # the router names the team's queue anyway
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,  # a worker waits for Redis to come back
         "result_backend_always_retry": True,  # a result is stored after a Redis restart

@@ -55,3 +55,7 @@ CONTEXT_TRANSPORT: Literal["redis", "path"] = "redis"  # contexts travel through
 DIGEST_CACHE_SUBDIR = "dockyard/context-digests"  # under the user's cache dir ($XDG_CACHE_HOME or ~/.cache): the per-file digest cache
 WAIT_WAKE_S = 2.0  # a waiter blocked on a key's wake-ups looks anyway this often (to notice a dead owner)
 PLACEMENT = True  # builds go to the live host that built their lineage (repository + Dockerfile) last, unless it is busy
+TEAM = "default"  # a caller's team when none is named: the one team of a farm without a teams file
+TEAMS_FILE = None  # no teams file: the farm has one team, default
+AUDIT_MAX_ENTRIES = 100_000  # pushes the audit stream keeps
+AUDIT_MAX_AGE_S = 90 * 24 * 3600  # the audit stream keeps pushes this long

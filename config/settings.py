@@ -13,6 +13,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from dockyard.config import defaults
 from dockyard.config.redis_urls import is_sentinel_url, parse_sentinel_url
+from dockyard.config.teams import TEAM_NAME, Team, Teams, load_teams
+
+TEAM_QUEUE_SEPARATOR = "@"  # a team's queue is the farm's queue name, this, then the team
 
 
 class Settings(BaseSettings):
@@ -45,9 +48,22 @@ class Settings(BaseSettings):
     auto_install_command: str = Field(
         defaults.AUTO_INSTALL_COMMAND, description="Installs requirements.txt in auto Dockerfiles"
     )
+    team: str = Field(
+        defaults.TEAM, pattern=TEAM_NAME,
+        description="Caller: the team it sends for (its queues and keys); its Redis user must be that team's",
+    )
+    teams_file: str | None = Field(
+        defaults.TEAMS_FILE, description="Workers and operators: the TOML file declaring the farm's teams; unset: one team, default"
+    )
+    audit_max_entries: int = Field(defaults.AUDIT_MAX_ENTRIES, gt=0, description="The push audit stream keeps at most this many entries")
+    audit_max_age_s: int = Field(defaults.AUDIT_MAX_AGE_S, gt=0, description="The push audit stream drops entries older than this")
     registry_url: str | None = Field(None, description="Registry the workers log in to")
     registry_username: str | None = Field(None, description="User for registry_url")
     registry_password: SecretStr | None = Field(None, description="Password for registry_url")
+    pull_username: str | None = Field(
+        None, description="Caller: its own login to registry_url, to resolve base images on the fast path (never the workers' login)"
+    )
+    pull_password: SecretStr | None = Field(None, description="Password for pull_username")
     seal_public_key: str | None = Field(
         None, description="The farm's public key: callers seal credentials and build secrets with it"
     )
@@ -121,6 +137,8 @@ class Settings(BaseSettings):
     def _host_id_is_not_a_fast_lane(cls, value: str) -> str:
         if not value:
             raise ValueError("a host id may not be empty")
+        if TEAM_QUEUE_SEPARATOR in value:
+            raise ValueError(f"a host id may not hold {TEAM_QUEUE_SEPARATOR!r} (it names a queue's team)")
         if value.endswith(defaults.FAST_QUEUE_SUFFIX):
             raise ValueError(
                 f"host id {value!r} ends in {defaults.FAST_QUEUE_SUFFIX!r}: its host queue "
@@ -176,6 +194,14 @@ class Settings(BaseSettings):
         return self.cache_url or self.redis_url
 
     @property
+    def declared_teams(self) -> Teams:
+        """The teams of ``teams_file`` (``InvalidTeams`` if it does not read), or the one ``default`` team."""
+        return load_teams(self.teams_file)
+
+    def team_named(self, name: str | None) -> Team | None:
+        return self.declared_teams.get(name)
+
+    @property
     def host_queue(self) -> str:
         return host_queue(self.host_id)
 
@@ -204,6 +230,23 @@ def user_cache_dir(subdirectory: str) -> str:
 def host_queue(host_id: str) -> str:
     """Name of the queue only the worker of ``host_id`` consumes."""
     return f"{defaults.HOST_QUEUE_PREFIX}{host_id}"
+
+
+def team_queue(queue: str, team: str) -> str:
+    """``queue`` of ``team``: what a team's Redis user may push to, and how a worker knows the sender."""
+    return f"{queue}{TEAM_QUEUE_SEPARATOR}{team}"
+
+
+def queue_team(queue: str | None) -> str | None:
+    """The team a team queue belongs to (None for any other name)."""
+    if not queue or TEAM_QUEUE_SEPARATOR not in queue:
+        return None
+    return queue.rpartition(TEAM_QUEUE_SEPARATOR)[2] or None
+
+
+def farm_queue(queue: str) -> str:
+    """The farm's queue name of a team queue (its team dropped)."""
+    return queue.rpartition(TEAM_QUEUE_SEPARATOR)[0] if TEAM_QUEUE_SEPARATOR in queue else queue
 
 
 def fast_queue(host_id: str) -> str:

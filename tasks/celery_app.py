@@ -10,12 +10,22 @@ from celery import Celery
 from dockyard.config.celery import celery_config
 from dockyard.config.settings import Settings, get_settings
 from dockyard.tasks.routing.router import route_task
+from dockyard.tasks.teams.results import WORKER_FLAG, backend_url
+from dockyard.tasks.teams.transport import transport_for
 
 
-def create_celery(settings: Settings, *, include: Sequence[str] = ()) -> Celery:
-    """A Celery app for ``settings``; workers include ``dockyard.tasks.celery_tasks``, callers need nothing more."""
+def create_celery(settings: Settings, *, include: Sequence[str] = (), worker: bool = False) -> Celery:
+    """A Celery app for ``settings``; workers include ``dockyard.tasks.celery_tasks``, callers need nothing more.
+
+    Results are keyed by team (``dockyard.tasks.teams.results``); a worker's transport stamps each
+    message with the queue it came from (``dockyard.tasks.teams.transport``), which names its team.
+    """
     app = Celery("dockyard", include=list(include))
     app.conf.update(celery_config(settings))
+    app.conf.result_backend = backend_url(settings.effective_result_backend)
+    if worker:
+        app.conf.broker_transport = transport_for(settings.effective_broker_url)
+        app.conf[WORKER_FLAG] = True
     app.conf.task_routes = (route_task,)
     if settings.signs_messages:
         # task messages must be signed; results and remote control stay JSON

@@ -30,7 +30,7 @@ from celery.exceptions import Retry
 from celery.worker.request import Request as CeleryRequest
 
 from dockyard.config import defaults
-from dockyard.config.settings import get_settings, host_queue
+from dockyard.config.settings import Settings, farm_queue, get_settings, host_queue, team_queue
 from dockyard.tasks.farm import recovery
 from dockyard.tasks.farm.deliveries import count_delivery, forget_deliveries, hand_over_deliveries
 from dockyard.tasks.request.masking import masked_repr
@@ -48,11 +48,14 @@ from dockyard.tasks.cache.live_output import ProgressState, StreamOutput, tee
 from dockyard.tasks.output import OutputSink
 from dockyard.tasks.task_names import BUILD_TASK, PING_TASK, PUSH_TASK, TAG_TASK
 from dockyard.tasks.request.chain import push_arguments
-from dockyard.tasks.request.sealing import unseal
+from dockyard.tasks.request.sealing import credentials_binding, unseal
 from dockyard.tasks.worker.sent_arguments import prepare_sent_arguments
 from dockyard.tasks.request.arguments import push_request
 from dockyard.tasks.request.spec import BuildSpec, Credentials, PushRequest, Sealed
 from dockyard.tasks.keyspace import redis_for
+from dockyard.tasks.teams import audit
+from dockyard.tasks.teams.pushing import check_repository, sending_team
+from dockyard.tasks.teams.identity import request_team, task_settings, verified_team
 
 STORE_OUTAGE_WAIT_S = 120  # how long a task waits for Redis to come back before failing
 STORE_OUTAGE_ATTEMPTS = 3  # runs of a task body across Redis outages
@@ -93,11 +96,15 @@ class MaskedRequest(CeleryRequest):  # type: ignore[misc]
 
 
 def retry_queue(request: Any, settings: Any) -> str | None:
-    """The queue a retry goes to when not the one its message came from: the shared queue, if that
-    was another host's own queue (the message was moved off a dead host, which would never take it)."""
+    """The queue a retry goes to when not the one its message came from: the team's shared queue, if
+    that was another host's own queue (the message was moved off a dead host, which would never take it)."""
     routing_key = (getattr(request, "delivery_info", None) or {}).get("routing_key")
-    if isinstance(routing_key, str) and routing_key.startswith(defaults.HOST_QUEUE_PREFIX) and routing_key != settings.host_queue:
-        return str(settings.build_queue)
+    team = request_team(request)
+    if not isinstance(routing_key, str) or team is None:
+        return None
+    queue = farm_queue(routing_key)
+    if queue.startswith(defaults.HOST_QUEUE_PREFIX) and queue != settings.host_queue:
+        return team_queue(settings.build_queue, team)
     return None
 
 
@@ -114,6 +121,7 @@ class DockyardTask(Task):  # type: ignore[misc]
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         settings = get_settings()
+        verified_team(self.request, settings)  # a message from no declared team's queue runs nothing
         connection = redis_for(settings)
         task_id = self.request.id
         if task_id:
@@ -173,9 +181,8 @@ def _here(settings: Any, connection: Any, output: OutputSink) -> Here:
     return Here(settings, connection, shared_client(settings), output)
 
 
-def _build_output(task: Task, spec: BuildSpec, connection: Any) -> OutputSink:
-    """Build output goes to the worker's log, the key's live stream and the task's PROGRESS state."""
-    settings = get_settings()
+def _build_output(task: Task, spec: BuildSpec, connection: Any, settings: Settings) -> OutputSink:
+    """Build output goes to the worker's log, the key's live stream (the team's) and the task's PROGRESS state."""
     return tee(
         OutputToLog(task.request.id),
         StreamOutput(connection, settings, spec.key),
@@ -183,17 +190,19 @@ def _build_output(task: Task, spec: BuildSpec, connection: Any) -> OutputSink:
     )
 
 
-def _finish(task: Task, outcome: Mapping[str, Any] | Forward, started: float, forward: Any) -> Any:
+def _finish(task: Task, outcome: Mapping[str, Any] | Forward, started: float, forward: Any, settings: Settings) -> Any:
     if isinstance(outcome, Forward):
         logger.info("forwarding %s to host %s, which holds %s", task.name, outcome.host, outcome.image_id)
         forwarded = forward(outcome)
         queue = forward_queue(forwarded.task, outcome.host, forwarded.kwargs) or host_queue(outcome.host)
+        queue = team_queue(queue, settings.team)
         raise task.replace(forwarded.set(queue=queue, kwargsrepr=masked_repr(forwarded.kwargs)))
     return {**outcome, "duration_s": round(time.monotonic() - started, 3)}
 
 
-def hand_over(task: Task, queue: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
-    """Fast work that is not cheap after all: the same task again, on ``queue`` (a build lane)."""
+def hand_over(task: Task, queue: str, args: tuple[Any, ...], kwargs: Mapping[str, Any], settings: Settings) -> Any:
+    """Fast work that is not cheap after all: the same task again, on the team's ``queue`` (a build lane)."""
+    queue = team_queue(queue, settings.team)
     logger.info("%s is not cheap work: handed from the fast lane to %s", task.name, queue)
     signature = task.signature(args=args, kwargs=dict(kwargs))
     return task.replace(signature.set(queue=queue, kwargsrepr=masked_repr(signature.kwargs)))
@@ -228,7 +237,7 @@ def fresh_budget(task: Task) -> Callable[[], None]:
 @transient_errors
 def build_task(self: Task, spec: Mapping[str, Any] | None = None, **params: Any) -> Any:
     """Build from a prepared ``spec`` (validated again here), or from prefect-docker's arguments."""
-    settings = get_settings()
+    settings = task_settings(self.request, get_settings())
     started = time.monotonic()
     if spec is not None:
         if params:
@@ -237,24 +246,26 @@ def build_task(self: Task, spec: Mapping[str, Any] | None = None, **params: Any)
     else:
         prepared = prepare_sent_arguments(params, settings)
     prepared.check_allowed(settings)
+    if prepared.secrets_owner is not None and prepared.secrets_owner != settings.team:
+        raise InvalidInput(f"This build's secrets are team {prepared.secrets_owner}'s; it came from team {settings.team}.")
     connection = redis_for(settings)
     if in_fast_lane():
         answer = answer_build(prepared, here=_here(settings, connection, OutputToLog(self.request.id)), started=started)
         if answer is None:
-            raise hand_over(self, settings.build_queue, (), {"spec": spec} if spec is not None else params)
+            raise hand_over(self, settings.build_queue, (), {"spec": spec} if spec is not None else params, settings)
         return {**answer, "duration_s": round(time.monotonic() - started, 3)}
     outcome = execute_build(
-        prepared, here=_here(settings, connection, _build_output(self, prepared, connection)),
+        prepared, here=_here(settings, connection, _build_output(self, prepared, connection, settings)),
         owner=self.request.id, on_takeover=fresh_budget(self), started=started,
     )
-    return _finish(self, outcome, started, lambda forward: _tag_signature(prepared, forward))
+    return _finish(self, outcome, started, lambda forward: _tag_signature(prepared, forward), settings)
 
 
 @shared_task(name=TAG_TASK, bind=True, base=DockyardTask, **_RETRY)
 @transient_errors
 def tag_task(self: Task, spec: Mapping[str, Any], image_id: str, source: str, cache_key: str | None = None) -> Any:
     """Apply a build's tags on the host holding its cached image (or rebuild it here if gone)."""
-    settings = get_settings()
+    settings = task_settings(self.request, get_settings())
     started = time.monotonic()
     prepared = BuildSpec.parse(spec)
     if not isinstance(image_id, str) or not isinstance(source, str):
@@ -265,18 +276,26 @@ def tag_task(self: Task, spec: Mapping[str, Any], image_id: str, source: str, ca
     if in_fast_lane() and not image_here(shared_client(settings), image_id):
         raise hand_over(self, settings.host_queue, (), {
             "spec": spec, "image_id": image_id, "source": source, "cache_key": cache_key,
-        })
+        }, settings)
     outcome = execute_tag(
         prepared, image_id, source, cache_key=cache_key,
-        here=_here(settings, connection, _build_output(self, prepared, connection)), owner=self.request.id,
+        here=_here(settings, connection, _build_output(self, prepared, connection, settings)), owner=self.request.id,
     )
-    return _finish(self, outcome, started, lambda forward: _tag_signature(prepared, forward))
+    return _finish(self, outcome, started, lambda forward: _tag_signature(prepared, forward), settings)
 
 
 def opened_credentials(request: PushRequest, settings: Any) -> Credentials | None:
-    """The request's credentials in clear: sealed ones opened with the farm's key."""
+    """The request's credentials in clear: sealed ones opened with the farm's key, only for the team
+    of the message and, if the seal names one, only for its repository."""
     if isinstance(request.credentials, Sealed):
-        return Credentials.parse(unseal(request.credentials.model_dump(), settings.seal_private_key))
+        sealed = request.credentials
+        if sealed.repository is not None and sealed.repository != request.image_name:
+            raise InvalidInput(
+                f"These sealed credentials were sealed for a push to {sealed.repository}, not to {request.image_name}."
+            )
+        return Credentials.parse(unseal(
+            {"sealed": sealed.sealed}, settings.seal_private_key, bound_to=credentials_binding(settings.team, sealed.repository),
+        ))
     if request.credentials is not None and not settings.accept_clear_credentials:
         raise InvalidInput(
             "Clear credentials in a message are refused: seal them with the farm's public key "
@@ -289,7 +308,7 @@ def opened_credentials(request: PushRequest, settings: Any) -> Credentials | Non
 @transient_errors
 def push_task(self: Task, build_result: Mapping[str, Any] | None = None, **params: Any) -> Any:
     """Push; in a chain, name, tag and additional tags come from the build's result."""
-    settings = get_settings()
+    settings = task_settings(self.request, get_settings())
     started = time.monotonic()
     arguments = push_arguments(build_result, params)
     image_name = arguments.pop("image_name")
@@ -297,22 +316,22 @@ def push_task(self: Task, build_result: Mapping[str, Any] | None = None, **param
         request = push_request(image_name, settings=settings, **arguments)
     except TypeError as exc:
         raise InvalidInput(f"Bad push arguments: {exc}") from exc
+    credentials = opened_credentials(request, settings)
+    if credentials is None:  # the farm's login: only to the team's own repositories
+        check_repository(sending_team(settings), request.image_name)
+    here = _here(settings, redis_for(settings), OutputToLog(self.request.id))
     if in_fast_lane():
-        answer = answer_push(
-            request, opened_credentials(request, settings),
-            here=_here(settings, redis_for(settings), OutputToLog(self.request.id)),
-        )
+        answer = answer_push(request, credentials, here=here)
         if answer is None:
             args = (build_result,) if build_result is not None else ()
-            raise hand_over(self, settings.host_queue, args, params)
+            raise hand_over(self, settings.host_queue, args, params, settings)
+        audit.record_push(here.connection, settings, answer, login="farm" if credentials is None else "team")
         return {**answer, "duration_s": round(time.monotonic() - started, 3)}
-    outcome = execute_push(
-        request, opened_credentials(request, settings),
-        here=_here(settings, redis_for(settings), OutputToLog(self.request.id)),
-    )
+    outcome = execute_push(request, credentials, here=here)
     return _finish(
         self, outcome, started,
         lambda forward: push_task.signature(
             kwargs=request.model_copy(update={"image_id": forward.image_id}).model_dump(exclude_none=True)
         ),
+        settings,
     )

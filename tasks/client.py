@@ -28,6 +28,7 @@ from dockyard.tasks.farm import hosts
 from dockyard.tasks.farm import image_use
 from dockyard.tasks import keyspace
 from dockyard.tasks.registry import manifests as registry
+from dockyard.tasks.registry.login import pull_login
 from dockyard.tasks.routing.broker_watch import BrokerWatch
 from dockyard.tasks.cache.single_flight import Entry, build_cache, push_cache
 from dockyard.tasks.request.cache_key import push_key
@@ -45,7 +46,7 @@ from dockyard.tasks.output import OutputSink
 from dockyard.tasks.request.arguments import push_request
 from dockyard.tasks.request.results import FarmBuildResult, FarmPushResult, farm_build_result, farm_push_result
 from dockyard.tasks.task_names import BUILD_TASK, PUSH_TASK
-from dockyard.tasks.request.sealing import seal
+from dockyard.tasks.request.sealing import credentials_binding, seal
 from dockyard.tasks.request.spec import BuildSpec, Credentials, PushRequest
 
 CONTEXT_RESENDS = 2  # a build whose context left the store is uploaded and sent again this many times
@@ -77,13 +78,17 @@ def build_signature(image_name: str, *, app: Celery | None = None, **params: Any
     return _spec_signature(prepare_and_upload(image_name, params, get_settings()), app)
 
 
-def _sealed(request: PushRequest, settings: Settings) -> dict[str, Any]:
-    """The push message's arguments: credentials sealed with the farm's key before they leave."""
+def _sealed(request: PushRequest, settings: Settings, *, repository: str | None) -> dict[str, Any]:
+    """The push message's arguments: credentials sealed with the farm's key before they leave, bound
+    to the caller's team and to ``repository`` (None: any repository of the team's, a chain's push)."""
     kwargs = request.model_dump(exclude_none=True)
     if isinstance(request.credentials, Credentials):
         kwargs["credentials"] = seal(
-            request.credentials.model_dump(exclude_none=True), settings.seal_public_key, ttl_s=settings.seal_ttl_s
+            request.credentials.model_dump(exclude_none=True), settings.seal_public_key, ttl_s=settings.seal_ttl_s,
+            bound_to=credentials_binding(settings.team, repository),
         )
+        if repository is not None:
+            kwargs["credentials"]["repository"] = repository
     return kwargs
 
 
@@ -101,7 +106,7 @@ def push_signature(
     settings = get_settings()
     if image_name is None:  # in a chain: the build result fills in name and tags on the worker
         placeholder = push_request("placeholder", settings=settings, credentials=credentials, **params)
-        kwargs = _sealed(placeholder, settings)
+        kwargs = _sealed(placeholder, settings, repository=None)
         del kwargs["image_name"]
         if not params.get("additional_tags"):
             kwargs.pop("additional_tags", None)
@@ -109,7 +114,7 @@ def push_signature(
         request = push_request(image_name, settings=settings, credentials=credentials, **params)
         with contextlib.suppress(PushError):  # not on the farm yet: the worker takes what the tag names then
             request = pinned_push(request, settings)
-        kwargs = _sealed(request, settings)
+        kwargs = _sealed(request, settings, repository=request.image_name)
     return (app or caller_app()).signature(PUSH_TASK, kwargs=kwargs, kwargsrepr=masked_repr(kwargs))
 
 
@@ -477,6 +482,7 @@ def cached_push(request: PushRequest, settings: Settings) -> FarmPushResult | No
     if entry is None:
         return None
     credentials = request.credentials if isinstance(request.credentials, Credentials) else None
+    credentials = credentials or pull_login(settings, request.image_name)  # the caller's own, never the workers'
     if not registry.serves(request.image_name, request.tags, entry.value.get("digest"), credentials):
         return None
     return farm_push_result(request, entry.value.get("digest"), host=entry.host, cache="hit")
@@ -506,7 +512,7 @@ def push(
     ), settings)
     if not ignore_cache and (hit := cached_push(request, settings)) is not None:
         return hit
-    kwargs = _sealed(request, settings)
+    kwargs = _sealed(request, settings, repository=request.image_name)
     signature = (app or caller_app()).signature(PUSH_TASK, kwargs=kwargs, kwargsrepr=masked_repr(kwargs))
     answer: FarmPushResult = await_task(
         signature.apply_async(), settings, timeout_s=timeout_s or settings.task_time_limit_s * 2,

@@ -7,7 +7,8 @@
      │    └── ContextChanged             the context's files changed while the build was prepared
      ├── BuildError                    the engine refused or failed the build
      ├── PushError (OSError)           the registry refused the push
-     │    └── RegistryAuthError        wrong or missing registry credentials
+     │    ├── RegistryAuthError        wrong or missing registry credentials
+     │    └── NotPermitted             the team may not push there, or that image (dockyard.tasks.teams.pushing)
      ├── RedeliveryLimit               a message killed its worker too often; not run again
      ├── ContextMissing                the context is not (or no longer) in the store
      └── TransientError                may succeed if tried again; the only retried class
@@ -56,6 +57,10 @@ class PushError(DockyardError, OSError):
 
 class RegistryAuthError(PushError):
     """The registry refused the credentials."""
+
+
+class NotPermitted(PushError):
+    """The sending team may not push this: a repository not its own with the farm's login, or an image it never had."""
 
 
 class RedeliveryLimit(DockyardError):

@@ -78,6 +78,7 @@ def prepare_build(params: dict[str, Any], settings: Settings) -> tuple[BuildSpec
         "context_path": str(context) if settings.context_transport == "path" else None,
         "sealed_secrets": sealed_secrets,
         "secret_ids": secret_ids,
+        "secrets_owner": settings.team if secret_ids else None,
         "base_images": base_references(content.decode(errors="replace"), build_arguments(build_kwargs)),
     }
     unkeyed = BuildSpec.model_construct(**fields, key="")

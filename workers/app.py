@@ -13,7 +13,7 @@ from dockyard.workers import kombu_fix
 def create_app(settings: Settings) -> Celery:
     """A Celery app for ``settings`` with dockyard's tasks registered (and kombu's failover crash fixed)."""
     kombu_fix.install()
-    return create_celery(settings, include=["dockyard.tasks.celery_tasks"])
+    return create_celery(settings, include=["dockyard.tasks.celery_tasks"], worker=True)
 
 
 app = create_app(get_settings())

@@ -42,6 +42,7 @@ from dockyard.workers import disk_guard, fast_worker
 from dockyard.workers.inflight import recover_forever, recover_own_previous_run
 from dockyard.workers.metrics_server import serve_metrics
 from dockyard.workers.sweep import sweep
+from dockyard.workers.worker import team_queues
 
 logger = logging.getLogger("dockyard.heartbeat")
 _stop = threading.Event()
@@ -59,6 +60,7 @@ def host_info(settings: Settings) -> dict[str, Any]:
         "pid": os.getpid(),
         "concurrency": settings.worker_concurrency,
         "fast_queue": settings.fast_queue if fast_worker.serving() else None,
+        "teams": settings.declared_teams.names,  # its queues are <queue>@<team> of each (placement counts them all)
     }
 
 
@@ -112,14 +114,16 @@ def beat_forever(
                     recovery.known(connection, settings)  # messages routed to its queues are recovered if it dies
                 if not consuming:
                     logger.warning("engine of %s answers again: taking builds", settings.host_id)
-                    app.control.add_consumer(settings.build_queue, destination=[nodename])
+                    for queue in team_queues(settings, settings.build_queue):
+                        app.control.add_consumer(queue, destination=[nodename])
                     consuming = True
             else:
                 is_reconciled = False
                 hosts.forget_host(connection, settings, settings.host_id)
                 if consuming:
                     logger.warning("engine of %s does not answer: not advertised, no shared builds", settings.host_id)
-                    app.control.cancel_consumer(settings.build_queue, destination=[nodename])
+                    for queue in team_queues(settings, settings.build_queue):
+                        app.control.cancel_consumer(queue, destination=[nodename])
                     consuming = False
         except redis.RedisError as exc:
             logger.warning("heartbeat failed: %s", exc)

@@ -3,14 +3,20 @@ host's fast lane, its fast queue alone on a small threads pool (see ``dockyard.w
 
 from __future__ import annotations
 
-from dockyard.config.settings import Settings
+from dockyard.config.settings import Settings, team_queue
+
+
+def team_queues(settings: Settings, queue: str) -> list[str]:
+    """``queue`` of every team declared on the farm."""
+    return [team_queue(queue, team) for team in settings.declared_teams.names]
 
 
 def worker_argv(
     settings: Settings, *, concurrency: int | None = None, loglevel: str = "INFO", extra_queues: list[str] | None = None
 ) -> list[str]:
-    """The ``celery worker`` arguments for this host: the shared queue, its own, and any extra."""
-    queues = [settings.build_queue, settings.host_queue, *(extra_queues or [])]
+    """The ``celery worker`` arguments for this host: each declared team's shared queue and host
+    queue (``<queue>@<team>``), and any extra (taken as given)."""
+    queues = [*team_queues(settings, settings.build_queue), *team_queues(settings, settings.host_queue), *(extra_queues or [])]
     return [
         "worker",
         "--queues", ",".join(queues),
@@ -26,7 +32,7 @@ def fast_worker_argv(settings: Settings, *, loglevel: str = "INFO") -> list[str]
     """The ``celery worker`` arguments of this host's fast lane: its fast queue, threads, its own node name."""
     return [
         "worker",
-        "--queues", settings.fast_queue,
+        "--queues", ",".join(team_queues(settings, settings.fast_queue)),
         "--hostname", f"{settings.host_id}.fast@%h",
         "--concurrency", str(settings.fast_concurrency),
         "--pool", "threads",

@@ -14,7 +14,7 @@ from typing import Any
 import redis
 
 from dockyard.config.settings import Settings
-from dockyard.tasks.keyspace import key
+from dockyard.tasks.teams.keys import team_key
 from dockyard.tasks.output import OutputSink
 
 STREAM_MAX_LINES = 5000  # older lines of one build's live output are trimmed
@@ -25,7 +25,8 @@ PROGRESS_EVERY_S = 1.0  # a running task's PROGRESS state is updated at most thi
 
 
 def stream_key(settings: Settings, build_key: str) -> str:
-    return key(settings, "out", build_key)
+    """The live output of a build key, in the team's own namespace (another team joining sees none of it)."""
+    return team_key(settings, "out", build_key)
 
 
 class StreamOutput:

@@ -15,11 +15,15 @@ import redis
 
 from dockyard.config.settings import Settings
 from dockyard.tasks.keyspace import key, text
+from dockyard.tasks.teams.keys import TEAM_CACHES, team_key
 
 NOTICE_TTL_S = 600  # a key's wake-up stream expires this long after its last event
 
 
 def done_key(settings: Settings, namespace: str, cache_key: str) -> str:
+    """The wake-up stream of a key: the build cache's is the farm's, a team cache's its team's."""
+    if namespace in TEAM_CACHES:
+        return team_key(settings, "done", namespace, cache_key)
     return key(settings, "done", namespace, cache_key)
 
 

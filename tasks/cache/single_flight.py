@@ -1,14 +1,16 @@
 """The distributed cache with single flight, and the public ``cacheable`` decorator.
 
-Keys (under the prefix, ``<ns>`` is ``build`` or ``push``, written by workers only):
+Keys of the build cache (under the prefix, written by workers only; the push
+cache's are the same under its team's namespace, ``team:<team>:push:``):
 
-- ``<ns>:<key>``: the entry, JSON ``{"value", "host", "created_at", "token", "owner"}``,
+- ``build:<key>``: the entry, JSON ``{"value", "host", "created_at", "token", "owner"}``,
   expiring after ``cache_ttl_s``;
 - ``lease:<key>``: the owner's lease token (see ``dockyard.tasks.cache.lease``);
 - ``failed:<key>``: the owner's failure notice for its joiners, for ``FAILURE_NOTICE_S``.
 
-``cacheable`` runs in any process, callers included, so its keys are apart:
-``call:<key>``, ``call:lease:<key>`` and ``call:failed:<key>``.
+``cacheable`` runs in any process, callers included, so its keys are apart, in
+its team's namespace: ``team:<team>:call:<key>``, ``...:call:lease:<key>`` and
+``...:call:failed:<key>``.
 
 The first caller of a key takes the lease, renews it while it works and
 stores only a success; callers with the same key join and wait for that
@@ -34,6 +36,7 @@ from dockyard.config.settings import Settings, get_settings
 from dockyard.tasks.request.cache_key import call_key
 from dockyard.tasks.errors import BuildError, ContextMissing, DockyardError, JoinTimeout, TransientError
 from dockyard.tasks.request.results import CacheSource
+from dockyard.tasks.teams.keys import TEAM_CACHES, team_key
 from dockyard.tasks.keyspace import key, optional_text, redis_for
 from dockyard.tasks.cache.lease import KeepAlive, Lease, replicate
 from dockyard.tasks.cache.notify import Waiter, announce
@@ -62,7 +65,6 @@ return 0
 INVALID_REREADS = 3  # an entry rejected, then found replaced meanwhile, is judged again this many times
 T = TypeVar("T")
 Source = CacheSource  # how single flight had the value
-FARM_NAMESPACES = ("build", "push")  # written by workers only; ``call`` (``cacheable``) by any process
 
 
 @dataclass(frozen=True)
@@ -106,14 +108,20 @@ class SingleFlight:
         self.namespace = namespace
         self.replicas = 1 if is_sentinel_url(settings.effective_cache_url) else 0  # see dockyard.tasks.cache.lease
 
+    def _key(self, *parts: str) -> str:
+        """A key of this cache: a team's own (``call``, ``push``) or the farm's (``build``)."""
+        if self.namespace in TEAM_CACHES:
+            return team_key(self.settings, self.namespace, *parts)
+        return key(self.settings, self.namespace, *parts)
+
     def entry_key(self, cache_key: str) -> str:
-        return key(self.settings, self.namespace, cache_key)
+        return self._key(cache_key)
 
     def _aux_key(self, kind: str, cache_key: str) -> str:
-        """The lease or failure key: the farm's caches share ``lease:``/``failed:``; ``call`` keeps its own."""
-        if self.namespace in FARM_NAMESPACES:
+        """The lease or failure key: the build cache's are ``lease:``/``failed:``; a team cache keeps its own."""
+        if self.namespace not in TEAM_CACHES:
             return key(self.settings, kind, cache_key)
-        return key(self.settings, self.namespace, kind, cache_key)
+        return self._key(kind, cache_key)
 
     def lease(self, cache_key: str) -> Lease:
         return Lease(self.connection, self._aux_key("lease", cache_key), lease_s=self.settings.lease_s, replicas=self.replicas)
@@ -175,7 +183,7 @@ class SingleFlight:
 
     def entries(self) -> Iterator[tuple[str, Entry]]:
         """Every stored entry of this namespace, as (cache key, entry)."""
-        prefix = key(self.settings, self.namespace, "")
+        prefix = self._key("")
         for name in self.connection.scan_iter(match=prefix + "*", count=1000):
             raw = self.connection.get(name)
             if raw:
@@ -222,7 +230,7 @@ class SingleFlight:
 
     def clear(self) -> int:
         """Remove every entry of this namespace; the number removed."""
-        names = list(self.connection.scan_iter(match=key(self.settings, self.namespace, "*"), count=1000))
+        names = list(self.connection.scan_iter(match=self._key("*"), count=1000))
         return int(self.connection.delete(*names)) if names else 0
 
     def run(

@@ -7,8 +7,10 @@ Contexts never go to the broker's Redis: they live in the store that
 store, when full, evicts the contexts whose expiry is nearest, those asked for
 longest ago, and never stops the broker or the results.
 
-Keys: ``ctx:<digest>:meta`` (size and chunk count, written last) and
-``ctx:<digest>:<n>`` chunks. Any of them may be evicted on its own, so a
+Keys, in the uploading team's namespace (``team:<team>:``, which only that
+team's store user may write; a worker reads the namespace of the message's
+team, so a team builds only contexts it sent): ``ctx:<digest>:meta`` (size and
+chunk count, written last) and ``ctx:<digest>:<n>`` chunks. Any of them may be evicted on its own, so a
 context counts as present only while its meta and every chunk are there.
 An upload reads and sends a few chunks at a time, a download writes one chunk
 at a time to a temporary file: neither holds a whole context in memory. The
@@ -26,7 +28,7 @@ from dockyard.config.settings import Settings
 from dockyard.tasks.context.pack import PackedContext
 from dockyard.tasks.context.digest import ArchiveDigest
 from dockyard.tasks.errors import ContextMissing, ContextTooLarge
-from dockyard.tasks.keyspace import key
+from dockyard.tasks.teams.keys import team_key
 
 CONTEXT_CHUNK_BYTES = 4 * 1024**2  # contexts are stored in Redis in chunks of this size
 CONTEXT_UPLOAD_CHUNKS_IN_FLIGHT = 2  # an upload sends this many chunks per round trip (bounds the caller's memory)
@@ -43,11 +45,11 @@ UPLOAD_ATTEMPTS = 2  # an upload the store evicted part of before it ended is wr
 
 def meta_key(settings: Settings, digest: str) -> str:
     """``ctx:<digest>``: the hash of a stored context (its chunk count), present while it is stored."""
-    return key(settings, "ctx", digest, "meta")
+    return team_key(settings, "ctx", digest, "meta")
 
 
 def _chunk_key(settings: Settings, digest: str, index: int) -> str:
-    return key(settings, "ctx", digest, str(index))
+    return team_key(settings, "ctx", digest, str(index))
 
 
 def upload_context(connection: redis.Redis, settings: Settings, packed: PackedContext) -> bool:

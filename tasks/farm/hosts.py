@@ -18,6 +18,8 @@ import redis
 
 from dockyard.config.settings import Settings
 from dockyard.tasks.farm import image_use
+from dockyard.tasks.teams.keys import TEAM_KEYS, team_key
+from dockyard.tasks.teams.pushing import note_owned
 from dockyard.tasks.keyspace import key, text
 
 
@@ -74,20 +76,34 @@ def record_image(
     pipe = connection.pipeline(transaction=False)
     members = []
     for reference in references:
-        pipe.set(key(settings, "image", reference), location, ex=settings.cache_ttl_s)
-        members.append("image:" + reference)
+        pipe.set(location_key(settings, reference), location, ex=settings.cache_ttl_s)
+        members.append(location_key(settings, reference).removeprefix(settings.key_prefix))
     members.extend(cache_keys)
     if members:
         pipe.sadd(index, *members)
         pipe.expire(index, settings.cache_ttl_s)
     if used:
         image_use.note_use(pipe, settings, host_id, image_id)
+    note_owned(pipe, settings, image_id)  # the team had it: it may push it (dockyard.tasks.teams.pushing)
     pipe.execute()
+
+
+def location_key(settings: Settings, reference: str) -> str:
+    """Where ``reference`` of ``settings.team`` lives: a team's tags are its own (two teams may use one name)."""
+    return team_key(settings, "image", reference)
 
 
 def location_keys(settings: Settings, references: list[str]) -> list[str]:
     """The keys of the references' locations (to read them with other keys in one round trip)."""
-    return [key(settings, "image", reference) for reference in references]
+    return [location_key(settings, reference) for reference in references]
+
+
+def _team_reference(member: str) -> tuple[str, str] | None:
+    """(team, reference) of a ``byimage:`` member naming a location (``team:<team>:image:<reference>``)."""
+    parts = member.split(":", 3)
+    if len(parts) == 4 and parts[0] == TEAM_KEYS and parts[2] == "image":
+        return parts[1], parts[3]
+    return None
 
 
 def parse_locations(raws: Sequence[bytes | str | None]) -> list[dict[str, Any] | None]:
@@ -117,14 +133,15 @@ def _glob_escape(text: str) -> str:
     return "".join("\\" + char if char in "*?[]\\" else char for char in text)
 
 
-def located_references(connection: redis.Redis, settings: Settings, *, host_id: str, image_id: str) -> list[str]:
-    """The references of ``image_id``'s index whose location is still that image on that host."""
+def located_references(connection: redis.Redis, settings: Settings, *, host_id: str, image_id: str) -> list[tuple[str, str]]:
+    """The (team, reference) pairs of ``image_id``'s index whose location is still that image on that host."""
     index = key(settings, "byimage", host_id, image_id)
-    references = [text(member).removeprefix("image:") for member in connection.smembers(index)
-                  if text(member).startswith("image:")]
+    named = [found for member in connection.smembers(index) if (found := _team_reference(text(member))) is not None]
+    if not named:
+        return []
+    raws = connection.mget([key(settings, TEAM_KEYS, team, "image", reference) for team, reference in named])
     here = {"host": host_id, "image_id": image_id}
-    return [reference for reference, location in zip(references, locate_images(connection, settings, references))
-            if location == here]
+    return [pair for pair, location in zip(named, parse_locations(raws)) if location == here]
 
 
 def forget_image(connection: redis.Redis, settings: Settings, *, host_id: str, image_id: str) -> int:
@@ -133,8 +150,8 @@ def forget_image(connection: redis.Redis, settings: Settings, *, host_id: str, i
     members = [text(member) for member in connection.smembers(index)]
     doomed = [index]
     for member in members:
-        if member.startswith("image:"):
-            reference_key = key(settings, "image", member.removeprefix("image:"))
+        if (named := _team_reference(member)) is not None:
+            reference_key = key(settings, TEAM_KEYS, named[0], "image", named[1])
             raw = connection.get(reference_key)
             if raw and json.loads(raw) == {"host": host_id, "image_id": image_id}:
                 doomed.append(reference_key)

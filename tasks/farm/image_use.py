@@ -35,6 +35,7 @@ from collections.abc import Iterable
 import redis
 
 from dockyard.config.settings import Settings
+from dockyard.tasks.teams.keys import TEAM_KEYS, team_key
 from dockyard.tasks.keyspace import key, optional_text, text
 
 EVICTING_S = 600  # a claim outlives the removal it announces (deleted when the removal ends)
@@ -121,17 +122,20 @@ def drop_use(connection: redis.Redis, settings: Settings, host_id: str, image_id
 
 
 def evicted_key(settings: Settings, reference: str) -> str:
-    return key(settings, "evicted", reference)
+    """The image ``reference`` of ``settings.team`` named when the disk budget removed it."""
+    return team_key(settings, "evicted", reference)
 
 
-def remember_evicted(connection: redis.Redis, settings: Settings, references: Iterable[str], image_id: str) -> None:
-    """These references named ``image_id`` when the disk budget removed it: a push of one of them
-    by name rebuilds that image (``dockyard.tasks.farm.rebuild``) instead of failing. Expires with the cache."""
+def remember_evicted(
+    connection: redis.Redis, settings: Settings, references: Iterable[tuple[str, str]], image_id: str
+) -> None:
+    """These (team, reference) pairs named ``image_id`` when the disk budget removed it: a push of one
+    of them by name rebuilds that image (``dockyard.tasks.farm.rebuild``) instead of failing. Expires with the cache."""
     names = list(references)
     if names:
         pipe = connection.pipeline(transaction=False)
-        for reference in names:
-            pipe.set(evicted_key(settings, reference), image_id, ex=settings.cache_ttl_s)
+        for team, reference in names:
+            pipe.set(key(settings, TEAM_KEYS, team, "evicted", reference), image_id, ex=settings.cache_ttl_s)
         pipe.execute()
 
 

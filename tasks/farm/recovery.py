@@ -23,7 +23,7 @@ from typing import Any
 
 import redis
 
-from dockyard.config.settings import Settings, fast_queue, host_queue
+from dockyard.config.settings import Settings, fast_queue, host_queue, team_queue
 from dockyard.tasks.farm import hosts
 from dockyard.tasks.farm.lane import in_fast_lane
 from dockyard.tasks.keyspace import key, optional_text, text
@@ -121,8 +121,9 @@ def recover_host(
     shared = connection.hget(known_hosts_key(settings), host)  # the dead host's shared queue, not necessarily ours
     target = optional_text(shared) or settings.build_queue
     for lane in lanes if reroute else ():
-        while broker.lmove(lane_queue(host, lane), target, "RIGHT", "LEFT") is not None:
-            rerouted += 1
+        for team in settings.declared_teams.names:  # each team's messages stay in that team's queues
+            while broker.lmove(team_queue(lane_queue(host, lane), team), team_queue(target, team), "RIGHT", "LEFT") is not None:
+                rerouted += 1
     connection.delete(*inflight)
     if rerouted == 0 and not tags:
         connection.hdel(known_hosts_key(settings), host)

@@ -19,7 +19,7 @@ from dockyard.config.settings import Settings
 from dockyard.tasks.registry import manifests as registry
 from dockyard.tasks.request.cache_key import digest_of
 from dockyard.tasks.errors import BaseUnavailable, InvalidInput
-from dockyard.tasks.registry.login import farm_login
+from dockyard.tasks.registry.login import resolving_login
 from dockyard.tasks.request.naming import split_reference
 from dockyard.tasks.request.spec import BuildSpec
 
@@ -78,7 +78,7 @@ def pulls(spec: BuildSpec) -> bool:
 def registry_digest(reference: str, settings: Settings) -> str | None:
     """The digest the registry serves for ``reference`` (one HEAD), or None."""
     name, tag = split_reference(reference)
-    return registry.served_digest(name, tag, farm_login(settings, reference))
+    return registry.served_digest(name, tag, resolving_login(settings, reference))
 
 
 def resolve(spec: BuildSpec, settings: Settings, engine_digest: EngineDigest | None = None) -> dict[str, str] | None:

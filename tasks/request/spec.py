@@ -23,6 +23,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from dockyard.config.settings import Settings
 from dockyard.tasks.request.build_options import refused_option, unknown_options
+from dockyard.config.teams import TEAM_NAME
 from dockyard.tasks.request.cache_key import build_key, canonical
 from dockyard.tasks.errors import InvalidInput
 from dockyard.tasks.request.naming import validate_image_name, validate_tag
@@ -209,6 +210,7 @@ class BuildSpec(BuildOptions):
     context_path: str | None = None
     sealed_secrets: dict[str, str] | None = None
     secret_ids: list[str] = Field(default_factory=list)
+    secrets_owner: Annotated[str, Field(pattern=TEAM_NAME)] | None = None  # the team whose secrets these are: in the key
     base_images: list[str] = Field(default_factory=list)  # the FROM images (dockyard.tasks.registry.base_images), checked by the worker
     key: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
@@ -221,8 +223,8 @@ class BuildSpec(BuildOptions):
                 raise ValueError("dockerfile_digest does not match dockerfile_lines")
         elif self.dockerfile == "auto":
             raise ValueError("dockerfile='auto' needs dockerfile_lines")
-        if bool(self.sealed_secrets) != bool(self.secret_ids):
-            raise ValueError("sealed_secrets and secret_ids go together")
+        if not (bool(self.sealed_secrets) == bool(self.secret_ids) == bool(self.secrets_owner)):
+            raise ValueError("sealed_secrets, secret_ids and secrets_owner go together")
         if "secrets" in self.build_kwargs:
             raise ValueError("build secrets travel sealed, not in build_kwargs")
         if self.key != spec_key(self):
@@ -235,6 +237,7 @@ def spec_key(spec: BuildSpec) -> str:
     options = dict(spec.build_kwargs)
     if spec.secret_ids:
         options["secrets"] = sorted(spec.secret_ids)
+        options["secrets_owner"] = spec.secrets_owner  # another team's identical build has other secrets: another key
     if spec.base_images:
         options["from"] = list(spec.base_images)  # no build option is called "from"
     return build_key(
@@ -255,9 +258,11 @@ class Credentials(Request):
 
 
 class Sealed(Request):
-    """Credentials sealed by ``dockyard.tasks.request.sealing``: only a worker can open them."""
+    """Credentials sealed by ``dockyard.tasks.request.sealing``: only a worker can open them, for the
+    sealing team and, when set, only for a push to ``repository``."""
 
     sealed: Annotated[str, Field(min_length=1)]
+    repository: ImageName | None = None
 
 
 class PushRequest(Request):

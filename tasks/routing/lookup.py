@@ -11,11 +11,12 @@ import redis
 import dockyard.config.settings as config_settings
 from dockyard.config.settings import Settings
 from dockyard.tasks import keyspace
+from dockyard.tasks.teams.identity import sending_settings
 
 
 def routing_settings() -> Settings:
-    """The process's settings, now."""
-    return config_settings.get_settings()
+    """The process's settings, now; inside a worker task, for that task's team (its queues and keys)."""
+    return sending_settings(config_settings.get_settings())
 
 
 def routing_redis(settings: Settings) -> redis.Redis:

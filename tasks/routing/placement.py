@@ -48,7 +48,7 @@ from typing import Any, Literal
 import redis
 from celery.signals import after_task_publish
 
-from dockyard.config.settings import Settings, host_queue
+from dockyard.config.settings import Settings, host_queue, team_queue
 from dockyard.tasks.errors import InvalidInput
 from dockyard.tasks.farm.hosts import host_key, hosts_index_key
 from dockyard.tasks.keyspace import connect_for, key, text
@@ -233,21 +233,30 @@ def pool_loads(
         pipe.hlen(inflight_key(settings, host))
     records, *running = pipe.execute()
     queued, sent = [0] * len(hosts), [0] * len(hosts)
+    parsed = [json.loads(raw) if raw else None for raw in records]
     if broker is not None:
         pipe = broker.pipeline(transaction=False)
-        for host in hosts:
-            pipe.llen(host_queue(host))
+        for host, record in zip(hosts, parsed):
             pipe.zcount(placed_key(host), now - PLACEMENT_SEND_WINDOW_S, "+inf")
-        counts = pipe.execute()
-        queued, sent = counts[0::2], counts[1::2]
+            for team in _teams_of(record, settings):
+                pipe.llen(team_queue(host_queue(host), team))
+        counts = iter(pipe.execute())
+        for index, record in enumerate(parsed):
+            sent[index] = int(next(counts))
+            queued[index] = sum(int(next(counts)) for _team in _teams_of(record, settings))
     loads = {}
-    for index, (host, raw) in enumerate(zip(hosts, records)):
-        record = json.loads(raw) if raw else None
+    for index, (host, record) in enumerate(zip(hosts, parsed)):
         if record is None or record.get("build_queue", settings.build_queue) != settings.build_queue:
             continue  # dead, or a host of another pool
         concurrency = max(1, int(record.get("concurrency") or 1))
         loads[host] = HostLoad(host, concurrency, int(running[index]), int(queued[index]), int(sent[index]))
     return loads
+
+
+def _teams_of(record: dict[str, Any] | None, settings: Settings) -> list[str]:
+    """The teams whose host queues a host consumes (its record says; an older worker's: the caller's own)."""
+    teams = (record or {}).get("teams")
+    return [str(each) for each in teams] if isinstance(teams, list) and teams else [settings.team]
 
 
 def spills_key(build_queue: str) -> str:

@@ -13,12 +13,12 @@ from typing import Any
 
 import redis
 
-from dockyard.config.settings import host_queue
+from dockyard.config.settings import host_queue, team_queue
 from dockyard.tasks.farm.hosts import is_alive, locate_images
 from dockyard.tasks.request.chain import holding_host
 from dockyard.tasks.request.naming import qualify_image_name
 from dockyard.tasks.routing.fast_lane import fast_lane_queue
-from dockyard.tasks.routing.lookup import routing_farm
+from dockyard.tasks.routing.lookup import routing_farm, routing_settings
 from dockyard.tasks.routing.placement import placement_queue
 from dockyard.tasks.task_names import BUILD_TASK, PUSH_TASK
 
@@ -33,16 +33,22 @@ def route_task(
     task: Any = None,
     **extra: Any,
 ) -> dict[str, str] | None:
-    """Celery router: the queue of one task message, or None for the default."""
+    """Celery router: the queue of one task message, always one of the sending team's
+    (``<queue>@<team>``: a team's Redis user may push to no other)."""
+    settings = routing_settings()
+    return {"queue": team_queue(farm_route(name, args, kwargs) or settings.build_queue, settings.team)}
+
+
+def farm_route(name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str | None:
+    """The farm's queue of one task message (before its team), or None for the shared queue."""
     if (fast := fast_lane_queue(name, args, kwargs)) is not None:
-        return {"queue": fast}
+        return fast
     if name == BUILD_TASK:
-        queue = placement_queue(args, kwargs)
-        return {"queue": queue} if queue else None
+        return placement_queue(args, kwargs)
     if name != PUSH_TASK:
         return None
     host = holding_host(args, kwargs) or _indexed_host(kwargs)
-    return {"queue": host_queue(host)} if host else None
+    return host_queue(host) if host else None
 
 
 def _indexed_host(kwargs: Mapping[str, Any]) -> str | None:

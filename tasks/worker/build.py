@@ -130,7 +130,9 @@ def build_spec(
     with contextlib.ExitStack() as stack:
         secrets = None
         if spec.sealed_secrets:
-            secrets = stack.enter_context(materialized_secrets(spec.sealed_secrets, here.settings.seal_private_key))
+            secrets = stack.enter_context(
+                materialized_secrets(spec.sealed_secrets, here.settings.seal_private_key, team=here.settings.team)
+            )
         if spec.context_path:
             directory = shared_directory(spec, here.settings)
         else:

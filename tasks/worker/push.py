@@ -27,6 +27,8 @@ from dockyard.tasks.worker.here import Here
 from dockyard.tasks.request.spec import BuildSpec, Credentials, PushRequest
 from dockyard.tasks.worker.holder import Forward, pinned_here
 from dockyard.tasks.worker.build import execute_build
+from dockyard.tasks.teams import audit
+from dockyard.tasks.teams.pushing import check_owned
 
 REBUILD_ATTEMPTS = 3  # a rebuilt image the disk budget claims before the push pins it is built again this often
 
@@ -48,6 +50,7 @@ def image_to_push(
     if wanted is None and (named := local_image_id(here.client, request.reference)) is not None:
         found = named if pinned_here(pins, here.client, named) else None
     if found is not None:
+        check_owned(here.connection, here.settings, found, request.reference)
         image_use.refresh_use(here.connection, here.settings, here.settings.host_id, found)
         return found
     location = hosts.locate_images(here.connection, here.settings, [request.reference])[0]
@@ -61,6 +64,7 @@ def image_to_push(
     if wanted is None and location is None:
         wanted = image_use.evicted_image(here.connection, here.settings, request.reference)  # removed by the disk budget
     if wanted is not None and (spec := rebuild.recall(here.connection, here.settings, wanted)) is not None:
+        check_owned(here.connection, here.settings, wanted, request.reference)
         return spec  # its only copy died with its host or was evicted: built again here, by the same key
     if wanted is not None:
         raise PushError(
@@ -112,10 +116,15 @@ def execute_push(
 ) -> FarmPushResult | Forward:
     """Push once per (image, repository, tags, registry); forward to the holder if it is elsewhere.
 
-    A cached push answers only while the registry still serves its digest under each tag.
+    A cached push answers only while the registry still serves its digest under each tag. It pushes
+    only an image the team had (``dockyard.tasks.teams.pushing``; the task checked the repository
+    first); each push answered here is audited.
     """
     with image_use.Pins(here.connection, here.settings) as pins:
-        return _push_pinned(request, credentials, pins, here=here)
+        outcome = _push_pinned(request, credentials, pins, here=here)
+    if not isinstance(outcome, Forward):
+        audit.record_push(here.connection, here.settings, outcome, login="farm" if credentials is None else "team")
+    return outcome
 
 
 def _push_pinned(
