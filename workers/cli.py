@@ -26,7 +26,9 @@ import redis.exceptions
 
 from dockyard.config import defaults
 from dockyard.config.settings import InvalidSettings, get_settings
+from dockyard.config.teams import InvalidTeams
 from dockyard.tasks.errors import DockyardError
+from dockyard.workers import team_commands
 
 DESCRIPTION = (
     "Build container images on the dockyard farm (Celery workers next to Docker engines, Redis in between), "
@@ -88,15 +90,10 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     from dockyard.tasks.client import build_and_push
 
-    registry = settings.registry_url or "127.0.0.1:5000"
-    credentials = {
-        "username": settings.registry_username or "",
-        "password": settings.registry_password.get_secret_value() if settings.registry_password else "",
-        "registry_url": registry,
-    }
-    job = build_and_push(
-        f"{registry}/dockyard/example", credentials=credentials,
-        path=str(EXAMPLE_DIR), buildargs={"BASE": settings.auto_base_image},
+    caller = farm.become_team(env_file.with_name(f"{farm.EXAMPLE_TEAM}.env"))  # the job is sent as a team's caller
+    registry = caller.registry_url or "127.0.0.1:5000"
+    job = build_and_push(  # with the farm's login, to the team's own repository
+        f"{registry}/{caller.team}/example", path=str(EXAMPLE_DIR), buildargs={"BASE": caller.auto_base_image},
     ).apply_async()
     pushed = job.get(timeout=settings.task_time_limit_s)
     built = job.parent.get(timeout=5)
@@ -544,6 +541,8 @@ def parser() -> argparse.ArgumentParser:
     clear.add_argument("--json", action="store_true", help="print how many entries were cleared, and the keys not found, as JSON")
     clear.set_defaults(run=cmd_cache_clear)
 
+    team_commands.add_commands(sub, command, seconds, positive_int)
+
     status = command(sub, "status", "Show a task's state, and its result or error.",
                      "Show a task's state, and its result or error. Exit 1 if the task failed, or if the "
                      "result backend holds nothing for the id (never started, or its record expired).")
@@ -662,7 +661,7 @@ def run(argv: list[str] | None) -> int:
         return fail(exc, 1)
     except TaskFailed as exc:
         return fail(exc, 1, type_name=exc.type_name)
-    except (DockyardError, InvalidSettings, CacheKeysNotFound, UnknownTask) as exc:
+    except (DockyardError, InvalidSettings, InvalidTeams, CacheKeysNotFound, UnknownTask) as exc:
         return fail(exc, 1)
     except redis.exceptions.RedisError as exc:
         if is_noperm(exc):

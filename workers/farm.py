@@ -34,6 +34,27 @@ def load_farm_env(path: Path) -> Settings:
     return get_settings()
 
 
+EXAMPLE_TEAM = "team-a"  # the provisioned team `dockyard up` sends its job as
+WORKER_ONLY = ("DOCKYARD_REGISTRY_USERNAME", "DOCKYARD_REGISTRY_PASSWORD", "DOCKYARD_SEAL_PRIVATE_KEY",
+               "DOCKYARD_ADMIN_REDIS_URL", "DOCKYARD_ADMIN_CONTEXT_STORE_URL", "DOCKYARD_TEAMS_FILE")
+
+
+def become_team(team_env: Path) -> Settings:
+    """This process is a caller of the team whose env file ``team_env`` is, from now on: the team's
+    settings replace the farm's, and the workers' registry login and private key leave its environment."""
+    for name in WORKER_ONLY:
+        os.environ.pop(name, None)
+    for line in team_env.read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if sep and not key.startswith("#"):
+            os.environ[key.strip()] = value.strip()
+    get_settings.cache_clear()
+    from dockyard.tasks.celery_app import caller_app
+
+    caller_app.cache_clear()
+    return get_settings()
+
+
 def pid_dir(settings: Settings) -> Path:
     """Where ``dockyard up`` keeps its workers' pid files and logs (``state_dir``, or the farm's)."""
     path = Path(settings.state_dir) if settings.state_dir else Path(settings.farm_dir) / "workers"

@@ -6,10 +6,13 @@
 #     on /var/run/docker.sock, hosts 2..N on /run/dockyard-host<k>.sock),
 #   - the buildx CLI plugin (Debian 13 package, also used on Debian 12),
 #   - a registry with htpasswd auth on 127.0.0.1:5000,
+#   - the farm's teams file <state>/teams.toml (made once, then the operator's:
+#     team-a and team-b, each pushing with the farm's login to its own
+#     127.0.0.1:5000/<team>/*; docs/security.md, "Adding a team"),
 #   - the farm's own Redis on 127.0.0.1:6390 with ACL users (the machine's Redis
 #     on 6379, if any, is left alone): `default` off, dockyard-worker (workers
-#     and operators), dockyard-caller (clients: enqueue, upload contexts, read),
-#     dockyard-admin (this script only); passwords made once in the state dir,
+#     and operators), dockyard-admin (this script, the tests' set-up), and one
+#     user per declared team (`dockyard teams acl`); passwords made once in the state dir,
 #   - the context store, a Redis of its own on 127.0.0.1:6391 with the same
 #     users: a memory budget (maxmemory) and volatile-ttl, nothing on disk, so
 #     contexts never fill the farm's Redis (the broker and result backend),
@@ -32,11 +35,12 @@
 #                        its maxmemory is 7/8 of it, the rest for chunks being received
 #                        (a running store takes a new value at once)
 # Progress goes to stderr; the last line on stdout is the path of farm.env,
-# a shell-sourceable file with the DOCKYARD_* settings for workers and tests:
-# DOCKYARD_REDIS_URL is the worker user's URL (workers, operators' CLI), and
-# DOCKYARD_CALLER_REDIS_URL the caller user's (give it to clients as their
-# DOCKYARD_REDIS_URL); DOCKYARD_CONTEXT_STORE_URL and
-# DOCKYARD_CALLER_CONTEXT_STORE_URL are the same two users' URLs of the store.
+# a shell-sourceable file with the DOCKYARD_* settings of workers and operators
+# (the worker user's URLs, the farm's registry login, the private sealing key,
+# the teams file, and the admin user's URLs for the test suite's set-up).
+# Each team's callers get <state>/<team>.env instead: the team's Redis and
+# store URLs, DOCKYARD_TEAM, its own registry pull login and the public key
+# only, never the workers' login or the private key.
 set -euo pipefail
 umask 022
 
@@ -55,8 +59,10 @@ STORE_DIR=$STATE/context-store
 STORE_MAX_BYTES=${DOCKYARD_CONTEXT_STORE_MAX_BYTES:-2147483648}
 # seven eighths of the budget; the last eighth is for chunks being received (tasks/context/store.py maxmemory_for)
 STORE_MAXMEMORY=$((STORE_MAX_BYTES / 8 * 7))
-# dockyard's key prefixes: the farm's, the test suite's, the benchmarks'
-REDIS_KEY_PREFIXES=(dockyard: dockyard-test: dockyard-bench:)
+# dockyard's key prefix on this farm (the tests and benchmarks make teams of their own, for their prefixes)
+KEY_PREFIX=dockyard:
+TEAMS_FILE=$STATE/teams.toml
+EXAMPLE_TEAMS=(team-a team-b)
 SYS_PYTHON=/usr/bin/python3
 export DEBIAN_FRONTEND=noninteractive
 
@@ -336,32 +342,43 @@ wait_engine() {  # wait_engine K SOCK PID LOGFILE
 
 registry_unauthorized() { [ "$(http_code "http://$REGISTRY/v2/")" = 401 ]; }
 
-write_registry_files() {
-    if [ ! -s "$STATE/registry.password" ]; then
-        log "registry: generating password"
-        (umask 077 && python3 -c 'import secrets; print(secrets.token_hex(16))' \
-            >"$STATE/registry.password")
+registry_user_password() {  # registry_user_password USER -> its password (made once)
+    local file=$STATE/registry.password
+    [ "$1" = "$REGISTRY_USER" ] || file=$STATE/registry-$1.password
+    if [ ! -s "$file" ]; then
+        (umask 077 && python3 -c 'import secrets; print(secrets.token_hex(16))' >"$file")
     fi
-    chmod 600 "$STATE/registry.password"
-    # Keep the htpasswd line (bcrypt salts differ each time) while it matches.
-    if ! "$SYS_PYTHON" - "$STATE/registry.htpasswd" "$REGISTRY_USER" "$STATE/registry.password" <<'EOF'
+    chmod 600 "$file"
+    cat "$file"
+}
+
+write_registry_files() {
+    local user pairs=()
+    # the farm's login (workers) and each example team's own (its callers resolve base images with it)
+    for user in "$REGISTRY_USER" "${EXAMPLE_TEAMS[@]}"; do
+        registry_user_password "$user" >/dev/null
+        if [ "$user" = "$REGISTRY_USER" ]; then pairs+=("$user" "$STATE/registry.password")
+        else pairs+=("$user" "$STATE/registry-$user.password"); fi
+    done
+    # Keep the htpasswd lines (bcrypt salts differ each time) while they match.
+    if ! "$SYS_PYTHON" - "$STATE/registry.htpasswd" "${pairs[@]}" <<'EOF'
 import bcrypt, sys
-path, user, pwfile = sys.argv[1:]
-pw = open(pwfile).read().strip().encode()
+path, *pairs = sys.argv[1:]
+wanted = {pairs[i]: open(pairs[i + 1]).read().strip().encode() for i in range(0, len(pairs), 2)}
 try:
-    name, hashed = open(path).read().strip().split(":", 1)
-    cheap = hashed.startswith("$2b$06$")  # every registry request checks it: keep bcrypt cost low
-    sys.exit(0 if name == user and cheap and bcrypt.checkpw(pw, hashed.encode()) else 1)
+    lines = dict(line.split(":", 1) for line in open(path).read().split())
+    cheap = all(h.startswith("$2b$06$") for h in lines.values())  # every registry request checks one: keep bcrypt cost low
+    sys.exit(0 if set(lines) == set(wanted) and cheap and all(bcrypt.checkpw(wanted[u], lines[u].encode()) for u in wanted) else 1)
 except (OSError, ValueError):
     sys.exit(1)
 EOF
     then
         log "registry: writing htpasswd"
-        "$SYS_PYTHON" - "$REGISTRY_USER" "$STATE/registry.password" <<'EOF' |
+        "$SYS_PYTHON" - "${pairs[@]}" <<'EOF' |
 import bcrypt, sys
-user, pwfile = sys.argv[1:]
-pw = open(pwfile).read().strip().encode()
-print(user + ":" + bcrypt.hashpw(pw, bcrypt.gensalt(rounds=6)).decode())
+pairs = sys.argv[1:]
+for i in range(0, len(pairs), 2):
+    print(pairs[i] + ":" + bcrypt.hashpw(open(pairs[i + 1]).read().strip().encode(), bcrypt.gensalt(rounds=6)).decode())
 EOF
             write_if_changed "$STATE/registry.htpasswd" 600
     fi
@@ -418,25 +435,32 @@ redis_password() {  # redis_password USER-SUFFIX
 
 sha256_of() { printf '%s' "$1" | sha256sum | cut -d' ' -f1; }
 
+# The teams file: made once with the example teams, then the operator's to edit
+# (docs/security.md, "Adding a team"); each team's Redis password is made once.
+step_teams() {
+    local team
+    if [ ! -s "$TEAMS_FILE" ]; then
+        log "teams: writing $TEAMS_FILE (${EXAMPLE_TEAMS[*]})"
+        {
+            echo "# The farm's teams (docs/security.md). Workers and operator commands read this file."
+            for team in "${EXAMPLE_TEAMS[@]}"; do
+                printf '\n[teams.%s]\nredis_password_sha256 = ["%s"]\npush = ["%s/%s/*"]\nshare = 1.0\n' \
+                    "$team" "$(sha256_of "$(redis_password "team-$team")")" "$REGISTRY" "$team"
+            done
+        } | write_if_changed "$TEAMS_FILE" 600
+    fi
+}
+
 # The ACL file (docs/security.md, Redis users): no anonymous access;
-# workers may do everything but administer the server; callers enqueue,
-# upload contexts and read, but never write cache entries, leases, host
-# records, image locations, metrics or results. They note their fast-path
-# hits in seen:<host> (for the disk budget: it can only make an image of
-# used:<host> look recent, never add one to the candidates). Queues: the farm's
-# (dockyard.build*, dockyard.host.*) and the tests' and benchmarks' own
-# (dockyard-test.*, dockyard-bench.*, named by DOCKYARD_BUILD_QUEUE).
+# workers may do everything but administer the server; each declared team's
+# user what `dockyard teams acl` prints (its own queues, results and keys only).
 redis_acl() {
-    local p caller_keys=""
-    for p in "${REDIS_KEY_PREFIXES[@]}"; do
-        caller_keys+=" %R~$p* %RW~${p}call:* %RW~${p}seen:*"
-    done
     cat <<EOF
 user default off resetpass resetkeys resetchannels -@all
 user dockyard-admin on #$(sha256_of "$(redis_password admin)") ~* &* +@all
 user dockyard-worker on #$(sha256_of "$(redis_password worker)") ~* &* +@all -@admin +client|list
-user dockyard-caller on #$(sha256_of "$(redis_password caller)") resetkeys resetchannels -@all +@all -@admin -@dangerous -@scripting +eval +evalsha +eval_ro +evalsha_ro +script|load +script|exists$caller_keys %R~celery-task-meta-* ~dockyard.build* ~dockyard.host.* ~dockyard-test.* ~dockyard-bench.* ~_kombu.* &celery-task-meta-* &/*.celeryev/*
 EOF
+    "$REPO/.venv/bin/dockyard" teams acl --server farm --teams "$TEAMS_FILE" --key-prefix "$KEY_PREFIX"
 }
 
 # Run redis-cli against the farm's Redis as USER (the password never on argv).
@@ -484,20 +508,16 @@ redis_url() {  # redis_url USER-SUFFIX -> URL of the farm's Redis, database 0
     echo "redis://dockyard-$1:$(redis_password "$1")@127.0.0.1:$REDIS_PORT/0"
 }
 
-# The context store's ACL: the farm's users and passwords. Callers may read and write
-# contexts only (<prefix>ctx:*): no administration, dangerous command, script or
-# pub/sub. Workers read them (and drop a broken one's meta), with no administration.
+# The context store's ACL: the farm's users and passwords; each team reads and
+# writes its own contexts only (`dockyard teams acl --server store`). Workers
+# read them (and drop a broken one's meta), with no administration.
 store_acl() {
-    local p caller_keys=""
-    for p in "${REDIS_KEY_PREFIXES[@]}"; do
-        caller_keys+=" ~${p}ctx:*"
-    done
     cat <<EOF
 user default off resetpass resetkeys resetchannels -@all
 user dockyard-admin on #$(sha256_of "$(redis_password admin)") ~* &* +@all
 user dockyard-worker on #$(sha256_of "$(redis_password worker)") ~* resetchannels +@all -@admin -@dangerous -@pubsub +info
-user dockyard-caller on #$(sha256_of "$(redis_password caller)") resetkeys resetchannels -@all +@read +@write +@keyspace +@connection +@transaction -@admin -@dangerous -@pubsub -@scripting -@blocking$caller_keys
 EOF
+    "$REPO/.venv/bin/dockyard" teams acl --server store --teams "$TEAMS_FILE" --key-prefix "$KEY_PREFIX"
 }
 
 # Run redis-cli against the context store as USER (the password never on argv).
@@ -620,15 +640,16 @@ farm_seal_keys() {  # the farm's sealing key pair (public for callers, private f
 }
 
 step_farm_env() {
-    local k hosts=""
+    local k team hosts=""
     for ((k = 1; k <= HOSTS; k++)); do
         hosts+=${hosts:+,}$(engine_sock "$k")
     done
     write_if_changed "$STATE/farm.env" 600 <<EOF
 DOCKYARD_REDIS_URL=$(redis_url worker)
-DOCKYARD_CALLER_REDIS_URL=$(redis_url caller)
 DOCKYARD_CONTEXT_STORE_URL=$(store_url worker)
-DOCKYARD_CALLER_CONTEXT_STORE_URL=$(store_url caller)
+DOCKYARD_ADMIN_REDIS_URL=$(redis_url admin)
+DOCKYARD_ADMIN_CONTEXT_STORE_URL=$(store_url admin)
+DOCKYARD_TEAMS_FILE=$TEAMS_FILE
 DOCKYARD_REGISTRY_URL=$REGISTRY
 DOCKYARD_REGISTRY_USERNAME=$REGISTRY_USER
 DOCKYARD_REGISTRY_PASSWORD=$(registry_password)
@@ -636,7 +657,19 @@ DOCKYARD_AUTO_BASE_IMAGE=$BASE_IMAGE
 DOCKYARD_FARM_DOCKER_HOSTS=$hosts
 $(farm_seal_keys)
 EOF
-    log "farm ready: $STATE/farm.env"
+    for team in "${EXAMPLE_TEAMS[@]}"; do
+        write_if_changed "$STATE/$team.env" 600 <<EOF
+DOCKYARD_TEAM=$team
+DOCKYARD_REDIS_URL=$(redis_url "team-$team")
+DOCKYARD_CONTEXT_STORE_URL=$(store_url "team-$team")
+DOCKYARD_REGISTRY_URL=$REGISTRY
+DOCKYARD_PULL_USERNAME=$team
+DOCKYARD_PULL_PASSWORD=$(registry_user_password "$team")
+DOCKYARD_AUTO_BASE_IMAGE=$BASE_IMAGE
+$(farm_seal_keys | grep '^DOCKYARD_SEAL_PUBLIC_KEY=')
+EOF
+    done
+    log "farm ready: $STATE/farm.env; each team's callers: $STATE/<team>.env (${EXAMPLE_TEAMS[*]})"
 }
 
 main() {
@@ -650,10 +683,11 @@ main() {
     step_buildx
     step_engines
     step_registry
+    step_venv
+    step_teams
     step_redis
     step_context_store
     step_base_image
-    step_venv
     step_farm_env
     echo "$STATE/farm.env" >&3
 }

@@ -28,14 +28,17 @@ class _TeamKeys:
     task_keyprefix: Any
     app: Any
 
-    def _caller_team(self) -> str | None:
-        """A caller's own team; a worker outside any task has none (its results are of no team)."""
-        return None if self.app.conf.get(WORKER_FLAG) else get_settings().team
+    def _team(self) -> str | None:
+        """A caller's own team; in a worker, the team of the message being stored or run (outside
+        any task, none: its results are of no team)."""
+        if not self.app.conf.get(WORKER_FLAG):
+            return get_settings().team
+        return _STORING_FOR.get() or current_team()
 
     def get_key_for_task(self, task_id: str, key: str = "") -> Any:
         if not task_id:
             raise ValueError(f"task_id must not be empty. Got {task_id} instead.")
-        team = _STORING_FOR.get() or current_team() or self._caller_team()
+        team = self._team()
         named = f"{team}{TEAM_ID_SEPARATOR}{task_id}" if team else task_id
         return self._get_key_for(self.task_keyprefix, named, key)  # type: ignore[attr-defined]
 

@@ -1,0 +1,81 @@
+"""The Redis ACL users of the farm's teams, from the teams file: one generator for provisioning, operators and tests.
+
+    dockyard teams acl --server farm  [--teams FILE] [--key-prefix P] [--queues GLOB]...
+    dockyard teams acl --server store [--teams FILE] [--key-prefix P]
+
+prints one ``user dockyard-team-<name> ...`` line per team, for an ACL file
+(``ACL LOAD``) or, line by line, for ``ACL SETUSER``. What a team's user may
+do is written once, here (``docs/security.md`` explains each right):
+
+farm Redis: read the shared build cache, host records and placement state
+by exact key; read its own namespace (``team:<name>:``), results
+(``celery-task-meta-<name>.*``) and their channels; write only its own
+``cacheable`` entries, hit notes (``seen:``) and placement bookkeeping;
+enqueue (LPUSH, nothing else) only to its own queues (``<queue>@<name>``);
+read the depth of host queues. No SCAN, KEYS, RANDOMKEY or PUBSUB
+CHANNELS (names of others' keys and channels), no administration.
+
+context store: read and write its own contexts (``team:<name>:ctx:*``) only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from dockyard.config import defaults
+from dockyard.config.teams import Team, Teams
+from dockyard.tasks.teams.keys import team_namespace
+
+FARM_QUEUES = ("dockyard.build*",)  # the farm's shared queues (DOCKYARD_BUILD_QUEUE of each pool) a team may send to
+SHARED_READS = (  # the farm's keys a caller reads by exact key: shared on purpose (content-addressed, or placement)
+    "build:*", "lease:*", "failed:*", "done:build:*", "hosts:*", "hosts-index", "lineage:*", "lineages:*",
+    "inflight:*", "inflight-fast:*", "keyof:*",
+)
+NO_LISTING = "-scan -randomkey -pubsub|channels -pubsub|shardchannels -pubsub|numsub -pubsub|shardnumsub -pubsub|numpat"
+SCRIPTS = "+eval +evalsha +eval_ro +evalsha_ro +script|load +script|exists"  # keys of a script are checked as any command's
+
+
+def _login(team: Team) -> str:
+    """``on`` with the team's password hashes; ``off`` (no login at all) for a team declaring none."""
+    if not team.redis_password_sha256:
+        return "off resetpass"
+    return "on resetpass " + " ".join(f"#{digest}" for digest in team.redis_password_sha256)
+
+
+def farm_user(team: Team, *, key_prefix: str, queues: Iterable[str] = FARM_QUEUES) -> str:
+    """The ACL line of ``team``'s user on the farm's Redis (broker, results and cache)."""
+    own = team_namespace(key_prefix, team.name)
+    host_queues = f"{defaults.HOST_QUEUE_PREFIX}*"
+    reads = " ".join(f"%R~{key_prefix}{pattern}" for pattern in SHARED_READS)
+    send_to = " ".join(f"~{queue}@{team.name}" for queue in [*queues, host_queues])
+    return " ".join([
+        f"user {team.redis_user} {_login(team)} resetkeys resetchannels -@all",
+        f"+@all -@admin -@dangerous -@scripting -@list {SCRIPTS} {NO_LISTING}",
+        reads,
+        f"%R~{own}* ~{own}call:* ~{key_prefix}seen:*",
+        f"%R~celery-task-meta-{team.name}.* &celery-task-meta-{team.name}.*",
+        " ".join(f"~{queue}:spills" for queue in queues), f"~{host_queues}:placed",
+        f"({send_to} resetchannels -@all +lpush)",
+        f"(%R~{host_queues} resetchannels -@all +llen)",
+        f"(~_kombu.binding.*@{team.name} ~_kombu.binding_permanent.*@{team.name} resetchannels -@all +sadd +smembers)",
+        "(resetkeys &/*.celeryev/* -@all +publish)",
+    ])
+
+
+def store_user(team: Team, *, key_prefix: str) -> str:
+    """The ACL line of ``team``'s user on the context store."""
+    own = team_namespace(key_prefix, team.name)
+    return (
+        f"user {team.redis_user} {_login(team)} resetkeys resetchannels -@all "
+        "+@read +@write +@keyspace +@connection +@transaction -@admin -@dangerous -@pubsub -@scripting -@blocking "
+        f"{NO_LISTING} ~{own}ctx:*"
+    )
+
+
+def team_users(teams: Teams, *, server: str, key_prefix: str, queues: Iterable[str] = FARM_QUEUES) -> list[str]:
+    """One ACL line per declared team for ``server`` (``farm`` or ``store``)."""
+    if server == "farm":
+        return [farm_user(team, key_prefix=key_prefix, queues=list(queues)) for team in teams.teams.values()]
+    if server == "store":
+        return [store_user(team, key_prefix=key_prefix) for team in teams.teams.values()]
+    raise ValueError(f"unknown server {server!r}: farm or store")
