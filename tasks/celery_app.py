@@ -10,7 +10,7 @@ from celery import Celery
 from dockyard.config.celery import celery_config
 from dockyard.config.settings import Settings, get_settings
 from dockyard.tasks.routing.router import route_task
-from dockyard.tasks.teams.results import WORKER_FLAG, backend_url
+from dockyard.tasks.teams.results import TEAM_CONF, backend_url
 from dockyard.tasks.teams.transport import transport_for
 
 
@@ -23,9 +23,9 @@ def create_celery(settings: Settings, *, include: Sequence[str] = (), worker: bo
     app = Celery("dockyard", include=list(include))
     app.conf.update(celery_config(settings))
     app.conf.result_backend = backend_url(settings.effective_result_backend)
+    app.conf[TEAM_CONF] = settings.team
     if worker:
         app.conf.broker_transport = transport_for(settings.effective_broker_url)
-        app.conf[WORKER_FLAG] = True
     app.conf.task_routes = (route_task,)
     if settings.signs_messages:
         # task messages must be signed; results and remote control stay JSON

@@ -90,7 +90,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     from dockyard.tasks.client import build_and_push
 
-    caller = farm.become_team(env_file.with_name(f"{farm.EXAMPLE_TEAM}.env"))  # the job is sent as a team's caller
+    caller = farm.become_team(args.team_env or env_file.with_name(f"{farm.EXAMPLE_TEAM}.env"))  # sent as a team's caller
     registry = caller.registry_url or "127.0.0.1:5000"
     job = build_and_push(  # with the farm's login, to the team's own repository
         f"{registry}/{caller.team}/example", path=str(EXAMPLE_DIR), buildargs={"BASE": caller.auto_base_image},
@@ -514,6 +514,8 @@ def parser() -> argparse.ArgumentParser:
                  "build and push the example project, and print the pushed reference, its digest and timings.")
     up.add_argument("--hosts", type=positive_int, default=2, help="Docker engines to provision (default 2)")
     up.add_argument("--json", action="store_true", help="print the pushed image, digest and timings as JSON")
+    up.add_argument("--team-env", type=Path, metavar="FILE",
+                    help="the env file of the team the job is sent as (default: the farm's team-a.env)")
     up.set_defaults(run=cmd_up)
 
     down = command(sub, "down", "Stop the workers 'dockyard up' started.")

@@ -18,7 +18,7 @@ from kombu.transport.redis import PRIORITY_STEPS, Channel
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from dockyard.config.celery import transport_options
-from dockyard.config.settings import Settings, fast_queue, host_queue
+from dockyard.config.settings import Settings, fast_queue, host_queue, team_queue
 from dockyard.tasks.farm import metrics
 from dockyard.tasks.farm.hosts import live_hosts
 from dockyard.tasks.routing.placement import held_key, spills_key
@@ -77,9 +77,11 @@ class FarmCollector:
         pools = {str(record["build_queue"]) for record in records if record.get("build_queue")}
         shared = sorted({self.settings.build_queue} | pools)
         queues = shared + [name for host in hosts for name in (host_queue(host), fast_queue(host))]
-        depths, spills = self.broker_counts(queues, shared)
+        teams = self.settings.declared_teams.names
+        team_depths, spills = self.broker_counts([team_queue(queue, team) for queue in queues for team in teams], shared)
+        depths = [sum(team_depths[index * len(teams):(index + 1) * len(teams)]) for index in range(len(queues))] if team_depths else []
 
-        depth = GaugeMetricFamily(PREFIX + "queue_depth", "Messages waiting in a queue of the broker", labels=["queue"])
+        depth = GaugeMetricFamily(PREFIX + "queue_depth", "Messages waiting in a queue of the broker (its teams' queues together)", labels=["queue"])
         for queue, length in zip(queues, depths):
             depth.add_metric([queue], length)
         yield depth

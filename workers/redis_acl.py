@@ -12,7 +12,7 @@ by exact key; read its own namespace (``team:<name>:``), results
 (``celery-task-meta-<name>.*``) and their channels; write only its own
 ``cacheable`` entries, hit notes (``seen:``) and placement bookkeeping;
 enqueue (LPUSH, nothing else) only to its own queues (``<queue>@<name>``);
-read the depth of host queues. No SCAN, KEYS, RANDOMKEY or PUBSUB
+read the depth (LLEN) of its own queues and of host queues. No SCAN, KEYS, RANDOMKEY or PUBSUB
 CHANNELS (names of others' keys and channels), no administration.
 
 context store: read and write its own contexts (``team:<name>:ctx:*``) only.
@@ -21,6 +21,8 @@ context store: read and write its own contexts (``team:<name>:ctx:*``) only.
 from __future__ import annotations
 
 from collections.abc import Iterable
+
+import redis
 
 from dockyard.config import defaults
 from dockyard.config.teams import Team, Teams
@@ -32,14 +34,16 @@ SHARED_READS = (  # the farm's keys a caller reads by exact key: shared on purpo
     "inflight:*", "inflight-fast:*", "keyof:*",
 )
 NO_LISTING = "-scan -randomkey -pubsub|channels -pubsub|shardchannels -pubsub|numsub -pubsub|shardnumsub -pubsub|numpat"
+PRIORITY_KEYS = "[^a-z0-9-]*"  # kombu keeps a queue's priorities in <queue>\x06\x16<n>: no character a team name goes on with
 SCRIPTS = "+eval +evalsha +eval_ro +evalsha_ro +script|load +script|exists"  # keys of a script are checked as any command's
 
 
 def _login(team: Team) -> str:
-    """``on`` with the team's password hashes; ``off`` (no login at all) for a team declaring none."""
+    """``reset`` (every earlier right and selector gone), then ``on`` with the team's password hashes,
+    or ``off`` (no login at all) for a team declaring none."""
     if not team.redis_password_sha256:
-        return "off resetpass"
-    return "on resetpass " + " ".join(f"#{digest}" for digest in team.redis_password_sha256)
+        return "reset off"
+    return "reset on " + " ".join(f"#{digest}" for digest in team.redis_password_sha256)
 
 
 def farm_user(team: Team, *, key_prefix: str, queues: Iterable[str] = FARM_QUEUES) -> str:
@@ -47,16 +51,17 @@ def farm_user(team: Team, *, key_prefix: str, queues: Iterable[str] = FARM_QUEUE
     own = team_namespace(key_prefix, team.name)
     host_queues = f"{defaults.HOST_QUEUE_PREFIX}*"
     reads = " ".join(f"%R~{key_prefix}{pattern}" for pattern in SHARED_READS)
-    send_to = " ".join(f"~{queue}@{team.name}" for queue in [*queues, host_queues])
+    own_queues = [f"{queue}@{team.name}{suffix}" for queue in [*queues, host_queues] for suffix in ("", PRIORITY_KEYS)]
+    send_to = " ".join(f"~{queue}" for queue in own_queues)
     return " ".join([
-        f"user {team.redis_user} {_login(team)} resetkeys resetchannels -@all",
+        f"user {team.redis_user} {_login(team)}",
         f"+@all -@admin -@dangerous -@scripting -@list {SCRIPTS} {NO_LISTING}",
         reads,
         f"%R~{own}* ~{own}call:* ~{key_prefix}seen:*",
         f"%R~celery-task-meta-{team.name}.* &celery-task-meta-{team.name}.*",
         " ".join(f"~{queue}:spills" for queue in queues), f"~{host_queues}:placed",
         f"({send_to} resetchannels -@all +lpush)",
-        f"(%R~{host_queues} resetchannels -@all +llen)",
+        f"(%R~{host_queues} {' '.join(f'%R~{queue}' for queue in own_queues)} resetchannels -@all +llen)",
         f"(~_kombu.binding.*@{team.name} ~_kombu.binding_permanent.*@{team.name} resetchannels -@all +sadd +smembers)",
         "(resetkeys &/*.celeryev/* -@all +publish)",
     ])
@@ -66,7 +71,7 @@ def store_user(team: Team, *, key_prefix: str) -> str:
     """The ACL line of ``team``'s user on the context store."""
     own = team_namespace(key_prefix, team.name)
     return (
-        f"user {team.redis_user} {_login(team)} resetkeys resetchannels -@all "
+        f"user {team.redis_user} {_login(team)} "
         "+@read +@write +@keyspace +@connection +@transaction -@admin -@dangerous -@pubsub -@scripting -@blocking "
         f"{NO_LISTING} ~{own}ctx:*"
     )
@@ -79,3 +84,27 @@ def team_users(teams: Teams, *, server: str, key_prefix: str, queues: Iterable[s
     if server == "store":
         return [store_user(team, key_prefix=key_prefix) for team in teams.teams.values()]
     raise ValueError(f"unknown server {server!r}: farm or store")
+
+
+def setuser_arguments(line: str) -> tuple[str, list[str]]:
+    """The user name and the rules of one ACL line, as ``ACL SETUSER`` takes them (a selector is one argument)."""
+    words = line.split()
+    if len(words) < 2 or words[0] != "user":
+        raise ValueError(f"not an ACL user line: {line[:40]!r}")
+    rules: list[str] = []
+    for word in words[2:]:
+        if rules and rules[-1].startswith("(") and not rules[-1].endswith(")"):
+            rules[-1] += " " + word
+        else:
+            rules.append(word)
+    return words[1], rules
+
+
+def apply_users(connection: redis.Redis, lines: Iterable[str]) -> list[str]:
+    """Create or replace each line's user with ``ACL SETUSER`` (an admin's connection); the user names."""
+    names = []
+    for line in lines:
+        name, rules = setuser_arguments(line)
+        connection.execute_command("ACL", "SETUSER", name, *rules)
+        names.append(name)
+    return names

@@ -57,19 +57,26 @@ def read_secrets(secrets: Any) -> dict[str, str]:
     return found
 
 
+def secrets_binding(team: str) -> dict[str, str | None]:
+    """What sealed build secrets are bound to: their team, and this use (never a push's credentials)."""
+    return {"team": team, "use": "build-secrets"}
+
+
 def seal_secrets(secrets: Any, settings: Settings) -> tuple[dict[str, str], list[str]]:
-    """The sealed secrets for a message (the farm's public key), and their ids for the cache key."""
+    """The sealed secrets for a message (the farm's public key, bound to the caller's team), and their
+    ids for the cache key."""
     contents = read_secrets(secrets)
-    return seal(contents, settings.seal_public_key, ttl_s=settings.seal_ttl_s), sorted(contents)
+    sealed = seal(contents, settings.seal_public_key, ttl_s=settings.seal_ttl_s, bound_to=secrets_binding(settings.team))
+    return sealed, sorted(contents)
 
 
 @contextlib.contextmanager
-def materialized_secrets(sealed: Mapping[str, str], private_key: SecretStr | None) -> Iterator[list[str]]:
-    """Write the secrets to a private directory; yield buildx ``secrets`` entries; remove them."""
+def materialized_secrets(sealed: Mapping[str, str], private_key: SecretStr | None, *, team: str) -> Iterator[list[str]]:
+    """Write ``team``'s secrets to a private directory; yield buildx ``secrets`` entries; remove them."""
     directory = Path(tempfile.mkdtemp(prefix=f"dockyard-secrets-{os.getpid()}-"))
     try:
         entries: list[str] = []
-        for secret_id, encoded in unseal(sealed, private_key).items():
+        for secret_id, encoded in unseal(sealed, private_key, bound_to=secrets_binding(team)).items():
             path = directory / f"secret-{len(entries)}"
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as handle:

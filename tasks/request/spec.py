@@ -65,7 +65,7 @@ def _backend(value: object) -> object:
 
 def _credentials(value: object) -> object:
     """Credentials are sealed, or a mapping of the reference's keys."""
-    if value is None or (isinstance(value, dict) and set(value) == {"sealed"}):
+    if value is None or (isinstance(value, dict) and "sealed" in value and set(value) <= {"sealed", "repository"}):
         return value
     if not isinstance(value, dict):
         raise ValueError("credentials must be a mapping with username, password and registry_url.")

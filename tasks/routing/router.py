@@ -19,6 +19,7 @@ from dockyard.tasks.request.chain import holding_host
 from dockyard.tasks.request.naming import qualify_image_name
 from dockyard.tasks.routing.fast_lane import fast_lane_queue
 from dockyard.tasks.routing.lookup import routing_farm, routing_settings
+from dockyard.tasks.teams.identity import current_team
 from dockyard.tasks.routing.placement import placement_queue
 from dockyard.tasks.task_names import BUILD_TASK, PUSH_TASK
 
@@ -34,9 +35,15 @@ def route_task(
     **extra: Any,
 ) -> dict[str, str] | None:
     """Celery router: the queue of one task message, always one of the sending team's
-    (``<queue>@<team>``: a team's Redis user may push to no other)."""
+    (``<queue>@<team>``: a team's Redis user may push to no other). None: the app's default queue,
+    which is its team's shared queue (``dockyard.config.celery``); inside a worker task, the
+    task's team's shared queue."""
     settings = routing_settings()
-    return {"queue": team_queue(farm_route(name, args, kwargs) or settings.build_queue, settings.team)}
+    queue = farm_route(name, args, kwargs)
+    if queue is not None:
+        return {"queue": team_queue(queue, settings.team)}
+    team = current_team()
+    return {"queue": team_queue(settings.build_queue, team)} if team is not None else None
 
 
 def farm_route(name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str | None:

@@ -24,7 +24,10 @@ def request_team(request: Any) -> str | None:
 
 def current_team() -> str | None:
     """The team of the task this worker thread runs now, or None outside a task."""
-    task = get_current_worker_task()
+    try:
+        task = get_current_worker_task()
+    except RuntimeError:  # the interpreter is finalizing (an AsyncResult's __del__): no task runs
+        return None
     return request_team(task.request) if task is not None else None
 
 

@@ -13,12 +13,19 @@ import contextvars
 from typing import Any
 
 from celery.backends.redis import RedisBackend, SentinelBackend
+from celery.signals import worker_init
 
 from dockyard.config.settings import get_settings
 from dockyard.tasks.teams.identity import current_team, request_team
 
 _STORING_FOR: contextvars.ContextVar[str | None] = contextvars.ContextVar("dockyard_result_team", default=None)
-WORKER_FLAG = "dockyard_worker"  # set in a worker app's conf: its results always name the team of the message
+_in_worker = {"on": False}  # set when this process starts a Celery worker: its results name the message's team
+
+
+@worker_init.connect(weak=False)
+def _worker_started(**_: Any) -> None:
+    _in_worker["on"] = True
+TEAM_CONF = "dockyard_team"  # a caller app's team (the settings it was made from)
 TEAM_ID_SEPARATOR = "."  # celery-task-meta-<team>.<id>: team names hold no "."
 
 
@@ -31,8 +38,8 @@ class _TeamKeys:
     def _team(self) -> str | None:
         """A caller's own team; in a worker, the team of the message being stored or run (outside
         any task, none: its results are of no team)."""
-        if not self.app.conf.get(WORKER_FLAG):
-            return get_settings().team
+        if not _in_worker["on"]:
+            return str(self.app.conf.get(TEAM_CONF) or get_settings().team)
         return _STORING_FOR.get() or current_team()
 
     def get_key_for_task(self, task_id: str, key: str = "") -> Any:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import atexit
 import functools
+import hashlib
 import os
+import secrets
 import shutil
 import tempfile
 import uuid
@@ -25,10 +27,13 @@ import requests
 
 from dockyard.config import defaults
 from dockyard.config.settings import Settings, get_settings
+from dockyard.config.teams import load_teams
 from dockyard.tasks.request.sealing import generate_keypair
 from dockyard.workers import farm, launcher, sweep
+from dockyard.workers.redis_acl import apply_users, team_users
 
 TEST_REDIS_DB = "13"
+TEST_KEY_PREFIX = "dockyard-test:"
 SHARED_CONTEXT_ROOT = tempfile.gettempdir()
 BASE_IMAGE_FALLBACK = "127.0.0.1:5000/base/busybox:1"
 # Celery's own keys in the test database (results, kombu's bindings and unacked messages, the queues)
@@ -47,18 +52,78 @@ def with_db(url: str, db: str) -> str:
     return urlunsplit(parts._replace(path="/" + db))
 
 
-# The farm's two Redis users (workers/provision.sh): the test process is a caller (enqueues,
-# uploads contexts, reads); the workers it starts, and the fixtures that check and clean Redis,
-# use the worker user. Both on the test database.
+# The farm's Redis users (workers/provision.sh): the test process is a caller of the session's
+# team A (enqueues, uploads contexts, reads); the workers it starts, and the fixtures that check and
+# clean Redis, use the worker user. All on the test database. The session's two teams are its own
+# (never the farm's team-a and team-b): declared in a teams file of the session and made with the
+# same generator as the farm's (dockyard.workers.redis_acl), removed at the end (``_make_test_teams``).
 WORKER_REDIS_URL = ""
 CALLER_REDIS_URL = ""
-# The context store (workers/provision.sh): the same two users, on the test database of the store.
+TEAM_B_REDIS_URL = ""
+# The context store (workers/provision.sh): the same users, on the test database of the store.
 WORKER_STORE_URL = ""
 CALLER_STORE_URL = ""
+TEAM_B_STORE_URL = ""
+TEAM_A = TEAM_B = ""  # the session's teams: A (the suite's caller, pushes anywhere), B (pushes to <registry>/<B>/* only)
+TEST_QUEUES = ["dockyard.build*", "dockyard-test.*"]  # the shared queues the session's teams may send to
+
+
+def _user_url(url: str, username: str, password: str) -> str:
+    """``url`` with another user and password."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{username}:{password}@{host}"))
+
+
+def _make_test_teams(state_dir: str) -> None:
+    """Declare the session's teams A and B (a teams file), create their Redis users on the farm's Redis
+    and the context store as an operator would (``dockyard teams acl`` lines, by ACL SETUSER through the
+    admin user), and point the test process at team A. Without an admin URL (no provisioned farm),
+    the farm has its one ``default`` team and the test process uses the worker user."""
+    global CALLER_REDIS_URL, CALLER_STORE_URL, TEAM_B_REDIS_URL, TEAM_B_STORE_URL, TEAM_A, TEAM_B
+    admin_url, admin_store_url = os.environ.get("DOCKYARD_ADMIN_REDIS_URL"), os.environ.get("DOCKYARD_ADMIN_CONTEXT_STORE_URL")
+    if not admin_url or not admin_store_url:
+        CALLER_REDIS_URL, CALLER_STORE_URL = WORKER_REDIS_URL, WORKER_STORE_URL
+        TEAM_A = TEAM_B = "default"
+        return
+    suffix = uuid.uuid4().hex[:6]
+    TEAM_A, TEAM_B = f"test-a-{suffix}", f"test-b-{suffix}"
+    registry_url = os.environ.get("DOCKYARD_REGISTRY_URL", "127.0.0.1:5000")
+    passwords = {TEAM_A: secrets.token_hex(16), TEAM_B: secrets.token_hex(16)}
+    teams_file = Path(state_dir) / "teams.toml"
+    teams_file.write_text(
+        f'[teams.{TEAM_A}]\nredis_password_sha256 = ["{hashlib.sha256(passwords[TEAM_A].encode()).hexdigest()}"]\n'
+        'push = ["*"]\n\n'
+        f'[teams.{TEAM_B}]\nredis_password_sha256 = ["{hashlib.sha256(passwords[TEAM_B].encode()).hexdigest()}"]\n'
+        f'push = ["{registry_url}/{TEAM_B}/*"]\n'
+    )
+    teams = load_teams(str(teams_file))
+    made: list[tuple[str, list[str]]] = []
+    for url, server in ((admin_url, "farm"), (admin_store_url, "store")):
+        admin = redis.Redis.from_url(url)
+        lines = team_users(teams, server=server, key_prefix=TEST_KEY_PREFIX, queues=TEST_QUEUES)
+        made.append((url, apply_users(admin, lines)))
+        admin.close()
+    atexit.register(_remove_users, made)
+    os.environ["DOCKYARD_TEAMS_FILE"] = str(teams_file)
+    os.environ["DOCKYARD_TEAM"] = TEAM_A
+    user = teams.teams[TEAM_A].redis_user
+    CALLER_REDIS_URL = _user_url(WORKER_REDIS_URL, user, passwords[TEAM_A])
+    CALLER_STORE_URL = _user_url(WORKER_STORE_URL, user, passwords[TEAM_A])
+    user_b = teams.teams[TEAM_B].redis_user
+    TEAM_B_REDIS_URL = _user_url(WORKER_REDIS_URL, user_b, passwords[TEAM_B])
+    TEAM_B_STORE_URL = _user_url(WORKER_STORE_URL, user_b, passwords[TEAM_B])
+
+
+def _remove_users(made: list[tuple[str, list[str]]]) -> None:
+    for url, names in made:
+        admin = redis.Redis.from_url(url)
+        admin.execute_command("ACL", "DELUSER", *names)
+        admin.close()
 
 
 def _load_farm_env() -> None:
-    global WORKER_REDIS_URL, CALLER_REDIS_URL, WORKER_STORE_URL, CALLER_STORE_URL
+    global WORKER_REDIS_URL, WORKER_STORE_URL
     farm_dir = Path(os.environ.get("DOCKYARD_FARM_DIR", "/var/lib/dockyard-farm"))
     env_file = farm_dir / "farm.env"
     if env_file.exists():
@@ -68,14 +133,15 @@ def _load_farm_env() -> None:
                 os.environ.setdefault(key.strip(), value.strip())
     worker_url = os.environ.get("DOCKYARD_REDIS_URL", "redis://127.0.0.1:6379/0")
     WORKER_REDIS_URL = with_db(worker_url, TEST_REDIS_DB)
-    CALLER_REDIS_URL = with_db(os.environ.get("DOCKYARD_CALLER_REDIS_URL") or worker_url, TEST_REDIS_DB)
-    os.environ["DOCKYARD_REDIS_URL"] = CALLER_REDIS_URL
     os.environ["DOCKYARD_WORKER_REDIS_URL"] = WORKER_REDIS_URL  # read by nothing in dockyard: for subprocesses of tests
     store_url = os.environ.get("DOCKYARD_CONTEXT_STORE_URL", defaults.CONTEXT_STORE_URL)
     WORKER_STORE_URL = with_db(store_url, TEST_REDIS_DB)
-    CALLER_STORE_URL = with_db(os.environ.get("DOCKYARD_CALLER_CONTEXT_STORE_URL") or store_url, TEST_REDIS_DB)
+    os.environ["DOCKYARD_KEY_PREFIX"] = TEST_KEY_PREFIX
+    state_dir = tempfile.mkdtemp(prefix="pytest-dockyard-state-")
+    atexit.register(shutil.rmtree, state_dir, True)
+    _make_test_teams(state_dir)
+    os.environ["DOCKYARD_REDIS_URL"] = CALLER_REDIS_URL
     os.environ["DOCKYARD_CONTEXT_STORE_URL"] = CALLER_STORE_URL
-    os.environ["DOCKYARD_KEY_PREFIX"] = "dockyard-test:"
     if not os.environ.get("DOCKYARD_SEAL_PUBLIC_KEY"):  # a key pair for this run; workers inherit both
         public, private = generate_keypair()
         os.environ["DOCKYARD_SEAL_PUBLIC_KEY"], os.environ["DOCKYARD_SEAL_PRIVATE_KEY"] = public, private
@@ -97,12 +163,33 @@ def _load_farm_env() -> None:
     # the tests' projects live under pytest's temporary directory: the workers may read them there only
     os.environ["DOCKYARD_SHARED_CONTEXT_ROOT"] = SHARED_CONTEXT_ROOT
     # `dockyard up`/`down` in tests: their own worker id and pid files, never the user's farm worker
-    state_dir = tempfile.mkdtemp(prefix="pytest-dockyard-state-")
-    atexit.register(shutil.rmtree, state_dir, True)
     os.environ["DOCKYARD_STATE_DIR"] = state_dir
     os.environ["DOCKYARD_DIGEST_CACHE_DIR"] = os.path.join(state_dir, "context-digests")  # not the user's cache
     os.environ["DOCKYARD_HOST_ID"] = f"test-up-{uuid.uuid4().hex[:6]}"
+    _write_team_a_env(state_dir)
     get_settings.cache_clear()
+
+
+TEAM_A_ENV = ""  # the session's team A as an env file (`dockyard up --team-env`), as provisioning writes the farm's teams'
+
+
+def _write_team_a_env(state_dir: str) -> None:
+    """Team A's caller settings in a file: its Redis and store URLs, its team, a pull login of the
+    registry's (the farm's team-a user), the public key; never the workers' login or the private key."""
+    global TEAM_A_ENV
+    farm_dir = Path(os.environ.get("DOCKYARD_FARM_DIR", "/var/lib/dockyard-farm"))
+    pull = farm_dir / "registry-team-a.password"
+    lines = [
+        f"DOCKYARD_TEAM={TEAM_A}", f"DOCKYARD_REDIS_URL={CALLER_REDIS_URL}", f"DOCKYARD_CONTEXT_STORE_URL={CALLER_STORE_URL}",
+        f"DOCKYARD_KEY_PREFIX={TEST_KEY_PREFIX}", f"DOCKYARD_REGISTRY_URL={os.environ.get('DOCKYARD_REGISTRY_URL', '127.0.0.1:5000')}",
+        f"DOCKYARD_SEAL_PUBLIC_KEY={os.environ['DOCKYARD_SEAL_PUBLIC_KEY']}",
+        *([f"DOCKYARD_AUTO_BASE_IMAGE={os.environ['DOCKYARD_AUTO_BASE_IMAGE']}"] if os.environ.get("DOCKYARD_AUTO_BASE_IMAGE") else []),
+        *([f"DOCKYARD_PULL_USERNAME=team-a", f"DOCKYARD_PULL_PASSWORD={pull.read_text().strip()}"] if pull.exists() else []),
+    ]
+    path = Path(state_dir) / "team-a.env"
+    path.write_text("\n".join(lines) + "\n")
+    path.chmod(0o600)
+    TEAM_A_ENV = str(path)
 
 
 _load_farm_env()
@@ -187,7 +274,7 @@ def context_store_client() -> redis.Redis:
 
 def clear_test_contexts(connection: redis.Redis) -> int:
     """Delete the tests' contexts from the context store's test database; return how many keys."""
-    names = list(connection.scan_iter(match=f"{get_settings().key_prefix}ctx:*", count=1000))
+    names = list(connection.scan_iter(match=f"{get_settings().key_prefix}team:*:ctx:*", count=1000))
     return sum(int(connection.delete(*names[start:start + 500])) for start in range(0, len(names), 500))
 
 

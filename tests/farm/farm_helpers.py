@@ -60,3 +60,27 @@ def production_environment() -> dict[str, str]:
     """This environment without the test suite's shortened ``DOCKYARD_*`` settings (leases, limits): a run
     started with it reads the farm's own from farm.env and keeps every production default."""
     return {k: v for k, v in os.environ.items() if not k.startswith("DOCKYARD_") or k == "DOCKYARD_FARM_DIR"}
+
+
+def team_host_queue(host_id: str) -> str:
+    """``host_id``'s own queue of the session's team A (the test process's team)."""
+    from dockyard.config.settings import host_queue, team_queue
+    from tests.farm import conftest
+
+    return team_queue(host_queue(host_id), conftest.TEAM_A)
+
+
+def team_fast_queue(host_id: str) -> str:
+    """``host_id``'s fast queue of the session's team A."""
+    from dockyard.config.settings import fast_queue, team_queue
+    from tests.farm import conftest
+
+    return team_queue(fast_queue(host_id), conftest.TEAM_A)
+
+
+def team_shared_queue() -> str:
+    """The shared build queue of the session's team A."""
+    from dockyard.config.settings import get_settings, team_queue
+    from tests.farm import conftest
+
+    return team_queue(get_settings().build_queue, conftest.TEAM_A)

@@ -22,15 +22,16 @@ import redis
 from celery.result import AsyncResult
 
 from dockyard.tasks.celery_app import caller_app
-from dockyard.config.settings import Settings, host_queue
+from dockyard.config.settings import Settings
 from dockyard.tasks import client
 from dockyard.tasks.cache.single_flight import build_cache
 from dockyard.tasks.context.store import upload_context
-from dockyard.tasks.keyspace import key
 from dockyard.tasks.prepare import prepare_build
 from dockyard.tasks.task_names import BUILD_TASK
 from dockyard.tasks.request.spec import BuildSpec
 from dockyard.tasks.engine.images import image_exists
+from dockyard.tasks.teams.keys import team_key
+from tests.farm.farm_helpers import team_host_queue
 from tests.farm.conftest import WorkerProcess
 from tests.farm.farm_helpers import slow_context
 
@@ -83,7 +84,7 @@ def flush_test_database(connection: redis.Redis) -> None:
 
 def send_build(spec: BuildSpec, host: str) -> AsyncResult:
     """The build of ``spec`` sent to ``host``'s own queue (so the test chooses who owns and who waits)."""
-    return caller_app().signature(BUILD_TASK, kwargs={"spec": spec.model_dump()}).apply_async(queue=host_queue(host))
+    return caller_app().signature(BUILD_TASK, kwargs={"spec": spec.model_dump()}).apply_async(queue=team_host_queue(host))
 
 
 def test_after_a_flush_the_taker_over_stores_and_the_first_owners_late_write_is_fenced(
@@ -183,7 +184,7 @@ def two_chunk_context(project: Path, repo: str, settings: Settings) -> tuple[str
     spec, packed = prepare_build({"image_name": repo, "path": str(project)}, settings)  # as dockyard.tasks.client packs it
     packed.close()
     digest = spec.context_digest
-    return key(settings, "ctx", digest, "meta"), [key(settings, "ctx", digest, str(index)) for index in range(2)]
+    return team_key(settings, "ctx", digest, "meta"), [team_key(settings, "ctx", digest, str(index)) for index in range(2)]
 
 
 def test_a_context_whose_chunks_left_the_store_is_uploaded_again_by_the_next_request(

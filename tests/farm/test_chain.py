@@ -13,6 +13,7 @@ from dockyard.config.settings import Settings
 from dockyard.tasks.client import build_and_push, build_signature, prepare_and_upload, push_signature
 from dockyard.tasks.task_names import BUILD_TASK
 from dockyard.tasks.errors import InvalidInput, RegistryAuthError
+from dockyard.tasks.teams.keys import team_key
 from tests.farm.conftest import Registry, WorkerProcess
 
 TIMEOUT_S = 180
@@ -156,7 +157,7 @@ def test_shared_filesystem_transport_uploads_nothing(project: Path, repo: str, s
     assert spec.context_path == str(project.resolve())
     result = app.signature(BUILD_TASK, kwargs={"spec": spec.model_dump()}).apply_async().get(timeout=TIMEOUT_S)
     assert result["cache"] == "built"
-    assert not redis_client.exists(f"{settings.key_prefix}ctx:{spec.context_digest}:meta")
+    assert not redis_client.exists(team_key(settings, "ctx", spec.context_digest, "meta"))
 
 
 def test_the_fast_path_answers_without_a_worker(project: Path, repo: str, monkeypatch: pytest.MonkeyPatch, worker: str) -> None:

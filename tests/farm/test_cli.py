@@ -27,6 +27,7 @@ import redis
 from dockyard.config.settings import get_settings
 from dockyard.tasks import client
 from dockyard.tasks.farm import hosts
+from tests.farm import conftest
 from tests.farm.conftest import WORKER_REDIS_URL, Registry, WorkerProcess, farm_docker_hosts
 from dockyard.workers import cli
 
@@ -241,7 +242,8 @@ def test_build_takes_docker_builds_arguments_and_push_reads_the_password_from_st
 
 def test_up_runs_the_main_job_and_down_stops_its_worker(registry: Registry, farm_workers: list[WorkerProcess]) -> None:
     up = subprocess.run(
-        [sys.executable, "-m", "dockyard.workers.cli", "up"], capture_output=True, text=True, timeout=600,
+        [sys.executable, "-m", "dockyard.workers.cli", "up", "--team-env", conftest.TEAM_A_ENV],
+        capture_output=True, text=True, timeout=600,
         env={**os.environ, "DOCKYARD_REDIS_URL": WORKER_REDIS_URL},  # an operator's command: the worker user
     )
     assert up.returncode == 0, up.stderr[-3000:]

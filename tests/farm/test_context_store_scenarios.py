@@ -22,7 +22,7 @@ from dockyard.config.settings import Settings
 from dockyard.tasks import client
 from dockyard.tasks.context.store import upload_context
 from dockyard.tasks.errors import ContextMissing
-from dockyard.tasks.keyspace import key
+from dockyard.tasks.teams.keys import team_key
 from tests.farm.conftest import WorkerProcess
 
 CHUNK_BYTES = 4 * 1024**2  # dockyard.tasks.context.store.CONTEXT_CHUNK_BYTES
@@ -58,7 +58,7 @@ def engine_of(host: str, farm_workers: list[WorkerProcess], engines: list[docker
 
 
 def context_keys(store: redis.Redis, settings: Settings, digest: str) -> list[bytes]:
-    return sorted(store.scan_iter(match=key(settings, "ctx", digest, "*"), count=1000))
+    return sorted(store.scan_iter(match=team_key(settings, "ctx", digest, "*"), count=1000))
 
 
 def context_keys_in_broker(redis_client: redis.Redis) -> list[bytes]:
@@ -108,7 +108,7 @@ def test_a_context_removed_right_after_upload_is_uploaded_again_and_the_right_im
     def remove(digest: str) -> int:
         if what == "every key":
             return int(context_store.delete(*context_keys(context_store, settings, digest)))
-        return int(context_store.delete(key(settings, "ctx", digest, "1")))  # one chunk, as LRU may evict it
+        return int(context_store.delete(team_key(settings, "ctx", digest, "1")))  # one chunk, as LRU may evict it
 
     removed = remove_after_first_upload(monkeypatch, uploads, remove)
     lines: list[str] = []

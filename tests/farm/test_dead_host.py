@@ -24,6 +24,7 @@ from dockyard.config import defaults
 from dockyard.tasks.celery_app import caller_app
 from dockyard.config.settings import Settings, get_settings, host_queue
 from dockyard.tasks import client
+from tests.farm.farm_helpers import team_host_queue, team_shared_queue
 from tests.farm.conftest import Registry, WorkerProcess, farm_docker_hosts, operator_app
 from tests.farm.farm_helpers import container_creates, image_id_on_any, settle, slow_context
 from dockyard.workers import launcher
@@ -117,7 +118,7 @@ def test_a_host_killed_mid_build_costs_seconds_with_the_default_settings(
     assert results["chain"]["digest"] == registry.manifest_digest(repo.removeprefix(registry.url + "/"), "x")
     assert container_creates(engines, since, settle(), from_image=base_id) <= 2, "built once more at most"
 
-    queues = {get_settings().build_queue, *(host_queue(each.host_id) for each in three_hosts)}
+    queues = {team_shared_queue(), *(team_host_queue(each.host_id) for each in three_hosts)}
     deadline = time.monotonic() + 15  # the survivors' own tasks end (and are acknowledged) just after their answers
     while unacked_for(redis_client, queues) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -160,7 +161,7 @@ def test_a_chain_whose_build_host_dies_before_its_push_rebuilds_and_pushes(
     """The build ends on its host, which dies (its engine's copy with it) before the push runs;
     the push, routed to the dead host's queue, is rerouted and rebuilds by the same key first."""
     doomed = three_hosts[0]
-    built = client.build_signature(repo, path=str(project), tag="orphan").set(queue=host_queue(doomed.host_id)).apply_async().get(timeout=120)
+    built = client.build_signature(repo, path=str(project), tag="orphan").set(queue=team_host_queue(doomed.host_id)).apply_async().get(timeout=120)
     assert built["host"] == doomed.host_id
     doomed.kill()
     engines[0].images.remove(built["image_id"], force=True)  # the host's engine died with it

@@ -14,11 +14,12 @@ import redis
 from celery.result import AsyncResult
 
 from dockyard.tasks.celery_app import caller_app
-from dockyard.config.settings import Settings, fast_queue
+from dockyard.config.settings import Settings
 from dockyard.tasks.farm import recovery
 from dockyard.tasks.client import build_and_push, build_signature
 from dockyard.tasks.keyspace import key
 from dockyard.tasks.task_names import PING_TASK
+from tests.farm.farm_helpers import team_fast_queue
 from tests.farm.conftest import Registry, WorkerProcess
 
 TIMEOUT_S = 120
@@ -74,7 +75,7 @@ def test_fast_work_that_is_not_cheap_is_built_in_a_build_lane(
     """A build of a key nobody holds, sent straight to a fast queue: the fast lane hands it over."""
     project = write_project(tmp_path / "miss", base_image)
     holder = farm_workers[0].host_id
-    result = build_signature(repo, path=str(project), tag="miss").apply_async(queue=fast_queue(holder))
+    result = build_signature(repo, path=str(project), tag="miss").apply_async(queue=team_fast_queue(holder))
     built = result.get(timeout=TIMEOUT_S)
     assert built["cache"] == "built"
     assert "duration_s" in built
@@ -87,6 +88,6 @@ def test_a_dead_hosts_fast_queue_is_rerouted(
     a live host moves that work to the shared queue, where a build worker answers it."""
     dead = f"test-dead-{uuid.uuid4().hex[:6]}"
     recovery.known(redis_client, settings.model_copy(update={"host_id": dead}))
-    result: AsyncResult = caller_app().signature(PING_TASK).apply_async(queue=fast_queue(dead))
+    result: AsyncResult = caller_app().signature(PING_TASK).apply_async(queue=team_fast_queue(dead))
     assert result.get(timeout=30) == "pong"
-    assert redis_client.llen(fast_queue(dead)) == 0
+    assert redis_client.llen(team_fast_queue(dead)) == 0

@@ -12,11 +12,12 @@ import docker
 import pytest
 import redis
 
-from dockyard.config.settings import Settings, host_queue
+from dockyard.config.settings import Settings
 from dockyard.tasks import client
 from dockyard.tasks.farm.deliveries import RedeliveryLimit
 from dockyard.tasks.errors import EngineUnavailable, RegistryUnavailable
 from dockyard.tasks.farm.hosts import live_hosts
+from tests.farm.farm_helpers import team_host_queue
 from tests.farm.conftest import WorkerProcess, operator_app
 from tests.farm.farm_helpers import slow_context
 
@@ -103,4 +104,4 @@ def test_a_host_whose_engine_is_down_stops_advertising_and_its_work_goes_elsewhe
 
     pinned = client.build_signature(repo, path=str(contexts[0]), tag="pinned", ignore_cache=True)
     with pytest.raises(EngineUnavailable, match="does not answer"):
-        pinned.set(queue=host_queue(down.host_id)).apply_async().get(timeout=TIMEOUT_S)
+        pinned.set(queue=team_host_queue(down.host_id)).apply_async().get(timeout=TIMEOUT_S)

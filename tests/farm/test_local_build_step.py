@@ -13,7 +13,7 @@ import pytest
 from dockyard.config.settings import Settings
 from dockyard.tasks.local_steps import build_docker_image
 from dockyard.tasks.local_steps import build_image
-from dockyard.tasks.errors import BuildError, InvalidInput
+from dockyard.tasks.errors import BuildError
 
 TIMESTAMP_TAG = re.compile(r"^\d{4}-\d{2}-\d{2}t\d{2}-\d{2}-\d{2}-\d{6}-00-00$")
 

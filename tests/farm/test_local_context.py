@@ -134,7 +134,7 @@ def test_store_uploads_once_and_downloads_verified(tmp_path: Path) -> None:
     assert upload_context(connection, settings, packed) is True
     assert upload_context(connection, settings, packed) is False, "same digest: no second upload"
     assert has_context(connection, settings, packed.digest)
-    assert all(connection.ttl(name) > 0 for name in connection.keys("unit:ctx:*"))
+    assert all(connection.ttl(name) > 0 for name in connection.keys("unit:team:default:ctx:*"))
     with download_context(connection, settings, packed.digest) as archive:
         packed.file.seek(0)
         assert archive.read() == packed.file.read()

@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from dockyard.config.settings import Settings, fast_queue, host_queue
 from dockyard.tasks import client
 from dockyard.tasks.farm.hosts import live_hosts
+from tests.farm.farm_helpers import team_host_queue
 from tests.farm.conftest import WorkerProcess, operator_app
 from tests.farm.farm_helpers import slow_context
 
@@ -53,7 +54,7 @@ def test_a_miss_a_hit_and_a_join_are_each_counted_once(
     before = scrape(url, worker.host_id)
 
     context = slow_context(tmp_path / "ctx", base_image, seconds=2)
-    signature = client.build_signature(repo, path=str(context), tag="m").set(queue=host_queue(worker.host_id))
+    signature = client.build_signature(repo, path=str(context), tag="m").set(queue=team_host_queue(worker.host_id))
     first, second = signature.clone().apply_async(), signature.clone().apply_async()  # a miss and a join
     assert first.get(timeout=TIMEOUT_S)["image_id"] == second.get(timeout=TIMEOUT_S)["image_id"]
     signature.clone().apply_async().get(timeout=TIMEOUT_S)  # a hit, through the worker

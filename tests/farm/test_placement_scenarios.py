@@ -14,10 +14,11 @@ from pathlib import Path
 import docker
 import redis
 
-from dockyard.config.settings import Settings, host_queue
+from dockyard.config.settings import Settings
 from dockyard.tasks import client
 from dockyard.tasks.routing.placement import lineage_of_message, placement_queue
 from dockyard.tasks.farm.recovery import inflight_key
+from tests.farm.farm_helpers import team_host_queue
 from tests.farm.conftest import WorkerProcess
 from tests.farm.farm_helpers import container_creates, image_id_on_any, settle, slow_context
 from tests.farm.test_cli import dockyard
@@ -76,7 +77,7 @@ def test_a_saturated_preferred_host_spills_to_the_shared_queue(
         long_builds = [
             pool.submit(
                 lambda n: client.build_signature(f"{repo}-long{n}", path=str(slow_context(tmp_path / f"long{n}", base_image, seconds=LONG_BUILD_S)), tag="x")
-                .set(queue=host_queue(holder)).apply_async().get(timeout=TIMEOUT_S), n,
+                .set(queue=team_host_queue(holder)).apply_async().get(timeout=TIMEOUT_S), n,
             )
             for n in range(2)
         ]

@@ -13,8 +13,8 @@ from typing import Any
 import docker
 from celery.canvas import Signature
 
-from dockyard.config.settings import host_queue
 from dockyard.tasks import client
+from tests.farm.farm_helpers import team_host_queue
 from tests.farm.conftest import Registry, WorkerProcess
 
 TIMEOUT_S = 120
@@ -33,7 +33,7 @@ def served(registry: Registry, repo: str, tag: str) -> str | None:
 
 
 def build_on(host: str, repo: str, context: Path, tag: str) -> Signature:
-    return client.build_signature(repo, path=str(context), tag=tag).set(queue=host_queue(host))
+    return client.build_signature(repo, path=str(context), tag=tag).set(queue=team_host_queue(host))
 
 
 def test_a_rollback_to_an_earlier_image_is_pushed_again(

@@ -16,6 +16,8 @@ from dockyard.tasks import client
 from dockyard.tasks.errors import InvalidInput
 from dockyard.tasks.task_names import PUSH_TASK
 from dockyard.tasks.request.sealing import seal
+from dockyard.tasks.request.sealing import credentials_binding
+from dockyard.config.settings import team_queue
 from tests.farm import conftest
 from tests.farm.conftest import Registry, WorkerProcess, with_db
 
@@ -77,7 +79,7 @@ def occurrences(secret: str, connection: redis.Redis) -> int:
 
 
 def test_a_queued_push_holds_no_clear_password(repo: str, registry: Registry, redis_client: redis.Redis) -> None:
-    nobody = f"dockyard.host.nobody-{uuid.uuid4().hex[:6]}"
+    nobody = team_queue(f"dockyard.host.nobody-{uuid.uuid4().hex[:6]}", conftest.TEAM_A)
     client.push_signature(repo, tag="queued", credentials=registry.credentials).set(queue=nobody).apply_async()
     try:
         queued = redis_client.lrange(nobody, 0, -1)
@@ -110,7 +112,7 @@ def test_pushes_sent_by_name_leave_the_password_nowhere(
     from dockyard.workers.app import app
 
     built = client.build(repo, path=str(project), tag="by-name")
-    sealed = seal(registry.credentials, settings.seal_public_key, ttl_s=60)
+    sealed = seal(registry.credentials, settings.seal_public_key, ttl_s=60, bound_to=credentials_binding(settings.team, None))
     pushed = app.send_task(PUSH_TASK, kwargs={"image_name": repo, "tag": "by-name", "credentials": sealed})
     assert pushed.get(timeout=TIMEOUT_S)["digest"] == registry.manifest_digest(
         repo.removeprefix(registry.url + "/"), "by-name"

@@ -12,10 +12,11 @@ import docker
 import pytest
 import redis
 
-from dockyard.config.settings import Settings, host_queue
+from dockyard.config.settings import Settings
 from dockyard.tasks import client
 from dockyard.tasks.cache.single_flight import build_cache
 from dockyard.tasks.prepare import prepare_build
+from tests.farm.farm_helpers import team_host_queue
 from tests.farm.conftest import Registry, WorkerProcess
 from tests.farm.farm_helpers import container_creates, image_id_on_any, settle, slow_context
 
@@ -38,7 +39,7 @@ def test_sixteen_identical_requests_over_two_hosts_build_once(
     received_before = [received_builds(each) for each in farm_workers]
     since = settle()
     # half through the caller's API, a quarter sent to each host's own queue: both hosts surely get requests
-    on_hosts = [host_queue(each.host_id) for each in farm_workers] * 4
+    on_hosts = [team_host_queue(each.host_id) for each in farm_workers] * 4
     with ThreadPoolExecutor(16) as pool:
         by_client = [pool.submit(client.build, repo, path=str(context), tag="same", timeout_s=TIMEOUT_S) for _ in range(8)]
         by_queue = [
@@ -105,7 +106,7 @@ def test_a_push_sent_on_its_own_runs_on_the_host_holding_the_image(
 ) -> None:
     second = farm_workers[1]
     built = client.build_signature(repo, path=str(project), tag="on-second").set(
-        queue=host_queue(second.host_id)
+        queue=team_host_queue(second.host_id)
     ).apply_async().get(timeout=TIMEOUT_S)
     assert built["host"] == second.host_id
     with pytest.raises(docker.errors.ImageNotFound):

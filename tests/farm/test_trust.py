@@ -25,7 +25,7 @@ import docker
 import pytest
 import redis
 
-from dockyard.config.settings import Settings, host_queue
+from dockyard.config.settings import Settings
 from dockyard.tasks import client
 from dockyard.tasks.cache.single_flight import build_cache
 from dockyard.tasks.context.pack import PackedContext
@@ -35,6 +35,7 @@ from dockyard.tasks.errors import BuildError, ContextMissing, InvalidInput
 from dockyard.tasks.prepare import prepare_build
 from dockyard.tasks.task_names import BUILD_TASK, PUSH_TASK
 from dockyard.tasks.request.spec import BuildSpec, spec_key
+from tests.farm.farm_helpers import team_host_queue
 from tests.farm.conftest import context_store_client, WorkerProcess, farm_docker_hosts
 from tests.unit.tasks.context.test_unpack import Member, archive_of, realpath_limit_members, sparse_bomb
 from tests.probes import bytes_digest
@@ -322,7 +323,7 @@ def test_host_reaching_options_work_on_a_worker_that_allows_them(
     redis_client: redis.Redis, engines: list[docker.DockerClient], tmp_path: Path,
 ) -> None:
     allow = {"allow_host_network": True, "allow_local_build_io": True}
-    queue = host_queue(open_worker.host_id)
+    queue = team_host_queue(open_worker.host_id)
     # docker-py on the host network: the same probe now reaches the machine's Redis (the control of test 3)
     marker = f"probed-{uuid.uuid4().hex}"
     (project / "Dockerfile").write_text(probe_dockerfile(base_image, [6379], marker))
@@ -363,7 +364,7 @@ def test_a_buildx_build_with_an_allowed_local_output_succeeds(
          "output": {"type": "local", "dest": str(out)}, "load": False},
         allow={"allow_local_build_io": True},
     )
-    send_spec(spec, queue=host_queue(open_worker.host_id))
+    send_spec(spec, queue=team_host_queue(open_worker.host_id))
     assert (out / "app" / "app.txt").is_file()
 
 
