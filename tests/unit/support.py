@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import shutil
 import tempfile
+from pathlib import Path
 from typing import Any
 
 from dockyard.config.settings import Settings
@@ -56,9 +57,22 @@ def make_settings(**overrides: Any) -> Settings:
         "result_backend": None,
         "cache_url": None,
         "digest_cache_dir": UNIT_DIGEST_CACHE_DIR,
+        "team": "default",
+        "teams_file": None,
+        "pull_username": None,
+        "pull_password": None,
     }
     values.update(overrides)
     return Settings(**values)
+
+
+def write_teams(directory: Path, teams: dict[str, list[str]]) -> str:
+    """A teams file in ``directory`` declaring each team with its ``push`` patterns; its path."""
+    path = directory / "teams.toml"
+    path.write_text("".join(
+        f"[teams.{name}]\npush = [{', '.join(repr(pattern) for pattern in push)}]\n\n" for name, push in teams.items()
+    ))
+    return str(path)
 
 
 class Clock:

@@ -7,7 +7,8 @@ the task are replaced.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +21,35 @@ from dockyard.tasks import celery_tasks
 from dockyard.tasks import client
 from dockyard.tasks.celery_tasks import build_task, opened_credentials, push_task, tag_task, fresh_budget
 from dockyard.tasks.request.chain import push_arguments
-from dockyard.tasks.errors import InvalidInput
+from dockyard.tasks.errors import InvalidInput, NotPermitted
 from dockyard.tasks.prepare import prepare_build
 from dockyard.tasks.request.sealing import generate_keypair
-from dockyard.tasks.request.spec import BuildSpec, Credentials, PushRequest
-from tests.unit.support import Clock, make_settings
+from dockyard.tasks.request.spec import BuildSpec, Credentials, PushRequest, spec_key
+from tests.unit.support import Clock, make_settings, write_teams
 
 BUILT = {"image_name": "reg.io/team/app", "tag": "v1", "image": "reg.io/team/app:v1", "image_id": "sha256:" + "a" * 64, "additional_tags": ["latest"]}
 PUBLIC_KEY, PRIVATE_KEY = generate_keypair()
 CREDENTIALS = {"username": "ci", "password": "pw-unit", "registry_url": "reg.io"}
+TASKS = (build_task, tag_task, push_task)
+
+
+@contextlib.contextmanager
+def from_queue(routing_key: str | None) -> Iterator[None]:
+    """The tasks' requests as the worker's transport stamps them: taken from ``routing_key``."""
+    for task in TASKS:
+        task.push_request(delivery_info={"exchange": "", "routing_key": routing_key})
+    try:
+        yield
+    finally:
+        for task in TASKS:
+            task.pop_request()
+
+
+@pytest.fixture(autouse=True)
+def team_queue_request() -> Iterator[None]:
+    """Every task body here runs for a message taken from team default's shared queue."""
+    with from_queue("dockyard.build@default"):
+        yield
 
 
 @pytest.fixture
@@ -250,7 +271,123 @@ def test_a_retry_of_a_message_moved_off_another_hosts_queue_goes_to_the_shared_q
 
     here = make_settings(host_id="h1", build_queue="pool")
     came_from = lambda routing_key: SimpleNamespace(delivery_info={"exchange": routing_key, "routing_key": routing_key})  # noqa: E731
-    assert retry_queue(came_from("dockyard.host.dead"), here) == "pool"
-    assert retry_queue(came_from("dockyard.host.h1"), here) is None, "its own queue: this live host again"
-    assert retry_queue(came_from("pool"), here) is None
+    assert retry_queue(came_from("dockyard.host.dead@default"), here) == "pool@default"
+    assert retry_queue(came_from("dockyard.host.dead.fast@team-b"), here) == "pool@team-b", "the team's own shared queue"
+    assert retry_queue(came_from("dockyard.host.h1@default"), here) is None, "its own queue: this live host again"
+    assert retry_queue(came_from("pool@default"), here) is None
+    assert retry_queue(came_from("dockyard.host.dead"), here) is None, "a queue of no team: nowhere else"
     assert retry_queue(SimpleNamespace(delivery_info=None), here) is None
+
+
+# the team of a message: the queue it came from
+
+
+@pytest.mark.parametrize(
+    "routing_key", ["dockyard.build@intruder", "dockyard.build", "dockyard.host.h1", None],
+    ids=["undeclared team", "farm queue", "host queue", "none"],
+)
+def test_a_message_from_a_queue_of_no_declared_team_runs_nothing(
+    calls: list[Any], settings: Settings, tmp_path: Path, routing_key: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counted: list[str] = []
+    monkeypatch.setattr(celery_tasks, "count_delivery", lambda _connection, _settings, task_id, _retries: counted.append(task_id))
+    spec = a_spec(settings, tmp_path)
+    result = build_task.apply(kwargs={"spec": spec}, routing_key=routing_key)
+    assert result.failed() and isinstance(result.result, InvalidInput)
+    assert "belongs to no team declared on this farm" in str(result.result) and "declared: default" in str(result.result)
+    assert calls == [], "nothing was built"
+    assert counted == [], "refused before anything, its delivery count included"
+    assert build_task.apply(kwargs={"spec": spec}, routing_key="dockyard.build@default").successful()
+    assert len(counted) == 1
+
+
+def test_a_message_from_a_declared_teams_queue_runs_for_that_team(
+    calls: list[Any], settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = a_spec(settings, tmp_path)
+    assert build_task.apply(kwargs={"spec": spec}, routing_key="dockyard.build@default").successful()
+    assert calls == [("build", BuildSpec.parse(spec))]
+    farm = make_settings(seal_private_key=PRIVATE_KEY, teams_file=write_teams(tmp_path, {"team-a": [], "team-b": []}))
+    monkeypatch.setattr(celery_tasks, "get_settings", lambda: farm)
+    teams: list[str] = []
+    monkeypatch.setattr(celery_tasks, "execute_build", lambda spec, *, here, **_: teams.append(here.settings.team) or {**BUILT})
+    assert build_task.apply(kwargs={"spec": spec}, routing_key="dockyard.host.h1@team-b").successful()
+    assert teams == ["team-b"], "the task's settings are the team's"
+    refused = build_task.apply(kwargs={"spec": spec}, routing_key="dockyard.build@default")
+    assert isinstance(refused.result, InvalidInput), "default is not declared on this farm"
+    assert "declared: team-a, team-b" in str(refused.result)
+
+
+def test_a_build_with_another_teams_secrets_is_refused(calls: list[Any], settings: Settings, tmp_path: Path) -> None:
+    message = {**a_spec(settings, tmp_path), "build_backend": "buildx", "sealed_secrets": {"sealed": "x"},
+               "secret_ids": ["token"], "secrets_owner": "team-b"}
+    message["key"] = spec_key(BuildSpec.model_construct(**message))
+    with pytest.raises(InvalidInput, match="secrets are team team-b's; it came from team default"):
+        build_task.run(spec=message)
+    assert calls == []
+
+
+# pushes: the team's repositories with the farm's login, seals of its own
+
+
+@pytest.fixture
+def two_teams(calls: list[Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Settings:
+    """A farm of team-a (pushing to reg.io/team-a/* with the farm's login) and team-b (nowhere)."""
+    farm = make_settings(
+        seal_private_key=PRIVATE_KEY, seal_ttl_s=600, teams_file=write_teams(tmp_path, {"team-a": ["reg.io/team-a/*"], "team-b": []}),
+    )
+    monkeypatch.setattr(celery_tasks, "get_settings", lambda: farm)
+    return farm
+
+
+def test_a_push_with_the_farms_login_goes_only_to_the_teams_repositories(two_teams: Settings, calls: list[Any]) -> None:
+    with from_queue("dockyard.build@team-a"):
+        with pytest.raises(NotPermitted, match=r"Team team-a may push with the farm's registry login only to reg\.io/team-a/\*; reg\.io/team/app"):
+            push_task.run(BUILT)
+        assert calls == []
+        push_task.run({**BUILT, "image_name": "reg.io/team-a/app"})
+    (kind, (request, credentials)), = calls
+    assert (kind, request.image_name, credentials) == ("push", "reg.io/team-a/app", None)
+    with from_queue("dockyard.build@team-b"), pytest.raises(NotPermitted, match="only to none"):
+        push_task.run({**BUILT, "image_name": "reg.io/team-a/app"})
+
+
+def test_a_push_with_the_teams_own_credentials_goes_anywhere(
+    two_teams: Settings, calls: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with from_queue("dockyard.build@team-b"):
+        push_task.run(BUILT, **sealed_by(monkeypatch, "team-b"))
+    (_kind, (request, credentials)), = calls
+    assert request.image_name == "reg.io/team/app" and credentials == Credentials.parse(CREDENTIALS)
+
+
+def test_credentials_sealed_by_one_team_do_not_open_in_another_teams_message(
+    two_teams: Settings, calls: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lifted = sealed_by(monkeypatch, "team-a")
+    with from_queue("dockyard.build@team-b"), pytest.raises(InvalidInput, match="could not be opened for team team-b"):
+        push_task.run(BUILT, **lifted)
+    assert calls == []
+
+
+def test_credentials_sealed_for_one_repository_do_not_push_to_another(
+    calls: list[Any], settings: Settings, fake_redis: fakeredis.FakeRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(client, "redis_for", lambda _settings: fake_redis)  # the caller looks for the image first
+    direct = sealed(image_name="reg.io/team/app", tag="v1")
+    assert direct["credentials"]["repository"] == "reg.io/team/app"
+    request = PushRequest.parse({**direct, "image_name": "reg.io/team/other"})
+    with pytest.raises(InvalidInput, match="sealed for a push to reg.io/team/app, not to reg.io/team/other"):
+        opened_credentials(request, settings)
+    forged = PushRequest.parse({**direct, "image_name": "reg.io/team/other",
+                                "credentials": {**direct["credentials"], "repository": "reg.io/team/other"}})
+    with pytest.raises(InvalidInput, match="could not be opened"):
+        opened_credentials(forged, settings)
+    assert opened_credentials(PushRequest.parse(direct), settings) == Credentials.parse(CREDENTIALS)
+
+
+def sealed_by(monkeypatch: pytest.MonkeyPatch, team: str) -> dict[str, Any]:
+    """A chained push's kwargs as a caller of ``team`` writes them."""
+    with monkeypatch.context() as patched:
+        patched.setattr(client, "get_settings", lambda: make_settings(seal_public_key=PUBLIC_KEY, seal_ttl_s=600, team=team))
+        return sealed()

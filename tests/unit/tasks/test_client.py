@@ -28,7 +28,7 @@ from dockyard.tasks.errors import InvalidInput, PushError
 from dockyard.tasks.cache.lease import Lease
 from dockyard.tasks.prepare import prepare_build
 from dockyard.tasks.task_names import BUILD_TASK, PUSH_TASK
-from dockyard.tasks.request.sealing import generate_keypair, unseal
+from dockyard.tasks.request.sealing import credentials_binding, generate_keypair, unseal
 from dockyard.tasks.request.spec import BuildSpec, PushRequest
 from dockyard.tasks.cache.notify import Waiter
 from tests.unit.fakes import FakeRegistry
@@ -146,7 +146,7 @@ def test_build_answers_from_the_cache_without_sending(
     built_on(fake_redis, settings, spec_for(settings, context))
     result = client.build("reg.io/team/app", tag="v1", path=str(context))
     assert (result["image_id"], result["host"], result["cache"]) == (IMAGE, "h2", "hit")
-    assert not fake_store.keys("unit:ctx:*") and not fake_redis.keys("unit:ctx:*"), "a hit uploads no context"
+    assert not fake_store.keys("*ctx:*") and not fake_redis.keys("*ctx:*"), "a hit uploads no context"
 
 
 def test_a_hit_packs_no_context(
@@ -177,8 +177,8 @@ def test_a_miss_uploads_the_context_then_sends(
     spec = spec_for(settings, context)
     with pytest.raises(SentTask):
         client.build("reg.io/team/app", tag="v1", path=str(context))
-    assert fake_store.exists(f"unit:ctx:{spec.context_digest}:meta")
-    assert not fake_redis.keys("unit:ctx:*"), "nothing of the context in the broker's Redis"
+    assert fake_store.exists(f"unit:team:default:ctx:{spec.context_digest}:meta")
+    assert not fake_redis.keys("*ctx:*"), "nothing of the context in the broker's Redis"
 
 
 def test_build_joins_the_same_key_running_elsewhere(
@@ -349,10 +349,16 @@ def assert_nothing_clear(signature: Any) -> None:
 def test_push_signature_seals_the_credentials(settings: Settings, app: Celery) -> None:
     signature = client.push_signature("reg.io/team/app", tag="v1", credentials=CREDENTIALS, app=app)
     assert signature.task == PUSH_TASK
-    assert set(signature.kwargs["credentials"]) == {"sealed"}
+    assert signature.kwargs["credentials"]["repository"] == "reg.io/team/app", "sealed for this push's repository"
+    assert set(signature.kwargs["credentials"]) == {"sealed", "repository"}
     assert_nothing_clear(signature)
     assert signature.options["kwargsrepr"].count("***") == 1
-    assert unseal(signature.kwargs["credentials"], SecretStr(PRIVATE_KEY)) == {**CREDENTIALS, "reauth": True}
+    binding = credentials_binding("default", "reg.io/team/app")
+    assert unseal(signature.kwargs["credentials"], SecretStr(PRIVATE_KEY), bound_to=binding) == {**CREDENTIALS, "reauth": True}
+    for other in (credentials_binding("team-b", "reg.io/team/app"), credentials_binding("default", "reg.io/team/other"),
+                  credentials_binding("default", None)):
+        with pytest.raises(InvalidInput, match="could not be opened"):
+            unseal(signature.kwargs["credentials"], SecretStr(PRIVATE_KEY), bound_to=other)
     assert PushRequest.parse(signature.kwargs).image_name == "reg.io/team/app", "the worker's validator takes it"
 
 
@@ -361,6 +367,9 @@ def test_a_chained_push_signature_leaves_name_and_tags_to_the_build(settings: Se
     assert "image_name" not in signature.kwargs and "additional_tags" not in signature.kwargs
     assert "tag" not in signature.kwargs
     assert_nothing_clear(signature)
+    assert set(signature.kwargs["credentials"]) == {"sealed"}, "a chain's repository is the build's: none named"
+    opened = unseal(signature.kwargs["credentials"], SecretStr(PRIVATE_KEY), bound_to=credentials_binding("default", None))
+    assert opened["password"] == PASSWORD
 
 
 def test_credentials_without_the_farms_key_are_refused(monkeypatch: pytest.MonkeyPatch, app: Celery) -> None:
@@ -376,8 +385,8 @@ def test_build_and_push_is_a_chain_with_sealed_credentials(
     build, push = workflow.tasks
     assert build.task == BUILD_TASK and push.task == PUSH_TASK
     spec = BuildSpec.parse(build.kwargs["spec"])
-    assert fake_store.exists(f"unit:ctx:{spec.context_digest}:meta"), "the context is uploaded for the worker"
-    assert not fake_redis.keys("unit:ctx:*"), "nothing of the context in the broker's Redis"
+    assert fake_store.exists(f"unit:team:default:ctx:{spec.context_digest}:meta"), "the context is uploaded for the worker"
+    assert not fake_redis.keys("*ctx:*"), "nothing of the context in the broker's Redis"
     assert set(push.kwargs["credentials"]) == {"sealed"}
     assert_nothing_clear(build)
     assert_nothing_clear(push)

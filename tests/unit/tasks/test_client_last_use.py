@@ -82,5 +82,9 @@ def test_a_push_by_tag_of_an_evicted_image_is_pinned_to_it(
     request = push_request("reg.io/team/app", settings=settings, tag="v1")
     with pytest.raises(client.PushError):
         client.pinned_push(request, settings)
-    image_use.remember_evicted(fake_redis, settings, ["reg.io/team/app:v1"], IMAGE)
+    image_use.remember_evicted(fake_redis, settings, [("team-b", "reg.io/team/app:v1")], IMAGE)
+    with pytest.raises(client.PushError):  # another team's tag of that name is not this team's
+        client.pinned_push(request, settings)
+    image_use.remember_evicted(fake_redis, settings, [("default", "reg.io/team/app:v1")], IMAGE)
+    assert fake_redis.get("unit:team:default:evicted:reg.io/team/app:v1") == IMAGE.encode()
     assert client.pinned_push(request, settings).image_id == IMAGE

@@ -64,7 +64,7 @@ def answers(store: fakeredis.FakeRedis, *outcomes: Exception | None) -> Any:
         if outcome is not None:
             store.flushall()  # the worker found the context gone (evicted): nothing of it is left
             raise outcome
-        assert store.exists(f"unit:ctx:{spec.context_digest}:meta"), "the context is in the store when the worker reads it"
+        assert store.exists(f"unit:team:default:ctx:{spec.context_digest}:meta"), "the context is in the store when the worker reads it"
         return {"image_id": "sha256:" + "1" * 64, "sent": result}
 
     return await_build
@@ -81,7 +81,7 @@ def test_a_context_that_left_the_store_is_uploaded_again_and_the_build_resent(
     assert lines == [
         "dockyard: Build context x is not in the store; uploading it again and resending the build (1/2)\n"
     ]
-    assert not fake_redis.keys("unit:ctx:*"), "nothing of the context in the broker's Redis"
+    assert not fake_redis.keys("*ctx:*"), "nothing of the context in the broker's Redis"
 
 
 def test_resends_are_bounded_then_the_clear_error_is_raised(

@@ -13,7 +13,8 @@ from dockyard.config.settings import Settings
 from dockyard.tasks.context.pack import pack_context
 from dockyard.tasks.errors import ContextTooLarge, InvalidInput
 from dockyard.tasks.prepare import bind_build_arguments, prepare_build
-from dockyard.tasks.request.sealing import generate_keypair, unseal
+from dockyard.tasks.request.build_secrets import materialized_secrets
+from dockyard.tasks.request.sealing import generate_keypair
 from dockyard.tasks.request.spec import BuildSpec, auto_dockerfile_bytes, dockerfile_digest, spec_key
 from tests.unit.support import make_settings
 
@@ -205,10 +206,14 @@ def test_secrets_are_read_here_and_sealed_for_buildx(tmp_path: Path, settings: S
     assert spec.secret_ids == ["token"]
     assert "secrets" not in spec.build_kwargs
     assert spec.sealed_secrets is not None and set(spec.sealed_secrets) == {"sealed"}
+    assert spec.secrets_owner == "default", "the caller's team: the worker opens them only for its messages"
     assert "s3cr3t-value" not in json.dumps(spec.model_dump())
-    assert unseal(spec.sealed_secrets, SecretStr(PRIVATE_KEY)) == {"token": "czNjcjN0LXZhbHVl"}
+    with materialized_secrets(spec.sealed_secrets, SecretStr(PRIVATE_KEY), team="default") as entries:
+        (entry,) = entries
+        assert entry.startswith("id=token,src=") and Path(entry.split("src=", 1)[1]).read_text() == "s3cr3t-value"
     with pytest.raises(InvalidInput):
-        unseal(spec.sealed_secrets, settings.seal_private_key)  # the caller cannot open its own seal
+        with materialized_secrets(spec.sealed_secrets, settings.seal_private_key, team="default"):
+            pass  # the caller cannot open its own seal
 
 
 def test_secret_ids_are_keyed_but_not_their_content(tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -221,6 +226,9 @@ def test_secret_ids_are_keyed_but_not_their_content(tmp_path: Path, settings: Se
     plain = prepare(settings, context, build_backend="buildx")
     assert first.key == second.key
     assert len({first.key, renamed.key, plain.key}) == 3
+    theirs = prepare(settings.model_copy(update={"team": "team-b"}), context, build_backend="buildx", secrets="id=token,env=UNIT_TOKEN")
+    assert theirs.secrets_owner == "team-b" and theirs.key != first.key, "another team's secrets: another build"
+    assert plain.secrets_owner is None
 
 
 def test_secrets_need_buildx(tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -22,7 +22,7 @@ from dockyard.tasks.cache import single_flight as cache_module
 from dockyard.tasks.cache.single_flight import Entry, SingleFlight, build_cache, cacheable, push_cache
 from dockyard.tasks.errors import BuildError, EngineUnavailable, JoinTimeout
 from dockyard.tasks.cache.lease import Lease
-from dockyard.tasks.cache.notify import Waiter
+from dockyard.tasks.cache.notify import Waiter, done_key
 from dockyard.tasks.cache.single_flight import FAILURE_NOTICE_S
 from tests.unit.support import Clock, make_settings
 from tests.probes import lease_held, store_entry
@@ -120,7 +120,7 @@ def test_entry_round_trips_and_reads_old_entries() -> None:
 def test_a_stored_entry_expires_after_cache_ttl(fake_redis: fakeredis.FakeRedis, clock: Clock) -> None:
     flight = SingleFlight(fake_redis, make_settings(cache_ttl_s=600))
     flight.run("k", lambda: {"n": 1})
-    assert fake_redis.ttl("unit:call:k") == 600
+    assert fake_redis.ttl("unit:team:default:call:k") == 600
     clock.advance(599)
     assert flight.peek("k") is not None
     clock.advance(2)
@@ -141,11 +141,28 @@ def test_peek_of_nothing_is_none(flight: SingleFlight) -> None:
 
 def test_the_caches_have_their_own_namespaces(fake_redis: fakeredis.FakeRedis, settings: Settings) -> None:
     builds, pushes = build_cache(fake_redis, settings), push_cache(fake_redis, settings)
-    assert builds.entry_key("k") == "unit:build:k" and pushes.entry_key("k") == "unit:push:k"
+    assert builds.entry_key("k") == "unit:build:k" and pushes.entry_key("k") == "unit:team:default:push:k"
     store_entry(builds, "k", {"image_id": "i"})
     calls = SingleFlight(fake_redis, settings)
     assert pushes.peek("k") is None and calls.peek("k") is None
-    assert calls.lease("k").name == "unit:call:lease:k" and builds.lease("k").name == "unit:lease:k"
+    assert calls.lease("k").name == "unit:team:default:call:lease:k" and builds.lease("k").name == "unit:lease:k"
+
+
+def test_a_teams_push_and_call_caches_are_its_own_and_the_build_cache_is_shared(
+    fake_redis: fakeredis.FakeRedis, settings: Settings
+) -> None:
+    theirs = settings.model_copy(update={"team": "team-b"})
+    for make in (push_cache, SingleFlight):
+        store_entry(make(fake_redis, settings), "k", {"v": 1})
+        assert make(fake_redis, theirs).peek("k") is None, "another team sees none of it"
+        assert list(make(fake_redis, theirs).entries()) == [] and make(fake_redis, theirs).clear() == 0
+        assert make(fake_redis, settings).peek("k") is not None
+    assert push_cache(fake_redis, theirs).entry_key("k") == "unit:team:team-b:push:k"
+    assert push_cache(fake_redis, theirs).lease("k").name == "unit:team:team-b:push:lease:k"
+    store_entry(build_cache(fake_redis, settings), "k", {"image_id": "i"})
+    assert build_cache(fake_redis, theirs).peek("k") is not None and build_cache(fake_redis, theirs).entry_key("k") == "unit:build:k"
+    assert done_key(theirs, "build", "k") == "unit:done:build:k"
+    assert done_key(theirs, "push", "k") == "unit:team:team-b:done:push:k" and done_key(theirs, "call", "k") == "unit:team:team-b:done:call:k"
 
 
 def test_entries_lists_this_namespace_only(fake_redis: fakeredis.FakeRedis, settings: Settings) -> None:
@@ -462,7 +479,7 @@ def test_cacheable_keeps_the_reference_interface(fake_store: fakeredis.FakeRedis
     assert step("a", tag="1", ignore_cache=True) == {"image": "a:1"}
     assert calls == [("a", "1"), ("a", "2"), ("a", "1")]
     assert step.__name__ == "step"
-    stored = [fake_store.get(name) for name in fake_store.keys("unit:call:*")]
+    stored = [fake_store.get(name) for name in fake_store.keys("unit:team:default:call:*")]
     assert len(stored) == 2 and not any(b"p1" in raw or b"p2" in raw for raw in stored)
 
 

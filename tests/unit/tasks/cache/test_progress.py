@@ -15,7 +15,7 @@ from dockyard.tasks.cache.live_output import ProgressState, StreamOutput, Stream
 
 
 def test_the_stream_key_is_under_the_prefix(unit_settings: Settings) -> None:
-    assert stream_key(unit_settings, "k") == "unit:out:k"
+    assert stream_key(unit_settings, "k") == "unit:team:default:out:k"
 
 
 def test_a_reader_sees_whole_lines_once_they_end(fake_redis: fakeredis.FakeRedis, unit_settings: Settings) -> None:
@@ -44,7 +44,7 @@ def test_builds_have_streams_of_their_own(fake_redis: fakeredis.FakeRedis, unit_
 
 def test_the_stream_expires_within_an_hour(fake_redis: fakeredis.FakeRedis, unit_settings: Settings) -> None:
     StreamOutput(fake_redis, unit_settings, "k")("line\n")
-    assert 0 < fake_redis.ttl("unit:out:k") <= 3600
+    assert 0 < fake_redis.ttl("unit:team:default:out:k") <= 3600
 
 
 def test_a_redis_failure_does_not_fail_the_build(

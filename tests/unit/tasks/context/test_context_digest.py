@@ -129,8 +129,8 @@ def test_the_store_refuses_a_tampered_tar_and_forgets_it(
         upload_context(fake_redis, unit_settings, packed)
         with download_context(fake_redis, unit_settings, packed.digest) as archive:
             assert archive.read() == data, "the untouched tar is accepted"
-        meta = f"unit:ctx:{packed.digest}:meta"
-        fake_redis.set(f"unit:ctx:{packed.digest}:0", tampered(data, offset), keepttl=True)  # one chunk
+        meta = f"unit:team:default:ctx:{packed.digest}:meta"
+        fake_redis.set(f"unit:team:default:ctx:{packed.digest}:0", tampered(data, offset), keepttl=True)  # one chunk
         with pytest.raises(ContextMissing, match="corrupt"):
             download_context(fake_redis, unit_settings, packed.digest)
         assert not fake_redis.exists(meta), "the tampered context is forgotten: the next upload replaces it"
@@ -150,7 +150,7 @@ def test_the_worker_refuses_a_spec_whose_stored_tar_was_tampered_with(
         assert archive.read() == data
     evil = data.replace(b"print('hello')", b"print('HACKD')")
     assert evil != data and len(evil) == len(data)
-    fake_redis.set(f"unit:ctx:{spec.context_digest}:0", evil, keepttl=True)
+    fake_redis.set(f"unit:team:default:ctx:{spec.context_digest}:0", evil, keepttl=True)
     with pytest.raises(ContextMissing, match="corrupt"):
         with stored_archive(spec, fake_redis, unit_settings):
             pass

@@ -52,8 +52,8 @@ def test_a_context_is_stored_in_chunks_and_read_back(fake_redis: fakeredis.FakeR
     assert chunks > 8
     context = packed(data)
     assert upload_context(fake_redis, unit_settings, context) is True
-    assert fake_redis.hgetall(f"unit:ctx:{context.digest}:meta") == {b"size": str(len(data)).encode(), b"chunks": str(chunks).encode()}
-    assert len(fake_redis.keys(f"unit:ctx:{context.digest}:*")) == chunks + 1
+    assert fake_redis.hgetall(f"unit:team:default:ctx:{context.digest}:meta") == {b"size": str(len(data)).encode(), b"chunks": str(chunks).encode()}
+    assert len(fake_redis.keys(f"unit:team:default:ctx:{context.digest}:*")) == chunks + 1
     assert context.file.tell() == 0, "the caller can read the file again"
     with download_context(fake_redis, unit_settings, context.digest) as archive:
         assert archive.read() == data
@@ -83,15 +83,15 @@ def test_uploading_again_writes_nothing_but_renews_every_key(fake_redis: fakered
     context = packed(random_tar(3 * CHUNK))
     upload_context(fake_redis, settings, context)
     clock.advance(200)
-    fake_redis.set(f"unit:ctx:{context.digest}:0", "marker", keepttl=True)
+    fake_redis.set(f"unit:team:default:ctx:{context.digest}:0", "marker", keepttl=True)
     assert upload_context(fake_redis, settings, context) is False
-    assert fake_redis.get(f"unit:ctx:{context.digest}:0") == b"marker", "no chunk was written again"
+    assert fake_redis.get(f"unit:team:default:ctx:{context.digest}:0") == b"marker", "no chunk was written again"
     assert {fake_redis.ttl(name) for name in fake_redis.keys("*")} == {300}
 
 
 def test_an_incomplete_upload_is_not_there(fake_redis: fakeredis.FakeRedis, unit_settings: Settings) -> None:
     context = packed(random_tar(2 * CHUNK))
-    fake_redis.set(f"unit:ctx:{context.digest}:0", b"chunk without meta")
+    fake_redis.set(f"unit:team:default:ctx:{context.digest}:0", b"chunk without meta")
     assert not has_context(fake_redis, unit_settings, context.digest)
     with pytest.raises(ContextMissing, match="not in the store"):
         download_context(fake_redis, unit_settings, context.digest)
@@ -100,7 +100,7 @@ def test_an_incomplete_upload_is_not_there(fake_redis: fakeredis.FakeRedis, unit
 def test_a_lost_chunk_is_reported(fake_redis: fakeredis.FakeRedis, unit_settings: Settings) -> None:
     context = packed(random_tar(3 * CHUNK))
     upload_context(fake_redis, unit_settings, context)
-    fake_redis.delete(f"unit:ctx:{context.digest}:1")
+    fake_redis.delete(f"unit:team:default:ctx:{context.digest}:1")
     with pytest.raises(ContextMissing, match="lost chunk 1"):
         download_context(fake_redis, unit_settings, context.digest)
 
@@ -108,7 +108,7 @@ def test_a_lost_chunk_is_reported(fake_redis: fakeredis.FakeRedis, unit_settings
 def test_a_corrupt_chunk_is_reported(fake_redis: fakeredis.FakeRedis, unit_settings: Settings) -> None:
     context = packed(random_tar(3 * CHUNK))
     upload_context(fake_redis, unit_settings, context)
-    fake_redis.set(f"unit:ctx:{context.digest}:2", os.urandom(CHUNK))
+    fake_redis.set(f"unit:team:default:ctx:{context.digest}:2", os.urandom(CHUNK))
     with pytest.raises(ContextMissing, match="corrupt"):
         download_context(fake_redis, unit_settings, context.digest)
 
@@ -125,7 +125,7 @@ def test_uploading_again_after_a_chunk_was_lost_repairs_the_context(
     data = random_tar(3 * CHUNK)
     context = packed(data)
     upload_context(fake_redis, unit_settings, context)
-    fake_redis.delete(f"unit:ctx:{context.digest}:1")
+    fake_redis.delete(f"unit:team:default:ctx:{context.digest}:1")
     upload_context(fake_redis, unit_settings, context)
     with download_context(fake_redis, unit_settings, context.digest) as archive:
         assert archive.read() == data
@@ -137,7 +137,7 @@ def test_a_corrupt_context_found_on_download_is_replaced_by_the_next_upload(
     data = random_tar(3 * CHUNK)
     context = packed(data)
     upload_context(fake_redis, unit_settings, context)
-    fake_redis.set(f"unit:ctx:{context.digest}:2", os.urandom(CHUNK))
+    fake_redis.set(f"unit:team:default:ctx:{context.digest}:2", os.urandom(CHUNK))
     with pytest.raises(ContextMissing, match="send the build again"):
         download_context(fake_redis, unit_settings, context.digest)
     assert not has_context(fake_redis, unit_settings, context.digest), "the broken context is forgotten"
@@ -173,7 +173,7 @@ def test_a_chunk_evicted_while_the_context_is_uploaded_fails_the_upload_clearly(
 
     def evicting(connection: Any, settings: Settings, what: PackedContext) -> int:
         count = write(connection, settings, what)
-        connection.delete(f"unit:ctx:{what.digest}:0")
+        connection.delete(f"unit:team:default:ctx:{what.digest}:0")
         return count
 
     monkeypatch.setattr(context_store, "_write_chunks", evicting)
@@ -220,7 +220,7 @@ def test_a_context_evicted_once_while_uploaded_is_written_again(
         count = write(connection, settings, what)
         writes.append(count)
         if len(writes) == 1:
-            connection.delete(f"unit:ctx:{what.digest}:1")
+            connection.delete(f"unit:team:default:ctx:{what.digest}:1")
         return count
 
     monkeypatch.setattr(context_store, "_write_chunks", evicting_once)

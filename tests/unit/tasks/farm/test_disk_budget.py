@@ -24,6 +24,7 @@ from dockyard.tasks.worker.holder import Forward
 from dockyard.tasks.worker.push import execute_push
 from dockyard.tasks.prepare import prepare_build
 from dockyard.tasks.request.spec import BuildSpec, PushRequest
+from dockyard.tasks.teams.pushing import note_owned
 from dockyard.tasks.worker.here import Here
 from tests.unit.fakes import BUILT_LAYER_BYTES, FakeEngine, Output
 from tests.unit.support import Clock, make_settings
@@ -298,6 +299,7 @@ def test_a_push_of_an_image_not_built_by_dockyard_does_not_make_it_a_candidate(
 ) -> None:
     settings = settings_with(0)
     engine.add_image(BASE, [BASE_LAYER], tags=(f"{NAME}:hand",))
+    note_owned(fake_redis, settings, BASE)  # the team had it (say, a build of its own whose records expired)
     run_push(PushRequest.parse({"image_name": NAME, "tag": "hand"}), fake_redis, settings, engine)
     assert image_use.last_uses(fake_redis, settings, "h1") == {}
 

@@ -74,7 +74,12 @@ def test_record_image_gives_every_key_it_writes_the_cache_ttl(
         references=["team/app:v1", "team/app:latest"], cache_keys=["unit:build:k1"],
     )
     written = fake_redis.keys("*")
-    assert len(written) == 3, written  # two image locations and the byimage index
+    assert sorted(written) == [
+        b"unit:byimage:h1:sha256:a",
+        b"unit:team:default:image:team/app:latest",  # the locations are the team's
+        b"unit:team:default:image:team/app:v1",
+        b"unit:team:default:owns:sha256:a",  # and the team had the image (it may push it)
+    ], written
     for name in written:
         assert 0 < fake_redis.ttl(name) <= unit_settings.cache_ttl_s, name
 
@@ -106,7 +111,8 @@ def test_forget_image_drops_its_references_and_cache_keys(
         references=["team/app:v1", "team/app:latest"], cache_keys=["unit:build:k1"],
     )
     assert forget_image(fake_redis, unit_settings, host_id="h1", image_id="sha256:a") == 4
-    assert fake_redis.keys("*") == []
+    # the team still had the image: a push of an evicted reference rebuilds it for the team
+    assert fake_redis.keys("*") == [b"unit:team:default:owns:sha256:a"]
 
 
 def test_forget_image_keeps_a_reference_that_now_names_another_image(
@@ -115,7 +121,7 @@ def test_forget_image_keeps_a_reference_that_now_names_another_image(
     record_image(fake_redis, unit_settings, host_id="h1", image_id="sha256:old", references=["team/app:v1"])
     record_image(fake_redis, unit_settings, host_id="h1", image_id="sha256:new", references=["team/app:v1"])
     forget_image(fake_redis, unit_settings, host_id="h1", image_id="sha256:old")
-    location = json.loads(fake_redis.get("unit:image:team/app:v1") or b"null")
+    location = json.loads(fake_redis.get("unit:team:default:image:team/app:v1") or b"null")
     assert location == {"host": "h1", "image_id": "sha256:new"}
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import dockyard.config.settings
@@ -19,7 +20,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 import dockyard.tasks.routing.placement
-from dockyard.config.settings import Settings, fast_queue, host_queue
+from dockyard.config.settings import Settings, fast_queue, host_queue, team_queue
 from dockyard.tasks.farm import metrics
 from dockyard.tasks.farm.hosts import beat
 from dockyard.tasks.farm.metrics import COUNTERS, HISTOGRAMS, count, cumulative_buckets, observe, read
@@ -28,7 +29,7 @@ from dockyard.tasks.farm.recovery import inflight_key
 from dockyard.workers import metrics_collector
 from dockyard.workers.metrics_collector import FarmCollector, queue_keys
 from dockyard.workers.metrics_server import farm_registry, serve_metrics
-from tests.unit.support import make_settings
+from tests.unit.support import make_settings, write_teams
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -166,17 +167,23 @@ def depths(samples: Samples) -> dict[str, float]:
     return {dict(labels)["queue"]: value for (name, labels), value in samples.items() if name == "dockyard_queue_depth"}
 
 
+def of_default(queue: str) -> str:
+    """``queue`` of the one team of a farm without a teams file (messages wait in teams' queues)."""
+    return team_queue(queue, "default")
+
+
 def test_queue_depths_of_the_shared_queue_and_each_live_hosts_queues(
     fake_redis: fakeredis.FakeRedis, unit_settings: Settings
 ) -> None:
     for name in ("h1", "h2"):
         beat(fake_redis, unit_settings, name, {"build_queue": unit_settings.build_queue})
     beat(fake_redis, unit_settings, "other", {"build_queue": "dockyard.build.gpu"})  # another pool's host
-    fake_redis.lpush(unit_settings.build_queue, "m1", "m2")
-    fake_redis.lpush(unit_settings.build_queue + "\x06\x163", "m3")  # kombu's list of priority 3
-    fake_redis.lpush(host_queue("h2"), "m4")
-    fake_redis.lpush(fast_queue("h1"), "m5", "m6", "m7")
-    fake_redis.lpush(host_queue("gone"), "m8")  # no heartbeat: not shown
+    fake_redis.lpush(of_default(unit_settings.build_queue), "m1", "m2")
+    fake_redis.lpush(of_default(unit_settings.build_queue) + "\x06\x163", "m3")  # kombu's list of priority 3
+    fake_redis.lpush(of_default(host_queue("h2")), "m4")
+    fake_redis.lpush(of_default(fast_queue("h1")), "m5", "m6", "m7")
+    fake_redis.lpush(of_default(host_queue("gone")), "m8")  # no heartbeat: not shown
+    fake_redis.lpush(host_queue("h1"), "m9")  # a queue of no team: no one sends there
     assert depths(collected(unit_settings, fake_redis, fake_redis)) == {
         unit_settings.build_queue: 3, "dockyard.build.gpu": 0,
         host_queue("h1"): 0, fast_queue("h1"): 3, host_queue("h2"): 1, fast_queue("h2"): 0,
@@ -184,11 +191,25 @@ def test_queue_depths_of_the_shared_queue_and_each_live_hosts_queues(
     }
 
 
+def test_a_queues_depth_sums_the_queues_of_every_declared_team(
+    fake_redis: fakeredis.FakeRedis, tmp_path: Path
+) -> None:
+    settings = make_settings(teams_file=write_teams(tmp_path, {"team-a": [], "team-b": []}))
+    beat(fake_redis, settings, "h1", {"build_queue": settings.build_queue})
+    fake_redis.lpush(team_queue(settings.build_queue, "team-a"), "a1", "a2")
+    fake_redis.lpush(team_queue(settings.build_queue, "team-b"), "b1")
+    fake_redis.lpush(team_queue(host_queue("h1"), "team-b"), "b2")
+    fake_redis.lpush(team_queue(host_queue("h1"), "intruder"), "x")  # no declared team's
+    assert depths(collected(settings, fake_redis, fake_redis)) == {
+        settings.build_queue: 3, host_queue("h1"): 1, fast_queue("h1"): 0,
+    }
+
+
 def test_queue_depths_are_read_in_the_broker_not_the_cache(fake_redis: fakeredis.FakeRedis, unit_settings: Settings) -> None:
     broker = fakeredis.FakeRedis(server=fakeredis.FakeServer())
     beat(fake_redis, unit_settings, "h1", {})
-    broker.lpush(host_queue("h1"), "m1")
-    fake_redis.lpush(host_queue("h1"), "x", "y")  # not the broker's
+    broker.lpush(of_default(host_queue("h1")), "m1")
+    fake_redis.lpush(of_default(host_queue("h1")), "x", "y")  # not the broker's
     assert depths(collected(unit_settings, fake_redis, broker))[host_queue("h1")] == 1
     assert depths(collected(unit_settings, fake_redis, None)) == {}, "no Redis broker: no depths"
 
@@ -307,7 +328,7 @@ def test_the_server_serves_metrics_over_http_on_a_free_port(
     count(connection, unit_settings, "builds_total", 2)
     observe(connection, unit_settings, "build_seconds", 4.0)
     beat(connection, unit_settings, "h1", {})
-    connection.lpush(host_queue("h1"), "m1")
+    connection.lpush(of_default(host_queue("h1")), "m1")
     status, content_type, text = get(url + "/metrics")
     assert status == 200 and content_type.startswith("text/plain")
     samples = scrape_text(text)

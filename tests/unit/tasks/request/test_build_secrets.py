@@ -17,7 +17,7 @@ from dockyard.tasks.request.sealing import generate_keypair
 from tests.unit.support import make_settings
 
 PUBLIC_KEY, PRIVATE_KEY = generate_keypair()  # the farm's: callers seal with the public key, workers open with the private one
-CALLER = make_settings(seal_public_key=PUBLIC_KEY)
+CALLER = make_settings(seal_public_key=PUBLIC_KEY)  # of team default
 KEY = SecretStr(PRIVATE_KEY)
 
 
@@ -73,7 +73,7 @@ def test_sealing_needs_the_farms_public_key(monkeypatch: pytest.MonkeyPatch) -> 
 def test_materialized_secrets_are_private_files_removed_after(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("UNIT_A", "value-of-a")
     sealed, _ids = seal_secrets("id=a,env=UNIT_A", CALLER)
-    with materialized_secrets(sealed, KEY) as entries:
+    with materialized_secrets(sealed, KEY, team="default") as entries:
         (entry,) = entries
         assert entry.startswith("id=a,src=")
         path = Path(entry.removeprefix("id=a,src="))
@@ -85,7 +85,7 @@ def test_materialized_secrets_are_private_files_removed_after(monkeypatch: pytes
 def test_materialized_secrets_are_removed_when_the_build_fails(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("UNIT_A", "a")
     sealed, _ids = seal_secrets("id=a,env=UNIT_A", CALLER)
-    with pytest.raises(RuntimeError), materialized_secrets(sealed, KEY) as entries:
+    with pytest.raises(RuntimeError), materialized_secrets(sealed, KEY, team="default") as entries:
         directory = Path(entries[0].split("src=", 1)[1]).parent
         raise RuntimeError("build failed")
     assert not directory.exists()
@@ -95,5 +95,17 @@ def test_another_farms_key_cannot_open_the_secrets(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("UNIT_A", "a")
     sealed, _ids = seal_secrets("id=a,env=UNIT_A", CALLER)
     with pytest.raises(InvalidInput, match="could not be opened"):
-        with materialized_secrets(sealed, SecretStr(generate_keypair()[1])):
+        with materialized_secrets(sealed, SecretStr(generate_keypair()[1]), team="default"):
             pass
+
+
+def test_secrets_sealed_by_one_team_do_not_open_for_another(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A seal lifted from team default's message and put in team-b's opens nothing on the worker."""
+    monkeypatch.setenv("UNIT_A", "value-of-a")
+    sealed, _ids = seal_secrets("id=a,env=UNIT_A", CALLER)
+    with pytest.raises(InvalidInput, match="could not be opened"):
+        with materialized_secrets(sealed, KEY, team="team-b"):
+            pass
+    theirs, _ids = seal_secrets("id=a,env=UNIT_A", make_settings(seal_public_key=PUBLIC_KEY, team="team-b"))
+    with materialized_secrets(theirs, KEY, team="team-b") as entries:
+        assert Path(entries[0].split("src=", 1)[1]).read_bytes() == b"value-of-a"

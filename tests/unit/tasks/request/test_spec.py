@@ -200,8 +200,19 @@ def test_sealed_secrets_and_their_ids_go_together() -> None:
         BuildSpec.parse(keyed(build_backend="buildx", sealed_secrets={"sealed": "x"}))
     with pytest.raises(InvalidInput, match="go together"):
         BuildSpec.parse(keyed(build_backend="buildx", secret_ids=["token"]))
-    spec = BuildSpec.parse(keyed(build_backend="buildx", sealed_secrets={"sealed": "x"}, secret_ids=["token"]))
+    with pytest.raises(InvalidInput, match="go together"):
+        BuildSpec.parse(keyed(build_backend="buildx", sealed_secrets={"sealed": "x"}, secret_ids=["token"]))
+    with pytest.raises(InvalidInput, match="go together"):
+        BuildSpec.parse(keyed(build_backend="buildx", secrets_owner="default"))
+    spec = BuildSpec.parse(keyed(build_backend="buildx", sealed_secrets={"sealed": "x"}, secret_ids=["token"], secrets_owner="default"))
     assert spec.key != BuildSpec.parse(keyed(build_backend="buildx")).key, "secret ids are in the key"
+    theirs = BuildSpec.parse(keyed(build_backend="buildx", sealed_secrets={"sealed": "x"}, secret_ids=["token"], secrets_owner="team-b"))
+    assert theirs.key != spec.key, "another team's secrets of the same ids are another build"
+
+
+def test_a_secrets_owner_is_a_team_name() -> None:
+    with pytest.raises(InvalidInput, match="secrets_owner"):
+        BuildSpec.parse(keyed(build_backend="buildx", sealed_secrets={"sealed": "x"}, secret_ids=["token"], secrets_owner="Team.B"))
 
 
 def test_clear_secrets_in_build_kwargs_are_refused() -> None:

@@ -78,7 +78,7 @@ def test_a_build_cached_on_a_live_host_goes_to_its_fast_queue(
     spec = spec_for(routed, context)
     cached(fake_redis, routed, spec, "h2")
     holder(fake_redis, routed, "h2")
-    assert route_task(BUILD_TASK, [], build_message(spec), {}) == {"queue": "dockyard.host.h2.fast"}
+    assert route_task(BUILD_TASK, [], build_message(spec), {}) == {"queue": "dockyard.host.h2.fast@default"}
 
 
 def test_a_build_cached_under_other_tags_still_goes_to_the_fast_lane(
@@ -88,7 +88,7 @@ def test_a_build_cached_under_other_tags_still_goes_to_the_fast_lane(
     cached(fake_redis, routed, spec_for(routed, context, tag="v1"), "h2")
     holder(fake_redis, routed, "h2")
     retag = spec_for(routed, context, tag="v2")
-    assert route_task(BUILD_TASK, [], build_message(retag), {}) == {"queue": "dockyard.host.h2.fast"}
+    assert route_task(BUILD_TASK, [], build_message(retag), {}) == {"queue": "dockyard.host.h2.fast@default"}
 
 
 @pytest.mark.parametrize("why", ["not cached", "holder dead", "no fast lane", "ignore_cache", "raw arguments"])
@@ -113,7 +113,7 @@ def test_a_pulling_build_is_routed_by_the_key_last_answered_for_its_content(
     holder(fake_redis, routed, "h2")
     assert route_task(BUILD_TASK, [], build_message(spec), {}) is None, "no key known for its content yet"
     fast_lane.remember_key(fake_redis, routed, spec, with_bases)
-    assert route_task(BUILD_TASK, [], build_message(spec), {}) == {"queue": "dockyard.host.h2.fast"}
+    assert route_task(BUILD_TASK, [], build_message(spec), {}) == {"queue": "dockyard.host.h2.fast@default"}
 
 
 def test_a_chained_push_answered_from_the_push_cache_goes_to_the_fast_lane(
@@ -121,11 +121,11 @@ def test_a_chained_push_answered_from_the_push_cache_goes_to_the_fast_lane(
 ) -> None:
     build_result = {"image_name": NAME, "tag": "v1", "additional_tags": [], "image_id": IMAGE, "host": "h2"}
     holder(fake_redis, routed, "h2")
-    assert route_task(PUSH_TASK, [build_result], {}, {}) == {"queue": "dockyard.host.h2"}, "a real push: build lane"
+    assert route_task(PUSH_TASK, [build_result], {}, {}) == {"queue": "dockyard.host.h2@default"}, "a real push: build lane"
     key = push_key(image_id=IMAGE, repository=NAME, tags=["v1"], registry="reg.io")
     store_entry(push_cache(fake_redis, routed), key, {"digest": "sha256:" + "d" * 64}, host="h2")
-    assert route_task(PUSH_TASK, [build_result], {}, {}) == {"queue": "dockyard.host.h2.fast"}
-    assert route_task(PUSH_TASK, [build_result], {"ignore_cache": True}, {}) == {"queue": "dockyard.host.h2"}
+    assert route_task(PUSH_TASK, [build_result], {}, {}) == {"queue": "dockyard.host.h2.fast@default"}
+    assert route_task(PUSH_TASK, [build_result], {"ignore_cache": True}, {}) == {"queue": "dockyard.host.h2@default"}
 
 
 def test_a_forwarded_tag_task_goes_to_the_holders_fast_lane(routed: Settings, fake_redis: fakeredis.FakeRedis) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 from typing import Any
 
 import fakeredis
@@ -11,7 +12,7 @@ import redis
 
 import dockyard.config.settings
 import dockyard.tasks.routing.placement
-from dockyard.config.settings import Settings, host_queue
+from dockyard.config.settings import Settings, host_queue, team_queue
 from dockyard.tasks.routing import placement
 from dockyard.tasks.farm.hosts import beat, forget_host
 from dockyard.tasks.routing.placement import HostLoad, Lineage, choose, lineage_of_message, placement_queue, record_built
@@ -43,9 +44,10 @@ def running(connection: redis.Redis, settings: Settings, host: str, count: int) 
         connection.hset(inflight_key(settings, host), f"task-{index}:0", str(index + 1))
 
 
-def queued(connection: redis.Redis, host: str, count: int) -> None:
+def queued(connection: redis.Redis, host: str, count: int, team: str = "default") -> None:
+    """``count`` messages waiting in ``host``'s queue of ``team``."""
     for index in range(count):
-        connection.lpush(host_queue(host), f"message-{index}")
+        connection.lpush(team_queue(host_queue(host), team), f"message-{index}")
 
 
 def spec_message(image_name: str = "team/app", dockerfile: str = "Dockerfile", **fields: Any) -> dict[str, Any]:
@@ -153,7 +155,7 @@ def test_a_build_goes_to_the_queue_of_the_host_that_built_its_lineage(
     running(fake_redis, farm, "h2", 1)  # busier than the others, not saturated
     assert placement_queue([], spec_message()) == host_queue("h2")
     fake_redis.delete(placement.placed_key("h2"))  # that build went elsewhere after all
-    assert route_task(BUILD_TASK, [], spec_message(), {}) == {"queue": host_queue("h2")}, "the router asks placement"
+    assert route_task(BUILD_TASK, [], spec_message(), {}) == {"queue": team_queue(host_queue("h2"), "default")}, "the router asks placement"
 
 
 def test_a_saturated_preferred_host_spills_and_its_sends_count_until_the_broker_shows_them(
@@ -263,3 +265,26 @@ def test_a_routed_build_counts_once_its_message_is_published(farm: Settings, fak
     after_task_publish.send(sender=BUILD_TASK)
     assert fake_redis.zcard(placement.placed_key("h2")) == 0
     assert placement_queue([], spec_message()) == host_queue("h2")
+
+
+def test_a_hosts_queued_builds_are_counted_in_the_queue_of_every_team_it_serves(
+    farm: Settings, fake_redis: fakeredis.FakeRedis
+) -> None:
+    beat(fake_redis, farm, "h1", {"concurrency": 4, "build_queue": farm.build_queue, "teams": ["team-a", "team-b"]})
+    queued(fake_redis, "h1", 1, team="team-a")
+    queued(fake_redis, "h1", 2, team="team-b")
+    queued(fake_redis, "h1", 5, team="team-c")  # a queue h1 does not consume
+    loads = placement.pool_loads(fake_redis, fake_redis, farm, ["h1"], now=time.time())
+    assert loads["h1"].queued == 3
+
+
+def test_a_host_record_naming_no_teams_counts_the_callers_own_team_queue(
+    farm: Settings, fake_redis: fakeredis.FakeRedis
+) -> None:
+    live(fake_redis, farm, "h1")  # an older worker's record: no "teams"
+    queued(fake_redis, "h1", 1)
+    queued(fake_redis, "h1", 4, team="team-b")
+    loads = placement.pool_loads(fake_redis, fake_redis, farm, ["h1"], now=time.time())
+    assert loads["h1"].queued == 1
+    theirs = farm.model_copy(update={"team": "team-b"})
+    assert placement.pool_loads(fake_redis, fake_redis, theirs, ["h1"], now=time.time())["h1"].queued == 4

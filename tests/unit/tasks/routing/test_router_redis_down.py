@@ -57,4 +57,4 @@ def test_a_chained_push_still_follows_its_build_result_with_redis_away(
 
     monkeypatch.setattr(dockyard.tasks.keyspace, "redis_for", unreachable)
     build_result = {"image_name": "team/app", "tag": "v1", "host": "h"}
-    assert route_task(PUSH_TASK, [build_result], {}, {}) == {"queue": "dockyard.host.h"}
+    assert route_task(PUSH_TASK, [build_result], {}, {}) == {"queue": "dockyard.host.h@default"}

@@ -24,13 +24,15 @@ from dockyard.tasks.farm import metrics
 from dockyard.tasks.routing import placement
 from dockyard.tasks.cache.single_flight import Entry, Outcome, build_cache, push_cache
 from dockyard.tasks.context.store import upload_context
-from dockyard.tasks.errors import BuildError, PushError, RegistryAuthError, RegistryUnavailable, TransientError
+from dockyard.tasks.errors import BuildError, NotPermitted, PushError, RegistryAuthError, RegistryUnavailable, TransientError
 from dockyard.tasks.worker.build import execute_build, execute_tag
 from dockyard.tasks.worker.holder import Forward
 from dockyard.tasks.worker.push import execute_push
 from dockyard.tasks.prepare import prepare_build
 from dockyard.tasks.request.spec import BuildSpec, Credentials, PushRequest
 from dockyard.tasks.worker.here import Here
+from dockyard.tasks.teams import audit
+from dockyard.tasks.teams.pushing import note_owned
 from tests.unit.fakes import FakeEngine, FakeRegistry, Output
 from tests.unit.support import make_settings
 from tests.probes import builders, store_entry
@@ -286,11 +288,17 @@ def registry_in_memory(fake_registry: FakeRegistry) -> FakeRegistry:
     return fake_registry
 
 
-def local_image(engine: FakeEngine, *refs: str) -> str:
+def local_image(
+    connection: fakeredis.FakeRedis, settings: Settings, engine: FakeEngine, *refs: str, owned: bool = True
+) -> str:
+    """An image on this host tagged ``refs``; ``owned``: a request of the settings' team had it (as a
+    build, join or hit records it), so the team may push it."""
     image_id = f"sha256:{len(engine.image_ids) + 100:064x}"
     engine.image_ids.add(image_id)
     for ref in refs:
         engine.refs[ref] = image_id
+    if owned:
+        note_owned(connection, settings, image_id)
     return image_id
 
 
@@ -299,7 +307,7 @@ def push(request: PushRequest, connection: fakeredis.FakeRedis, settings: Settin
 
 
 def test_a_push_pushes_every_tag_once(fake_redis: fakeredis.FakeRedis, settings: Settings, engine: FakeEngine) -> None:
-    local_image(engine, f"{NAME}:v1", f"{NAME}:latest")
+    local_image(fake_redis, settings, engine, f"{NAME}:v1", f"{NAME}:latest")
     request = PushRequest.parse({"image_name": NAME, "tag": "v1", "additional_tags": ["latest"]})
     result = push(request, fake_redis, settings, engine)
     assert engine.pushes == [f"{NAME}:v1", f"{NAME}:latest"]
@@ -314,14 +322,14 @@ def test_a_push_pushes_every_tag_once(fake_redis: fakeredis.FakeRedis, settings:
 def test_a_push_without_a_tag_pushes_what_its_key_names(
     fake_redis: fakeredis.FakeRedis, settings: Settings, engine: FakeEngine
 ) -> None:
-    local_image(engine, f"{NAME}:latest")
-    local_image(engine, f"{NAME}:v2")
+    local_image(fake_redis, settings, engine, f"{NAME}:latest")
+    local_image(fake_redis, settings, engine, f"{NAME}:v2")
     push(PushRequest.parse({"image_name": NAME}), fake_redis, settings, engine)
     assert engine.pushes == [f"{NAME}:latest"]
 
 
 def test_more_additional_tags_are_another_push(fake_redis: fakeredis.FakeRedis, settings: Settings, engine: FakeEngine) -> None:
-    local_image(engine, f"{NAME}:v1", f"{NAME}:latest", f"{NAME}:stable")
+    local_image(fake_redis, settings, engine, f"{NAME}:v1", f"{NAME}:latest", f"{NAME}:stable")
     push(PushRequest.parse({"image_name": NAME, "tag": "v1"}), fake_redis, settings, engine)
     result = push(PushRequest.parse({"image_name": NAME, "tag": "v1", "additional_tags": ["latest"]}), fake_redis, settings, engine)
     assert result["cache"] == "built" and f"{NAME}:latest" in engine.pushes
@@ -330,10 +338,10 @@ def test_more_additional_tags_are_another_push(fake_redis: fakeredis.FakeRedis, 
 
 
 def test_a_retagged_image_is_pushed_again(fake_redis: fakeredis.FakeRedis, settings: Settings, engine: FakeEngine) -> None:
-    local_image(engine, f"{NAME}:v1")
+    local_image(fake_redis, settings, engine, f"{NAME}:v1")
     request = PushRequest.parse({"image_name": NAME, "tag": "v1"})
     push(request, fake_redis, settings, engine)
-    local_image(engine, f"{NAME}:v1")  # v1 now names a new image
+    local_image(fake_redis, settings, engine, f"{NAME}:v1")  # v1 now names a new image
     assert push(request, fake_redis, settings, engine)["cache"] == "built"
     assert len(engine.pushes) == 2
 
@@ -341,7 +349,7 @@ def test_a_retagged_image_is_pushed_again(fake_redis: fakeredis.FakeRedis, setti
 def test_a_push_hit_whose_tag_moved_in_the_registry_pushes_again(
     fake_redis: fakeredis.FakeRedis, settings: Settings, engine: FakeEngine, fake_registry: FakeRegistry
 ) -> None:
-    image_x = local_image(engine)
+    image_x = local_image(fake_redis, settings, engine)
     request = PushRequest.parse({"image_name": NAME, "tag": "live", "image_id": image_x})
     assert push(request, fake_redis, settings, engine)["cache"] == "built"
     assert push(request, fake_redis, settings, engine)["cache"] == "hit"
@@ -354,8 +362,8 @@ def test_a_push_hit_whose_tag_moved_in_the_registry_pushes_again(
 def test_a_push_by_image_id_pushes_that_image_whatever_its_tag_names_here(
     fake_redis: fakeredis.FakeRedis, settings: Settings, engine: FakeEngine
 ) -> None:
-    first = local_image(engine, f"{NAME}:v1")
-    local_image(engine, f"{NAME}:v1")  # a second build took the tag on this host
+    first = local_image(fake_redis, settings, engine, f"{NAME}:v1")
+    local_image(fake_redis, settings, engine, f"{NAME}:v1")  # a second build took the tag on this host
     push(PushRequest.parse({"image_name": NAME, "tag": "v1", "image_id": first}), fake_redis, settings, engine)
     assert engine.refs[f"{NAME}:v1"] == first and engine.pushes == [f"{NAME}:v1"]
 
@@ -363,8 +371,8 @@ def test_a_push_by_image_id_pushes_that_image_whatever_its_tag_names_here(
 def test_a_push_by_image_id_of_a_vanished_image_fails_clearly(
     fake_redis: fakeredis.FakeRedis, settings: Settings, engine: FakeEngine
 ) -> None:
-    local_image(engine, f"{NAME}:v1")  # an older image still carries the tag: never pushed instead
-    gone = local_image(engine)
+    local_image(fake_redis, settings, engine, f"{NAME}:v1")  # an older image still carries the tag: never pushed instead
+    gone = local_image(fake_redis, settings, engine)
     engine.delete(gone)
     hosts.record_image(fake_redis, settings, host_id="h2", image_id="sha256:" + "9" * 64, references=[f"{NAME}:v1"])
     hosts.beat(fake_redis, settings, "h2", {})
@@ -403,13 +411,13 @@ def test_credentials_log_in_a_private_client_only(
         yield private
 
     monkeypatch.setattr(worker_push, "docker_client", docker_client)
-    local_image(engine, f"{NAME}:v1")
+    local_image(fake_redis, settings, engine, f"{NAME}:v1")
     credentials = Credentials.parse({"username": "ci", "password": "pw"})
     result = push(PushRequest.parse({"image_name": NAME, "tag": "v1"}), fake_redis, settings, engine, credentials)
     assert result["cache"] == "built"
     assert private.logins == [{"username": "ci", "password": "pw", "registry": "reg.io", "reauth": True}]
     assert engine.logins == [], "the worker's shared client is never logged in by a call"
-    assert b"pw" not in b"".join(fake_redis.get(name) or b"" for name in fake_redis.keys("unit:push:*"))
+    assert b"pw" not in b"".join(fake_redis.get(name) or b"" for name in fake_redis.keys("unit:team:default:push:*"))
 
 
 def test_refused_credentials_are_an_auth_error(
@@ -418,14 +426,14 @@ def test_refused_credentials_are_an_auth_error(
     private = FakeEngine(share=engine)
     private.login_error = "unauthorized: incorrect username or password"
     monkeypatch.setattr(worker_push, "docker_client", lambda _settings: contextlib.nullcontext(private))
-    local_image(engine, f"{NAME}:v1")
+    local_image(fake_redis, settings, engine, f"{NAME}:v1")
     with pytest.raises(RegistryAuthError):
         push(PushRequest.parse({"image_name": NAME, "tag": "v1"}), fake_redis, settings, engine, Credentials.parse({"username": "ci", "password": "bad"}))
     assert engine.pushes == []
 
 
 def test_an_unavailable_registry_is_transient_and_not_cached(fake_redis: fakeredis.FakeRedis, settings: Settings, engine: FakeEngine) -> None:
-    local_image(engine, f"{NAME}:v1")
+    local_image(fake_redis, settings, engine, f"{NAME}:v1")
     engine.push_error = "received unexpected HTTP status: 503 Service Unavailable"
     request = PushRequest.parse({"image_name": NAME, "tag": "v1"})
     with pytest.raises(RegistryUnavailable):
@@ -434,3 +442,62 @@ def test_an_unavailable_registry_is_transient_and_not_cached(fake_redis: fakered
     assert not fake_redis.keys("unit:failed:*"), "a transient failure is not announced"
     engine.push_error = None
     assert push(request, fake_redis, settings, engine)["cache"] == "built"
+
+
+# pushes: only images the team had, each one audited
+
+
+def test_a_push_of_an_image_the_team_never_had_is_refused(
+    fake_redis: fakeredis.FakeRedis, settings: Settings, engine: FakeEngine
+) -> None:
+    """An image id read from another team's result, or a tag on the host's engine, proves nothing."""
+    theirs = local_image(fake_redis, settings.model_copy(update={"team": "team-b"}), engine, f"{NAME}:v1")
+    for request in (PushRequest.parse({"image_name": NAME, "tag": "v1"}), PushRequest.parse({"image_name": NAME, "tag": "v1", "image_id": theirs})):
+        with pytest.raises(NotPermitted, match=f"Team default has no build of image {theirs} \\({NAME}:v1\\)"):
+            push(request, fake_redis, settings, engine)
+    assert engine.pushes == [] and audit.read_audit(fake_redis, settings) == []
+    note_owned(fake_redis, settings, theirs)  # team default built the same content: the same image
+    assert push(PushRequest.parse({"image_name": NAME, "tag": "v1"}), fake_redis, settings, engine)["cache"] == "built"
+
+
+def test_a_build_gives_the_team_the_image_it_answered(
+    fake_redis: fakeredis.FakeRedis, settings: Settings, engine: FakeEngine, context: Path
+) -> None:
+    spec = uploaded_spec(settings, context)
+    built = build(spec, fake_redis, settings, engine)
+    assert fake_redis.exists(f"unit:team:default:owns:{built['image_id']}")
+    other = settings.model_copy(update={"team": "team-b"})
+    with pytest.raises(NotPermitted, match="Team team-b has no build of image"):
+        push(PushRequest.parse({"image_name": NAME, "tag": "v1", "image_id": built["image_id"]}), fake_redis, other, engine)
+    assert build(spec, fake_redis, other, engine)["cache"] == "hit", "the build cache is the farm's"
+    assert fake_redis.exists(f"unit:team:team-b:owns:{built['image_id']}"), "a hit gives the team the image too"
+    pushed = push(PushRequest.parse({"image_name": NAME, "tag": "v1", "image_id": built["image_id"]}), fake_redis, other, engine)
+    assert pushed["cache"] == "built"
+
+
+def test_every_push_answered_here_is_audited(
+    fake_redis: fakeredis.FakeRedis, settings: Settings, engine: FakeEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(worker_push, "docker_client", lambda _settings: contextlib.nullcontext(FakeEngine(share=engine)))
+    local_image(fake_redis, settings, engine, f"{NAME}:v1", f"{NAME}:latest")
+    request = PushRequest.parse({"image_name": NAME, "tag": "v1", "additional_tags": ["latest"]})
+    push(request, fake_redis, settings, engine)
+    push(request, fake_redis, settings, engine)
+    push(request, fake_redis, settings, engine, Credentials.parse({"username": "ci", "password": "pw"}))
+    entries = audit.read_audit(fake_redis, settings)
+    assert [(entry.team, entry.repository, entry.tags, entry.host, entry.login, entry.cache) for entry in entries] == [
+        ("default", NAME, ["v1", "latest"], "h1", "farm", "built"),
+        ("default", NAME, ["v1", "latest"], "h1", "farm", "hit"),
+        ("default", NAME, ["v1", "latest"], "h1", "team", "hit"),
+    ]
+    assert {entry.digest for entry in entries} == {"sha256:digest-of-v1"}
+    assert b"pw" not in b"".join(value for _id, fields in fake_redis.xrange("unit:audit:pushes") for value in fields.values())
+
+
+def test_a_forwarded_push_is_audited_by_the_holder_not_here(
+    fake_redis: fakeredis.FakeRedis, settings: Settings, engine: FakeEngine
+) -> None:
+    hosts.record_image(fake_redis, settings, host_id="h2", image_id="sha256:on-h2", references=[f"{NAME}:v1"])
+    hosts.beat(fake_redis, settings, "h2", {})
+    assert isinstance(push(PushRequest.parse({"image_name": NAME, "tag": "v1"}), fake_redis, settings, engine), Forward)
+    assert audit.read_audit(fake_redis, settings) == []
