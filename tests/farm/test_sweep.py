@@ -58,7 +58,7 @@ def test_the_private_directories_name_the_process_that_made_them(monkeypatch: py
     finally:
         remove_directory(context)
     public, private = generate_keypair()
-    with materialized_secrets(seal({"token": "eA=="}, public, ttl_s=60), SecretStr(private)) as entries:
+    with materialized_secrets(seal({"token": "eA=="}, public, ttl_s=60, bound_to=secrets_binding("default")), SecretStr(private), team="default") as entries:
         assert sweep.owner_pid(Path(entries[0].split("src=", 1)[1]).parent.name) == os.getpid()
     with private_docker(Settings(registry_url=None)) as (_client, config_dir):
         assert sweep.owner_pid(config_dir.name) == os.getpid()
