@@ -47,7 +47,7 @@ def test_a_file_with_such_a_name_is_not_removed(tmp_path: Path) -> None:
 
 
 def test_the_private_directories_name_the_process_that_made_them(monkeypatch: pytest.MonkeyPatch) -> None:
-    from dockyard.tasks.request.build_secrets import materialized_secrets
+    from dockyard.tasks.request.build_secrets import materialized_secrets, secrets_binding
     from dockyard.tasks.engine.buildx import private_docker
     from dockyard.tasks.context.pack import private_directory, remove_directory
     from dockyard.tasks.request.sealing import generate_keypair, seal
