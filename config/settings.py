@@ -237,6 +237,11 @@ def team_queue(queue: str, team: str) -> str:
     return f"{queue}{TEAM_QUEUE_SEPARATOR}{team}"
 
 
+def team_queues(settings: Settings, queue: str) -> list[str]:
+    """``queue`` of every team declared on the farm."""
+    return [team_queue(queue, team) for team in settings.declared_teams.names]
+
+
 def queue_team(queue: str | None) -> str | None:
     """The team a team queue belongs to (None for any other name)."""
     if not queue or TEAM_QUEUE_SEPARATOR not in queue:

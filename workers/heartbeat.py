@@ -30,7 +30,7 @@ import redis
 import requests
 from celery.signals import worker_ready, worker_shutdown
 
-from dockyard.config.settings import Settings, get_settings
+from dockyard.config.settings import Settings, get_settings, team_queues
 from dockyard.tasks.farm import hosts
 from dockyard.tasks.routing import placement
 from dockyard.tasks.farm import recovery
@@ -42,7 +42,6 @@ from dockyard.workers import disk_guard, fast_worker
 from dockyard.workers.inflight import recover_forever, recover_own_previous_run
 from dockyard.workers.metrics_server import serve_metrics
 from dockyard.workers.sweep import sweep
-from dockyard.workers.worker import team_queues
 
 logger = logging.getLogger("dockyard.heartbeat")
 _stop = threading.Event()

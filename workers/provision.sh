@@ -473,13 +473,14 @@ farm_redis_cli() {  # farm_redis_cli USER-SUFFIX REDIS-CLI-ARGS...
 farm_redis_up() { [ "$(farm_redis_cli admin ping)" = PONG ]; }
 
 step_redis() {
-    local version changed=0
+    local version acl changed=0
     version=$(redis-server --version | sed -n 's/.* v=\([0-9]*\)\..*/\1/p')
     [ "${version:-0}" -ge 7 ] || die "the farm's Redis needs redis-server 7 or later for its ACLs (found: $(redis-server --version))"
     mkdir -p "$REDIS_DIR"
     chmod 700 "$REDIS_DIR"
-    if ! redis_acl | cmp -s - "$REDIS_DIR/users.acl"; then
-        redis_acl | write_if_changed "$REDIS_DIR/users.acl" 600
+    acl=$(redis_acl) || die "could not make the farm's ACL (dockyard teams acl --server farm)"
+    if ! printf '%s\n' "$acl" | cmp -s - "$REDIS_DIR/users.acl" 2>/dev/null; then
+        printf '%s\n' "$acl" | write_if_changed "$REDIS_DIR/users.acl" 600
         changed=1
     fi
     chmod 600 "$REDIS_DIR/users.acl"
@@ -532,11 +533,12 @@ store_up() { [ "$(store_cli admin ping)" = PONG ]; }
 # The context store: a redis-server of its own with a byte budget and LRU eviction, so
 # filling it evicts the oldest contexts and never stops the farm's Redis (noeviction).
 step_context_store() {
-    local changed=0
+    local acl changed=0
     mkdir -p "$STORE_DIR"
     chmod 700 "$STORE_DIR"
-    if ! store_acl | cmp -s - "$STORE_DIR/users.acl"; then
-        store_acl | write_if_changed "$STORE_DIR/users.acl" 600
+    acl=$(store_acl) || die "could not make the context store's ACL (dockyard teams acl --server store)"
+    if ! printf '%s\n' "$acl" | cmp -s - "$STORE_DIR/users.acl" 2>/dev/null; then
+        printf '%s\n' "$acl" | write_if_changed "$STORE_DIR/users.acl" 600
         changed=1
     fi
     chmod 600 "$STORE_DIR/users.acl"

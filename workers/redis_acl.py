@@ -105,6 +105,6 @@ def apply_users(connection: redis.Redis, lines: Iterable[str]) -> list[str]:
     names = []
     for line in lines:
         name, rules = setuser_arguments(line)
-        connection.execute_command("ACL", "SETUSER", name, *rules)
+        connection.execute_command("ACL", "SETUSER", name, *rules)  # type: ignore[no-untyped-call]
         names.append(name)
     return names

@@ -3,12 +3,7 @@ host's fast lane, its fast queue alone on a small threads pool (see ``dockyard.w
 
 from __future__ import annotations
 
-from dockyard.config.settings import Settings, team_queue
-
-
-def team_queues(settings: Settings, queue: str) -> list[str]:
-    """``queue`` of every team declared on the farm."""
-    return [team_queue(queue, team) for team in settings.declared_teams.names]
+from dockyard.config.settings import Settings, team_queues
 
 
 def worker_argv(

@@ -68,7 +68,9 @@ def read_audit(
     """The audited pushes, oldest first: of ``team`` only if given, from ``since`` (epoch seconds) on."""
     start = f"{int(since * 1000)}-0" if since is not None else "-"
     entries = []
-    for entry_id, raw in connection.xrange(audit_key(settings), min=start, max="+"):
+    for entry_id, raw in connection.xrange(audit_key(settings), min=start, max="+") or []:
+        if entry_id is None or not raw:
+            continue
         fields = {text(name): text(value) for name, value in raw.items()}
         if team is not None and fields.get("team") != team:
             continue

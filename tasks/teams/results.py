@@ -22,9 +22,11 @@ _STORING_FOR: contextvars.ContextVar[str | None] = contextvars.ContextVar("docky
 _in_worker = {"on": False}  # set when this process starts a Celery worker: its results name the message's team
 
 
-@worker_init.connect(weak=False)
 def _worker_started(**_: Any) -> None:
     _in_worker["on"] = True
+
+
+worker_init.connect(_worker_started, weak=False)
 TEAM_CONF = "dockyard_team"  # a caller app's team (the settings it was made from)
 TEAM_ID_SEPARATOR = "."  # celery-task-meta-<team>.<id>: team names hold no "."
 

@@ -30,11 +30,11 @@ class _StampsQueue:
         super()._deliver(message, queue)  # type: ignore[misc]
 
 
-class Transport(_StampsQueue, kombu_redis.Transport):  # type: ignore[misc]
+class Transport(_StampsQueue, kombu_redis.Transport):
     """kombu's ``redis://`` transport, stamping each message with its queue."""
 
 
-class SentinelTransport(_StampsQueue, kombu_redis.SentinelTransport):  # type: ignore[misc]
+class SentinelTransport(_StampsQueue, kombu_redis.SentinelTransport):
     """kombu's ``sentinel://`` transport, stamping each message with its queue."""
 
 

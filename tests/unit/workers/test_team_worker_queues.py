@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dockyard.workers.worker import fast_worker_argv, team_queues, worker_argv
+from dockyard.config.settings import team_queues
+from dockyard.workers.worker import fast_worker_argv, worker_argv
 from tests.unit.support import make_settings, write_teams
 
 
