@@ -4,9 +4,7 @@
 
 Two workers on the farm's first two engines, the bench's own Redis database
 and key prefix (``benchmarks.harness``). One build makes the image; then a
-caller process of its own, with the caller user's URLs (``DOCKYARD_REDIS_URL``
-= ``DOCKYARD_CALLER_REDIS_URL``, ``DOCKYARD_CONTEXT_STORE_URL`` =
-``DOCKYARD_CALLER_CONTEXT_STORE_URL``, as a client is given them), asks for the
+caller process of its own (the bench's team, ``benchmarks.harness``) asks for the
 same build ``--builds`` times in a loop: each is answered from the cache. The
 caller prints its RSS (``VmRSS`` of ``/proc/self/status``) at the start, every
 ``--every`` builds and at the end. A caller that keeps something per build
@@ -70,15 +68,6 @@ def caller_loop(image: str, context: str, builds: int, every: int) -> dict[str, 
     }
 
 
-def caller_environment() -> dict[str, str]:
-    """The bench environment with the caller user's URLs in place of the worker user's."""
-    env = dict(os.environ)
-    for name in ("REDIS_URL", "CONTEXT_STORE_URL"):
-        if env.get(f"DOCKYARD_CALLER_{name}"):
-            env[f"DOCKYARD_{name}"] = env[f"DOCKYARD_CALLER_{name}"]
-    return env
-
-
 def run(builds: int, every: int) -> dict[str, Any]:
     harness.setup_environment()
     from dockyard.tasks.client import build
@@ -95,7 +84,7 @@ def run(builds: int, every: int) -> dict[str, Any]:
             made = build(image, path=str(context), tag="mem", timeout_s=600)
             child = subprocess.run(
                 [sys.executable, "-m", "benchmarks.client_memory", CALLER_FLAG, image, str(context), str(builds), str(every)],
-                cwd=harness.REPO, env=caller_environment(), stdout=subprocess.PIPE, text=True, check=True,
+                cwd=harness.REPO, env=dict(os.environ), stdout=subprocess.PIPE, text=True, check=True,
             )
             lines = [json.loads(line) for line in child.stdout.splitlines() if line.startswith("{")]
             figures: dict[str, Any] = next(line["result"] for line in lines if "result" in line)

@@ -23,7 +23,6 @@ class SentinelSetup:
     """The provisioned setup: its URLs, master name, sentinels' password and state directory."""
 
     worker_url: str
-    caller_url: str
     master: str
     password: str
     directory: Path
@@ -32,7 +31,6 @@ class SentinelSetup:
         """``DOCKYARD_*`` variables pointing dockyard (as the worker user) at database ``db`` through the sentinels."""
         return {
             "DOCKYARD_REDIS_URL": with_db(self.worker_url, db),
-            "DOCKYARD_CALLER_REDIS_URL": with_db(self.caller_url, db),
             "DOCKYARD_SENTINEL_MASTER": self.master,
             "DOCKYARD_SENTINEL_PASSWORD": self.password,
         }
@@ -115,6 +113,6 @@ def provision() -> SentinelSetup:
         if sep:
             values[name] = value
     return SentinelSetup(
-        values["DOCKYARD_SENTINEL_WORKER_REDIS_URL"], values["DOCKYARD_SENTINEL_CALLER_REDIS_URL"],
+        values["DOCKYARD_SENTINEL_WORKER_REDIS_URL"],
         values["DOCKYARD_SENTINEL_MASTER"], values["DOCKYARD_SENTINEL_PASSWORD"], Path(values["DOCKYARD_SENTINEL_DIR"]),
     )

@@ -58,15 +58,14 @@ def setup_environment(*, redis_db: int = BENCH_REDIS_DB, key_prefix: str = BENCH
             if sep and not name.startswith("#"):
                 os.environ.setdefault(name.strip(), value.strip())
     # The bench process starts its workers, purges queues and empties its database: it is the farm's
-    # operator, so it keeps the worker user's URL; DOCKYARD_CALLER_REDIS_URL (the caller user, see
-    # workers/provision.sh) is moved to the same database for clients that should run as callers.
+    # operator, so it keeps the worker user's URL, and its callers are the one team of a farm with no
+    # teams file (``default``, docs/security.md), so the farm's own teams and their queues are never used.
     redis_url = os.environ.get("DOCKYARD_REDIS_URL", "redis://127.0.0.1:6379/0")
     os.environ["DOCKYARD_REDIS_URL"] = _with_db(redis_url, redis_db)
-    if os.environ.get("DOCKYARD_CALLER_REDIS_URL"):
-        os.environ["DOCKYARD_CALLER_REDIS_URL"] = _with_db(os.environ["DOCKYARD_CALLER_REDIS_URL"], redis_db)
-    for store in ("DOCKYARD_CONTEXT_STORE_URL", "DOCKYARD_CALLER_CONTEXT_STORE_URL"):  # the context store's bench database
-        if os.environ.get(store):
-            os.environ[store] = _with_db(os.environ[store], redis_db)
+    if os.environ.get("DOCKYARD_CONTEXT_STORE_URL"):  # the context store's bench database
+        os.environ["DOCKYARD_CONTEXT_STORE_URL"] = _with_db(os.environ["DOCKYARD_CONTEXT_STORE_URL"], redis_db)
+    os.environ.pop("DOCKYARD_TEAMS_FILE", None)
+    os.environ["DOCKYARD_TEAM"] = "default"
     for separate in ("DOCKYARD_BROKER_URL", "DOCKYARD_RESULT_BACKEND", "DOCKYARD_CACHE_URL"):
         os.environ.pop(separate, None)  # everything of the bench lives in its one database
     os.environ["DOCKYARD_KEY_PREFIX"] = key_prefix

@@ -17,8 +17,8 @@
 # Usage: provision_sentinel.sh
 #   DOCKYARD_FARM_DIR  the farm's state dir (default /var/lib/dockyard-farm); this setup lives
 #                      in <dir>/sentinel
-# The last line on stdout is the path of sentinel.env (mode 600): the worker user's and the
-# caller user's sentinel:// URLs, the master name and the sentinels' password.
+# The last line on stdout is the path of sentinel.env (mode 600): the worker user's
+# sentinel:// URL, the master name and the sentinels' password.
 set -euo pipefail
 umask 022
 
@@ -246,7 +246,6 @@ main() {
     log "ready: master 127.0.0.1:$(sentinel_master_port) as '$MASTER_NAME'"
     (umask 077 && cat >"$DIR/sentinel.env.new" <<EOF
 DOCKYARD_SENTINEL_WORKER_REDIS_URL=$(sentinel_urls worker 0)
-DOCKYARD_SENTINEL_CALLER_REDIS_URL=$(sentinel_urls caller 0)
 DOCKYARD_SENTINEL_MASTER=$MASTER_NAME
 DOCKYARD_SENTINEL_PASSWORD=$(password sentinel)
 DOCKYARD_SENTINEL_DIR=$DIR

@@ -191,11 +191,17 @@ def execute_tag(
     """Apply tags to a cached image on its host; rebuild if it vanished behind dockyard's back.
 
     ``cache_key`` (from the forwarding task) is taken only if this host's entry under it holds
-    ``image_id``; otherwise the key is resolved here (the bases' digests asked again).
+    ``image_id``; otherwise the key is resolved here (the bases' digests asked again). An image
+    the spec's own entry does not hold is never tagged for (nor owned by) the sender: the spec
+    is built as any other (a message naming an image id is no right to it, docs/security.md).
     """
-    entry = build_cache(here.connection, here.settings).peek(cache_key) if cache_key else None
+    cache = build_cache(here.connection, here.settings)
+    entry = cache.peek(cache_key) if cache_key else None
     if entry is None or entry.host != here.settings.host_id or entry.value.get("image_id") != image_id:
         cache_key, _bases = worker_cache_key(spec, here.settings, lambda reference: engine_digest(reference, here.client))
+        entry = cache.peek(cache_key)
+        if entry is None or entry.value.get("image_id") != image_id:
+            return execute_build(spec, here=here, owner=owner)
     assert cache_key is not None
     with image_use.Pins(here.connection, here.settings) as pins:
         if pinned_here(pins, here.client, image_id):

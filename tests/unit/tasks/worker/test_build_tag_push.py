@@ -32,7 +32,7 @@ from dockyard.tasks.prepare import prepare_build
 from dockyard.tasks.request.spec import BuildSpec, Credentials, PushRequest
 from dockyard.tasks.worker.here import Here
 from dockyard.tasks.teams import audit
-from dockyard.tasks.teams.pushing import note_owned
+from dockyard.tasks.teams.pushing import note_owned, owned_key
 from tests.unit.fakes import FakeEngine, FakeRegistry, Output
 from tests.unit.support import make_settings
 from tests.probes import builders, store_entry
@@ -277,6 +277,22 @@ def test_tag_of_a_vanished_image_forgets_it_and_rebuilds(
     result = execute_tag(spec, image_id, "hit", here=Here(settings, fake_redis, engine, Output()))  # type: ignore[arg-type]
     assert result["cache"] == "built" and result["image_id"] != image_id  # type: ignore[index]
     assert hosts.locate_images(fake_redis, settings, spec.references) == [{"host": "h1", "image_id": result["image_id"]}]  # type: ignore[index]
+
+
+def test_a_tag_naming_an_image_its_spec_does_not_build_builds_the_spec_and_owns_nothing_else(
+    fake_redis: fakeredis.FakeRedis, settings: Settings, engine: FakeEngine, context: Path, tmp_path: Path
+) -> None:
+    theirs = build(uploaded_spec(settings, context), fake_redis, settings, engine)["image_id"]
+    fake_redis.delete(owned_key(settings, theirs))  # another team's image: this team never had it
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "Dockerfile").write_text("FROM scratch\nCOPY other.txt /\n")
+    (other / "other.txt").write_text("other")
+    spec = uploaded_spec(settings, other, tag="stolen")
+    result = execute_tag(spec, theirs, "hit", here=Here(settings, fake_redis, engine, Output()))  # type: ignore[arg-type]
+    assert result["cache"] == "built" and result["image_id"] != theirs  # type: ignore[index]
+    assert f"{NAME}:stolen" not in engine.images.get(theirs).tags
+    assert not fake_redis.exists(owned_key(settings, theirs)), "naming an image id is no right to it"
 
 
 # pushes
