@@ -132,6 +132,16 @@ class Settings(BaseSettings):
         defaults.STATE_DIR, description="Pid files and logs of the workers `dockyard up` starts; default <farm_dir>/workers"
     )
 
+    @field_validator("build_queue")
+    @classmethod
+    def _build_queue_names_no_team(cls, value: str) -> str:
+        if not value or TEAM_QUEUE_SEPARATOR in value:
+            raise ValueError(
+                f"the build queue {value!r} must be a non-empty name without {TEAM_QUEUE_SEPARATOR!r} "
+                "(each team's queue is <build_queue>@<team>, and a team's Redis user may push to its own only)"
+            )
+        return value
+
     @field_validator("host_id")
     @classmethod
     def _host_id_is_not_a_fast_lane(cls, value: str) -> str:

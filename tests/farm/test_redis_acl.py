@@ -155,4 +155,6 @@ def test_cacheable_works_in_a_caller_process(caller: redis.Redis, redis_client: 
     own = f"{settings.key_prefix}team:{settings.team}:call:"
     stored = list(redis_client.scan_iter(own + "*"))  # a caller may not list keys: the worker user looks
     assert stored, "stored under the team's call:"
-    caller.delete(*stored)
+    woken = list(redis_client.scan_iter(f"{settings.key_prefix}team:{settings.team}:done:call:*"))
+    assert woken, "its waiters are woken on the team's own done:call: stream (a refused XADD would be swallowed)"
+    caller.delete(*stored, *woken)

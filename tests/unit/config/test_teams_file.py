@@ -114,3 +114,10 @@ def test_a_teams_queue_is_the_farms_queue_at_the_team() -> None:
 def test_a_host_id_may_not_name_a_team() -> None:
     with pytest.raises(ValidationError, match="may not hold '@'"):
         make_settings(host_id="h1@team-a")
+
+
+def test_a_build_queue_may_not_name_a_team() -> None:
+    with pytest.raises(ValidationError, match="without '@'"):
+        make_settings(build_queue="dockyard.build@team-b")
+    with pytest.raises(ValidationError, match="non-empty"):
+        make_settings(build_queue="")
