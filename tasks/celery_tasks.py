@@ -53,9 +53,9 @@ from dockyard.tasks.worker.sent_arguments import prepare_sent_arguments
 from dockyard.tasks.request.arguments import push_request
 from dockyard.tasks.request.spec import BuildSpec, Credentials, PushRequest, Sealed
 from dockyard.tasks.keyspace import redis_for
-from dockyard.tasks.teams import audit
+from dockyard.tasks.teams import audit, cancel
 from dockyard.tasks.teams.pushing import check_repository, sending_team
-from dockyard.tasks.teams.identity import request_team, task_settings, verified_team
+from dockyard.tasks.teams.identity import for_team, request_team, task_settings, verified_team
 
 STORE_OUTAGE_WAIT_S = 120  # how long a task waits for Redis to come back before failing
 STORE_OUTAGE_ATTEMPTS = 3  # runs of a task body across Redis outages
@@ -109,8 +109,9 @@ def retry_queue(request: Any, settings: Any) -> str | None:
 
 
 class DockyardTask(Task):  # type: ignore[misc]
-    """Counts each delivery, fails a message redelivered past the cap, masks its arguments, and
-    never sends a retry to a dead host's queue."""
+    """Counts each delivery, fails a message redelivered past the cap, masks its arguments, never
+    sends a retry to a dead host's queue, and answers ``Cancelled`` without running a task its team
+    cancelled (``dockyard.tasks.teams.cancel``, read in the team of the queue it came from)."""
 
     Request = MaskedRequest
 
@@ -121,13 +122,14 @@ class DockyardTask(Task):  # type: ignore[misc]
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         settings = get_settings()
-        verified_team(self.request, settings)  # a message from no declared team's queue runs nothing
+        team = verified_team(self.request, settings)  # a message from no declared team's queue runs nothing
         connection = redis_for(settings)
         task_id = self.request.id
         if task_id:
             count_delivery(connection, settings, task_id, self.request.retries)
         handed_over = False
         try:
+            cancel.check(connection, for_team(settings, team.name), task_id, doing="it did not start")
             return super().__call__(*args, **kwargs)
         except Retry as exc:
             handed_over = bool(getattr(exc, "takeover", False))
@@ -258,6 +260,8 @@ def build_task(self: Task, spec: Mapping[str, Any] | None = None, **params: Any)
         prepared, here=_here(settings, connection, _build_output(self, prepared, connection, settings)),
         owner=self.request.id, on_takeover=fresh_budget(self), started=started,
     )
+    # cancelled while others waited for its build: the build went on for them, this task answers Cancelled
+    cancel.check(connection, settings, self.request.id, doing="while it ran; its build went on for any other call waiting for it")
     return _finish(self, outcome, started, lambda forward: _tag_signature(prepared, forward), settings)
 
 

@@ -5,7 +5,9 @@ cached (the fast path, no worker round trip); otherwise they send the task
 and wait for it. Arguments are validated here with the same models the
 worker validates the message with (``dockyard.tasks.request.spec``). The Celery app is
 ``dockyard.tasks.celery_app.caller_app``: a caller loads no worker or engine code
-(``tests/static/test_imports.py`` holds it to that).
+(``tests/static/test_imports.py`` holds it to that). ``cancel`` asks the farm to
+cancel a build of the caller's team (``dockyard.tasks.teams.cancel``); a call that
+waits for a cancelled task raises ``Cancelled``.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from dockyard.tasks.cache.coalesce import Coalescer
 from dockyard.tasks.context.store import upload_context
 from dockyard.tasks.context.pack import PackedContext
 from dockyard.tasks.errors import ContextMissing, JoinTimeout, PushError
+from dockyard.tasks.teams import cancel as cancel_requests
 from dockyard.tasks.keyspace import redis_for
 from dockyard.tasks.request.masking import masked_repr
 from dockyard.tasks.request.naming import registry_of
@@ -218,17 +221,33 @@ def wait_for_running_build(
     return _answer(spec, entry, "joined") if entry is not None else None
 
 
+def cancel(task: str | AsyncResult) -> str:
+    """Cancel a build (or any task) of the caller's team: its task id, or its ``AsyncResult``; the id.
+
+    The request lands in the team's own namespace; a worker reads it there under the team of the
+    task's queue, so only the task's own team can cancel it. A queued build answers ``Cancelled``
+    without building; a running one is stopped on the engine, unless other calls wait for the same
+    build: then it goes on for them and only the cancelled call raises ``Cancelled``.
+    """
+    task_id = task.id if isinstance(task, AsyncResult) else task
+    settings = get_settings()
+    cancel_requests.request_cancel(redis_for(settings), settings, task_id)
+    return task_id
+
+
 def build(
     image_name: str,
     *,
     app: Celery | None = None,
     timeout_s: float | None = None,
     on_output: OutputSink | None = None,
+    on_sent: Callable[[str], None] | None = None,
     **params: Any,
 ) -> FarmBuildResult:
     """Build on the farm and wait: from the cache when possible, else through a worker.
 
     ``on_output`` receives the build's output lines while it runs, on whichever host.
+    ``on_sent`` receives the task id when a build task is sent (what ``cancel`` takes).
     """
     settings = get_settings()
     spec, packed = prepare_build({"image_name": image_name, **params}, settings)
@@ -242,7 +261,7 @@ def build(
                 return joined
         return send_build(
             spec, packed, settings, app=app, timeout_s=timeout_s or settings.task_time_limit_s * 2,
-            cache_key=cache_key, reader=reader, on_output=on_output,
+            cache_key=cache_key, reader=reader, on_output=on_output, on_sent=on_sent,
         )
     finally:
         packed.close()
@@ -258,6 +277,7 @@ def send_build(
     cache_key: str | None,
     reader: StreamReader | None,
     on_output: OutputSink | None,
+    on_sent: Callable[[str], None] | None = None,
 ) -> FarmBuildResult:
     """Upload the context (unless the store holds it), send the build and wait for it.
 
@@ -271,8 +291,11 @@ def send_build(
             if spec.context_path is None:
                 upload_context(keyspace.context_store_for(settings), settings, packed)
             signature = _spec_signature(spec, app)
+            sent = signature.apply_async()
+            if on_sent is not None:
+                on_sent(sent.id)
             return await_build(
-                signature.apply_async(), spec, settings, timeout_s=timeout_s, cache_key=cache_key, reader=reader,
+                sent, spec, settings, timeout_s=timeout_s, cache_key=cache_key, reader=reader,
                 on_output=on_output, resend=lambda: signature.clone().apply_async(),
             )
         except ContextMissing as exc:
@@ -301,6 +324,8 @@ def await_build(
     one stored answers them all, and their own tasks end as cheap hits.
     ``resend`` sends a copy of the task when the broker fails over before the
     task answers (see ``dockyard.tasks.routing.broker_watch``); the first of the copies to answer does.
+    Once the caller's team asked to cancel the task (``cancel``), this raises ``Cancelled`` at its next
+    wake-up, whatever the build does for others.
     """
     deadline = time.monotonic() + timeout_s
     sent_at = time.time()
@@ -311,6 +336,8 @@ def await_build(
     while time.monotonic() < deadline:
         if on_output is not None and (notice := watch.gone()) is not None:
             on_output(notice)
+        if (cancelled := _cancelled(settings, sent.ids())) is not None:
+            raise cancel_requests.cancelled_error(cancelled, "the caller stopped waiting for it")
         if (done := sent.answered()) is not None:
             _drain(reader, on_output)
             answer: FarmBuildResult = done.get(timeout=1)
@@ -339,6 +366,11 @@ def await_build(
             _drain(reader, on_output)
             return got
     raise JoinTimeout(f"No result for {spec.image_name}:{spec.tag} within {timeout_s:.0f} s.")
+
+
+def _cancelled(settings: Settings, task_ids: set[str]) -> str | None:
+    """The first of a call's task ids its team asked to cancel (``cancel``), or None: one round trip."""
+    return cancel_requests.first_cancelled(redis_for(settings), settings, task_ids)
 
 
 def _ready_within(result: AsyncResult, seconds: float, *, every_s: float = 0.05) -> bool:

@@ -11,6 +11,7 @@
      │    └── NotPermitted             the team may not push there, or that image (dockyard.tasks.teams.pushing)
      ├── RedeliveryLimit               a message killed its worker too often; not run again
      ├── ContextMissing                the context is not (or no longer) in the store
+     ├── Cancelled                     the caller's team cancelled this task (``dockyard cancel``); never retried
      └── TransientError                may succeed if tried again; the only retried class
           ├── BaseUnavailable (BuildError)     a build's registry unreachable or 5xx (base image pull)
           ├── BuilderRace (BuildError)     the classic builder lost an image another removal took meanwhile
@@ -94,6 +95,11 @@ class StoreUnavailable(TransientError):
 
 class ContextMissing(DockyardError):
     """The context is not (or no longer) in the store: send the build again."""
+
+
+class Cancelled(DockyardError):
+    """The task's own team asked to cancel it (``dockyard.tasks.teams.cancel``): it was not built, or
+    its build was stopped on the engine, or (others waiting for the same build) this call left it."""
 
 
 class JoinTimeout(TransientError):

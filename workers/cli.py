@@ -213,8 +213,34 @@ def cmd_build(args: argparse.Namespace) -> int:
     from dockyard.tasks.client import build
 
     image_name, params = build_request(args)
-    result = build(image_name, on_output=_to_stderr, timeout_s=args.timeout, **params)
+    sent: list[str] = []
+
+    def on_sent(task_id: str) -> None:
+        sent.append(task_id)
+        if args.print_task_id:
+            _to_stderr(f"dockyard: build sent as task {task_id} (stop it with 'dockyard cancel {task_id}')\n")
+
+    try:
+        result = build(image_name, on_output=_to_stderr, on_sent=on_sent, timeout_s=args.timeout, **params)
+    except KeyboardInterrupt:  # Ctrl-C cancels the build this command sent
+        from dockyard.tasks.client import cancel
+
+        for task_id in sent:
+            cancel(task_id)
+        raise
     print_json(result)
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    """Ask the farm to cancel a task of the caller's own team (a queued or running build)."""
+    from dockyard.tasks.client import cancel
+
+    task_id = cancel(args.task_id)
+    if args.json:
+        print_json({"cancelled": task_id, "team": get_settings().team})
+        return 0
+    print(f"cancel requested for task {task_id} (team {get_settings().team})")
     return 0
 
 
@@ -552,6 +578,15 @@ def parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print the state and the result or error as JSON")
     status.set_defaults(run=cmd_status)
 
+    cancel = command(sub, "cancel", "Cancel a queued or running build of your team.",
+                     "Cancel a build (or any task) of the caller's team, by its task id ('dockyard build "
+                     "--print-task-id' prints it on stderr): a queued build answers Cancelled without building; a running one is stopped "
+                     "on its engine within seconds, unless other callers wait for the same build, which then goes "
+                     "on for them. Only the task's own team can cancel it.")
+    cancel.add_argument("task_id", metavar="TASK_ID", help="the Celery task id of the build")
+    cancel.add_argument("--json", action="store_true", help="print the cancelled task id and the team as JSON")
+    cancel.set_defaults(run=cmd_cancel)
+
     worker = command(sub, "worker", "Run a worker for this host in the foreground, with its fast lane beside it.",
                      "Run a worker in the foreground for this host: it consumes the shared build queue and the "
                      "host's own queue, and starts the host's fast lane beside it.")
@@ -591,6 +626,9 @@ def parser() -> argparse.ArgumentParser:
                        help="skip dockyard's build cache lookup (the fresh result is still stored)")
     build.add_argument("--backend", choices=["docker-py", "buildx"], default=None, help="the build backend (default docker-py)")
     build.add_argument("--timeout", type=seconds, default=None, metavar="SECONDS", help=TIMEOUT_HELP)
+    build.add_argument("--print-task-id", action="store_true",
+                       help="print the build's task id on stderr once it is sent (for 'dockyard cancel'); "
+                            "Ctrl-C cancels the build either way")
     build.add_argument("--json", action="store_true", help="print the result as JSON (the default output of build)")
     build.set_defaults(run=cmd_build)
 

@@ -10,7 +10,8 @@ do is written once, here (``docs/security.md`` explains each right):
 farm Redis: read the shared build cache, host records and placement state
 by exact key; read its own namespace (``team:<name>:``), results
 (``celery-task-meta-<name>.*``) and their channels; write only its own
-``cacheable`` entries (and their wake-up streams), hit notes (``seen:``) and placement bookkeeping;
+``cacheable`` entries (and their wake-up streams), its cancel requests (``cancel:``) and waiting
+marks (``waiting:``), hit notes (``seen:``) and placement bookkeeping;
 enqueue (LPUSH, nothing else) only to its own queues (``<queue>@<name>``);
 read the depth (LLEN) of its own queues and of host queues. No SCAN, KEYS, RANDOMKEY or PUBSUB
 CHANNELS (names of others' keys and channels), no administration.
@@ -57,7 +58,7 @@ def farm_user(team: Team, *, key_prefix: str, queues: Iterable[str] = FARM_QUEUE
         f"user {team.redis_user} {_login(team)}",
         f"+@all -@admin -@dangerous -@scripting -@list {SCRIPTS} {NO_LISTING}",
         reads,
-        f"%R~{own}* ~{own}call:* ~{own}done:call:* ~{key_prefix}seen:*",
+        f"%R~{own}* ~{own}call:* ~{own}done:call:* ~{own}cancel:* ~{own}waiting:* ~{key_prefix}seen:*",
         f"%R~celery-task-meta-{team.name}.* &celery-task-meta-{team.name}.*",
         " ".join(f"~{queue}:spills" for queue in queues), f"~{host_queues}:placed",
         f"({send_to} resetchannels -@all +lpush)",

@@ -16,10 +16,15 @@ The first caller of a key takes the lease, renews it while it works and
 stores only a success; callers with the same key join and wait for that
 value, blocked on the key's wake-ups (``dockyard.tasks.cache.notify``), not polling. If the owner dies, its lease expires and one waiter takes over.
 Callers outside a worker use ``peek`` and ``join``; nobody else reads these keys.
+While a call waits for a build key's owner, it marks itself as waiting
+(``dockyard.tasks.cache.waiters``), so a cancelled owner goes on for it. A
+``Cancelled`` owner announces no failure: its joiners see the lease go and
+one of them builds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import json
@@ -34,13 +39,14 @@ import redis
 from dockyard.config.redis_urls import is_sentinel_url
 from dockyard.config.settings import Settings, get_settings
 from dockyard.tasks.request.cache_key import call_key
-from dockyard.tasks.errors import BuildError, ContextMissing, DockyardError, JoinTimeout, TransientError
+from dockyard.tasks.errors import BuildError, Cancelled, ContextMissing, DockyardError, JoinTimeout, TransientError
 from dockyard.tasks.request.results import CacheSource
 from dockyard.tasks.teams.keys import TEAM_CACHES, team_key
 from dockyard.tasks.keyspace import key, optional_text, redis_for
 from dockyard.tasks.cache.lease import KeepAlive, Lease, replicate
 from dockyard.tasks.cache.notify import Waiter, announce
 from dockyard.tasks.cache.live_output import StreamReader
+from dockyard.tasks.cache.waiters import Waiting
 
 FAILURE_NOTICE_S = 30  # how long joiners can read a build owner's failure
 ANSWER_SETTLE_S = 2.0  # after an owner lets go, how long a joiner waits for the holder to record the tags and answer
@@ -123,6 +129,12 @@ class SingleFlight:
             return key(self.settings, kind, cache_key)
         return self._key(kind, cache_key)
 
+    def waiting(self, cache_key: str) -> contextlib.AbstractContextManager[Waiting | None]:
+        """This call's waiting mark on a build key (``dockyard.tasks.cache.waiters``); none in a team cache."""
+        if self.namespace in TEAM_CACHES:
+            return contextlib.nullcontext()
+        return Waiting(self.connection, self.settings, cache_key)
+
     def lease(self, cache_key: str) -> Lease:
         return Lease(self.connection, self._aux_key("lease", cache_key), lease_s=self.settings.lease_s, replicas=self.replicas)
 
@@ -148,19 +160,22 @@ class SingleFlight:
         lease = self.lease(cache_key)
         waiter = Waiter(self.connection, self.settings, self.namespace, cache_key)
         joined = False
-        while lease.held_by_anyone() and time.monotonic() < deadline:
-            joined = True
-            entry = self.peek(cache_key)
-            if entry is not None and accept(entry):
-                return entry
-            block_s = min(self.settings.wait_wake_s, max(0.001, deadline - time.monotonic()))
-            if output is None:
-                waiter.wait(block_s)
-                continue
-            reader, sink = output
-            found = waiter.wait(block_s, also={reader.name: reader.last_id})
-            for line in reader.take(found.get(reader.name, [])):
-                sink(line + "\n")
+        with self.waiting(cache_key) as mark:
+            while lease.held_by_anyone() and time.monotonic() < deadline:
+                joined = True
+                if mark is not None:
+                    mark.renew()
+                entry = self.peek(cache_key)
+                if entry is not None and accept(entry):
+                    return entry
+                block_s = min(self.settings.wait_wake_s, max(0.001, deadline - time.monotonic()))
+                if output is None:
+                    waiter.wait(block_s)
+                    continue
+                reader, sink = output
+                found = waiter.wait(block_s, also={reader.name: reader.last_id})
+                for line in reader.take(found.get(reader.name, [])):
+                    sink(line + "\n")
         if not joined:
             entry = self.peek(cache_key)
             return entry if entry is not None and accept(entry) else None
@@ -243,12 +258,15 @@ class SingleFlight:
         host: str | None = None,
         owner: str | None = None,
         on_takeover: Callable[[], None] | None = None,
+        check_cancel: Callable[[], None] | None = None,
     ) -> Outcome:
         """The cached value of ``cache_key``, or ``compute()`` run under the key's lease.
 
         ``owner`` (a task id) is stored with a computed value, so its caller can tell it built it.
         ``on_takeover`` runs when the owner this call waited for vanished, before it takes the
         lease itself: a Celery task raises its retry there, so the build gets a fresh time limit.
+        ``check_cancel`` runs at each wake-up while this call waits for another owner: it raises
+        ``Cancelled`` to leave (the build goes on for its owner and the others).
         """
         if not ignore_cache and (hit := self._valid_entry(cache_key, valid)) is not None:
             return Outcome(hit.value, "hit", hit)
@@ -259,7 +277,7 @@ class SingleFlight:
             if lease.acquire():
                 outcome = self._compute_as_owner(cache_key, compute, lease, host, owner)
                 return Outcome(outcome.value, outcome.source, outcome.entry, took_over)
-            joined = self._wait_for_owner(cache_key, lease, deadline)
+            joined = self._wait_for_owner(cache_key, lease, deadline, check_cancel)
             if joined is not None:
                 return joined
             took_over = True
@@ -274,7 +292,7 @@ class SingleFlight:
                 try:
                     value = compute()
                 except DockyardError as exc:
-                    if not isinstance(exc, TransientError):
+                    if not isinstance(exc, (TransientError, Cancelled)):  # a cancelled build: a joiner builds it
                         self._announce_failure(cache_key, exc, lease.token)
                     raise
             entry = self.store_as_owner(cache_key, value, lease, host=host, owner=owner)
@@ -305,12 +323,25 @@ class SingleFlight:
             if joined is not None:
                 return joined
 
-    def _wait_for_owner(self, cache_key: str, lease: Lease, deadline: float) -> Outcome | None:
-        """Poll until the owner stores a value (joined), fails (raise) or vanishes (None: take over)."""
+    def _wait_for_owner(
+        self, cache_key: str, lease: Lease, deadline: float, check_cancel: Callable[[], None] | None = None
+    ) -> Outcome | None:
+        """Wait until the owner stores a value (joined), fails (raise) or vanishes (None: take over),
+        marked as waiting on the key; ``check_cancel`` at each wake-up."""
+        with self.waiting(cache_key) as mark:
+            return self._wait_marked(cache_key, lease, deadline, mark, check_cancel)
+
+    def _wait_marked(
+        self, cache_key: str, lease: Lease, deadline: float, mark: Waiting | None, check_cancel: Callable[[], None] | None
+    ) -> Outcome | None:
         waiter = Waiter(self.connection, self.settings, self.namespace, cache_key)
         raw_owner = self.connection.get(lease.name)
         owner = optional_text(raw_owner)
         while time.monotonic() < deadline:
+            if check_cancel is not None:
+                check_cancel()
+            if mark is not None:
+                mark.renew()
             entry = self.peek(cache_key)
             if entry is not None and (owner is None or entry.token == owner):
                 return Outcome(entry.value, "joined", entry)

@@ -8,6 +8,9 @@ retry list) is raised as ``BaseUnavailable`` and retried by one layer only, the
 Celery task's retry of ``TransientError`` on the farm
 (``dockyard.tasks.celery_tasks._RETRY``) or the local step's loop
 (``dockyard.tasks.local_steps``); retrying here as well multiplied the attempts.
+A ``BuildStop`` interrupts the ``docker buildx build`` process tree (found by
+the call's private config directory, ``dockyard.tasks.engine.build_stop``):
+buildx cancels the solve on the engine and the build raises ``Cancelled``.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from python_on_whales import DockerClient
 from python_on_whales.exceptions import DockerException
 
 from dockyard.config.settings import Settings
-from dockyard.tasks.errors import BuildError, InvalidInput, engine_error
+from dockyard.tasks.engine.build_stop import BuildStop, interrupt_processes
+from dockyard.tasks.errors import BuildError, Cancelled, InvalidInput, engine_error
 from dockyard.tasks.request.spec import platforms_of
 from dockyard.tasks.output import OutputSink
 
@@ -55,6 +59,7 @@ def buildx_build(
     build_kwargs: Mapping[str, Any],
     labels: Mapping[str, str],
     output: OutputSink,
+    stop: BuildStop | None = None,
 ) -> str:
     """Build with buildx; return the image id (or, for a multi-platform push, the pushed digest)."""
     kwargs = dict(build_kwargs)
@@ -69,6 +74,15 @@ def buildx_build(
     kwargs.setdefault("load", not multi)
     with private_docker(settings) as (client, config_dir):
         metadata_file = config_dir / "metadata.json"
+        if stop is not None:
+            if stop.requested.is_set():
+                raise Cancelled("The build was stopped before it reached the engine.")
+            marker = str(config_dir)
+
+            def interrupt() -> None:  # the process tree started below, found by its config directory
+                interrupt_processes(marker)
+
+            stop.attach(interrupt)
         try:
             lines = client.buildx.build(
                 str(context), file=str(context / dockerfile), tags=tags, pull=pull, push=push,
@@ -80,7 +94,14 @@ def buildx_build(
         except TypeError as exc:
             raise InvalidInput(f"Unknown or wrong buildx argument: {exc}") from exc
         except DockerException as exc:
+            if stop is not None and stop.requested.is_set():
+                raise Cancelled("The build was stopped on the engine (buildx interrupted).") from exc
             raise engine_error(str(exc), doing="build") from exc  # BaseUnavailable for an outage: retried by the caller's layer
+        finally:
+            if stop is not None:
+                stop.detach()
+        if stop is not None and stop.requested.is_set():
+            raise Cancelled("The build was stopped on the engine (buildx interrupted).")
         metadata = json.loads(metadata_file.read_text()) if metadata_file.exists() else {}
     image_id = metadata.get("containerimage.config.digest") or metadata.get("containerimage.digest")
     if not isinstance(image_id, str):

@@ -2,6 +2,8 @@
 
 When the image lives on another host, the call returns ``Forward`` and the
 Celery task re-sends itself to that host's queue (``dockyard.tasks.worker.holder``).
+The owner's build runs under a ``CancelWatch`` of its task (``dockyard.tasks.worker.cancel_watch``),
+and a task waiting for another owner's build leaves it when it is cancelled.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dockyard.tasks import keyspace
 from dockyard.tasks.cache.single_flight import Entry, Outcome, build_cache
 from dockyard.tasks.context.materialize import shared_directory, stored_archive, unpacked_directory
 from dockyard.tasks.engine.build import build_from_archive, build_in
+from dockyard.tasks.engine.build_stop import BuildStop
 from dockyard.tasks.engine.images import built_on, engine_digest, local_image_id
 from dockyard.tasks.errors import BaseUnavailable, BuilderRace, BuildError
 from dockyard.tasks.farm import hosts, image_use, metrics
@@ -27,6 +30,8 @@ from dockyard.tasks.request.results import FarmBuildResult
 from dockyard.tasks.worker.here import Here
 from dockyard.tasks.request.spec import BuildSpec
 from dockyard.tasks.routing import placement
+from dockyard.tasks.teams import cancel
+from dockyard.tasks.worker.cancel_watch import CancelWatch
 from dockyard.tasks.worker.holder import Forward, finish_on_holder, pinned_here
 
 
@@ -88,7 +93,7 @@ def _build_pinned(
 
     def compute() -> dict[str, str]:
         pin_bases(spec, here.client, pins)
-        image_id = build_racing_removals(spec, here=here)
+        image_id = build_watched(spec, cache_key, here=here, owner=owner)
         pins.pin(image_id)
         if spec.build_backend == "docker-py" and not built_on(here.client, bases):
             raise BaseUnavailable(f"A base image of {spec.image_name} moved while it was built; it is built again.")
@@ -103,6 +108,8 @@ def _build_pinned(
         outcome = cache.run(
             cache_key, compute, valid=_valid_entry(here, pins),
             ignore_cache=spec.ignore_cache, host=here.settings.host_id, owner=owner, on_takeover=on_takeover,
+            check_cancel=None if owner is None else lambda: cancel.check(
+                here.connection, here.settings, owner, doing="it left the build it waited for"),
         )
         record_build(here.connection, here.settings, outcome, time.monotonic() - run_at)
         if outcome.source == "built":  # this engine's layers are now the lineage's warmest
@@ -121,10 +128,26 @@ def _build_pinned(
     raise BuildError(f"The image of {spec.image_name} was evicted {EVICTED_RETRIES} times before it could be tagged.")
 
 
+def build_watched(spec: BuildSpec, cache_key: str, *, here: Here, owner: str | None) -> str:
+    """``build_racing_removals`` for the task ``owner``, stopped on the engine if the task is cancelled
+    and no one else waits for ``cache_key`` (``Cancelled``, naming the task)."""
+    if owner is None:
+        return build_racing_removals(spec, here=here)
+    cancel.check(here.connection, here.settings, owner, doing="before its build started")
+    with CancelWatch(here.connection, here.settings, task_id=owner, cache_key=cache_key) as watch:
+        try:
+            return build_racing_removals(spec, here=here, stop=watch.stop)
+        except Exception as exc:
+            if watch.stopped:
+                raise cancel.cancelled_error(owner, "its build was stopped on the engine") from exc
+            raise
+
+
 def build_spec(
     spec: BuildSpec,
     *,
     here: Here,
+    stop: BuildStop | None = None,
 ) -> str:
     """Build ``spec`` on this host from its checked context (see ``dockyard.tasks.context.materialize``); the image id."""
     with contextlib.ExitStack() as stack:
@@ -138,11 +161,13 @@ def build_spec(
         else:
             archive = stack.enter_context(stored_archive(spec, keyspace.context_store_for(here.settings), here.settings))
             if spec.build_backend == "docker-py":
-                return build_from_archive(spec, archive, auto_lines=spec.dockerfile_lines, client=here.client, output=here.output)
+                return build_from_archive(
+                    spec, archive, auto_lines=spec.dockerfile_lines, client=here.client, output=here.output, stop=stop,
+                )
             directory = stack.enter_context(unpacked_directory(archive, here.settings))
         return build_in(
             spec, context=directory, auto_lines=spec.dockerfile_lines, secrets=secrets,
-            client=here.client, settings=here.settings, output=here.output,
+            client=here.client, settings=here.settings, output=here.output, stop=stop,
         )
 
 
@@ -150,12 +175,13 @@ def build_racing_removals(
     spec: BuildSpec,
     *,
     here: Here,
+    stop: BuildStop | None = None,
 ) -> str:
     """``build_spec``, run again at once when the classic builder lost an image that a removal (the
     disk budget's, on this host) took while it looked at it (``BuilderRace``)."""
     for attempt in range(1, BUILDER_RACE_ATTEMPTS + 1):
         try:
-            return build_spec(spec, here=here)
+            return build_spec(spec, here=here, stop=stop)
         except BuilderRace:
             if attempt == BUILDER_RACE_ATTEMPTS:
                 raise

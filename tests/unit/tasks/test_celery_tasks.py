@@ -391,3 +391,56 @@ def sealed_by(monkeypatch: pytest.MonkeyPatch, team: str) -> dict[str, Any]:
     with monkeypatch.context() as patched:
         patched.setattr(client, "get_settings", lambda: make_settings(seal_public_key=PUBLIC_KEY, seal_ttl_s=600, team=team))
         return sealed()
+
+
+# cancel (dockyard.tasks.teams.cancel)
+
+
+def test_a_task_its_team_cancelled_answers_cancelled_without_running(
+    calls: list[Any], settings: Settings, tmp_path: Path, fake_redis: fakeredis.FakeRedis
+) -> None:
+    from dockyard.tasks.errors import Cancelled
+    from dockyard.tasks.teams import cancel
+
+    spec = a_spec(settings, tmp_path)
+    cancel.request_cancel(fake_redis, settings, "queued-1")
+    result = build_task.apply(kwargs={"spec": spec}, routing_key="dockyard.build@default", task_id="queued-1")
+    assert result.failed() and isinstance(result.result, Cancelled)
+    assert "Task queued-1 was cancelled by its team (it did not start)" in str(result.result)
+    assert calls == [], "nothing was built"
+    assert build_task.apply(kwargs={"spec": spec}, routing_key="dockyard.build@default", task_id="other").successful()
+
+
+def test_a_cancel_is_read_in_the_team_of_the_queue_the_task_came_from(
+    calls: list[Any], settings: Settings, tmp_path: Path, fake_redis: fakeredis.FakeRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dockyard.tasks.errors import Cancelled
+    from dockyard.tasks.teams import cancel
+
+    farm = make_settings(seal_private_key=PRIVATE_KEY, teams_file=write_teams(tmp_path, {"team-a": [], "team-b": []}))
+    monkeypatch.setattr(celery_tasks, "get_settings", lambda: farm)
+    monkeypatch.setattr(celery_tasks, "execute_build", lambda spec, **_: {**BUILT})
+    spec = a_spec(settings, tmp_path)
+    cancel.request_cancel(fake_redis, farm.model_copy(update={"team": "team-b"}), "a-task")  # B asks for A's task
+    assert build_task.apply(kwargs={"spec": spec}, routing_key="dockyard.build@team-a", task_id="a-task").successful()
+    refused = build_task.apply(kwargs={"spec": spec}, routing_key="dockyard.build@team-b", task_id="a-task")
+    assert isinstance(refused.result, Cancelled), "B's request cancels only a task from B's own queue"
+
+
+def test_a_build_cancelled_while_others_waited_answers_cancelled_after_it(
+    calls: list[Any], settings: Settings, tmp_path: Path, fake_redis: fakeredis.FakeRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dockyard.tasks.errors import Cancelled
+    from dockyard.tasks.teams import cancel
+
+    built: list[str] = []
+
+    def build_for_others(spec: BuildSpec, **kwargs: Any) -> dict[str, Any]:
+        cancel.request_cancel(fake_redis, settings, "owner-1")  # cancelled mid-build; the build went on for joiners
+        built.append("stored")
+        return {**BUILT, "host": "h1", "cache": "built"}
+
+    monkeypatch.setattr(celery_tasks, "execute_build", build_for_others)
+    result = build_task.apply(kwargs={"spec": a_spec(settings, tmp_path)}, routing_key="dockyard.build@default", task_id="owner-1")
+    assert built == ["stored"] and isinstance(result.result, Cancelled)
+    assert "went on for any other call waiting for it" in str(result.result)

@@ -87,6 +87,7 @@ class Result:
 def no_redis(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(client, "Waiter", WakingWaiter)
     monkeypatch.setattr(client, "redis_for", lambda _settings: None)
+    monkeypatch.setattr(client, "_cancelled", lambda _settings, _ids: None)  # no cancel asked
 
 
 def test_builds_answered_by_their_own_result_after_a_wake_up_leave_nothing(

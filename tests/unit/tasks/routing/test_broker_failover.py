@@ -87,6 +87,7 @@ def await_with(monkeypatch: pytest.MonkeyPatch, moves: list[bool], first: Result
         return copy
 
     monkeypatch.setattr(client, "BrokerWatch", Watch)
+    monkeypatch.setattr(client, "_cancelled", lambda _settings, _ids: None)  # no cancel asked (no Redis here)
     spec = type("Spec", (), {"ignore_cache": True, "image_name": "app", "tag": "t"})()
     settings = make_settings(wait_wake_s=0.01)
     try:
