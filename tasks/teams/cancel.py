@@ -39,7 +39,8 @@ def cancel_key(settings: Settings, task_id: str) -> str:
 
 def request_cancel(connection: redis.Redis, settings: Settings, task_id: str) -> None:
     """Ask the farm to cancel ``task_id``, a task of ``settings.team``'s (a caller's own connection)."""
-    connection.set(cancel_key(settings, task_id), f"{time.time():.3f}", ex=CANCEL_TTL_S)
+    name = cancel_key(settings, task_id)  # a bad id is refused before Redis is asked
+    connection.set(name, f"{time.time():.3f}", ex=CANCEL_TTL_S)
 
 
 def _cancellable(task_id: object) -> bool:
