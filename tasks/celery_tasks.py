@@ -8,7 +8,9 @@ result first in a chain, then push's keyword arguments) and
 and ``dockyard.ping`` (a trivial task: the round trip of the farm's queues).
 
 In a host's fast lane (``dockyard.tasks.farm.lane``) a task only answers from the cache:
-work that turns out not to be cheap is handed to the build lanes.
+work that turns out not to be cheap is handed to the build lanes. A drained host
+(``dockyard.tasks.farm.drain``) builds nothing new: a build it pops goes to another host;
+its tags and pushes still run there, where the image is.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from celery.worker.request import Request as CeleryRequest
 
 from dockyard.config import defaults
 from dockyard.config.settings import Settings, farm_queue, get_settings, host_queue, team_queue
-from dockyard.tasks.farm import recovery
+from dockyard.tasks.farm import drain, recovery
 from dockyard.tasks.farm.deliveries import count_delivery, forget_deliveries, hand_over_deliveries
 from dockyard.tasks.request.masking import masked_repr
 from dockyard.tasks.engine.connection import shared_client
@@ -43,6 +45,7 @@ from dockyard.tasks.worker.push import execute_push
 from dockyard.tasks.engine.images import image_here
 from dockyard.tasks.worker.fast_answer import answer_build, answer_push
 from dockyard.tasks.routing.fast_lane import forward_queue
+from dockyard.tasks.routing.placement import elsewhere_queue
 from dockyard.tasks.farm.lane import in_fast_lane
 from dockyard.tasks.cache.live_output import ProgressState, StreamOutput, tee
 from dockyard.tasks.output import OutputSink
@@ -210,6 +213,15 @@ def hand_over(task: Task, queue: str, args: tuple[Any, ...], kwargs: Mapping[str
     return task.replace(signature.set(queue=queue, kwargsrepr=masked_repr(signature.kwargs)))
 
 
+def move_off_drained(task: Task, args: tuple[Any, ...], kwargs: Mapping[str, Any], settings: Settings) -> Any:
+    """A build popped by a drained host (``dockyard.tasks.farm.drain``): the same task again on
+    another live host's queue, as placement chooses, or the team's shared queue; never built here."""
+    queue = team_queue(elsewhere_queue(args, kwargs, settings, settings.host_id), settings.team)
+    logger.info("host %s is drained: %s %s goes to %s", settings.host_id, task.name, task.request.id, queue)
+    signature = task.signature(args=args, kwargs=dict(kwargs))
+    return task.replace(signature.set(queue=queue, kwargsrepr=masked_repr(signature.kwargs)))
+
+
 @shared_task(name=PING_TASK)
 def ping_task() -> str:
     """A trivial task: its round trip is the floor of any task's."""
@@ -256,6 +268,8 @@ def build_task(self: Task, spec: Mapping[str, Any] | None = None, **params: Any)
         if answer is None:
             raise hand_over(self, settings.build_queue, (), {"spec": spec} if spec is not None else params, settings)
         return {**answer, "duration_s": round(time.monotonic() - started, 3)}
+    if drain.drained(connection, settings, settings.host_id) is not None:
+        raise move_off_drained(self, (), {"spec": spec} if spec is not None else params, settings)
     outcome = execute_build(
         prepared, here=_here(settings, connection, _build_output(self, prepared, connection, settings)),
         owner=self.request.id, on_takeover=fresh_budget(self), started=started,

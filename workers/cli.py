@@ -28,7 +28,7 @@ from dockyard.config import defaults
 from dockyard.config.settings import InvalidSettings, get_settings
 from dockyard.config.teams import InvalidTeams
 from dockyard.tasks.errors import DockyardError
-from dockyard.workers import team_commands
+from dockyard.workers import drain_commands, team_commands
 
 DESCRIPTION = (
     "Build container images on the dockyard farm (Celery workers next to Docker engines, Redis in between), "
@@ -323,9 +323,23 @@ def fast_node(host_id: str) -> str:
     return host_id + defaults.FAST_QUEUE_SUFFIX
 
 
-def host_rows(records: list[dict[str, Any]], active: dict[str, list[Any]], lineages: dict[str, list[str]]) -> list[dict[str, Any]]:
+def host_state(drain: dict[str, Any] | None, record: dict[str, Any], queued: int) -> str:
+    """``active`` (in service), ``draining`` (drained, still holding, consuming or queued work, or its
+    worker has not seen the drain yet) or ``drained`` (drained and empty)."""
+    if drain is None:
+        return "active"
+    seen = isinstance(record.get("drain"), dict) and record["drain"].get("id") == drain.get("id")
+    empty = seen and record.get("consuming_shared") is False and not record.get("held") and not queued
+    return "drained" if empty else "draining"
+
+
+def host_rows(
+    records: list[dict[str, Any]], active: dict[str, list[Any]], lineages: dict[str, list[str]], *,
+    drains: dict[str, dict[str, Any] | None] | None = None, queued: dict[str, int] | None = None, now: float | None = None,
+) -> list[dict[str, Any]]:
     """What ``dockyard hosts`` shows of each host record: its build lane's and fast lane's running tasks
-    (from the workers' ``active`` replies, by node), and the lineages it holds.
+    (from the workers' ``active`` replies, by node), the lineages it holds, its heartbeat's age and
+    its drain (``drains``: the drain keys read, ``queued``: what waits in its own queues).
 
     ``running_fast`` is None when the record advertises no fast lane (``fast_queue``).
     """
@@ -348,15 +362,23 @@ def host_rows(records: list[dict[str, Any]], active: dict[str, list[Any]], linea
             "metrics": record.get("metrics"),
             "lineages": lineages.get(host, []),
             "seen_at": record.get("seen_at"),
+            "heartbeat_age_s": round(max(0.0, (now or time.time()) - float(record.get("seen_at") or 0)), 1),
+            "state": host_state((drains or {}).get(host), record, (queued or {}).get(host, 0)),
+            "drained": (drains or {}).get(host) is not None,
+            "drain": (drains or {}).get(host),
+            "consuming_shared": record.get("consuming_shared"),
+            "held": record.get("held"),
+            "queued": (queued or {}).get(host, 0),
         })
     return rows
 
 
 def cmd_hosts(args: argparse.Namespace) -> int:
     """List the build hosts that heartbeat, with their load (tasks running now in each lane) and the lineages they hold."""
+    from dockyard.tasks.farm import drain
     from dockyard.tasks.farm.hosts import live_hosts
     from dockyard.tasks.keyspace import redis_for
-    from dockyard.tasks.routing.placement import held_lineages
+    from dockyard.tasks.routing.placement import broker_redis, held_lineages
     from dockyard.workers.app import app
 
     settings = get_settings()
@@ -364,17 +386,23 @@ def cmd_hosts(args: argparse.Namespace) -> int:
     connection = redis_for(settings)
     records = live_hosts(connection, settings)
     lineages = {record["host"]: held_lineages(connection, settings, record["host"]) for record in records}
-    rows = host_rows(records, active, lineages)
+    drains = drain.drains(connection, settings, [record["host"] for record in records])
+    broker = broker_redis(settings)
+    queued = {
+        host: drain.progress(connection, broker, settings, host, None).queued for host, found in drains.items() if found
+    }
+    rows = host_rows(records, active, lineages, drains=drains, queued=queued)
     if args.json:
         print_json(rows)
         return 0
-    # FAST last: scripts read the columns before it by position
-    print("HOST\tRUNNING\tCONCURRENCY\tQUEUE\tDOCKER\tMETRICS\tLINEAGES\tFAST")
+    # new columns go last: scripts read the columns before them by position
+    print("HOST\tRUNNING\tCONCURRENCY\tQUEUE\tDOCKER\tMETRICS\tLINEAGES\tFAST\tAGE\tSTATE")
     for row in rows:
         print(
             f"{row['host']}\t{row['running']}\t{row['concurrency']}\t{row['queue']}\t{row['docker_host']}\t"
             f"{row['metrics'] or '-'}\t{'; '.join(row['lineages']) or '-'}\t"
-            f"{'-' if row['running_fast'] is None else row['running_fast']}"
+            f"{'-' if row['running_fast'] is None else row['running_fast']}\t"
+            f"{row['heartbeat_age_s']:.1f}s\t{row['state']}"
         )
     return 0
 
@@ -548,11 +576,12 @@ def parser() -> argparse.ArgumentParser:
     down.add_argument("--json", action="store_true", help="print the stopped workers' host ids as JSON")
     down.set_defaults(run=cmd_down)
 
-    hosts = command(sub, "hosts", "List the live build hosts, their load and the lineages they hold.",
+    hosts = command(sub, "hosts", "List the live build hosts, their load, the lineages they hold and their drain state.",
                     "List the build hosts that heartbeat: the tasks running now on the build lane (RUNNING) "
                     "and on the fast lane (FAST; '-' without a fast lane), concurrency, queue, Docker engine, "
-                    "metrics URL, and the lineages each built (most recent first). An operator command: it "
-                    "needs the worker Redis user.")
+                    "metrics URL, the lineages each built (most recent first), the age of its last heartbeat "
+                    "(AGE) and its STATE: active, draining (drained, still holding work) or drained (drained "
+                    "and empty; see 'dockyard drain'). An operator command: it needs the worker Redis user.")
     hosts.add_argument("--json", action="store_true", help=JSON_HELP)
     hosts.set_defaults(run=cmd_hosts)
 
@@ -570,6 +599,7 @@ def parser() -> argparse.ArgumentParser:
     clear.set_defaults(run=cmd_cache_clear)
 
     team_commands.add_commands(sub, command, seconds, positive_int)
+    drain_commands.add_commands(sub, command, seconds)
 
     status = command(sub, "status", "Show a task's state, and its result or error.",
                      "Show a task's state, and its result or error. Exit 1 if the task failed, or if the "

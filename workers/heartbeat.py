@@ -9,7 +9,9 @@ the heartbeat starts. ``worker_ready`` runs in the consumer's event loop
 after the queues are declared and before the loop first fetches a message,
 so no task starts before the reconciliation ends. The heartbeat advertises
 the host only once it is reconciled, and reconciles again whenever the
-engine answers after it did not.
+engine answers after it did not. While the host is drained (``dockyard.tasks.farm.drain``)
+the heartbeat goes on, with the drain, the running and held messages in the record, and the
+worker consumes none of the shared build queues (``SharedQueues``).
 
 A host's fast-lane worker (``dockyard.workers.fast_worker``, ``dockyard.tasks.farm.lane``) runs none
 of this: it only puts back its own previous run's in-flight messages when
@@ -29,9 +31,10 @@ import docker
 import redis
 import requests
 from celery.signals import worker_ready, worker_shutdown
+from celery.worker import state as worker_state
 
 from dockyard.config.settings import Settings, get_settings, team_queues
-from dockyard.tasks.farm import hosts
+from dockyard.tasks.farm import drain, hosts
 from dockyard.tasks.routing import placement
 from dockyard.tasks.farm import recovery
 from dockyard.tasks.engine.connection import open_client
@@ -97,33 +100,98 @@ def reconciled(settings: Settings, connection: redis.Redis, engine: Engine) -> b
     return True
 
 
+class SharedQueues:
+    """This worker's consumers of the shared build queues (``<build_queue>@<team>`` of each team),
+    turned on and off from the heartbeat thread.
+
+    The change is sent as a remote-control command to this worker's own node name only
+    (``add_consumer``/``cancel_consumer``): the command arrives on the consumer's own event loop,
+    which alone may touch its broker channel (kombu's channels are not thread-safe, and a callback
+    queued on the loop from this thread would wait until some other event woke it). Delivery of a
+    broadcast is not confirmed, so each beat reads what the consumer really consumes
+    (``consuming_from``, a read of its own tags) and sends the command again while it differs.
+    """
+
+    def __init__(self, settings: Settings, app: Any, nodename: str, consumer: Any = None) -> None:
+        self.queues = team_queues(settings, settings.build_queue)
+        self.app, self.nodename, self.consumer = app, nodename, consumer
+        self.asked = dict.fromkeys(self.queues, True)  # what was last asked (the worker starts with -Q naming them)
+
+    def actual(self) -> dict[str, bool] | None:
+        """Which shared queues the consumer consumes now; None if it cannot be read (no consumer, or
+        one restarting after a broker failure)."""
+        task_consumer = getattr(self.consumer, "task_consumer", None)
+        if task_consumer is None:
+            return None
+        return {queue: bool(task_consumer.consuming_from(queue)) for queue in self.queues}
+
+    def consuming(self) -> bool:
+        """Whether any shared queue is consumed (as read from the consumer, else as last asked)."""
+        found = self.actual()
+        return any((found if found is not None else self.asked).values())
+
+    def want(self, consume: bool, why: str) -> None:
+        """Consume the shared queues or not; a command for each queue that differs."""
+        found = self.actual()
+        if found is None and self.consumer is not None:
+            return  # the consumer is restarting: it consumes what was last selected; read it next beat
+        differ = [queue for queue in self.queues if (found if found is not None else self.asked)[queue] != consume]
+        if differ and all(self.asked[queue] != consume for queue in differ):
+            logger.warning("%s: %s shared builds", why, "taking" if consume else "no")
+        for queue in differ:
+            if consume:
+                self.app.control.add_consumer(queue, destination=[self.nodename])
+            else:
+                self.app.control.cancel_consumer(queue, destination=[self.nodename])
+            self.asked[queue] = consume
+
+
+def held_requests() -> tuple[int, int]:
+    """This worker's tasks running now, and the messages it holds (received, running or waiting
+    for a slot or a countdown), from Celery's state in the worker's main process."""
+    held = len(worker_state.reserved_requests) + len(worker_state.scheduled_requests)
+    return len(worker_state.active_requests), held
+
+
+def beat_once(settings: Settings, connection: redis.Redis, shared: SharedQueues, current: dict[str, Any] | None) -> None:
+    """Write the host record with its drain state; again at once if the drain changed meanwhile
+    (``dockyard drain`` writes the record too: the last write always has the latest drain)."""
+    for _attempt in range(2):
+        running, held = held_requests()
+        fields = drain.record_fields(current, consuming_shared=shared.consuming(), running=running, held=held)
+        hosts.beat(connection, settings, settings.host_id, {**host_info(settings), **fields})
+        latest = drain.drained(connection, settings, settings.host_id)
+        if (latest or {}).get("id") == (current or {}).get("id") and (latest is None) == (current is None):
+            return
+        current = latest
+
+
 def beat_forever(
-    settings: Settings, connection: redis.Redis, engine: Engine, app: Any, nodename: str, *, reconciled_at_start: bool
+    settings: Settings, connection: redis.Redis, engine: Engine, app: Any, nodename: str, *,
+    reconciled_at_start: bool, consumer: Any = None,
 ) -> None:
     """Heartbeat while the engine answers and the host is reconciled. When the engine does not
     answer, stop advertising the host and stop taking shared builds (they go to other hosts);
-    when it answers again, reconcile, then resume."""
-    consuming, is_reconciled = True, reconciled_at_start
+    when it answers again, reconcile, then resume. While the host is drained
+    (``dockyard.tasks.farm.drain``) it heartbeats but takes no shared builds."""
+    is_reconciled = reconciled_at_start
+    shared = SharedQueues(settings, app, nodename, consumer)
     while not _stop.is_set():
         try:
+            current = drain.drained(connection, settings, settings.host_id)
             if engine.answers():
                 is_reconciled = is_reconciled or reconciled(settings, connection, engine)
+                if current is not None:
+                    shared.want(False, f"{settings.host_id} is drained")
+                else:
+                    shared.want(True, f"{settings.host_id} is in service and its engine answers")
                 if is_reconciled:
-                    hosts.beat(connection, settings, settings.host_id, host_info(settings))
+                    beat_once(settings, connection, shared, current)
                     recovery.known(connection, settings)  # messages routed to its queues are recovered if it dies
-                if not consuming:
-                    logger.warning("engine of %s answers again: taking builds", settings.host_id)
-                    for queue in team_queues(settings, settings.build_queue):
-                        app.control.add_consumer(queue, destination=[nodename])
-                    consuming = True
             else:
                 is_reconciled = False
                 hosts.forget_host(connection, settings, settings.host_id)
-                if consuming:
-                    logger.warning("engine of %s does not answer: not advertised, no shared builds", settings.host_id)
-                    for queue in team_queues(settings, settings.build_queue):
-                        app.control.cancel_consumer(queue, destination=[nodename])
-                    consuming = False
+                shared.want(False, f"engine of {settings.host_id} does not answer: not advertised")
         except redis.RedisError as exc:
             logger.warning("heartbeat failed: %s", exc)
         _stop.wait(settings.heartbeat_interval_s)
@@ -180,7 +248,7 @@ def _start(sender: Any = None, **_: Any) -> None:
     fast_worker.start(settings)  # after the reconciliation: the fast lane answers from records checked against the engine
     threading.Thread(
         target=beat_forever, args=(settings, connection, engine, sender.app, sender.hostname),
-        kwargs={"reconciled_at_start": at_start}, name="heartbeat", daemon=True,
+        kwargs={"reconciled_at_start": at_start, "consumer": sender}, name="heartbeat", daemon=True,
     ).start()
     threading.Thread(
         target=watch_deletions, args=(settings, connection, since), name="image-watch", daemon=True

@@ -1,6 +1,7 @@
 """Build hosts in Redis: heartbeats with expiry, and where each image lives.
 
-Keys: ``hosts:<host_id>`` (the host's record, expiring unless renewed),
+Keys: ``hosts:<host_id>`` (the host's record, expiring unless renewed; its ``drained`` field
+is what placement reads of a drain, ``dockyard.tasks.farm.drain``),
 ``image:<name:tag>`` (``{"host", "image_id"}``: where that reference was
 built or tagged), and ``byimage:<host_id>:<image_id>`` (the image
 references and cache keys that point at that image on that host, so they can
@@ -41,6 +42,15 @@ def hosts_index_key(settings: Settings) -> str:
 
 def forget_host(connection: redis.Redis, settings: Settings, host_id: str) -> None:
     connection.delete(host_key(settings, host_id))
+
+
+def mark_drained(connection: redis.Redis, settings: Settings, host_id: str, drained: bool) -> None:
+    """Set ``drained`` in ``host_id``'s record now, its expiry kept (nothing if it does not heartbeat):
+    placement sees a drain before the host's next beat, which writes the field again."""
+    raw = connection.get(host_key(settings, host_id))
+    if raw:
+        record = {**json.loads(raw), "drained": drained}
+        connection.set(host_key(settings, host_id), json.dumps(record), keepttl=True, xx=True)
 
 
 def host_key(settings: Settings, host_id: str) -> str:

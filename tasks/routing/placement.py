@@ -18,7 +18,9 @@ host queue's length in the broker, and the builds routed to it in the last
 ``PLACEMENT_SEND_WINDOW_S`` and not yet published (``<host queue>:placed``
 in the broker, which callers may write; removed once the message is in the
 queue), so that concurrent senders do not all pick one host.
-A host whose load is at or above its concurrency is saturated.
+A host whose load is at or above its concurrency is saturated. A drained host
+(its record's ``drained``, ``dockyard.tasks.farm.drain``) is skipped as if it were
+dead: its lineages go to the other live hosts.
 Each spill adds one to ``<shared queue>:spills`` in the broker (hash:
 preferred host -> spills), which callers may write as they may the queue,
 not under ``metrics:``, which only workers may (``dockyard.workers.metrics_collector``
@@ -224,7 +226,7 @@ def placed_key(host_id: str) -> str:
 def pool_loads(
     connection: redis.Redis, broker: redis.Redis | None, settings: Settings, hosts: Sequence[str], *, now: float
 ) -> dict[str, HostLoad]:
-    """The live hosts among ``hosts`` whose shared queue is this pool's, with their load."""
+    """The live hosts among ``hosts`` whose shared queue is this pool's, with their load (drained ones left out)."""
     if not hosts:
         return {}
     pipe = connection.pipeline(transaction=False)
@@ -248,6 +250,8 @@ def pool_loads(
     for index, (host, record) in enumerate(zip(hosts, parsed)):
         if record is None or record.get("build_queue", settings.build_queue) != settings.build_queue:
             continue  # dead, or a host of another pool
+        if record.get("drained"):
+            continue  # drained: it takes no new build (dockyard.tasks.farm.drain)
         concurrency = max(1, int(record.get("concurrency") or 1))
         loads[host] = HostLoad(host, concurrency, int(running[index]), int(queued[index]), int(sent[index]))
     return loads
@@ -309,14 +313,17 @@ def reserve(broker: redis.Redis | None, load: HostLoad, *, now: float) -> bool:
     return False
 
 
-def place(connection: redis.Redis, broker: redis.Redis | None, settings: Settings, lineage: Lineage) -> Decision:
-    """Where a build of ``lineage`` goes now (see the module's docstring)."""
+def place(
+    connection: redis.Redis, broker: redis.Redis | None, settings: Settings, lineage: Lineage, *, skip: Sequence[str] = ()
+) -> Decision:
+    """Where a build of ``lineage`` goes now (see the module's docstring); never to a host in ``skip``."""
     now = time.time()
     pipe = connection.pipeline(transaction=False)
     pipe.zrangebyscore(hosts_index_key(settings), now - settings.heartbeat_ttl_s, "+inf")
     pipe.hgetall(lineage_key(settings, lineage))
     indexed, raw_builders = pipe.execute()
-    loads = pool_loads(connection, broker, settings, sorted(text(host) for host in indexed), now=now)
+    candidates = sorted(name for host in indexed if (name := text(host)) not in skip)
+    loads = pool_loads(connection, broker, settings, candidates, now=now)
     decision = choose(_builders(raw_builders), loads)
     if decision.host is not None and not reserve(broker, loads[decision.host], now=now):
         return Decision(None, "spill" if decision.reason == "preferred" else "busy", decision.preferred)
@@ -345,3 +352,16 @@ def placement_queue(args: Sequence[Any], kwargs: Mapping[str, Any]) -> str | Non
             logger.warning("spill of %s not counted: %s", lineage.name, exc)
     return host_queue(decision.host) if decision.host is not None else None
 
+
+def elsewhere_queue(args: Sequence[Any], kwargs: Mapping[str, Any], settings: Settings, host_id: str) -> str:
+    """The farm queue a build message popped by drained ``host_id`` goes to: the host queue of
+    another live host, as placement chooses, or else the shared queue (which ``host_id`` no longer consumes)."""
+    lineage = lineage_of_message(args, kwargs, settings)
+    if lineage is None:
+        return settings.build_queue
+    try:
+        decision = place(routing_redis(settings), broker_redis(settings), settings, lineage, skip=(host_id,))
+    except (redis.RedisError, ValueError) as exc:
+        logger.warning("placement of %s away from drained %s failed, sending to the shared queue: %s", lineage.name, host_id, exc)
+        return settings.build_queue
+    return host_queue(decision.host) if decision.host is not None else settings.build_queue

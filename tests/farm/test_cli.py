@@ -32,7 +32,7 @@ from tests.farm.conftest import WORKER_REDIS_URL, Registry, WorkerProcess, farm_
 from dockyard.workers import cli
 
 TIMEOUT_S = 120
-COMMANDS = ["up", "down", "hosts", "cache", "status", "worker", "build", "push", "cancel"]
+COMMANDS = ["up", "down", "hosts", "cache", "status", "worker", "build", "push", "drain", "undrain", "cancel"]
 
 
 def dockyard(
@@ -91,13 +91,16 @@ def test_hosts_lists_the_live_hosts_with_their_load(farm_workers: list[WorkerPro
     listed = dockyard("hosts")
     assert listed.returncode == 0, listed.stderr
     lines = listed.stdout.splitlines()
-    assert lines[0].split("\t") == ["HOST", "RUNNING", "CONCURRENCY", "QUEUE", "DOCKER", "METRICS", "LINEAGES", "FAST"]
+    assert lines[0].split("\t") == [
+        "HOST", "RUNNING", "CONCURRENCY", "QUEUE", "DOCKER", "METRICS", "LINEAGES", "FAST", "AGE", "STATE",
+    ]
     rows = {line.split("\t")[0]: line.split("\t") for line in lines[1:]}
     for worker in farm_workers:
         assert worker.host_id in rows
         assert rows[worker.host_id][1].isdigit() and rows[worker.host_id][2] == "2"
         assert rows[worker.host_id][5].startswith("http://127.0.0.1:")
         assert rows[worker.host_id][7].isdigit(), "the fast lane runs: its running tasks are counted"
+        assert rows[worker.host_id][8].endswith("s") and rows[worker.host_id][9] == "active"
 
     as_json = dockyard("hosts", "--json")
     assert as_json.returncode == 0, as_json.stderr

@@ -29,7 +29,7 @@ from tests.farm.conftest import CALLER_REDIS_URL, CALLER_STORE_URL, WORKER_REDIS
 FARM_RECORDS = ("build", "lease", "hosts")
 # the farm's records a caller may neither read nor write: other keys of other modules, metrics, contexts (those
 # go to the context store, never the farm's Redis)
-PRIVATE_RECORDS = ("cache", "byimage", "metrics", "ctx", "spec", "used", "deliveries")
+PRIVATE_RECORDS = ("cache", "byimage", "metrics", "ctx", "spec", "used", "deliveries", "drained")
 
 
 def _without_credentials(url: str) -> str:
