@@ -57,6 +57,24 @@ class Settings(BaseSettings):
     )
     audit_max_entries: int = Field(defaults.AUDIT_MAX_ENTRIES, gt=0, description="The push audit stream keeps at most this many entries")
     audit_max_age_s: int = Field(defaults.AUDIT_MAX_AGE_S, gt=0, description="The push audit stream drops entries older than this")
+    build_memory_bytes: int | None = Field(
+        defaults.BUILD_MEMORY_BYTES, ge=0,
+        description="Worker: memory of one build step in bytes (no swap); None/0: host memory / worker_concurrency * build_memory_fraction",
+    )
+    build_memory_fraction: float = Field(
+        defaults.BUILD_MEMORY_FRACTION, gt=0, le=1,
+        description="Worker: the share of the host's memory all build slots together get (the computed memory limit)",
+    )
+    build_cpus: float | None = Field(
+        defaults.BUILD_CPUS, ge=0, description="Worker: CPUs of one build step; None/0: the host's CPUs / worker_concurrency"
+    )
+    build_pids: int | None = Field(
+        defaults.BUILD_PIDS, ge=0, description="Worker: processes of one build; None/0: 1024"
+    )
+    build_cgroup_root: str = Field(
+        defaults.BUILD_CGROUP_ROOT,
+        description="Worker: the cgroup v1 mount where it makes and watches build cgroups; empty: none (no pids limit, buildx unlimited)",
+    )
     registry_url: str | None = Field(None, description="Registry the workers log in to")
     registry_username: str | None = Field(None, description="User for registry_url")
     registry_password: SecretStr | None = Field(None, description="Password for registry_url")

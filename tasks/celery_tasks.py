@@ -43,6 +43,7 @@ from dockyard.tasks.worker.holder import Forward
 from dockyard.tasks.worker.here import Here
 from dockyard.tasks.worker.push import execute_push
 from dockyard.tasks.engine.images import image_here
+from dockyard.tasks.engine.limits import build_limits
 from dockyard.tasks.worker.fast_answer import answer_build, answer_push
 from dockyard.tasks.routing.fast_lane import forward_queue
 from dockyard.tasks.routing.placement import elsewhere_queue
@@ -260,6 +261,7 @@ def build_task(self: Task, spec: Mapping[str, Any] | None = None, **params: Any)
     else:
         prepared = prepare_sent_arguments(params, settings)
     prepared.check_allowed(settings)
+    build_limits(prepared, settings, shared_client(settings))  # InvalidInput if it asks for more than this host allows
     if prepared.secrets_owner is not None and prepared.secrets_owner != settings.team:
         raise InvalidInput(f"This build's secrets are team {prepared.secrets_owner}'s; it came from team {settings.team}.")
     connection = redis_for(settings)

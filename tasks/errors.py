@@ -6,6 +6,7 @@
      │    ├── UnsafeContext              a context archive names a path outside its directory
      │    └── ContextChanged             the context's files changed while the build was prepared
      ├── BuildError                    the engine refused or failed the build
+     │    └── BuildLimitExceeded       a step exceeded its memory limit, or its pids limit refused a fork
      ├── PushError (OSError)           the registry refused the push
      │    ├── RegistryAuthError        wrong or missing registry credentials
      │    └── NotPermitted             the team may not push there, or that image (dockyard.tasks.teams.pushing)
@@ -50,6 +51,11 @@ class ContextChanged(InvalidInput):
 
 class BuildError(DockyardError):
     """The build failed."""
+
+
+class BuildLimitExceeded(BuildError):
+    """A build step was killed for exceeding its memory limit, or could not fork past its pids limit
+    (``dockyard.tasks.engine.limits``); the message names the limit and its setting."""
 
 
 class PushError(DockyardError, OSError):

@@ -57,8 +57,9 @@ def build_options(args: dict[str, Any], settings: Settings) -> BuildOptions:
         "additional_tags": [] if additional is None else additional,
         "dockerfile": args["dockerfile"],
         "build_backend": args["build_backend"],
-        "build_kwargs": dict(args["build_kwargs"]),
+        "build_kwargs": {name: value for name, value in args["build_kwargs"].items() if name != "limits"},
         "ignore_cache": args["ignore_cache"],
+        "limits": args["build_kwargs"].get("limits"),  # dockyard's own: the step's resource limits, not an engine option
     })
 
 

@@ -7,6 +7,8 @@ sent; the worker validates the message as received with the same models
 - ``BuildOptions``: prefect-docker's build arguments, checked (name, tags,
   never an empty one, backend, Dockerfile path, build options, build
   arguments a mapping of strings).
+- ``BuildLimits``: the resource limits a build asks for, less than the
+  farm's (``dockyard.tasks.engine.limits``); not part of the build key.
 - ``BuildSpec``: the options plus the context's identity and the build key;
   the key is recomputed from the fields, so a message cannot claim another.
 - ``PushRequest``: prefect-docker's push arguments, checked; credentials
@@ -154,6 +156,44 @@ def check_build_kwargs(build_kwargs: dict[str, Any], backend: str) -> None:
             raise ValueError(MULTI_PLATFORM_NEEDS_PUSH)
 
 
+# a request's limit -> the farm's setting of it (DOCKYARD_<SETTING>)
+LIMIT_SETTINGS = {"memory_bytes": "build_memory_bytes", "cpus": "build_cpus", "pids": "build_pids"}
+MIN_LIMIT_MEMORY_BYTES = 6 * 1024**2  # the engine refuses a memory limit below 6 MiB
+MIN_LIMIT_PIDS = 8  # a step's shell, its command and a pipe or two
+
+
+class BuildLimits(Request):
+    """Resource limits of each step of a build: what a request asks for (any left out: the farm's),
+    or the farm's own. A request may ask for less than the farm allows, never more."""
+
+    memory_bytes: Annotated[int, Field(ge=MIN_LIMIT_MEMORY_BYTES)] | None = None
+    cpus: Annotated[float, Field(gt=0, le=1024)] | None = None
+    pids: Annotated[int, Field(ge=MIN_LIMIT_PIDS)] | None = None
+
+
+def limits_refusal(requested: BuildLimits | None, container_limits: object, allowed: BuildLimits) -> str | None:
+    """Why ``requested`` (and docker-py's ``container_limits.memory``) is more than ``allowed``; None if it is not."""
+    asked = [(f"limits.{name}", name, value) for name, value in (requested.model_dump() if requested else {}).items()]
+    if isinstance(container_limits, dict) and isinstance(container_limits.get("memory"), int) and container_limits["memory"] > 0:
+        asked.append(("container_limits.memory", "memory_bytes", container_limits["memory"]))
+    for name, field, value in asked:
+        limit = getattr(allowed, field)
+        if value is not None and limit is not None and value > limit:
+            setting = LIMIT_SETTINGS[field]
+            return (
+                f"This build asks for {name}={value}, more than the farm allows ({limit}, "
+                f"DOCKYARD_{setting.upper()}): a build may ask for smaller limits, never larger."
+            )
+    return None
+
+
+def configured_limits(settings: Settings) -> BuildLimits:
+    """The limits ``settings`` name explicitly (the caller knows no host's computed defaults)."""
+    return BuildLimits(
+        memory_bytes=settings.build_memory_bytes or None, cpus=settings.build_cpus or None, pids=settings.build_pids or None,
+    )
+
+
 class BuildOptions(Request):
     """prefect-docker's build arguments, validated; ``image_name`` already qualified."""
 
@@ -164,6 +204,7 @@ class BuildOptions(Request):
     build_backend: Backend = "docker-py"
     build_kwargs: dict[str, Any] = Field(default_factory=dict)
     ignore_cache: bool = False
+    limits: BuildLimits | None = None  # smaller limits than the farm's; never in the build key (they cannot change the image)
 
     @field_validator("tag", mode="before")
     @classmethod
@@ -184,6 +225,8 @@ class BuildOptions(Request):
     def check_allowed(self, settings: Settings) -> None:
         """Refuse options that reach the build host unless ``settings`` allow them (caller and worker)."""
         reason = refused_option(self.build_kwargs, self.build_backend, settings)
+        if reason is None:
+            reason = limits_refusal(self.limits, self.build_kwargs.get("container_limits"), configured_limits(settings))
         if reason is not None:
             raise InvalidInput(reason)
 
@@ -233,7 +276,11 @@ class BuildSpec(BuildOptions):
 
 
 def spec_key(spec: BuildSpec) -> str:
-    """The build key of ``spec``'s content: context, Dockerfile, backend and options."""
+    """The build key of ``spec``'s content: context, Dockerfile, backend and options.
+
+    ``spec.limits`` is left out on purpose: a limit can make a build fail, never make it produce
+    another image, so requests that differ only in limits share one build and its cache entry.
+    """
     options = dict(spec.build_kwargs)
     if spec.secret_ids:
         options["secrets"] = sorted(spec.secret_ids)

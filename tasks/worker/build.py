@@ -9,6 +9,7 @@ and a task waiting for another owner's build leaves it when it is cancelled.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable
 
@@ -22,6 +23,7 @@ from dockyard.tasks.context.materialize import shared_directory, stored_archive,
 from dockyard.tasks.engine.build import build_from_archive, build_in
 from dockyard.tasks.engine.build_stop import BuildStop
 from dockyard.tasks.engine.images import built_on, engine_digest, local_image_id
+from dockyard.tasks.engine.limits import build_limits, limited
 from dockyard.tasks.errors import BaseUnavailable, BuilderRace, BuildError
 from dockyard.tasks.farm import hosts, image_use, metrics
 from dockyard.tasks.registry.base_images import worker_cache_key
@@ -149,8 +151,15 @@ def build_spec(
     here: Here,
     stop: BuildStop | None = None,
 ) -> str:
-    """Build ``spec`` on this host from its checked context (see ``dockyard.tasks.context.materialize``); the image id."""
+    """Build ``spec`` on this host from its checked context (see ``dockyard.tasks.context.materialize``); the image id.
+
+    Every step runs under the farm's limits, or the smaller ones the spec asks for (``dockyard.tasks.engine.limits``).
+    """
+    limits = build_limits(spec, here.settings, here.client)
     with contextlib.ExitStack() as stack:
+        here = dataclasses.replace(here, output=stack.enter_context(
+            limited(spec.build_backend, limits, client=here.client, settings=here.settings, output=here.output)
+        ))
         secrets = None
         if spec.sealed_secrets:
             secrets = stack.enter_context(

@@ -30,6 +30,8 @@ from typing import Any, BinaryIO
 import docker.errors
 import requests
 
+from dockyard.tasks.engine import step_cgroups
+
 BUILT_LAYER_BYTES = 100
 
 
@@ -103,6 +105,7 @@ class FakeAPI:
             content = (Path(str(path)) / dockerfile).read_text()
             self.engine.sources.append({"path": path})
         self.engine.builds.append({"dockerfile": content, "labels": labels, **kwargs})
+        self.engine.build_queries.append(dict(step_cgroups.current_query() or {}))  # the limits a real engine gets as parameters
         if self.engine.build_error:
             error = self.engine.build_error
             if self.engine.build_error_once:
@@ -187,10 +190,16 @@ class FakeEngine:
         self.failing_tags: set[str] = set()
         self.bridge = True
         self.network_queries: list[list[str]] = []
+        self.build_queries: list[dict[str, str]] = share.build_queries if share else []
+        self.info_answer: dict[str, Any] = {"MemTotal": 8 * 1024**3, "NCPU": 4, "CgroupDriver": "none", "CgroupVersion": "2"}
         self.login_error: str | None = None
         self.logins: list[dict[str, Any]] = []
         self.images = FakeImages(self)
         self.api = FakeAPI(self)
+
+    def info(self) -> dict[str, Any]:
+        """``docker info``: the host's memory, CPUs and cgroups (none a worker writes to, unless a test says so)."""
+        return dict(self.info_answer)
 
     def login(self, **kwargs: Any) -> dict[str, str]:
         if self.login_error:
