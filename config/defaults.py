@@ -57,6 +57,7 @@ WAIT_WAKE_S = 2.0  # a waiter blocked on a key's wake-ups looks anyway this ofte
 PLACEMENT = True  # builds go to the live host that built their lineage (repository + Dockerfile) last, unless it is busy
 TEAM = "default"  # a caller's team when none is named: the one team of a farm without a teams file
 TEAMS_FILE = None  # no teams file: the farm has one team, default
+FAIR_SHARE = True  # workers poll their teams' queues in a rotation weighted by share (False: a fixed order, first team first)
 AUDIT_MAX_ENTRIES = 100_000  # pushes the audit stream keeps
 AUDIT_MAX_AGE_S = 90 * 24 * 3600  # the audit stream keeps pushes this long
 BUILD_MEMORY_BYTES = None  # memory of one build step; None/0: host memory / worker_concurrency * build_memory_fraction

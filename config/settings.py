@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     teams_file: str | None = Field(
         defaults.TEAMS_FILE, description="Workers and operators: the TOML file declaring the farm's teams; unset: one team, default"
     )
+    fair_share: bool = Field(
+        defaults.FAIR_SHARE,
+        description="Workers: poll the teams' queues in a rotation weighted by their shares; false: a fixed order, first team first",
+    )
     audit_max_entries: int = Field(defaults.AUDIT_MAX_ENTRIES, gt=0, description="The push audit stream keeps at most this many entries")
     audit_max_age_s: int = Field(defaults.AUDIT_MAX_AGE_S, gt=0, description="The push audit stream drops entries older than this")
     build_memory_bytes: int | None = Field(

@@ -3,7 +3,8 @@
     [teams.team-a]
     redis_password_sha256 = ["9f86d0..."]   # sha256 of the team's Redis password (farm Redis and context store)
     push = ["registry.internal/team-a/*"]   # repositories it may push to with the farm's registry login
-    share = 1.0                             # its share of the farm
+    share = 1.0                             # its share of the farm (the weight of its turn at each worker)
+    max_running = 4                         # optional: at most this many of its builds run at once on the farm
 
 Workers and operator commands read it; callers never need it. A team is
 told apart by its Redis user (``dockyard-team-<name>``, whose ACL admits
@@ -29,7 +30,7 @@ REDIS_USER_PREFIX = "dockyard-team-"  # + team name: the team's Redis user on th
 
 
 class Team(BaseModel):
-    """One team: how it authenticates, where the farm's login pushes for it, its share of the farm."""
+    """One team: how it authenticates, where the farm's login pushes for it, its share of the farm and its cap."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -37,6 +38,7 @@ class Team(BaseModel):
     redis_password_sha256: list[Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]] = Field(default_factory=list)
     push: list[str] = Field(default_factory=list)
     share: float = Field(1.0, gt=0)
+    max_running: int | None = Field(None, ge=1)  # None: no cap (dockyard.tasks.teams.caps)
 
     @property
     def redis_user(self) -> str:

@@ -11,6 +11,7 @@ from dockyard.config.celery import celery_config
 from dockyard.config.settings import Settings, get_settings
 from dockyard.tasks.routing.router import route_task
 from dockyard.tasks.teams.results import TEAM_CONF, backend_url
+from dockyard.tasks.teams.share_cycle import queue_order_strategy
 from dockyard.tasks.teams.transport import transport_for
 
 
@@ -26,6 +27,10 @@ def create_celery(settings: Settings, *, include: Sequence[str] = (), worker: bo
     app.conf[TEAM_CONF] = settings.team
     if worker:
         app.conf.broker_transport = transport_for(settings.effective_broker_url)
+        # the order it polls its teams' queues in: weighted by share, or fixed (dockyard.tasks.teams.share_cycle)
+        app.conf.broker_transport_options = {
+            **app.conf.broker_transport_options, "queue_order_strategy": queue_order_strategy(settings),
+        }
     app.conf.task_routes = (route_task,)
     if settings.signs_messages:
         # task messages must be signed; results and remote control stay JSON

@@ -28,12 +28,13 @@ import kombu.exceptions
 import redis.exceptions
 import requests.exceptions
 from celery import Task, shared_task
-from celery.exceptions import Retry
+from celery.exceptions import Ignore, Retry
 from celery.worker.request import Request as CeleryRequest
 
 from dockyard.config import defaults
 from dockyard.config.settings import Settings, farm_queue, get_settings, host_queue, team_queue
-from dockyard.tasks.farm import drain, recovery
+from dockyard.config.teams import Team
+from dockyard.tasks.farm import drain, hosts, recovery
 from dockyard.tasks.farm.deliveries import count_delivery, forget_deliveries, hand_over_deliveries
 from dockyard.tasks.request.masking import masked_repr
 from dockyard.tasks.engine.connection import shared_client
@@ -57,7 +58,7 @@ from dockyard.tasks.worker.sent_arguments import prepare_sent_arguments
 from dockyard.tasks.request.arguments import push_request
 from dockyard.tasks.request.spec import BuildSpec, Credentials, PushRequest, Sealed
 from dockyard.tasks.keyspace import redis_for
-from dockyard.tasks.teams import audit, cancel
+from dockyard.tasks.teams import audit, cancel, caps
 from dockyard.tasks.teams.pushing import check_repository, sending_team
 from dockyard.tasks.teams.identity import for_team, request_team, task_settings, verified_team
 
@@ -134,7 +135,8 @@ class DockyardTask(Task):  # type: ignore[misc]
         handed_over = False
         try:
             cancel.check(connection, for_team(settings, team.name), task_id, doing="it did not start")
-            return super().__call__(*args, **kwargs)
+            with capped(self, connection, settings, team):  # a build over its team's cap is parked
+                return super().__call__(*args, **kwargs)
         except Retry as exc:
             handed_over = bool(getattr(exc, "takeover", False))
             raise
@@ -146,6 +148,34 @@ class DockyardTask(Task):  # type: ignore[misc]
                     forget_deliveries(connection, settings, task_id, self.request.retries)
                 if task_id:
                     recovery.finished(connection, settings, recovery.delivery(task_id, self.request.retries))
+
+
+def capped(task: Task, connection: Any, settings: Settings, team: Team) -> contextlib.AbstractContextManager[Any]:
+    """A build's slot of its team's cap (``dockyard.tasks.teams.caps``), for the build's run; nothing for
+    other tasks, the fast lane and teams without ``max_running``. At the cap the build is parked: it
+    is acknowledged (``Ignore``) without holding this worker slot, and sent again when a slot frees."""
+    task_id = task.request.id
+    if task.name != BUILD_TASK or team.max_running is None or in_fast_lane() or not task_id:
+        return contextlib.nullcontext()
+    if not caps.acquire(connection, settings, team.name, task_id, team.max_running):
+        queue = (task.request.delivery_info or {}).get("routing_key") or team_queue(settings.build_queue, team.name)
+        caps.park(connection, settings, team.name, task_id, queue, task.signature_from_request(task.request))
+        logger.info("team %s runs %d builds, its cap: %s parked", team.name, team.max_running, task_id)
+        raise Ignore()
+    return caps.Slot(connection, settings, team.name, task_id, cap=team.max_running, publish=send_parked(task.app, connection, settings))
+
+
+def send_parked(app: Any, connection: Any, settings: Settings) -> caps.Publish:
+    """How a worker sends a released parked build again: its signature, to the queue it came from
+    (its team's shared queue if that was the queue of a host that is gone)."""
+    def send(signature: Mapping[str, Any]) -> None:
+        options = dict(signature.get("options") or {})
+        options["queue"] = caps.queue_after(
+            str(options.get("queue")), settings, alive=lambda host: hosts.is_alive(connection, settings, host),
+        )
+        app.signature({**signature, "options": options}).apply_async()
+
+    return send
 
 
 def wait_for_redis(connection: Any, timeout_s: float) -> bool:

@@ -39,6 +39,8 @@ from dockyard.tasks.routing import placement
 from dockyard.tasks.farm import recovery
 from dockyard.tasks.engine.connection import open_client
 from dockyard.tasks.keyspace import redis_for
+from dockyard.tasks.celery_tasks import send_parked
+from dockyard.tasks.teams import caps
 from dockyard.tasks.farm.lane import in_fast_lane
 from dockyard.tasks.farm.reconcile import reconcile
 from dockyard.workers import disk_guard, fast_worker
@@ -254,7 +256,20 @@ def _start(sender: Any = None, **_: Any) -> None:
         target=watch_deletions, args=(settings, connection, since), name="image-watch", daemon=True
     ).start()
     threading.Thread(target=recover_forever, args=(settings, sender.app, _stop), name="recovery", daemon=True).start()
+    if caps.capped_teams(settings):
+        threading.Thread(target=release_parked_forever, args=(settings, connection, sender.app), name="caps", daemon=True).start()
     disk_guard.start(settings, _stop)
+
+
+def release_parked_forever(settings: Settings, connection: redis.Redis, app: Any) -> None:
+    """Each beat, release the parked builds of capped teams into their free slots
+    (``dockyard.tasks.teams.caps``): those a dead worker's build held, once its lease expired."""
+    publish = send_parked(app, connection, settings)
+    while not _stop.wait(settings.heartbeat_interval_s):
+        try:
+            caps.release_all(connection, settings, publish)
+        except redis.RedisError as exc:
+            logger.warning("parked builds not released: %s", exc)
 
 
 def withdraw_stale_record(settings: Settings, connection: redis.Redis) -> None:

@@ -38,6 +38,8 @@ def route_task(
     (``<queue>@<team>``: a team's Redis user may push to no other). None: the app's default queue,
     which is its team's shared queue (``dockyard.config.celery``); inside a worker task, the
     task's team's shared queue."""
+    if options.get("queue"):
+        return None  # sent to a queue it names (a retry, a hand-over, a released parked build): no placement to undo
     settings = routing_settings()
     queue = farm_route(name, args, kwargs)
     if queue is not None:

@@ -115,6 +115,20 @@ def _make_test_teams(state_dir: str) -> None:
     TEAM_B_STORE_URL = _user_url(WORKER_STORE_URL, user_b, passwords[TEAM_B])
 
 
+def teams_file_with(path: Path, fields: dict[str, dict[str, int | float]]) -> str:
+    """A copy at ``path`` of the session's teams file with more fields for some teams (say
+    ``{TEAM_A: {"max_running": 2}}``), for a worker a test starts with it (``DOCKYARD_TEAMS_FILE``);
+    the session's own file, and every other worker, are left as they are. Its path."""
+    text = Path(os.environ["DOCKYARD_TEAMS_FILE"]).read_text()
+    for team, extra in fields.items():
+        header = f"[teams.{team}]\n"
+        if header not in text:
+            raise ValueError(f"the session's teams file declares no team {team}")
+        text = text.replace(header, header + "".join(f"{name} = {value!r}\n" for name, value in extra.items()), 1)
+    path.write_text(text)
+    return str(path)
+
+
 def _remove_users(made: list[tuple[str, list[str]]]) -> None:
     for url, names in made:
         admin = redis.Redis.from_url(url)
