@@ -13,6 +13,7 @@ printed (``pytest -s``).
 from __future__ import annotations
 
 import concurrent.futures
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,7 +58,9 @@ def limited_worker(tmp_path_factory: pytest.TempPathFactory, redis_client: redis
     ).start()
     try:
         worker.wait_ready(operator_app(), ready=lambda host: hosts.is_alive(redis_client, settings, host))
-        yield create_celery(settings.model_copy(update={"build_queue": queue}))
+        app = create_celery(settings.model_copy(update={"build_queue": queue}))
+        app.conf.dockyard_test_host = host_id  # which host the tests check is still alive
+        yield app
     finally:
         print(worker.log_tail())
         worker.stop()
@@ -78,22 +81,28 @@ def seen_limits(engine: docker.DockerClient, image: str) -> dict[str, str]:
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_step_over_its_memory_limit_fails_naming_it_while_a_concurrent_build_succeeds(
     backend: str, limited_worker: Celery, tmp_path: Path, base_image: str, repo: str, engine: docker.DockerClient,
-    placement_off: None,
+    redis_client: redis.Redis, settings: Settings, placement_off: None,
 ) -> None:
     hog = context(tmp_path / "hog", base_image, "head -c 300m /dev/zero | tail > /dev/null")  # ~300 MiB in tail's buffer
-    calm = context(tmp_path / "calm", base_image, f"{SHOW_LIMITS} && sleep 2")
+    calm = context(tmp_path / "calm", base_image, f"{SHOW_LIMITS} && sleep 4")  # still running when the hog fails
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        sent = time.monotonic()
         failing = pool.submit(client.build, repo, path=str(hog), tag="hog", build_backend=backend,
                               app=limited_worker, timeout_s=TIMEOUT_S)
         fine = pool.submit(client.build, repo, path=str(calm), tag="calm", build_backend=backend,
                            app=limited_worker, timeout_s=TIMEOUT_S)
         with pytest.raises(Exception) as failed:
             failing.result()
+        hog_failed = time.monotonic() - sent
         built = fine.result()
+        calm_done = time.monotonic() - sent
     message = str(failed.value)
-    print(f"\n[{backend}] the hog's build failed: {type(failed.value).__name__}: {message.splitlines()[0]}")
+    print(f"\n[{backend}] the hog's build failed after {hog_failed:.1f} s: {type(failed.value).__name__}: {message.splitlines()[0]}")
+    print(f"[{backend}] the build sent with it to the same worker (2 slots) succeeded after {calm_done:.1f} s")
     assert "exceeded its memory limit of 64 MiB" in message and "DOCKYARD_BUILD_MEMORY_BYTES" in message, message
     assert built["cache"] == "built"
+    assert built["host"] == limited_worker.conf.dockyard_test_host
+    assert hosts.is_alive(redis_client, settings, built["host"]), "the worker lives on"
     seen = seen_limits(engine, built["image"])
     print(f"[{backend}] limits a step saw: {seen}")
     assert int(seen["memory.limit_in_bytes"]) == MEMORY_BYTES
