@@ -188,8 +188,11 @@ def beat_forever(
                 else:
                     shared.want(True, f"{settings.host_id} is in service and its engine answers")
                 if is_reconciled:
+                    # known before advertised: whatever is routed to its queues once callers see it is
+                    # recovered if it dies (the other way round, a host killed right after its first beat
+                    # left its queue to nobody)
+                    recovery.known(connection, settings)
                     beat_once(settings, connection, shared, current)
-                    recovery.known(connection, settings)  # messages routed to its queues are recovered if it dies
             else:
                 is_reconciled = False
                 hosts.forget_host(connection, settings, settings.host_id)
@@ -256,7 +259,7 @@ def _start(sender: Any = None, **_: Any) -> None:
         target=watch_deletions, args=(settings, connection, since), name="image-watch", daemon=True
     ).start()
     threading.Thread(target=recover_forever, args=(settings, sender.app, _stop), name="recovery", daemon=True).start()
-    if caps.capped_teams(settings):
+    if caps.may_park(settings):
         threading.Thread(target=release_parked_forever, args=(settings, connection, sender.app), name="caps", daemon=True).start()
     disk_guard.start(settings, _stop)
 
@@ -267,7 +270,7 @@ def release_parked_forever(settings: Settings, connection: redis.Redis, app: Any
     publish = send_parked(app, connection, settings)
     while not _stop.wait(settings.heartbeat_interval_s):
         try:
-            caps.release_all(connection, settings, publish)
+            caps.release_all(connection, settings, publish, slots=lambda: hosts.pool_slots(connection, settings))
         except redis.RedisError as exc:
             logger.warning("parked builds not released: %s", exc)
 
