@@ -58,6 +58,7 @@ PLACEMENT = True  # builds go to the live host that built their lineage (reposit
 TEAM = "default"  # a caller's team when none is named: the one team of a farm without a teams file
 TEAMS_FILE = None  # no teams file: the farm has one team, default
 FAIR_SHARE = True  # workers poll their teams' queues in a rotation weighted by share (False: a fixed order, first team first)
+FAIR_RESERVE_FRACTION = 0.167  # with several teams, one team runs at most the pool's slots minus int(slots * this) (1 of 6)
 AUDIT_MAX_ENTRIES = 100_000  # pushes the audit stream keeps
 AUDIT_MAX_AGE_S = 90 * 24 * 3600  # the audit stream keeps pushes this long
 BUILD_MEMORY_BYTES = None  # memory of one build step; None/0: host memory / worker_concurrency * build_memory_fraction

@@ -59,6 +59,11 @@ class Settings(BaseSettings):
         defaults.FAIR_SHARE,
         description="Workers: poll the teams' queues in a rotation weighted by their shares; false: a fixed order, first team first",
     )
+    fair_reserve_fraction: float = Field(
+        defaults.FAIR_RESERVE_FRACTION, ge=0, lt=1,
+        description="Workers, with fair share and several teams: int(slots * this) of the pool's build slots are kept "
+        "for the other teams (a team runs at most the rest at once); 0: none",
+    )
     audit_max_entries: int = Field(defaults.AUDIT_MAX_ENTRIES, gt=0, description="The push audit stream keeps at most this many entries")
     audit_max_age_s: int = Field(defaults.AUDIT_MAX_AGE_S, gt=0, description="The push audit stream drops entries older than this")
     build_memory_bytes: int | None = Field(

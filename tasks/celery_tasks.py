@@ -151,18 +151,22 @@ class DockyardTask(Task):  # type: ignore[misc]
 
 
 def capped(task: Task, connection: Any, settings: Settings, team: Team) -> contextlib.AbstractContextManager[Any]:
-    """A build's slot of its team's cap (``dockyard.tasks.teams.caps``), for the build's run; nothing for
-    other tasks, the fast lane and teams without ``max_running``. At the cap the build is parked: it
+    """A build's slot of its team's cap (``dockyard.tasks.teams.caps.team_cap``: ``max_running``, and with
+    several teams the pool's slots minus the others' reserve), for the build's run; nothing for other
+    tasks, the fast lane and uncapped teams. At the cap the build is parked: it
     is acknowledged (``Ignore``) without holding this worker slot, and sent again when a slot frees."""
     task_id = task.request.id
-    if task.name != BUILD_TASK or team.max_running is None or in_fast_lane() or not task_id:
+    if task.name != BUILD_TASK or in_fast_lane() or not task_id:
         return contextlib.nullcontext()
-    if not caps.acquire(connection, settings, team.name, task_id, team.max_running):
+    cap = caps.team_cap(settings, team, slots=lambda: hosts.pool_slots(connection, settings))
+    if cap is None:
+        return contextlib.nullcontext()
+    if not caps.acquire(connection, settings, team.name, task_id, cap):
         queue = (task.request.delivery_info or {}).get("routing_key") or team_queue(settings.build_queue, team.name)
         caps.park(connection, settings, team.name, task_id, queue, task.signature_from_request(task.request))
-        logger.info("team %s runs %d builds, its cap: %s parked", team.name, team.max_running, task_id)
+        logger.info("team %s runs %d builds, its cap now: %s parked", team.name, cap, task_id)
         raise Ignore()
-    return caps.Slot(connection, settings, team.name, task_id, cap=team.max_running, publish=send_parked(task.app, connection, settings))
+    return caps.Slot(connection, settings, team.name, task_id, cap=cap, publish=send_parked(task.app, connection, settings))
 
 
 def send_parked(app: Any, connection: Any, settings: Settings) -> caps.Publish:

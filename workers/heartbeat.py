@@ -188,11 +188,8 @@ def beat_forever(
                 else:
                     shared.want(True, f"{settings.host_id} is in service and its engine answers")
                 if is_reconciled:
-                    # known before advertised: whatever is routed to its queues once callers see it is
-                    # recovered if it dies (the other way round, a host killed right after its first beat
-                    # left its queue to nobody)
-                    recovery.known(connection, settings)
                     beat_once(settings, connection, shared, current)
+                    recovery.known(connection, settings)  # messages routed to its queues are recovered if it dies
             else:
                 is_reconciled = False
                 hosts.forget_host(connection, settings, settings.host_id)

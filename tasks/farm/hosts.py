@@ -69,6 +69,21 @@ def live_hosts(connection: redis.Redis, settings: Settings) -> list[dict[str, An
     return [json.loads(raw) for raw in records if raw]
 
 
+def pool_slots(connection: redis.Redis, settings: Settings) -> int:
+    """The build slots (``concurrency``) of this pool's live, undrained hosts, from the hosts index
+    and their records (two round trips, no SCAN)."""
+    now = time.time()
+    found: list[bytes | str] = connection.zrangebyscore(hosts_index_key(settings), now - settings.heartbeat_ttl_s, "+inf")  # type: ignore[assignment]
+    names = [text(name) for name in found]
+    records = connection.mget([host_key(settings, name) for name in names]) if names else []
+    slots = 0
+    for raw in records:
+        record = json.loads(raw) if raw else None
+        if record and record.get("build_queue", settings.build_queue) == settings.build_queue and not record.get("drained"):
+            slots += max(1, int(record.get("concurrency") or 1))
+    return slots
+
+
 def record_image(
     connection: redis.Redis,
     settings: Settings,

@@ -125,7 +125,10 @@ def recover_host(
             while broker.lmove(team_queue(lane_queue(host, lane), team), team_queue(target, team), "RIGHT", "LEFT") is not None:
                 rerouted += 1
     connection.delete(*inflight)
-    if rerouted == 0 and not tags:
+    if reroute and rerouted == 0 and not tags:
+        # a dead host that held nothing is forgotten; a worker putting back its own previous run's
+        # messages never forgets its host (its heartbeat may have listed it already: a host killed
+        # before its next beat would then be recovered by nobody)
         connection.hdel(known_hosts_key(settings), host)
     if tags or rerouted:
         logger.warning("host %s is dead: %d in-flight messages restored, %d rerouted to %s",

@@ -54,6 +54,7 @@ import redis
 
 from dockyard.config import defaults
 from dockyard.config.settings import Settings, farm_queue, queue_team, team_queue
+from dockyard.config.teams import Team
 from dockyard.tasks.keyspace import key
 
 RESERVATION_S = 30.0  # a released build holds its slot this long until its worker takes it
@@ -116,6 +117,30 @@ def releasing_key(settings: Settings, team: str) -> str:
 def capped_teams(settings: Settings) -> dict[str, int]:
     """The declared teams with a cap, and their caps."""
     return {name: team.max_running for name, team in settings.declared_teams.teams.items() if team.max_running is not None}
+
+
+def reserves(settings: Settings) -> bool:
+    """Whether a team may be held to the pool's slots minus a reserve for the others: fair share on,
+    a reserve fraction, and more than one declared team."""
+    return settings.fair_share and settings.fair_reserve_fraction > 0 and len(settings.declared_teams.teams) > 1
+
+
+def team_cap(settings: Settings, team: Team, *, slots: Callable[[], int]) -> int | None:
+    """The most builds ``team`` may run at once now: its ``max_running``, and, while ``reserves``, the
+    pool's ``slots()`` minus ``int(slots * fair_reserve_fraction)`` (no reserve on a pool too small
+    to keep one); the smaller of the two, or None (no cap)."""
+    found = [team.max_running] if team.max_running is not None else []
+    if reserves(settings):
+        total = slots()
+        reserve = int(total * settings.fair_reserve_fraction)
+        if reserve > 0:
+            found.append(total - reserve)
+    return min(found) if found else None
+
+
+def may_park(settings: Settings) -> bool:
+    """Whether a build of this farm may ever be parked (a worker then releases parked builds at each beat)."""
+    return bool(capped_teams(settings)) or reserves(settings)
 
 
 def acquire(connection: redis.Redis, settings: Settings, team: str, task_id: str, cap: int) -> bool:
@@ -198,12 +223,16 @@ def release(connection: redis.Redis, settings: Settings, team: str, cap: int, pu
     return released
 
 
-def release_all(connection: redis.Redis, settings: Settings, publish: Publish) -> int:
-    """Release the parked builds of every capped team that has free slots (a worker's heartbeat)."""
+def release_all(connection: redis.Redis, settings: Settings, publish: Publish, *, slots: Callable[[], int]) -> int:
+    """Release the parked builds of every team that has free slots (a worker's heartbeat); a team that
+    has parked builds and no cap any more gets them all back."""
     released = 0
-    for team, cap in capped_teams(settings).items():
-        if parked(connection, settings, team):
-            released += release(connection, settings, team, cap, publish)
+    for name, team in settings.declared_teams.teams.items():
+        waiting = parked(connection, settings, name)
+        if waiting:
+            cap = team_cap(settings, team, slots=slots)
+            limit = cap if cap is not None else waiting + len(running(connection, settings, name))
+            released += release(connection, settings, name, limit, publish)
     return released
 
 

@@ -151,3 +151,16 @@ def test_each_teams_messages_on_a_dead_host_go_to_that_teams_shared_queue(
     assert fake_redis.lrange(team_queue(settings.build_queue, "team-b"), 0, -1) == [b"hit-of-b"]
     assert fake_redis.lrange(team_queue(host_queue("gone"), "intruder"), 0, -1) == [b"of-no-team"], "no declared team's"
     assert not fake_redis.exists(settings.build_queue, team_queue(settings.build_queue, "intruder"))
+
+
+def test_a_lane_putting_back_its_own_previous_run_keeps_its_host_known(
+    fake_redis: fakeredis.FakeRedis, settings: Settings
+) -> None:
+    """The fast lane starts after its host's first beat: its own recovery, with nothing to put back,
+    must not forget the host, or the host killed before its next beat is recovered by nobody."""
+    recovery.known(fake_redis, settings)
+    channel = Channel(fake_redis)
+    assert recovery.recover_host(fake_redis, settings, channel, "live", reroute=False, lanes=(recovery.FAST_LANE,)) == (
+        recovery.Recovered("live", 0, 0)
+    )
+    assert fake_redis.hkeys(recovery.known_hosts_key(settings)) == [b"live"]

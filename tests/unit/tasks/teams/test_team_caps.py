@@ -140,7 +140,41 @@ def test_the_heartbeat_releases_only_capped_teams_from_the_teams_file(
     assert load_teams(str(path)).teams["team-b"].max_running is None
     park(fake_redis, settings, "p1")
     sent = Sent()
-    assert caps.release_all(fake_redis, settings, sent) == 1 and sent.ids == ["p1"]
+    assert caps.release_all(fake_redis, settings, sent, slots=lambda: 4) == 1 and sent.ids == ["p1"]
+
+
+def two_teams(tmp_path: Path, body: str = "") -> Path:
+    path = tmp_path / f"teams-{len(list(tmp_path.iterdir()))}.toml"  # a file of its own: teams files are read once
+    path.write_text(f"[teams.{TEAM}]\n{body}\n[teams.team-b]\n")
+    return path
+
+
+def test_with_several_teams_a_team_runs_at_most_the_pools_slots_but_the_others_reserve(tmp_path: Path) -> None:
+    settings = make_settings(teams_file=str(two_teams(tmp_path)))
+    team = settings.declared_teams.teams[TEAM]
+    assert caps.may_park(settings) and not caps.capped_teams(settings)
+    assert caps.team_cap(settings, team, slots=lambda: 6) == 5, "1 of 6 slots kept for the other teams"
+    assert caps.team_cap(settings, team, slots=lambda: 12) == 10
+    assert caps.team_cap(settings, team, slots=lambda: 4) is None, "a pool too small to keep a slot keeps none"
+
+
+def test_the_reserve_and_max_running_take_the_smaller_and_fair_share_off_keeps_no_reserve(tmp_path: Path) -> None:
+    capped = make_settings(teams_file=str(two_teams(tmp_path, "max_running = 3")))
+    assert caps.team_cap(capped, capped.declared_teams.teams[TEAM], slots=lambda: 6) == 3
+    wide = make_settings(teams_file=str(two_teams(tmp_path, "max_running = 9")))
+    assert caps.team_cap(wide, wide.declared_teams.teams[TEAM], slots=lambda: 6) == 5
+    off = make_settings(teams_file=str(two_teams(tmp_path)), fair_share=False)
+    assert caps.team_cap(off, off.declared_teams.teams[TEAM], slots=lambda: 6) is None and not caps.may_park(off)
+    alone = make_settings()  # one team (default): nobody to keep slots for
+    assert caps.team_cap(alone, alone.declared_teams.teams["default"], slots=lambda: 6) is None
+
+
+def test_a_team_whose_cap_is_gone_gets_its_parked_builds_back(fake_redis: fakeredis.FakeRedis, tmp_path: Path) -> None:
+    settings = make_settings(teams_file=str(two_teams(tmp_path)))
+    park(fake_redis, settings, "p1")
+    park(fake_redis, settings, "p2")
+    sent = Sent()
+    assert caps.release_all(fake_redis, settings, sent, slots=lambda: 2) == 2 and sent.ids == ["p1", "p2"]
 
 
 def test_no_teams_redis_user_may_read_or_write_the_running_set_or_the_parked_builds(unit_settings: Settings) -> None:
