@@ -36,7 +36,7 @@ from tests.farm.farm_helpers import team_host_queue, team_shared_queue
 from tests.farm.test_cli import dockyard
 
 TIMEOUT_S = 120
-SLOW_STEP_S = 8
+SLOW_STEP_S = 20  # the margin in which the test sees the drain and the worker's queues while both builds run (8 s was too short once under load)
 
 
 def until(what: str, check: Callable[[], Any], timeout_s: float = 60) -> Any:

@@ -150,27 +150,28 @@ def two_teams(tmp_path: Path, body: str = "") -> Path:
 
 
 def test_with_several_teams_a_team_runs_at_most_the_pools_slots_but_the_others_reserve(tmp_path: Path) -> None:
-    settings = make_settings(teams_file=str(two_teams(tmp_path)))
+    settings = make_settings(teams_file=str(two_teams(tmp_path)), fair_reserve_fraction=0.167)
     team = settings.declared_teams.teams[TEAM]
     assert caps.may_park(settings) and not caps.capped_teams(settings)
     assert caps.team_cap(settings, team, slots=lambda: 6) == 5, "1 of 6 slots kept for the other teams"
     assert caps.team_cap(settings, team, slots=lambda: 12) == 10
     assert caps.team_cap(settings, team, slots=lambda: 4) is None, "a pool too small to keep a slot keeps none"
+    assert caps.team_cap(make_settings(teams_file=settings.teams_file), team, slots=lambda: 6) is None, "no reserve by default"
 
 
 def test_the_reserve_and_max_running_take_the_smaller_and_fair_share_off_keeps_no_reserve(tmp_path: Path) -> None:
-    capped = make_settings(teams_file=str(two_teams(tmp_path, "max_running = 3")))
+    capped = make_settings(teams_file=str(two_teams(tmp_path, "max_running = 3")), fair_reserve_fraction=0.167)
     assert caps.team_cap(capped, capped.declared_teams.teams[TEAM], slots=lambda: 6) == 3
-    wide = make_settings(teams_file=str(two_teams(tmp_path, "max_running = 9")))
+    wide = make_settings(teams_file=str(two_teams(tmp_path, "max_running = 9")), fair_reserve_fraction=0.167)
     assert caps.team_cap(wide, wide.declared_teams.teams[TEAM], slots=lambda: 6) == 5
-    off = make_settings(teams_file=str(two_teams(tmp_path)), fair_share=False)
+    off = make_settings(teams_file=str(two_teams(tmp_path)), fair_share=False, fair_reserve_fraction=0.167)
     assert caps.team_cap(off, off.declared_teams.teams[TEAM], slots=lambda: 6) is None and not caps.may_park(off)
-    alone = make_settings()  # one team (default): nobody to keep slots for
+    alone = make_settings(fair_reserve_fraction=0.167)  # one team (default): nobody to keep slots for
     assert caps.team_cap(alone, alone.declared_teams.teams["default"], slots=lambda: 6) is None
 
 
 def test_a_team_whose_cap_is_gone_gets_its_parked_builds_back(fake_redis: fakeredis.FakeRedis, tmp_path: Path) -> None:
-    settings = make_settings(teams_file=str(two_teams(tmp_path)))
+    settings = make_settings(teams_file=str(two_teams(tmp_path)), fair_reserve_fraction=0.167)
     park(fake_redis, settings, "p1")
     park(fake_redis, settings, "p2")
     sent = Sent()
