@@ -22,15 +22,17 @@ again; a worker that dies between the two sends it twice, which is harmless
 the slot of the first).
 
 Keys (the farm's keyspace, written by workers only; a team's Redis user may
-neither read nor write them, ``dockyard.workers.redis_acl``):
+neither read nor write them, ``dockyard.workers.redis_acl``), one set per pool
+(``build_queue``): the workers of a pool share one teams file and one count of
+slots, and a pool never releases another pool's parked builds:
 
-- ``running:<team>``: sorted set, task id -> expiry (Redis server time, s) of
+- ``running:<pool>:<team>``: sorted set, task id -> expiry (Redis server time, s) of
   its slot: a running build's lease (``lease_s``, renewed every third of it)
   or a released build's reservation (``RESERVATION_S``); expired members are
   dropped by the next acquire or release;
-- ``parked:<team>``: list of parked builds, newest left, oldest right
+- ``parked:<pool>:<team>``: list of parked builds, newest left, oldest right
   (JSON ``{"id", "queue", "signature", "at"}``);
-- ``releasing:<team>``: lock, one releasing worker per team at a time
+- ``releasing:<pool>:<team>``: lock, one releasing worker per team at a time
   (``RELEASE_LOCK_S``).
 
 Costs: nothing for a team without ``max_running``; for a capped team, one
@@ -103,15 +105,15 @@ return 0
 
 
 def running_key(settings: Settings, team: str) -> str:
-    return key(settings, "running", team)
+    return key(settings, "running", settings.build_queue, team)
 
 
 def parked_key(settings: Settings, team: str) -> str:
-    return key(settings, "parked", team)
+    return key(settings, "parked", settings.build_queue, team)
 
 
 def releasing_key(settings: Settings, team: str) -> str:
-    return key(settings, "releasing", team)
+    return key(settings, "releasing", settings.build_queue, team)
 
 
 def capped_teams(settings: Settings) -> dict[str, int]:

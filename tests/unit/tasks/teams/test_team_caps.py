@@ -156,7 +156,8 @@ def test_with_several_teams_a_team_runs_at_most_the_pools_slots_but_the_others_r
     assert caps.team_cap(settings, team, slots=lambda: 6) == 5, "1 of 6 slots kept for the other teams"
     assert caps.team_cap(settings, team, slots=lambda: 12) == 10
     assert caps.team_cap(settings, team, slots=lambda: 4) is None, "a pool too small to keep a slot keeps none"
-    assert caps.team_cap(make_settings(teams_file=settings.teams_file), team, slots=lambda: 6) is None, "no reserve by default"
+    assert caps.team_cap(make_settings(teams_file=settings.teams_file), team, slots=lambda: 6) == 5, "the reserve is the default"
+    assert caps.team_cap(make_settings(teams_file=settings.teams_file, fair_reserve_fraction=0), team, slots=lambda: 6) is None
 
 
 def test_the_reserve_and_max_running_take_the_smaller_and_fair_share_off_keeps_no_reserve(tmp_path: Path) -> None:
@@ -184,3 +185,16 @@ def test_no_teams_redis_user_may_read_or_write_the_running_set_or_the_parked_bui
     patterns = [word.lstrip("(").rstrip(")").split("~", 1)[1] for word in line.split() if "~" in word]
     for key in (caps.running_key(unit_settings, TEAM), caps.parked_key(unit_settings, TEAM), caps.releasing_key(unit_settings, TEAM)):
         assert not [pattern for pattern in patterns if fnmatch.fnmatchcase(key, pattern)], key
+
+
+def test_a_pool_never_releases_or_counts_another_pools_builds(tmp_path: Path, fake_redis: fakeredis.FakeRedis) -> None:
+    """Pools (build queues) have teams files of their own: a pool where the team has no cap must not
+    send the parked builds of a pool where it has one."""
+    capped_pool = make_settings(teams_file=str(two_teams(tmp_path, "max_running = 1")), build_queue="pool-capped")
+    open_pool = make_settings(teams_file=str(two_teams(tmp_path)), build_queue="pool-open", fair_reserve_fraction=0)
+    assert caps.acquire(fake_redis, capped_pool, TEAM, "running-1", 1)
+    park(fake_redis, capped_pool, "parked-1", queue=f"pool-capped@{TEAM}")
+    sent = Sent()
+    assert caps.release_all(fake_redis, open_pool, sent, slots=lambda: 4) == 0 and sent.ids == []
+    assert caps.parked(fake_redis, capped_pool, TEAM) == 1 and caps.parked(fake_redis, open_pool, TEAM) == 0
+    assert caps.running(fake_redis, open_pool, TEAM) == [] and caps.running(fake_redis, capped_pool, TEAM) == ["running-1"]
