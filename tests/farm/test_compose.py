@@ -287,6 +287,7 @@ def test_the_compose_farm_builds_offline_comes_up_builds_and_pushes_the_example_
                            timeout=840, env={**os.environ, "DOCKER_HOST": engine.url, "DOCKYARD_IMAGES_CACHE": str(IMAGES_CACHE)})
     figures["images_s"] = time.monotonic() - started
     assert built.returncode == 0, built.stderr[-3000:]
+    print("".join(line + "\n" for line in built.stderr.splitlines() if line.startswith("images: ")), end="")
     assert built.stdout.split() == [
         "dockyard-base:bookworm", "dockyard-redis:latest", "dockyard-registry:latest", "dockyard-worker:latest"]
 
