@@ -4,7 +4,7 @@
 # Installs what is missing and starts, in the background, what does not run yet:
 #   - N Docker engines without any bridge network (host 1 = the default engine
 #     on /var/run/docker.sock, hosts 2..N on /run/dockyard-host<k>.sock),
-#   - the buildx CLI plugin (Debian 13 package, also used on Debian 12),
+#   - the buildx and compose v2 CLI plugins (Debian 13 packages, also used on Debian 12),
 #   - a registry with htpasswd auth on 127.0.0.1:5000,
 #   - the farm's teams file <state>/teams.toml (made once, then the operator's:
 #     team-a and team-b, each pushing with the farm's login to its own
@@ -25,7 +25,7 @@
 # Usage: provision.sh [--hosts N]
 #   DOCKYARD_FARM_DIR    state dir (default /var/lib/dockyard-farm)
 #   DOCKYARD_FARM_HOSTS  number of Docker engines (default 2; --hosts wins)
-#   DOCKYARD_DEBIAN_MIRROR  Debian mirror for buildx on Debian 12
+#   DOCKYARD_DEBIAN_MIRROR  Debian mirror for buildx and compose on Debian 12
 #                        (default: the one in the system's apt sources)
 #   DOCKYARD_ENGINE_START_TIMEOUT  seconds to wait for a starting dockerd
 #                        (default 600; a killed one cleans up first)
@@ -70,6 +70,8 @@ export DEBIAN_FRONTEND=noninteractive
 exec 3>&1 1>&2
 
 log() { printf 'provision: %s\n' "$*" >&2; }
+# shellcheck source=workers/debian.sh
+. "$REPO/workers/debian.sh"
 die() { log "ERROR: $*"; exit 1; }
 
 TMP=$(mktemp -d)
@@ -170,40 +172,6 @@ apt_install() {  # apt_install PACKAGE...
     quietly "$STATE/apt.log" "${apt[@]}" install --no-install-recommends "$@"
 }
 
-debian_codename() { (. /etc/os-release && echo "${VERSION_CODENAME:-}"); }
-
-# First Debian mirror in the system's apt sources whose suite is this release
-# (one-line sources.list and deb822 *.sources formats).
-debian_mirror() {
-    local codename f uri=""
-    codename=$(debian_codename)
-    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
-        [ -r "$f" ] || continue
-        case $f in
-            *.sources)
-                uri=$(awk -v want="$codename" '
-                    function flush() {
-                        if (types ~ /(^| )deb( |$)/ && (" " suites " ") ~ (" " want " ") &&
-                            (" " comps " ") ~ / main / && enabled != "no" && uri != "")
-                            { print uri; found = 1; exit }
-                        types = suites = comps = uri = enabled = ""
-                    }
-                    /^[ \t]*$/ { flush(); next }
-                    /^#/ { next }
-                    { key = tolower($1); $1 = ""; sub(/^ +/, "") }
-                    key == "types:" { types = $0 } key == "suites:" { suites = $0 }
-                    key == "components:" { comps = $0 } key == "uris:" { split($0, u, " "); uri = u[1] }
-                    key == "enabled:" { enabled = tolower($0) }
-                    END { if (!found) flush() }' "$f") ;;
-            *)
-                uri=$(sed -e 's/#.*//' -e 's/\[[^]]*\]//' "$f" |
-                    awk -v want="$codename" '$1 == "deb" && $3 == want {
-                        for (i = 4; i <= NF; i++) if ($i == "main") { print $2; exit } }') ;;
-        esac
-        if [ -n "$uri" ]; then echo "$uri"; return; fi
-    done
-}
-
 registry_password() { cat "$STATE/registry.password"; }
 
 # curl against the registry with basic auth, without the password on argv.
@@ -225,7 +193,6 @@ step_packages() {
         command -v "$cmd" >/dev/null || missing+=(redis-server)
     done
     command -v curl >/dev/null || missing+=(curl)
-    command -v docker-compose >/dev/null || missing+=(docker-compose)  # validates compose.yaml
     [[ $(dpkg-query -W -f='${Status}' busybox-static 2>/dev/null) == *' installed' ]] ||
         missing+=(busybox-static)
     "$SYS_PYTHON" -c 'import bcrypt' 2>/dev/null || missing+=(python3-bcrypt)
@@ -236,35 +203,46 @@ step_packages() {
     apt_install $(printf '%s\n' "${missing[@]}" | sort -u)
 }
 
+# A docker CLI plugin (docker SUBCOMMAND) from Debian 13's package: apt installs it on
+# Debian 13; Debian 12 has none (buildx) or only compose v1, so the package is fetched with a
+# private apt configuration (workers/debian.sh), leaving the system's sources, lists and cache
+# untouched, and its plugin placed in /usr/local/lib/docker/cli-plugins/.
+install_cli_plugin() {  # install_cli_plugin PACKAGE SUBCOMMAND
+    local package=$1 subcommand=$2 plugin=docker-$2
+    if [ "$(debian_codename)" != bookworm ]; then
+        apt_install "$package"
+    else
+        local apt_dir=$TMP/apt-trixie
+        log "$subcommand: fetching $package from $(debian_mirror) trixie"
+        trixie_download "$apt_dir" "$STATE/apt.log" "$package" ||
+            die "could not download Debian 13's $package (DOCKYARD_DEBIAN_MIRROR sets the mirror; log: $STATE/apt.log)"
+        rm -rf "$apt_dir/root" && mkdir -p "$apt_dir/root"
+        dpkg-deb -x "$apt_dir"/deb/"$package"_*.deb "$apt_dir/root"
+        install -D -m 0755 "$apt_dir/root/usr/libexec/docker/cli-plugins/$plugin" \
+            "/usr/local/lib/docker/cli-plugins/$plugin"
+    fi
+    docker "$subcommand" version >/dev/null 2>&1 || die "$plugin installed but 'docker $subcommand version' fails"
+    log "$subcommand: installed $(docker "$subcommand" version | head -n 1)"
+}
+
 step_buildx() {
     if docker buildx version >/dev/null 2>&1; then
         log "buildx: present"
         return
     fi
-    if [ "$(debian_codename)" != bookworm ]; then
-        apt_install docker-buildx
+    install_cli_plugin docker-buildx buildx
+}
+
+# Compose v2, `docker compose`: it runs compose.yaml (tests/farm/test_compose.py).
+compose_v2() { docker compose version --short 2>/dev/null | grep -q '^v\{0,1\}2\.'; }
+
+step_compose() {
+    if compose_v2; then
+        log "compose: present ($(docker compose version | head -n 1))"
         return
     fi
-    # Debian 12 has no docker-buildx: take Debian 13's with a private apt
-    # configuration, leaving the system's sources, lists and cache untouched.
-    local mirror=${DOCKYARD_DEBIAN_MIRROR:-$(debian_mirror)} apt_dir=$TMP/apt-trixie
-    [ -n "$mirror" ] || die "no Debian mirror found in /etc/apt sources; set DOCKYARD_DEBIAN_MIRROR"
-    log "buildx: fetching docker-buildx from $mirror trixie"
-    mkdir -p "$apt_dir"/{lists/partial,cache/archives/partial,prefs.d,deb,root}
-    echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror trixie main" \
-        >"$apt_dir/sources.list"
-    local apt=(apt-get -q
-        -o "Dir::Etc::sourcelist=$apt_dir/sources.list" -o Dir::Etc::sourceparts=-
-        -o "Dir::Etc::preferencesparts=$apt_dir/prefs.d"
-        -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache=$apt_dir/cache"
-        -o APT::Sandbox::User=root)
-    quietly "$STATE/apt.log" "${apt[@]}" update
-    (cd "$apt_dir/deb" && quietly "$STATE/apt.log" "${apt[@]}" download docker-buildx)
-    dpkg-deb -x "$apt_dir"/deb/docker-buildx_*.deb "$apt_dir/root"
-    install -D -m 0755 "$apt_dir/root/usr/libexec/docker/cli-plugins/docker-buildx" \
-        /usr/local/lib/docker/cli-plugins/docker-buildx
-    docker buildx version >/dev/null || die "buildx installed but 'docker buildx version' fails"
-    log "buildx: installed $(docker buildx version | head -n 1)"
+    install_cli_plugin docker-compose compose
+    compose_v2 || die "'docker compose' is not compose v2: $(docker compose version 2>&1 | head -n 1)"
 }
 
 engine_sock() {  # engine_sock K -> unix socket URL of host K
@@ -683,6 +661,7 @@ main() {
     flock 9
     step_packages
     step_buildx
+    step_compose
     step_engines
     step_registry
     step_venv

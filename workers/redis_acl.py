@@ -17,10 +17,16 @@ read the depth (LLEN) of its own queues and of host queues. No SCAN, KEYS, RANDO
 CHANNELS (names of others' keys and channels), no administration.
 
 context store: read and write its own contexts (``team:<name>:ctx:*``) only.
+
+With ``--worker-user NAME --worker-password-env VAR`` it prints a whole ACL file:
+no anonymous access (``default`` off), the workers' user with the rights
+``workers/provision.sh`` gives it (``WORKER_RULES``), then the teams' lines
+(``compose.yaml``'s ``acl`` service writes both Redis' files so).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 
 import redis
@@ -37,6 +43,23 @@ SHARED_READS = (  # the farm's keys a caller reads by exact key: shared on purpo
 NO_LISTING = "-scan -randomkey -pubsub|channels -pubsub|shardchannels -pubsub|numsub -pubsub|shardnumsub -pubsub|numpat"
 PRIORITY_KEYS = "[^a-z0-9-]*"  # kombu keeps a queue's priorities in <queue>\x06\x16<n>: no character a team name goes on with
 SCRIPTS = "+eval +evalsha +eval_ro +evalsha_ro +script|load +script|exists"  # keys of a script are checked as any command's
+
+
+NO_ANONYMOUS = "user default off resetpass resetkeys resetchannels -@all"  # the first line of an ACL file
+WORKER_RULES = {  # the workers' (and operators') user: the same rules as workers/provision.sh's redis_acl and store_acl
+    "farm": "~* &* +@all -@admin +client|list",
+    "store": "~* resetchannels +@all -@admin -@dangerous -@pubsub +info",
+}
+
+
+def worker_user(name: str, password: str, *, server: str) -> str:
+    """The ACL line of the workers' user ``name`` (its password kept as a SHA-256) on ``server`` (farm or store)."""
+    if server not in WORKER_RULES:
+        raise ValueError(f"unknown server {server!r}: farm or store")
+    if not password:
+        raise ValueError(f"the password of the workers' user {name!r} is empty")
+    digest = hashlib.sha256(password.encode()).hexdigest()
+    return f"user {name} on #{digest} {WORKER_RULES[server]}"
 
 
 def _login(team: Team) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -35,11 +36,20 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 def cmd_teams_acl(args: argparse.Namespace) -> int:
     """Print the ACL lines of the declared teams' Redis users (for ``ACL LOAD`` or ``ACL SETUSER``)."""
-    from dockyard.workers.redis_acl import FARM_QUEUES, team_users
+    from dockyard.workers.redis_acl import FARM_QUEUES, NO_ANONYMOUS, team_users, worker_user
 
+    if (args.worker_user is None) != (args.worker_password_env is None):
+        raise ValueError("--worker-user and --worker-password-env go together")
     settings = get_settings()
     path = args.teams or settings.teams_file
     teams = parse_teams(sys.stdin.read(), source="<stdin>") if path == "-" else load_teams(path)
+    if args.worker_user is not None:
+        # an option's variable, read by this command only (the password never on the command line)
+        password = os.environ.get(args.worker_password_env, "")
+        if not password:
+            raise ValueError(f"--worker-password-env: {args.worker_password_env} is unset or empty")
+        print(NO_ANONYMOUS)
+        print(worker_user(args.worker_user, password, server=args.server))
     for line in team_users(teams, server=args.server, key_prefix=args.key_prefix or settings.key_prefix,
                            queues=args.queues or list(FARM_QUEUES)):
         print(line)
@@ -63,10 +73,16 @@ def add_commands(sub: Any, command: Callable[..., argparse.ArgumentParser], seco
     teams = teams_parser.add_subparsers(dest="teams_command", required=True, metavar="ACTION", title="actions")
     acl = command(teams, "acl", "Print the ACL lines of the teams' Redis users, for ACL LOAD or ACL SETUSER.",
                   "Print one 'user dockyard-team-<name> ...' line per declared team: what the team's user may "
-                  "do on the farm's Redis (--server farm) or the context store (--server store). See docs/security.md.")
+                  "do on the farm's Redis (--server farm) or the context store (--server store); with "
+                  "--worker-user, a whole ACL file (no anonymous access, the workers' user, the teams). "
+                  "See docs/security.md.")
     acl.add_argument("--server", choices=["farm", "store"], default="farm", help="which Redis (default farm)")
     acl.add_argument("--teams", metavar="FILE", help="the teams file ('-': stdin); default DOCKYARD_TEAMS_FILE")
     acl.add_argument("--key-prefix", help="dockyard's key prefix; default DOCKYARD_KEY_PREFIX")
     acl.add_argument("--queues", action="append", metavar="GLOB",
                      help="a shared queue (glob) the teams may send to; repeatable; default dockyard.build*")
+    acl.add_argument("--worker-user", metavar="NAME",
+                     help="print a whole ACL file: 'default' off, this workers' user, then the teams' lines")
+    acl.add_argument("--worker-password-env", metavar="VAR",
+                     help="the variable holding the workers' user's password (with --worker-user)")
     acl.set_defaults(run=cmd_teams_acl)

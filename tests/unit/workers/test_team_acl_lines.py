@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
+import pytest
+
 from dockyard.config.teams import load_teams
-from dockyard.workers.redis_acl import farm_user, setuser_arguments, store_user
+from dockyard.workers import cli
+from dockyard.workers.redis_acl import NO_ANONYMOUS, WORKER_RULES, farm_user, setuser_arguments, store_user
 from tests.unit.support import write_teams
 
 
@@ -35,3 +39,40 @@ def test_the_context_store_user_gains_nothing(tmp_path: Path) -> None:
     teams = load_teams(write_teams(tmp_path, {"team-a": []}))
     line = store_user(teams.teams["team-a"], key_prefix="p:")
     assert "cancel" not in line and "waiting" not in line
+
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def test_the_workers_user_has_the_rules_provisioning_gives_it() -> None:
+    provision = (ROOT / "workers" / "provision.sh").read_text()
+    assert f'"$(redis_password worker)") {WORKER_RULES["farm"]}\n' in provision
+    assert f'"$(redis_password worker)") {WORKER_RULES["store"]}\n' in provision
+    assert NO_ANONYMOUS in provision
+
+
+def test_a_whole_acl_file_shuts_out_anonymous_clients_and_admits_the_worker_and_the_teams(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    teams = write_teams(tmp_path, {"team-a": []})
+    monkeypatch.setenv("COMPOSE_WORKER_PASSWORD", "s3cret")
+    assert cli.run(["teams", "acl", "--server", "store", "--teams", teams, "--worker-user", "dockyard-worker",
+                    "--worker-password-env", "COMPOSE_WORKER_PASSWORD"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    digest = hashlib.sha256(b"s3cret").hexdigest()
+    assert lines[0] == NO_ANONYMOUS
+    assert lines[1] == f"user dockyard-worker on #{digest} {WORKER_RULES['store']}"
+    assert [line.split()[1] for line in lines[2:]] == ["dockyard-team-team-a"]
+    assert "s3cret" not in "\n".join(lines)
+
+
+def test_a_whole_acl_file_needs_the_workers_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    teams = write_teams(tmp_path, {"team-a": []})
+    monkeypatch.delenv("COMPOSE_WORKER_PASSWORD", raising=False)
+    assert cli.run(["teams", "acl", "--teams", teams, "--worker-user", "w",
+                    "--worker-password-env", "COMPOSE_WORKER_PASSWORD"]) == 1
+    assert "COMPOSE_WORKER_PASSWORD is unset or empty" in capsys.readouterr().err
+    assert cli.run(["teams", "acl", "--teams", teams, "--worker-user", "w"]) == 1
+    assert "go together" in capsys.readouterr().err
