@@ -233,7 +233,14 @@ def test_twelve_identical_requests_build_once_and_pushes_find_the_holder(
     context = caller.project("twelve", slow_dockerfile(farm, BUILD_S))
     base_id = image_id_on_any(engines, farm.base_image)
     since = settle()
-    requests_sent = [caller.send("build", image_name=repo, kwargs={"path": context, "tag": "same"}) for _ in range(12)]
+    received_before = [each.log().count("Task dockyard.build_docker_image[") for each in workers]
+    # half through the caller's API, two sent to each host's own queue: every host surely gets requests
+    on_hosts = [team_queue(host_queue(host_id), TEAM) for host_id in farm.hosts] * 2
+    requests_sent = [
+        *(caller.send("build", image_name=repo, kwargs={"path": context, "tag": "same"}) for _ in range(6)),
+        *(caller.send("build", image_name=repo, kwargs={"path": context, "tag": "same"}, queue=each) for each in on_hosts),
+    ]
+    assert len(requests_sent) == 12
     results = [caller.wait(each) for each in requests_sent]
     until = settle()
     assert container_creates(engines, since, until, from_image=base_id) == 1, "one RUN step ran on the three engines"
@@ -241,6 +248,8 @@ def test_twelve_identical_requests_build_once_and_pushes_find_the_holder(
     assert [result["cache"] for result in results].count("built") == 1
     holder = results[0]["host"]
     assert {result["host"] for result in results} == {holder}
+    received = [each.log().count("Task dockyard.build_docker_image[") - before for each, before in zip(workers, received_before)]
+    assert all(count > 0 for count in received), f"requests reached every host: {received}"
 
     # a push sent on its own, later: it finds the holder
     pushed = caller.call("push", image_name=repo, kwargs={"tag": "same"})
@@ -291,4 +300,4 @@ def test_a_builder_killed_mid_build_is_answered_by_another_host(
         builder.start()  # the host comes back for the tests after this one
         from dockyard.workers.launcher import wait_all_ready
 
-        wait_all_ready(operator_app(farm), [builder], timeout_s=90)  # type: ignore[list-item]
+        wait_all_ready(operator_app(farm), [builder], timeout_s=90)
