@@ -220,6 +220,7 @@ class SeparateFarm:
         self.control_processes: list[subprocess.Popen[bytes]] = []
         self.links: list[str] = []
         self.netns: list[str] = []
+        self.engines: list[tuple[str, subprocess.Popen[bytes]]] = []  # the control's URL of each engine, its dockerd
 
     # ------------------------------------------------------------ network
 
@@ -393,7 +394,9 @@ class SeparateFarm:
              "--exec-root", "/tmp/docker/exec", "--pidfile", "/tmp/docker/docker.pid", "--insecure-registry", farm.registry],
             env=minimal_env(), log=self.work_dir / f"{host.name}-dockerd.log",
         )
-        return f"unix://{host.path(HOST_DOCKER_SOCKET)}", process
+        url = f"unix://{host.path(HOST_DOCKER_SOCKET)}"
+        self.engines.append((url, process))
+        return url, process
 
     def wait_engine(self, url: str, process: subprocess.Popen[bytes]) -> None:
         import docker
@@ -433,7 +436,10 @@ class SeparateFarm:
     # ------------------------------------------------------------ teardown
 
     def close(self) -> None:
-        """Kill every process of the farm (each host's, then the control's), remove links, namespaces and files."""
+        """Stop the engines (their build containers removed first), kill every process of the farm (each host's,
+        then the control's), remove links, namespaces and files."""
+        for url, process in self.engines:
+            stop_engine(url, process)
         for host in reversed(self.hosts):
             kill_netns_processes(host.netns)
             for process in [*host.processes, *([host.anchor] if host.anchor else [])]:
@@ -452,6 +458,26 @@ class SeparateFarm:
             subprocess.run(["ip", "netns", "del", netns], capture_output=True, check=False)
         if self.own_work_dir:
             shutil.rmtree(self.work_dir, ignore_errors=True)
+
+
+def stop_engine(url: str, process: subprocess.Popen[bytes], timeout_s: float = 20) -> None:
+    """Remove every container of the engine at ``url`` (a build's included), then stop its dockerd (SIGTERM, then SIGKILL)."""
+    import docker
+
+    if process.poll() is None:
+        with contextlib.suppress(Exception):  # an engine that does not answer is killed below
+            client = docker.DockerClient(base_url=url, timeout=10)
+            try:
+                for container in client.containers.list(all=True):
+                    container.remove(force=True)
+            finally:
+                client.close()
+        process.terminate()
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def kill_netns_processes(netns: str, timeout_s: float = 15) -> None:

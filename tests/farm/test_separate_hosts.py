@@ -292,8 +292,10 @@ def test_a_builder_killed_mid_build_is_answered_by_another_host(
     builder = builder_of(farm, workers)
     assert not caller.done(sent)
     builder.kill()
+    killed_at = time.monotonic()
     try:
         result = caller.wait(sent)
+        print(f"answered {time.monotonic() - killed_at:.1f} s after {builder.host_id} was killed, by {result['host']}")
         assert result["host"] != builder.host_id and result["host"] in farm.hosts
         assert result["cache"] in ("built", "joined")
     finally:
