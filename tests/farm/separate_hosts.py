@@ -47,6 +47,7 @@ import redis
 import requests
 
 NETNS_PREFIX = "dysep-"  # network namespaces of these farms: dysep-<run>-<host>
+WORK_DIR_PREFIX = "dockyard-separate-"  # each farm's files: <temp dir>/dockyard-separate-*
 LINK_PREFIX = "dys"  # veth links in the control namespace: dys<run><host>
 REDIS_PORT = 6379  # the farm's Redis on the control address
 STORE_PORT = 6380  # the context store
@@ -213,7 +214,7 @@ class SeparateFarm:
     def __init__(self, build_hosts: int = 3, *, work_dir: Path | None = None) -> None:
         self.run_id = uuid.uuid4().hex[:4]
         self.build_hosts = build_hosts
-        self.work_dir = work_dir or Path(tempfile.mkdtemp(prefix="dockyard-separate-"))
+        self.work_dir = work_dir or Path(tempfile.mkdtemp(prefix=WORK_DIR_PREFIX))
         self.own_work_dir = work_dir is None
         self.net = self._free_net()
         self.hosts: list[Host] = []
@@ -376,7 +377,7 @@ class SeparateFarm:
         )
         with open(directory / "registry.log", "ab") as log:
             process = subprocess.Popen(
-                ["docker-registry", "serve", str(directory / "config.yml")],
+                ["docker-registry", "serve", str(directory / "config.yml")], cwd=directory,
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         self.control_processes.append(process)
@@ -608,7 +609,13 @@ def farm_redis(farm: Farm) -> redis.Redis:
 # ---------------------------------------------------------------- by hand
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def cmd_up(args: argparse.Namespace) -> int:
+    """Bring a separate farm up, print how to reach it, keep it until Ctrl-C or SIGTERM, then remove it."""
+    signal.signal(signal.SIGTERM, _interrupt)
     with separate_farm(args.hosts) as (farm, workers):
         print(json.dumps({
             "control": farm.control, "registry": farm.registry, "work_dir": str(farm.work_dir),
@@ -617,15 +624,31 @@ def cmd_up(args: argparse.Namespace) -> int:
             "caller": {"netns": farm.caller.netns, "address": farm.caller.address, "run_on_it": " ".join(farm.caller.nsenter()),
                        "env": farm.caller_env()},
         }, indent=2), flush=True)
-        print("up; Ctrl-C removes it all", file=sys.stderr, flush=True)
+        print("up; Ctrl-C (or SIGTERM) removes it all", file=sys.stderr, flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             while all(each.process is not None and each.process.poll() is None for each in workers):
                 time.sleep(1)
     return 0
 
 
+def control_leftovers() -> tuple[list[int], list[Path]]:
+    """The control processes (Redis servers, registry: each runs in its farm's work directory or names it) and work
+    directories that killed runs left."""
+    dirs = sorted(Path(tempfile.gettempdir()).glob(f"{WORK_DIR_PREFIX}*"))
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError):
+                cwd = Path(os.readlink(proc / "cwd"))
+                argv = (proc / "cmdline").read_bytes().decode(errors="replace")
+                if any(cwd.is_relative_to(each) or str(each) in argv for each in dirs):
+                    pids.append(int(proc.name))
+    return pids, dirs
+
+
 def cmd_down(_: argparse.Namespace) -> int:
-    """Remove what a killed run left: its namespaces' processes, its links and namespaces."""
+    """Remove what a killed run left: its namespaces' processes, its links and namespaces, its control
+    services and files (run it when no separate farm is in use)."""
     names = [line.split()[0] for line in run(["ip", "netns", "list"]).stdout.splitlines() if line.startswith(NETNS_PREFIX)]
     for name in names:
         kill_netns_processes(name)
@@ -634,7 +657,14 @@ def cmd_down(_: argparse.Namespace) -> int:
         subprocess.run(["ip", "link", "del", link], capture_output=True, check=False)
     for name in names:
         subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
-    print(f"removed namespaces {names or 'none'}, links {links or 'none'}")
+    pids, dirs = control_leftovers()
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    for directory in dirs:
+        shutil.rmtree(directory, ignore_errors=True)
+    print(f"removed namespaces {names or 'none'}, links {links or 'none'}, control processes {pids or 'none'}, "
+          f"work directories {[str(each) for each in dirs] or 'none'}")
     return 0
 
 
