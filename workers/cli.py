@@ -61,6 +61,10 @@ class UnknownTask(Exception):
     """``dockyard status`` was given a task id the result backend holds nothing for (exit 1)."""
 
 
+class MissingHostId(UsageError):
+    """``dockyard worker`` was started without an explicit host id (exit 2)."""
+
+
 class TaskFailed(Exception):
     """``dockyard status`` of a task that failed: reported under the task's own error type (exit 1)."""
 
@@ -141,6 +145,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.concurrency:
         os.environ["DOCKYARD_WORKER_CONCURRENCY"] = str(args.concurrency)
     get_settings.cache_clear()
+    if "host_id" not in get_settings().model_fields_set:
+        # never the hostname by default: on a second machine (or a container) it may be another host's id
+        raise MissingHostId(
+            "a worker needs this host's own id: set DOCKYARD_HOST_ID (or pass --host-id), unique in the farm "
+            "(`dockyard up` sets it for the local farm's worker)"
+        )
     from dockyard.workers import fast_worker
     from dockyard.workers.worker import run_fast_worker, run_worker
 
@@ -621,7 +631,7 @@ def parser() -> argparse.ArgumentParser:
                      "Run a worker in the foreground for this host: it consumes the shared build queue and the "
                      "host's own queue, and starts the host's fast lane beside it.")
     worker.add_argument("--concurrency", type=positive_int, default=None, help="builds at once (default DOCKYARD_WORKER_CONCURRENCY)")
-    worker.add_argument("--host-id", default=None, help="this host's id (default DOCKYARD_HOST_ID or the hostname)")
+    worker.add_argument("--host-id", default=None, help="this host's id, unique in the farm (default DOCKYARD_HOST_ID; one of the two is required)")
     worker.add_argument("--queue", action="append", default=[], metavar="QUEUE", help="an extra queue to consume (repeatable)")
     worker.add_argument("--loglevel", default="INFO", help="Celery's log level: DEBUG, INFO, WARNING, ERROR (default INFO)")
     worker.add_argument(

@@ -201,3 +201,27 @@ def test_a_bad_setting_is_one_line_naming_the_variable(
     assert code == 1 and out == ""
     assert err.startswith("dockyard: InvalidSettings: DOCKYARD_WORKER_CONCURRENCY: Input should be a valid integer")
     assert "(got 'abc')" in err and len(err.splitlines()) == 1
+
+
+def test_a_worker_without_an_explicit_host_id_refuses_to_start(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Never the hostname by default: a second machine or container may carry another host's name."""
+    from dockyard.config.settings import get_settings
+    from dockyard.workers import worker
+
+    monkeypatch.setenv("DOCKYARD_HOST_ID", "restored-after-the-test")  # `--host-id` exports it: restored at teardown
+    monkeypatch.delenv("DOCKYARD_HOST_ID")
+    started: list[object] = []
+    monkeypatch.setattr(worker, "run_worker", lambda *args, **kwargs: started.append(args))
+    try:
+        code, out, err = run(["worker"], capsys)
+        assert code == 2 and out == "" and started == []
+        assert err.startswith("dockyard: MissingHostId: a worker needs this host's own id: set DOCKYARD_HOST_ID")
+        assert len(err.splitlines()) == 1
+
+        code, _, err = run(["worker", "--host-id", "builder-7"], capsys)
+        assert code == 0 and len(started) == 1, err
+        assert get_settings().host_id == "builder-7"
+    finally:
+        get_settings.cache_clear()
