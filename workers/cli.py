@@ -28,7 +28,7 @@ from dockyard.config import defaults
 from dockyard.config.settings import InvalidSettings, get_settings
 from dockyard.config.teams import InvalidTeams
 from dockyard.tasks.errors import DockyardError
-from dockyard.workers import drain_commands, team_commands
+from dockyard.workers import doctor_commands, drain_commands, team_commands
 
 DESCRIPTION = (
     "Build container images on the dockyard farm (Celery workers next to Docker engines, Redis in between), "
@@ -51,6 +51,10 @@ SERVICE_ERRORS: tuple[type[Exception], ...] = (
 
 class UsageError(Exception):
     """The command line is wrong (exit 2); nothing was done."""
+
+
+class StartRefused(Exception):
+    """``dockyard worker`` stopped at start: its build network reaches the farm (exit 1)."""
 
 
 class CacheKeysNotFound(Exception):
@@ -148,10 +152,17 @@ def cmd_worker(args: argparse.Namespace) -> int:
         run_fast_worker(get_settings(), loglevel=args.loglevel)
         return 0
     fast_worker.configure(args.loglevel)  # started once the build worker is reconciled (dockyard.workers.heartbeat)
+    from dockyard.workers import heartbeat
+
     try:
         run_worker(get_settings(), concurrency=args.concurrency, loglevel=args.loglevel, extra_queues=args.queue)
+    except SystemExit:
+        if heartbeat.start_refused() is None:
+            raise
     finally:
         fast_worker.stop()
+    if (reason := heartbeat.start_refused()) is not None:
+        raise StartRefused(reason)
     return 0
 
 
@@ -600,6 +611,7 @@ def parser() -> argparse.ArgumentParser:
 
     team_commands.add_commands(sub, command, seconds, positive_int)
     drain_commands.add_commands(sub, command, seconds)
+    doctor_commands.add_commands(sub, command)
 
     status = command(sub, "status", "Show a task's state, and its result or error.",
                      "Show a task's state, and its result or error. Exit 1 if the task failed, or if the "
@@ -731,7 +743,7 @@ def run(argv: list[str] | None) -> int:
         return fail(exc, 1)
     except TaskFailed as exc:
         return fail(exc, 1, type_name=exc.type_name)
-    except (DockyardError, InvalidSettings, InvalidTeams, CacheKeysNotFound, UnknownTask) as exc:
+    except (DockyardError, InvalidSettings, InvalidTeams, CacheKeysNotFound, UnknownTask, StartRefused) as exc:
         return fail(exc, 1)
     except redis.exceptions.RedisError as exc:
         if is_noperm(exc):
