@@ -129,11 +129,17 @@ def cmd_down(args: argparse.Namespace) -> int:
     """Stop the workers `dockyard up` started."""
     from dockyard.workers import farm
 
-    stopped = farm.stop_workers(get_settings())
+    if args.all and args.host:
+        raise UsageError("give --host or --all, not both")
+    settings = get_settings()
+    stopped = farm.stop_workers(settings, hosts=args.host or None, every=args.all)
+    left = farm.others_workers(settings)
     if args.json:
-        print_json({"stopped": stopped})
+        print_json({"stopped": stopped, "left_running": left})
         return 0
     print("stopped " + (", ".join(stopped) if stopped else "nothing"))
+    if left:
+        print(f"left running (started by another checkout or key prefix; --host ID or --all stops them): {', '.join(left)}")
     return 0
 
 
@@ -583,8 +589,14 @@ def parser() -> argparse.ArgumentParser:
                     help="the env file of the team the job is sent as (default: the farm's team-a.env)")
     up.set_defaults(run=cmd_up)
 
-    down = command(sub, "down", "Stop the workers 'dockyard up' started.")
-    down.add_argument("--json", action="store_true", help="print the stopped workers' host ids as JSON")
+    down = command(sub, "down", "Stop the workers this farm's 'dockyard up' started.",
+                   "Stop the workers 'dockyard up' started from this checkout with this key prefix "
+                   "(DOCKYARD_KEY_PREFIX), whose pid files are in the state directory; workers another "
+                   "checkout started there are left running and listed, unless --host or --all names them.")
+    down.add_argument("--host", action="append", default=[], metavar="ID",
+                      help="stop this host's worker, whoever started it (repeatable)")
+    down.add_argument("--all", action="store_true", help="stop every worker whose pid file is in the state directory")
+    down.add_argument("--json", action="store_true", help="print the stopped workers' host ids (and those left running) as JSON")
     down.set_defaults(run=cmd_down)
 
     hosts = command(sub, "hosts", "List the live build hosts, their load, the lineages they hold and their drain state.",
