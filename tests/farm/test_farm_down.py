@@ -8,7 +8,8 @@ Two farms share one state directory: this checkout's, and another checkout's (it
 from __future__ import annotations
 
 import json
-import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -22,13 +23,19 @@ from tests.farm.test_build_network import wait_until
 from tests.farm.test_cli import dockyard
 
 
-def running(pid: int) -> bool:
-    """Whether ``pid`` runs (a worker this test process started is its child: reaped here once it ended)."""
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
-    return alive(pid)
+def start_as_up(host_id: str, checkout: str | None) -> int:
+    """``farm.start_worker`` in a process of its own that then exits, as `dockyard up` does (the worker is
+    not this test's child); ``checkout``: start it as that checkout's farm."""
+    code = (
+        "import sys; from dockyard.config.settings import get_settings; from dockyard.workers import farm; "
+        "s = get_settings(); checkout = sys.argv[3] or farm.CHECKOUT; "
+        "print(farm.start_worker(s, host_id=sys.argv[1], docker_host=sys.argv[2], identity=farm.farm_identity(s, checkout=checkout)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, host_id, farm_docker_hosts()[0], checkout or ""],
+        capture_output=True, text=True, timeout=60, check=True,
+    )
+    return int(done.stdout.strip())
 
 
 def test_down_leaves_another_checkouts_worker_running(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -43,8 +50,8 @@ def test_down_leaves_another_checkouts_worker_running(tmp_path: Path, monkeypatc
     settings = get_settings()
     other = farm.farm_identity(settings, checkout=str(tmp_path / "other-checkout"))
     mine_id, theirs_id = f"test-down-mine-{run}", f"test-down-theirs-{run}"
-    mine = farm.start_worker(settings, host_id=mine_id, docker_host=farm_docker_hosts()[0])
-    theirs = farm.start_worker(settings, host_id=theirs_id, docker_host=farm_docker_hosts()[0], identity=other)
+    mine = start_as_up(mine_id, None)
+    theirs = start_as_up(theirs_id, other["checkout"])
     try:
         assert json.loads((state / f"{theirs_id}.pid").read_text())["farm"] == other
         for pid_log in (mine_id, theirs_id):
@@ -52,15 +59,15 @@ def test_down_leaves_another_checkouts_worker_running(tmp_path: Path, monkeypatc
         down = dockyard("down", "--json")
         assert down.returncode == 0, down.stderr
         assert json.loads(down.stdout) == {"stopped": [mine_id], "left_running": [theirs_id]}
-        wait_until(lambda: not running(mine), "this farm's worker has stopped")
-        assert running(theirs), "down stopped its own worker only"
+        wait_until(lambda: not alive(mine), "this farm's worker has stopped")
+        assert alive(theirs), "down stopped its own worker only"
         assert not (state / f"{mine_id}.pid").exists() and (state / f"{theirs_id}.pid").exists()
         again = dockyard("down")
         assert again.returncode == 0 and again.stdout.startswith("stopped nothing") and theirs_id in again.stdout
-        assert running(theirs)
+        assert alive(theirs)
         cleaned = dockyard("down", "--host", theirs_id, "--json")
         assert cleaned.returncode == 0 and json.loads(cleaned.stdout)["stopped"] == [theirs_id], cleaned.stdout
-        wait_until(lambda: not running(theirs), "the other farm's worker has stopped")
+        wait_until(lambda: not alive(theirs), "the other farm's worker has stopped")
     finally:
         farm.stop_workers(settings, every=True)
         get_settings.cache_clear()
