@@ -44,6 +44,10 @@ DISK_CHECK_INTERVAL_S = 60.0  # a worker checks its host's disk budget this ofte
 METRICS_PORT = 9808  # port of a worker's /metrics; 0 picks a free one
 METRICS_BIND = "127.0.0.1"  # address /metrics listens on
 ALLOW_HOST_NETWORK = False  # builds may not use the host's network (network_mode/network="host")
+BUILD_NETWORKS: tuple[str, ...] = ()  # build steps' networks; empty: "none" on an engine without a bridge network, else "bridge"
+BUILD_NETWORK_PROBE = True  # a worker probes at start whether its default build network reaches the farm's addresses
+BUILD_NETWORK_PROBE_IMAGE = None  # the probe step's FROM; None: auto_base_image
+ACCEPT_BUILD_NETWORK_REACHING_FARM = False  # a worker whose probe step reaches the farm refuses to start
 ALLOW_LOCAL_BUILD_IO = False  # buildx may not write outputs or caches to, or read contexts from, the host's disk
 ALLOW_BUILDX_ENTITLEMENTS = False  # buildx `allow` (network.host, security.insecure) is refused
 ALLOW_BUILDX_BUILDER = False  # buildx `builder` (another builder of the host) is refused

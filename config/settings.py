@@ -5,11 +5,11 @@ from __future__ import annotations
 import functools
 import os
 import socket
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from dockyard.config import defaults
 from dockyard.config.redis_urls import is_sentinel_url, parse_sentinel_url
@@ -126,6 +126,23 @@ class Settings(BaseSettings):
         defaults.CONTEXT_TRANSPORT, description="How contexts reach workers"
     )
     allow_host_network: bool = Field(defaults.ALLOW_HOST_NETWORK, description="Builds may use the host network")
+    build_networks: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(defaults.BUILD_NETWORKS),
+        description="Networks build steps may use (comma-separated; the first is the default of a request naming none); "
+        "empty: none on an engine without a bridge network, else bridge",
+    )
+    build_network_probe: bool = Field(
+        defaults.BUILD_NETWORK_PROBE,
+        description="Worker: at start, one probe build step on the default build network tries to reach the farm's Redis, "
+        "context store and /metrics",
+    )
+    build_network_probe_image: str | None = Field(
+        defaults.BUILD_NETWORK_PROBE_IMAGE, description="Worker: the FROM of the probe step (it needs nc or python3); default auto_base_image"
+    )
+    accept_build_network_reaching_farm: bool = Field(
+        defaults.ACCEPT_BUILD_NETWORK_REACHING_FARM,
+        description="Worker: start even when the probe step reaches the farm's addresses (logged as an error, exported as a metric)",
+    )
     allow_local_build_io: bool = Field(
         defaults.ALLOW_LOCAL_BUILD_IO, description="buildx may use local outputs, caches and build contexts"
     )
@@ -158,6 +175,13 @@ class Settings(BaseSettings):
     state_dir: str | None = Field(
         defaults.STATE_DIR, description="Pid files and logs of the workers `dockyard up` starts; default <farm_dir>/workers"
     )
+
+    @field_validator("build_networks", mode="before")
+    @classmethod
+    def _build_networks_split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [name.strip() for name in value.split(",") if name.strip()]
+        return value
 
     @field_validator("build_queue")
     @classmethod

@@ -37,6 +37,7 @@ from dockyard.config.teams import Team
 from dockyard.tasks.farm import drain, hosts, recovery
 from dockyard.tasks.farm.deliveries import count_delivery, forget_deliveries, hand_over_deliveries
 from dockyard.tasks.request.masking import masked_repr
+from dockyard.tasks.engine.build_network import engine_policy
 from dockyard.tasks.engine.connection import shared_client
 from dockyard.tasks.errors import EngineUnavailable, InvalidInput, StoreUnavailable, TransientError
 from dockyard.tasks.worker.build import execute_build, execute_tag
@@ -294,7 +295,7 @@ def build_task(self: Task, spec: Mapping[str, Any] | None = None, **params: Any)
         prepared = BuildSpec.parse(spec)
     else:
         prepared = prepare_sent_arguments(params, settings)
-    prepared.check_allowed(settings)
+    prepared.check_allowed(settings, networks=engine_policy(shared_client(settings), settings))
     build_limits(prepared, settings, shared_client(settings))  # InvalidInput if it asks for more than this host allows
     if prepared.secrets_owner is not None and prepared.secrets_owner != settings.team:
         raise InvalidInput(f"This build's secrets are team {prepared.secrets_owner}'s; it came from team {settings.team}.")

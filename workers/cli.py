@@ -28,7 +28,7 @@ from dockyard.config import defaults
 from dockyard.config.settings import InvalidSettings, get_settings
 from dockyard.config.teams import InvalidTeams
 from dockyard.tasks.errors import DockyardError
-from dockyard.workers import drain_commands, team_commands
+from dockyard.workers import doctor_commands, drain_commands, team_commands
 
 DESCRIPTION = (
     "Build container images on the dockyard farm (Celery workers next to Docker engines, Redis in between), "
@@ -51,6 +51,10 @@ SERVICE_ERRORS: tuple[type[Exception], ...] = (
 
 class UsageError(Exception):
     """The command line is wrong (exit 2); nothing was done."""
+
+
+class StartRefused(Exception):
+    """``dockyard worker`` stopped at start: its build network reaches the farm (exit 1)."""
 
 
 class CacheKeysNotFound(Exception):
@@ -129,11 +133,17 @@ def cmd_down(args: argparse.Namespace) -> int:
     """Stop the workers `dockyard up` started."""
     from dockyard.workers import farm
 
-    stopped = farm.stop_workers(get_settings())
+    if args.all and args.host:
+        raise UsageError("give --host or --all, not both")
+    settings = get_settings()
+    stopped = farm.stop_workers(settings, hosts=args.host or None, every=args.all)
+    left = farm.others_workers(settings)
     if args.json:
-        print_json({"stopped": stopped})
+        print_json({"stopped": stopped, "left_running": left})
         return 0
     print("stopped " + (", ".join(stopped) if stopped else "nothing"))
+    if left:
+        print(f"left running (started by another checkout or key prefix; --host ID or --all stops them): {', '.join(left)}")
     return 0
 
 
@@ -158,10 +168,17 @@ def cmd_worker(args: argparse.Namespace) -> int:
         run_fast_worker(get_settings(), loglevel=args.loglevel)
         return 0
     fast_worker.configure(args.loglevel)  # started once the build worker is reconciled (dockyard.workers.heartbeat)
+    from dockyard.workers import heartbeat
+
     try:
         run_worker(get_settings(), concurrency=args.concurrency, loglevel=args.loglevel, extra_queues=args.queue)
+    except SystemExit:
+        if heartbeat.start_refused() is None:
+            raise
     finally:
         fast_worker.stop()
+    if (reason := heartbeat.start_refused()) is not None:
+        raise StartRefused(reason)
     return 0
 
 
@@ -582,8 +599,14 @@ def parser() -> argparse.ArgumentParser:
                     help="the env file of the team the job is sent as (default: the farm's team-a.env)")
     up.set_defaults(run=cmd_up)
 
-    down = command(sub, "down", "Stop the workers 'dockyard up' started.")
-    down.add_argument("--json", action="store_true", help="print the stopped workers' host ids as JSON")
+    down = command(sub, "down", "Stop the workers this farm's 'dockyard up' started.",
+                   "Stop the workers 'dockyard up' started from this checkout with this key prefix "
+                   "(DOCKYARD_KEY_PREFIX), whose pid files are in the state directory; workers another "
+                   "checkout started there are left running and listed, unless --host or --all names them.")
+    down.add_argument("--host", action="append", default=[], metavar="ID",
+                      help="stop this host's worker, whoever started it (repeatable)")
+    down.add_argument("--all", action="store_true", help="stop every worker whose pid file is in the state directory")
+    down.add_argument("--json", action="store_true", help="print the stopped workers' host ids (and those left running) as JSON")
     down.set_defaults(run=cmd_down)
 
     hosts = command(sub, "hosts", "List the live build hosts, their load, the lineages they hold and their drain state.",
@@ -610,6 +633,7 @@ def parser() -> argparse.ArgumentParser:
 
     team_commands.add_commands(sub, command, seconds, positive_int)
     drain_commands.add_commands(sub, command, seconds)
+    doctor_commands.add_commands(sub, command)
 
     status = command(sub, "status", "Show a task's state, and its result or error.",
                      "Show a task's state, and its result or error. Exit 1 if the task failed, or if the "
@@ -741,7 +765,7 @@ def run(argv: list[str] | None) -> int:
         return fail(exc, 1)
     except TaskFailed as exc:
         return fail(exc, 1, type_name=exc.type_name)
-    except (DockyardError, InvalidSettings, InvalidTeams, CacheKeysNotFound, UnknownTask) as exc:
+    except (DockyardError, InvalidSettings, InvalidTeams, CacheKeysNotFound, UnknownTask, StartRefused) as exc:
         return fail(exc, 1)
     except redis.exceptions.RedisError as exc:
         if is_noperm(exc):

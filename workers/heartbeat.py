@@ -5,7 +5,9 @@ worker is ready and stopped (the host record removed) when it shuts down.
 When ready, the worker also sweeps the private directories dead processes
 left (``dockyard.workers.sweep``), withdraws a host record a previous run left, and
 reconciles its host's records with its engine (``dockyard.tasks.farm.reconcile``) before
-the heartbeat starts. ``worker_ready`` runs in the consumer's event loop
+the heartbeat starts. Before all that (after ``/metrics`` is up) it probes its build network
+(``dockyard.tasks.engine.network_probe``): the result goes into the host record, and a build
+step that reaches the farm stops the worker unless ``accept_build_network_reaching_farm``. ``worker_ready`` runs in the consumer's event loop
 after the queues are declared and before the loop first fetches a message,
 so no task starts before the reconciliation ends. The heartbeat advertises
 the host only once it is reconciled, and reconciles again whenever the
@@ -30,6 +32,7 @@ from typing import Any
 import docker
 import redis
 import requests
+from celery.exceptions import WorkerShutdown
 from celery.signals import worker_ready, worker_shutdown
 from celery.worker import state as worker_state
 
@@ -38,6 +41,7 @@ from dockyard.tasks.farm import drain, hosts
 from dockyard.tasks.routing import placement
 from dockyard.tasks.farm import recovery
 from dockyard.tasks.engine.connection import open_client
+from dockyard.tasks.engine.network_probe import farm_addresses, run_probe
 from dockyard.tasks.keyspace import redis_for
 from dockyard.tasks.celery_tasks import send_parked
 from dockyard.tasks.teams import caps
@@ -53,6 +57,8 @@ _stop = threading.Event()
 
 
 _metrics_url: list[str] = []
+_build_network: list[dict[str, Any]] = []  # the start-up probe's record (dockyard.tasks.engine.network_probe)
+_refused: list[str] = []  # why the probe stopped this worker at start
 
 
 def host_info(settings: Settings) -> dict[str, Any]:
@@ -65,7 +71,51 @@ def host_info(settings: Settings) -> dict[str, Any]:
         "concurrency": settings.worker_concurrency,
         "fast_queue": settings.fast_queue if fast_worker.serving() else None,
         "teams": settings.declared_teams.names,  # its queues are <queue>@<team> of each (placement counts them all)
+        "build_network": _build_network[0] if _build_network else None,  # the probe's result: dockyard doctor prints it
     }
+
+
+class BuildNetworkReachesFarm(WorkerShutdown):  # type: ignore[misc]  # celery is untyped
+    """The start-up probe's build step reached the farm's addresses and no setting accepts it: the worker stops."""
+
+
+def probe_build_network(settings: Settings, metrics: tuple[str, int] | None) -> None:
+    """Run the start-up probe of the build network (``dockyard.tasks.engine.network_probe``), keep its record
+    for the host record, log it; ``BuildNetworkReachesFarm`` if it reached the farm and that is not accepted."""
+    _build_network.clear()
+    if not settings.build_network_probe:
+        return
+    client = open_client(settings)
+    try:
+        result = run_probe(client, settings, farm_addresses(settings, metrics))
+    finally:
+        client.close()
+    _build_network.append({**result.record(), "accepted": settings.accept_build_network_reaching_farm})
+    if result.error is not None:
+        logger.warning("build network probe of %s did not run: %s", settings.host_id, result.error)
+    elif not result.reached:
+        logger.info("build network %s of %s reaches none of the farm's addresses (%s)",
+                    result.network, settings.host_id, ", ".join(result.probed))
+    else:
+        accepted = settings.accept_build_network_reaching_farm
+        logger.error(
+            "BUILD STEPS CAN REACH THE FARM: a build step on network %s of %s connected to %s; %s",
+            result.network, settings.host_id, ", ".join(result.reached),
+            "starting anyway (DOCKYARD_ACCEPT_BUILD_NETWORK_REACHING_FARM=true)" if accepted else
+            "refusing to start: firewall these addresses from build steps, choose another network "
+            "(DOCKYARD_BUILD_NETWORKS), or set DOCKYARD_ACCEPT_BUILD_NETWORK_REACHING_FARM=true",
+        )
+        if not accepted:
+            _refused[:] = [
+                f"the build network {result.network} of {settings.host_id} reaches the farm ({', '.join(result.reached)}): "
+                "not started (see its log; DOCKYARD_ACCEPT_BUILD_NETWORK_REACHING_FARM=true starts it anyway)"
+            ]
+            raise BuildNetworkReachesFarm(1)
+
+
+def start_refused() -> str | None:
+    """Why this worker stopped at start (its build network reaches the farm), or None."""
+    return _refused[0] if _refused else None
 
 
 class Engine:
@@ -241,8 +291,11 @@ def _start(sender: Any = None, **_: Any) -> None:
     try:
         server = serve_metrics(settings, connection, placement.broker_redis(settings))
         _metrics_url[:] = [f"http://{settings.metrics_bind}:{server.server_address[1]}/metrics"]
+        metrics_address: tuple[str, int] | None = (settings.metrics_bind, int(server.server_address[1]))
     except OSError as exc:
         logger.warning("no /metrics endpoint: %s", exc)
+        metrics_address = None
+    probe_build_network(settings, metrics_address)  # before anything is consumed: it may refuse to start
     since, engine = time.time(), Engine(settings)
     withdraw_stale_record(settings, connection)
     recover_own_previous_run(settings, sender.app)

@@ -4,7 +4,8 @@ Per host (this worker's own, label ``host``): the counters and histograms of
 ``dockyard.tasks.farm.metrics``. For the farm, the same from every worker: the depth of the
 shared queues and of each live host's queue and fast queue (label ``queue``),
 the lineages each live host holds and the spills away from each preferred
-host (label ``host``; ``dockyard.tasks.routing.placement``). A Redis error propagates: the
+host (label ``host``; ``dockyard.tasks.routing.placement``), and whether each live host's
+build network reaches the farm (its start-up probe, ``dockyard.tasks.engine.network_probe``). A Redis error propagates: the
 server answers 503 (``dockyard.workers.metrics_server``).
 """
 
@@ -101,6 +102,17 @@ class FarmCollector:
         for host, count in sorted(spills.items()):
             spilled.add_metric([host], count)
         yield spilled
+        reaches = GaugeMetricFamily(
+            PREFIX + "build_network_reaches_farm",
+            "1 if a live host's start-up probe step reached the farm's Redis, context store or /metrics from its "
+            "default build network, 0 if not (absent: the probe did not run)",
+            labels=["host", "network"],
+        )
+        for record in records:
+            probe = record.get("build_network")
+            if isinstance(probe, dict) and isinstance(probe.get("reaches_farm"), bool):
+                reaches.add_metric([str(record["host"]), str(probe.get("network"))], 1.0 if probe["reaches_farm"] else 0.0)
+        yield reaches
 
     def broker_counts(self, queues: list[str], shared: list[str]) -> tuple[list[float], dict[str, float]]:
         """Each queue's length (its priority lists summed), and the spills per preferred host."""

@@ -22,7 +22,12 @@
 # Everything already running or present is reused, so the script is idempotent:
 # a second run only checks and changes nothing. All traffic stays on loopback.
 #
-# Usage: provision.sh [--hosts N]
+# Usage: provision.sh [--hosts N] [--bridge]
+#   DOCKYARD_LOCAL_BRIDGE=1 (or --bridge): start engine 1 with Docker's default
+#                        bridge (docker0, with iptables and NAT), so its build
+#                        steps can reach package registries; default off (no
+#                        bridge anywhere). Engines 2..N keep none (they would
+#                        share docker0). Only where a bridge is allowed; never in the tests.
 #   DOCKYARD_FARM_DIR    state dir (default /var/lib/dockyard-farm)
 #   DOCKYARD_FARM_HOSTS  number of Docker engines (default 2; --hosts wins)
 #   DOCKYARD_DEBIAN_MIRROR  Debian mirror for buildx and compose on Debian 12
@@ -46,6 +51,7 @@ umask 022
 
 STATE=${DOCKYARD_FARM_DIR:-/var/lib/dockyard-farm}
 HOSTS=${DOCKYARD_FARM_HOSTS:-2}
+LOCAL_BRIDGE=${DOCKYARD_LOCAL_BRIDGE:-0}  # 1: engine 1 gets Docker's default bridge (docs/operations.md)
 ENGINE_START_TIMEOUT=${DOCKYARD_ENGINE_START_TIMEOUT:-600}
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 REGISTRY=127.0.0.1:5000
@@ -89,11 +95,13 @@ parse_args() {
         case $1 in
             --hosts) [ $# -ge 2 ] || die "--hosts needs a number"; HOSTS=$2; shift 2 ;;
             --hosts=*) HOSTS=${1#--hosts=}; shift ;;
+            --bridge) LOCAL_BRIDGE=1; shift ;;
             -h|--help) usage; exit 0 ;;
             *) usage; die "unknown argument: $1" ;;
         esac
     done
     [[ $HOSTS =~ ^[1-9][0-9]*$ ]] || die "number of hosts must be >= 1, got '$HOSTS'"
+    [[ $LOCAL_BRIDGE =~ ^[01]$ ]] || die "DOCKYARD_LOCAL_BRIDGE must be 0 or 1, got '$LOCAL_BRIDGE'"
     [[ $STORE_MAX_BYTES =~ ^[1-9][0-9]*$ ]] ||
         die "DOCKYARD_CONTEXT_STORE_MAX_BYTES must be a number of bytes, got '$STORE_MAX_BYTES'"
 }
@@ -253,8 +261,12 @@ engine_up() { timeout 20 docker -H "$1" info >/dev/null 2>&1; }
 
 step_engines() {
     local k sock name pidfile pid
-    local net=(--bridge=none --iptables=false --ip-masq=false)
+    local none_net=(--bridge=none --iptables=false --ip-masq=false) net
     for ((k = 1; k <= HOSTS; k++)); do
+        net=("${none_net[@]}")
+        if [ "$k" = 1 ] && [ "$LOCAL_BRIDGE" = 1 ]; then
+            net=()  # Docker's default bridge: build steps get it by default (DOCKYARD_BUILD_NETWORKS unset)
+        fi
         sock=$(engine_sock "$k")
         if engine_up "$sock"; then
             log "docker host $k: reusing $sock"

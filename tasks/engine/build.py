@@ -2,7 +2,8 @@
 
 ``build_in`` builds from a directory with either backend; ``build_from_archive``
 streams a context tar to the classic builder as it is. Arguments are
-validated before they get here (``dockyard.tasks.request.arguments``). A
+validated before they get here (``dockyard.tasks.request.arguments``); the
+network the steps get is the farm's policy's (``dockyard.tasks.engine.build_network``). A
 ``BuildStop`` given to either stops the build on the engine from another thread
 (``dockyard.tasks.engine.build_stop``); the build then raises ``Cancelled``.
 """
@@ -19,6 +20,7 @@ import docker.errors
 from dockyard.config.settings import Settings
 from dockyard.tasks.context import auto_dockerfile as auto
 from dockyard.tasks.engine.build_stop import BuildStop, captured_response, shut_stream
+from dockyard.tasks.engine.build_network import apply_build_network
 from dockyard.tasks.engine.buildx import buildx_build
 from dockyard.tasks.engine.connection import default_build_network
 from dockyard.tasks.errors import BuildError, Cancelled, InvalidInput, engine_error
@@ -61,6 +63,7 @@ def build_from_archive(
     *,
     auto_lines: list[str] | None,
     client: docker.DockerClient,
+    settings: Settings,
     output: OutputSink,
     stop: BuildStop | None = None,
 ) -> str:
@@ -79,6 +82,7 @@ def build_from_archive(
     kwargs = {name: value for name, value in options.build_kwargs.items() if name != "path"}
     labels = {**(kwargs.pop("labels", None) or {}), **IMAGE_LABELS}
     kwargs.setdefault("tag", options.references[0])
+    apply_build_network(client, settings, "docker-py", kwargs)
     archive.seek(0)
     image_id = _run_build(client, {"fileobj": archive, "custom_context": True}, dockerfile, kwargs, labels, output, stop)
     apply_tags(client, image_id, options.image_name, options.tags)
@@ -97,6 +101,7 @@ def _backend_build(
 ) -> str:
     """Build with the options' backend and leave the image tagged with every tag; return its id."""
     labels = {**(kwargs.pop("labels", None) or {}), **IMAGE_LABELS}
+    apply_build_network(client, settings, options.build_backend, kwargs)
     if options.build_backend == "buildx":
         return buildx_build(
             settings, context=context, dockerfile=dockerfile, tags=options.references,

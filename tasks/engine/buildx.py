@@ -1,8 +1,8 @@
 """The buildx backend: python-on-whales driving ``docker buildx build`` on this host's engine.
 
 Every call gets a private Docker config directory (logins made for it land
-there and are removed with it), builds use no network unless the caller
-names one and the farm allows it (the engines have no bridge). A build is
+there and are removed with it); the build's network is the farm's policy's
+(``dockyard.tasks.engine.build_network``), ``none`` if nothing named one. A build is
 tried once here: a transient error (a registry outage, prefect-docker's buildx
 retry list) is raised as ``BaseUnavailable`` and retried by one layer only, the
 Celery task's retry of ``TransientError`` on the farm

@@ -75,8 +75,13 @@ def default_build_network(client: docker.DockerClient) -> str | None:
     after a few thousand builds). Naming ``none`` gives the same network and
     no leak. An engine with a bridge keeps its default (``None``).
     """
+    return None if engine_has_bridge(client) else "none"
+
+
+def engine_has_bridge(client: docker.DockerClient) -> bool:
+    """Whether the engine has a ``bridge`` network (asked once per client)."""
     has_bridge = _bridge_known.get(client)
     if has_bridge is None:
         found = client.api.networks(names=["bridge"])  # a name filter matches substrings
         has_bridge = _bridge_known[client] = any(net["Name"] == "bridge" for net in found)
-    return None if has_bridge else "none"
+    return has_bridge

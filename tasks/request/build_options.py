@@ -4,7 +4,9 @@ Each backend has an allow-list of options (prefect-docker's ``build_kwargs``
 for docker-py's ``api.build``, python-on-whales' ``buildx.build``). Options
 that reach the build host (its network, its disk, its builders, its ssh
 agent, buildx entitlements) are refused unless a farm setting allows them;
-the error names the option and the setting.
+the error names the option and the setting. The network a request names is
+checked against the farm's build network policy
+(``dockyard.tasks.request.build_networks``, ``DOCKYARD_BUILD_NETWORKS``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from dockyard.config.settings import Settings
+from dockyard.tasks.request.build_networks import NETWORK_OPTIONS, NetworkPolicy, network_policy, network_refusal
 
 # docker-py ``APIClient.build`` options a caller may give (path, tag, file objects and
 # encodings are dockyard's own business and are refused)
@@ -87,9 +90,20 @@ def host_reaching(build_kwargs: Mapping[str, Any], backend: str) -> Iterator[tup
             yield option, setting
 
 
-def refused_option(build_kwargs: Mapping[str, Any], backend: str, settings: Settings) -> str | None:
-    """Why a host-reaching option is refused under ``settings``, or None if every option is allowed."""
+def refused_option(
+    build_kwargs: Mapping[str, Any], backend: str, settings: Settings, *, networks: NetworkPolicy | None = None,
+) -> str | None:
+    """Why a host-reaching option, or the network named, is refused under ``settings``; None if all is allowed.
+
+    ``networks``: the build network policy of the engine (a worker's); default the caller's view, which
+    does not know whether the engine has a bridge.
+    """
+    policy = networks if networks is not None else network_policy(settings, engine_has_bridge=None)
+    if (reason := network_refusal(build_kwargs, backend, policy)) is not None:
+        return reason
     for option, setting in host_reaching(build_kwargs, backend):
+        if option == NETWORK_OPTIONS.get(backend, "network_mode"):
+            continue  # the network policy decided it
         if not getattr(settings, setting):
             return (
                 f"Build option {option}={build_kwargs[option]!r} reaches the build host; it is refused "

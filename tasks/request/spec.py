@@ -24,6 +24,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dockyard.config.settings import Settings
+from dockyard.tasks.request.build_networks import NetworkPolicy
 from dockyard.tasks.request.build_options import refused_option, unknown_options
 from dockyard.config.teams import TEAM_NAME
 from dockyard.tasks.request.cache_key import build_key, canonical
@@ -222,9 +223,10 @@ class BuildOptions(Request):
     def tags(self) -> list[str]:
         return [self.tag, *self.additional_tags]
 
-    def check_allowed(self, settings: Settings) -> None:
-        """Refuse options that reach the build host unless ``settings`` allow them (caller and worker)."""
-        reason = refused_option(self.build_kwargs, self.build_backend, settings)
+    def check_allowed(self, settings: Settings, *, networks: NetworkPolicy | None = None) -> None:
+        """Refuse options that reach the build host unless ``settings`` allow them, and networks the farm's
+        policy does not (caller and worker; ``networks``: the worker's engine's policy)."""
+        reason = refused_option(self.build_kwargs, self.build_backend, settings, networks=networks)
         if reason is None:
             reason = limits_refusal(self.limits, self.build_kwargs.get("container_limits"), configured_limits(settings))
         if reason is not None:

@@ -171,7 +171,8 @@ def build_spec(
             archive = stack.enter_context(stored_archive(spec, keyspace.context_store_for(here.settings), here.settings))
             if spec.build_backend == "docker-py":
                 return build_from_archive(
-                    spec, archive, auto_lines=spec.dockerfile_lines, client=here.client, output=here.output, stop=stop,
+                    spec, archive, auto_lines=spec.dockerfile_lines, client=here.client, settings=here.settings,
+                    output=here.output, stop=stop,
                 )
             directory = stack.enter_context(unpacked_directory(archive, here.settings))
         return build_in(

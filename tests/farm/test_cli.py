@@ -32,7 +32,7 @@ from tests.farm.conftest import WORKER_REDIS_URL, Registry, WorkerProcess, farm_
 from dockyard.workers import cli
 
 TIMEOUT_S = 120
-COMMANDS = ["up", "down", "hosts", "cache", "status", "worker", "build", "push", "drain", "undrain", "cancel"]
+COMMANDS = ["up", "down", "hosts", "cache", "status", "worker", "build", "push", "drain", "undrain", "cancel", "doctor"]
 
 
 def dockyard(

@@ -47,6 +47,7 @@ def make_settings(**overrides: Any) -> Settings:
         "heartbeat_interval_s": 1.0,
         "heartbeat_ttl_s": 5.0,
         "shared_context_root": None,
+        "build_networks": [],
         "context_transport": "redis",
         "allow_host_network": False,
         "allow_local_build_io": False,

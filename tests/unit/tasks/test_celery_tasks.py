@@ -25,6 +25,7 @@ from dockyard.tasks.errors import InvalidInput, NotPermitted
 from dockyard.tasks.prepare import prepare_build
 from dockyard.tasks.request.sealing import generate_keypair
 from dockyard.tasks.request.spec import BuildSpec, Credentials, PushRequest, spec_key
+from tests.unit.fakes import FakeEngine
 from tests.unit.support import Clock, make_settings, write_teams
 
 BUILT = {"image_name": "reg.io/team/app", "tag": "v1", "image": "reg.io/team/app:v1", "image_id": "sha256:" + "a" * 64, "additional_tags": ["latest"]}
@@ -64,7 +65,7 @@ def calls(monkeypatch: pytest.MonkeyPatch, fake_redis: fakeredis.FakeRedis, sett
     recorded: list[tuple[str, Any]] = []
 
     def no_engine(_settings: Settings) -> object:
-        return object()
+        return FakeEngine()  # it builds nothing here: execute_build is replaced
 
     def execute_build(spec: BuildSpec, **kwargs: Any) -> dict[str, Any]:
         recorded.append(("build", spec))

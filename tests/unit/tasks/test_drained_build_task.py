@@ -16,6 +16,7 @@ from dockyard.tasks.celery_tasks import build_task
 from dockyard.tasks.farm import drain
 from dockyard.tasks.farm.hosts import beat
 from dockyard.tasks.prepare import prepare_build
+from tests.unit.fakes import FakeEngine
 from tests.unit.support import make_settings
 
 
@@ -38,7 +39,7 @@ def worker(monkeypatch: pytest.MonkeyPatch, fake_redis: fakeredis.FakeRedis) -> 
     monkeypatch.setattr(celery_tasks, "get_settings", lambda: settings)
     monkeypatch.setattr(celery_tasks, "redis_for", lambda _settings: fake_redis)
     monkeypatch.setattr(dockyard.tasks.keyspace, "redis_for", lambda _settings: fake_redis)
-    monkeypatch.setattr(celery_tasks, "shared_client", lambda _settings: object())
+    monkeypatch.setattr(celery_tasks, "shared_client", lambda _settings: FakeEngine())
     monkeypatch.setattr(celery_tasks, "execute_build", lambda spec, **_: built.append(spec) or {"host": "h1"})
     monkeypatch.setattr(build_task, "replace", replace)
     build_task.push_request(delivery_info={"exchange": "", "routing_key": host_queue("h1") + "@default"}, id="task-1")

@@ -20,6 +20,7 @@ from tests.unit.fakes import FakeEngine, FakeImage, Output, context_tar
 from tests.unit.support import make_settings
 
 NAME = "reg.io/team/app"
+SETTINGS = make_settings()  # the default build network policy
 
 
 
@@ -43,7 +44,7 @@ def test_the_archive_is_streamed_as_a_custom_context_and_every_tag_applied(engin
     output = Output()
     image_id = build_from_archive(
         options(additional_tags=["latest"], build_kwargs={"labels": {"team": "a"}, "nocache": True}),
-        archive, auto_lines=None, client=engine, output=output,  # type: ignore[arg-type]
+        archive, auto_lines=None, client=engine, settings=SETTINGS, output=output,  # type: ignore[arg-type]
     )
     assert engine.sources == [{"custom_context": True, "members": ["Dockerfile", "app.py"]}]
     build = engine.builds[0]
@@ -57,7 +58,7 @@ def test_the_archive_is_streamed_as_a_custom_context_and_every_tag_applied(engin
 
 def test_the_path_option_is_not_passed_to_the_engine(engine: FakeEngine) -> None:
     archive = context_tar(Dockerfile=b"FROM scratch\n")
-    build_from_archive(options(build_kwargs={"path": "/caller/dir"}), archive, auto_lines=None, client=engine, output=Output())  # type: ignore[arg-type]
+    build_from_archive(options(build_kwargs={"path": "/caller/dir"}), archive, auto_lines=None, client=engine, settings=SETTINGS, output=Output())  # type: ignore[arg-type]
     assert "path" not in engine.builds[0]
 
 
@@ -65,7 +66,7 @@ def test_auto_appends_the_generated_dockerfile_as_a_member(engine: FakeEngine) -
     archive = context_tar(**{"app.py": b"print(1)\n"})
     build_from_archive(
         options(dockerfile="auto"), archive, auto_lines=["FROM base:1", "COPY . /opt/prefect/ctx/"],
-        client=engine, output=Output(),  # type: ignore[arg-type]
+        client=engine, settings=SETTINGS, output=Output(),  # type: ignore[arg-type]
     )
     members = engine.sources[0]["members"]
     assert members[0] == "app.py" and len(members) == 2
@@ -76,16 +77,16 @@ def test_auto_appends_the_generated_dockerfile_as_a_member(engine: FakeEngine) -
 def test_auto_refuses_an_archive_that_has_a_dockerfile(engine: FakeEngine) -> None:
     archive = context_tar(Dockerfile=b"FROM mine\n")
     with pytest.raises(InvalidInput, match="Dockerfile already exists."):
-        build_from_archive(options(dockerfile="auto"), archive, auto_lines=["FROM b"], client=engine, output=Output())  # type: ignore[arg-type]
+        build_from_archive(options(dockerfile="auto"), archive, auto_lines=["FROM b"], client=engine, settings=SETTINGS, output=Output())  # type: ignore[arg-type]
     assert engine.builds == []
 
 
 def test_auto_without_lines_and_buildx_are_refused(engine: FakeEngine) -> None:
     archive = context_tar(**{"app.py": b"x"})
     with pytest.raises(InvalidInput, match="needs the generated Dockerfile's lines"):
-        build_from_archive(options(dockerfile="auto"), archive, auto_lines=None, client=engine, output=Output())  # type: ignore[arg-type]
+        build_from_archive(options(dockerfile="auto"), archive, auto_lines=None, client=engine, settings=SETTINGS, output=Output())  # type: ignore[arg-type]
     with pytest.raises(InvalidInput, match="Only the docker-py backend"):
-        build_from_archive(options(build_backend="buildx"), archive, auto_lines=None, client=engine, output=Output())  # type: ignore[arg-type]
+        build_from_archive(options(build_backend="buildx"), archive, auto_lines=None, client=engine, settings=SETTINGS, output=Output())  # type: ignore[arg-type]
     assert engine.builds == []
 
 
@@ -94,18 +95,28 @@ def test_auto_without_lines_and_buildx_are_refused(engine: FakeEngine) -> None:
 
 def test_an_engine_without_a_bridge_builds_on_network_none(engine: FakeEngine) -> None:
     engine.bridge = False
-    build_from_archive(options(), context_tar(Dockerfile=b"FROM scratch\n"), auto_lines=None, client=engine, output=Output())  # type: ignore[arg-type]
+    build_from_archive(options(), context_tar(Dockerfile=b"FROM scratch\n"), auto_lines=None, client=engine, settings=SETTINGS, output=Output())  # type: ignore[arg-type]
     assert engine.builds[0]["network_mode"] == "none"
 
 
-def test_an_engine_with_a_bridge_keeps_its_default_and_a_callers_network_wins(engine: FakeEngine) -> None:
-    build_from_archive(options(), context_tar(Dockerfile=b"FROM scratch\n"), auto_lines=None, client=engine, output=Output())  # type: ignore[arg-type]
-    assert "network_mode" not in engine.builds[0]
+def test_an_engine_with_a_bridge_builds_on_it_and_a_network_outside_the_policy_is_refused(engine: FakeEngine) -> None:
+    build_from_archive(options(), context_tar(Dockerfile=b"FROM scratch\n"), auto_lines=None, client=engine, settings=SETTINGS, output=Output())  # type: ignore[arg-type]
+    assert engine.builds[0]["network_mode"] == "bridge"
     bridgeless = FakeEngine()
     bridgeless.bridge = False
     archive = context_tar(Dockerfile=b"FROM scratch\n")
-    build_from_archive(options(build_kwargs={"network_mode": "bridge"}), archive, auto_lines=None, client=bridgeless, output=Output())  # type: ignore[arg-type]
-    assert bridgeless.builds[0]["network_mode"] == "bridge"
+    with pytest.raises(InvalidInput, match="network_mode='bridge'.*DOCKYARD_BUILD_NETWORKS.*allowed here: none"):
+        build_from_archive(options(build_kwargs={"network_mode": "bridge"}), archive, auto_lines=None, client=bridgeless, settings=SETTINGS, output=Output())  # type: ignore[arg-type]
+    assert bridgeless.builds == []
+
+
+def test_the_configured_networks_decide_and_the_first_is_the_default(engine: FakeEngine) -> None:
+    farm = make_settings(build_networks=["host", "none"])
+    build_from_archive(options(), context_tar(Dockerfile=b"FROM scratch\n"), auto_lines=None, client=engine, settings=farm, output=Output())  # type: ignore[arg-type]
+    assert engine.builds[0]["network_mode"] == "host"
+    assert engine.network_queries == [], "a configured policy needs nothing from the engine"
+    with pytest.raises(InvalidInput, match="DOCKYARD_BUILD_NETWORKS"):
+        build_from_archive(options(build_kwargs={"network_mode": "bridge"}), context_tar(Dockerfile=b"FROM scratch\n"), auto_lines=None, client=engine, settings=farm, output=Output())  # type: ignore[arg-type]
 
 
 # the engine's answers

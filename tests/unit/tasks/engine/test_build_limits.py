@@ -124,7 +124,7 @@ def test_limits_are_not_in_the_build_key() -> None:
 def classic_build(engine: FakeEngine, settings: Settings, chosen: BuildLimits) -> str:
     with limited("docker-py", chosen, client=engine, settings=settings, output=lambda _text: None) as output:  # type: ignore[arg-type]
         return build_from_archive(
-            options(), context_tar(Dockerfile=b"FROM base:1\n"), auto_lines=None, client=engine, output=output,  # type: ignore[arg-type]
+            options(), context_tar(Dockerfile=b"FROM base:1\n"), auto_lines=None, client=engine, settings=settings, output=output,  # type: ignore[arg-type]
         )
 
 

@@ -18,6 +18,7 @@ from python_on_whales.exceptions import DockerException
 from dockyard.config.settings import Settings
 from dockyard.tasks.engine import buildx
 from dockyard.tasks.errors import BaseUnavailable, BuildError, TransientError
+from tests.unit.fakes import FakeEngine
 from tests.unit.support import make_settings
 
 OUTAGE = "ERROR: failed to solve: docker.io/library/python:3.12: 503 Service Unavailable"
@@ -125,7 +126,7 @@ def local_build(tmp_path: Path, chosen: Settings) -> Any:
     (tmp_path / "Dockerfile").write_text("FROM python:3.12\n")
     return build_image(
         "reg.example/app", tag="1", build_backend="buildx", build_kwargs={"path": str(tmp_path)},
-        settings=chosen, client=object(), output=lambda _text: None,  # type: ignore[arg-type]
+        settings=chosen, client=FakeEngine(), output=lambda _text: None,  # type: ignore[arg-type]
     )
 
 

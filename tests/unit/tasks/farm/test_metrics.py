@@ -238,6 +238,17 @@ def test_lineages_held_by_each_live_host(fake_redis: fakeredis.FakeRedis, unit_s
     assert lineages == {"h1": 2, "h2": 1}
 
 
+def test_whether_each_live_hosts_build_network_reaches_the_farm(fake_redis: fakeredis.FakeRedis, unit_settings: Settings) -> None:
+    beat(fake_redis, unit_settings, "h1", {"build_network": {"network": "none", "reaches_farm": False}})
+    beat(fake_redis, unit_settings, "h2", {"build_network": {"network": "host", "reaches_farm": True}})
+    beat(fake_redis, unit_settings, "h3", {"build_network": {"network": "none", "reaches_farm": None, "error": "no image"}})
+    beat(fake_redis, unit_settings, "h4", {})
+    samples = collected(unit_settings, fake_redis, fake_redis)
+    reaches = {(dict(labels)["host"], dict(labels)["network"]): value for (name, labels), value in samples.items()
+               if name == "dockyard_build_network_reaches_farm"}
+    assert reaches == {("h1", "none"): 0, ("h2", "host"): 1}, "a probe that did not run is absent"
+
+
 # spills: counted where placement decides (the caller), read by every worker
 
 
