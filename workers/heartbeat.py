@@ -41,7 +41,7 @@ from dockyard.tasks.farm import drain, hosts
 from dockyard.tasks.routing import placement
 from dockyard.tasks.farm import recovery
 from dockyard.tasks.engine.connection import open_client
-from dockyard.tasks.engine.network_probe import farm_addresses, run_probe
+from dockyard.tasks.engine.network_probe import ProbeResult, farm_addresses, run_probe
 from dockyard.tasks.keyspace import redis_for
 from dockyard.tasks.celery_tasks import send_parked
 from dockyard.tasks.teams import caps
@@ -85,11 +85,15 @@ def probe_build_network(settings: Settings, metrics: tuple[str, int] | None) -> 
     _build_network.clear()
     if not settings.build_network_probe:
         return
-    client = open_client(settings)
     try:
-        result = run_probe(client, settings, farm_addresses(settings, metrics))
-    finally:
-        client.close()
+        client = open_client(settings)
+    except (docker.errors.DockerException, requests.RequestException) as exc:  # the engine is down: the heartbeat says so
+        result = ProbeResult(None, farm_addresses(settings, metrics), error=f"the engine does not answer: {exc}")
+    else:
+        try:
+            result = run_probe(client, settings, farm_addresses(settings, metrics))
+        finally:
+            client.close()
     _build_network.append({**result.record(), "accepted": settings.accept_build_network_reaching_farm})
     if result.error is not None:
         logger.warning("build network probe of %s did not run: %s", settings.host_id, result.error)

@@ -27,6 +27,7 @@ from dockyard.tasks.engine.build_network import apply_build_network
 
 CONNECT_TIMEOUT_S = 1  # each connection attempt of the probe step gives up after this
 MARK = "dockyard-probe"  # the probe step's lines start with this
+PROBE_LABEL = "dockyard.probe"  # on the probe's step containers (their create events carry it), so they are told from builds
 DONE_EXIT = 86  # the probe step's exit code: it always fails, so the engine keeps no image
 WILDCARDS = ("0.0.0.0", "::", "")  # a bind address on every interface: probed on loopback
 
@@ -95,7 +96,7 @@ def probe_dockerfile(image: str, addresses: Iterable[str]) -> str:
         f"[ -z \"$tool\" ] && echo \"{MARK} no-tool\"; "
         f"{tries} wait; exit {DONE_EXIT}"
     )
-    return f"FROM {image}\nRUN {script}\n"
+    return f"FROM {image}\nLABEL {PROBE_LABEL}=build-network\nRUN {script}\n"
 
 
 def parse_probe_output(lines: Iterable[str], probed: list[str], network: str | None) -> ProbeResult:

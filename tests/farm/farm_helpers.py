@@ -9,6 +9,8 @@ from pathlib import Path
 
 import docker
 
+from dockyard.tasks.engine.network_probe import PROBE_LABEL
+
 
 def container_creates(
     engines: list[docker.DockerClient], since: float, until: float, *, from_image: str | None = None
@@ -17,7 +19,8 @@ def container_creates(
 
     The classic builder creates a container for each step it does not take
     from its layer cache; a step made from the base image is the first step
-    of a real build.
+    of a real build. A worker's start-up probe of its build network is no
+    build: its containers (labelled ``PROBE_LABEL``) are not counted.
     """
     total = 0
     for engine in engines:
@@ -27,7 +30,8 @@ def container_creates(
         )
         total += sum(
             1 for event in events
-            if from_image is None or event.get("Actor", {}).get("Attributes", {}).get("image") == from_image
+            if PROBE_LABEL not in event.get("Actor", {}).get("Attributes", {})
+            and (from_image is None or event.get("Actor", {}).get("Attributes", {}).get("image") == from_image)
         )
     return total
 

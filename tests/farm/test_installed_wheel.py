@@ -72,7 +72,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def expected_files() -> set[str]:
     """The wheel paths of every module of the tree's packages (folders with ``__init__.py``) and the
-    workers' data files (shell scripts, Dockerfile, the example project)."""
+    workers' data files (shell scripts, the example project)."""
     expected: set[str] = set()
     for folder, target in LAYOUT.items():
         root = REPO / folder
@@ -83,7 +83,7 @@ def expected_files() -> set[str]:
             for module in init.parent.glob("*.py"):
                 expected.add(f"{target}/{module.relative_to(root).as_posix()}")
     workers = REPO / "workers"
-    data = [*workers.glob("*.sh"), workers / "Dockerfile",
+    data = [*workers.glob("*.sh"),
             *(path for path in (workers / "example").rglob("*") if path.is_file() and "__pycache__" not in path.parts)]
     expected.update(f"dockyard/workers/{path.relative_to(workers).as_posix()}" for path in data)
     return expected

@@ -28,7 +28,7 @@ def test_sentinel_urls_give_their_sentinels_and_unix_sockets_nothing() -> None:
 
 def test_the_probe_dockerfile_tries_every_address_and_always_fails() -> None:
     text = probe_dockerfile("base:1", PROBED)
-    assert text.startswith("FROM base:1\nRUN ")
+    assert text.startswith("FROM base:1\nLABEL dockyard.probe=build-network\nRUN ")
     for address in PROBED:
         host, port = address.split(":")
         assert f"try {host} {port} &" in text
