@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,6 +21,7 @@ from datetime import timezone
 from pathlib import Path
 from typing import Any
 
+import docker
 import pytest
 import redis
 
@@ -36,7 +38,7 @@ from tests.farm.farm_helpers import team_host_queue, team_shared_queue
 from tests.farm.test_cli import dockyard
 
 TIMEOUT_S = 120
-SLOW_STEP_S = 20  # the margin in which the test sees the drain and the worker's queues while both builds run (8 s was too short once under load)
+SLOW_STEP_S = 20  # the slow step of the test that only waits for the drain to end
 
 
 def until(what: str, check: Callable[[], Any], timeout_s: float = 60) -> Any:
@@ -62,6 +64,56 @@ def slow_context(root: Path, base_image: str) -> Path:
     (root / "Dockerfile").write_text(
         f"FROM {base_image}\nRUN sleep {SLOW_STEP_S} && echo {uuid.uuid4()} > /deps\nCOPY app.txt /app.txt\n"
     )
+    (root / "app.txt").write_text("version 0\n")
+    return root
+
+
+GATE_FILE = "/tmp/dockyard-test-go"  # a gated step goes on once this exists in its container
+GATE_MAX_TICKS = 1200  # a gated step never waits more than this many 0.1 s ticks (nothing hangs if the test fails)
+
+
+class Gate:
+    """Gated RUN steps (``step``) wait on the engine until the test opens the gate; once open, every gated
+    step running on the engines, now or later, is let go (``docker exec`` creates the gate file in it)."""
+
+    def __init__(self, engines: list[docker.DockerClient]) -> None:
+        self.engines, self.marker = engines, f"gate-{uuid.uuid4().hex[:10]}"
+        self._open, self._stop = threading.Event(), threading.Event()
+        self._thread = threading.Thread(target=self._release, name="gate", daemon=True)
+
+    def step(self) -> str:
+        return (f"RUN n=0; while [ ! -e {GATE_FILE} ] && [ $n -lt {GATE_MAX_TICKS} ]; do sleep 0.1; n=$((n+1)); done;"
+                f" echo {self.marker} {uuid.uuid4()} > /deps")
+
+    def open(self) -> None:
+        self._open.set()
+
+    def _release(self) -> None:
+        while not self._stop.wait(0.2):
+            if not self._open.is_set():
+                continue
+            for engine in self.engines:
+                for found in engine.api.containers(filters={"status": "running"}):
+                    if self.marker in found.get("Command", ""):
+                        try:
+                            engine.api.exec_start(engine.api.exec_create(found["Id"], ["touch", GATE_FILE]))
+                        except docker.errors.APIError:
+                            pass  # the step ended meanwhile
+
+    def __enter__(self) -> Gate:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.open()
+        self._stop.set()
+        self._thread.join()
+
+
+def gated_context(root: Path, base_image: str, gate: Gate) -> Path:
+    """A project whose first step waits for ``gate``, then its app file (one lineage whatever app.txt holds)."""
+    root.mkdir(parents=True)
+    (root / "Dockerfile").write_text(f"FROM {base_image}\n{gate.step()}\nCOPY app.txt /app.txt\n")
     (root / "app.txt").write_text("version 0\n")
     return root
 
@@ -113,7 +165,15 @@ def undrained(settings: Settings, redis_client: redis.Redis, farm_workers: list[
 
 def test_a_host_drained_while_it_builds_finishes_takes_nothing_new_and_is_reported_empty_then_undrained_takes_work(
     tmp_path: Path, repo: str, base_image: str, settings: Settings, redis_client: redis.Redis,
-    farm_workers: list[WorkerProcess], undrained: None,
+    farm_workers: list[WorkerProcess], undrained: None, engines: list[docker.DockerClient],
+) -> None:
+    with Gate(engines) as gate:
+        drain_while_it_builds(tmp_path, repo, base_image, settings, redis_client, farm_workers, gate)
+
+
+def drain_while_it_builds(
+    tmp_path: Path, repo: str, base_image: str, settings: Settings, redis_client: redis.Redis,
+    farm_workers: list[WorkerProcess], gate: Gate,
 ) -> None:
     drained_worker, other_worker = farm_workers[0], farm_workers[1]
     drained, other = drained_worker.host_id, other_worker.host_id
@@ -125,7 +185,7 @@ def test_a_host_drained_while_it_builds_finishes_takes_nothing_new_and_is_report
         assert built.get(timeout=TIMEOUT_S)["host"] == drained
 
     # the host runs two slow builds (both its slots), and one more waits in its own queue
-    slow, other_slow = slow_context(tmp_path / "slow", base_image), slow_context(tmp_path / "slow2", base_image)
+    slow, other_slow = gated_context(tmp_path / "slow", base_image, gate), gated_context(tmp_path / "slow2", base_image, gate)
     signatures = [client.build_signature(repo, path=str(slow), tag="v0"),
                   client.build_signature(f"{repo}-second", path=str(other_slow), tag="v0")]
     running = [each.set(queue=team_host_queue(drained)).apply_async() for each in signatures]
@@ -148,6 +208,7 @@ def test_a_host_drained_while_it_builds_finishes_takes_nothing_new_and_is_report
         assert team_shared_queue() not in queues and team_host_queue(drained) in queues, queues
         assert not any(each.ready() for each in running), "the drain was seen while both builds ran"
         assert draining.poll() is None, "dockyard drain waits while the host builds"
+        gate.open()  # the running builds (and every later gated step) go on
 
         # a new build of the drained host's slow lineage goes elsewhere
         with ThreadPoolExecutor(1) as pool:
