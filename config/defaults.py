@@ -70,3 +70,6 @@ BUILD_MEMORY_FRACTION = 0.75  # the share of the host's memory all build slots t
 BUILD_CPUS = None  # CPUs of one build step (a CFS quota); None/0: the host's CPUs / worker_concurrency
 BUILD_PIDS = None  # processes of one build (its steps); None/0: 1024 (dockyard.tasks.engine.limits.DEFAULT_PIDS)
 BUILD_CGROUP_ROOT = "/sys/fs/cgroup"  # where the worker makes and watches build cgroups (cgroup v1); "": none (pids and buildx unlimited)
+HISTORY_MAX_RECORDS = 10_000  # a team's history keeps at most this many builds and pushes (the newest)
+HISTORY_MAX_AGE_S = 30 * 24 * 3600  # a history record is dropped this long after it finished
+DASHBOARD_URL = "http://127.0.0.1:9810"  # where `dockyard dashboard` serves by default; links to a build's page start here

@@ -59,6 +59,15 @@ class Settings(BaseSettings):
         defaults.FAIR_SHARE,
         description="Workers: poll the teams' queues in a rotation weighted by their shares; false: a fixed order, first team first",
     )
+    history_max_records: int = Field(
+        defaults.HISTORY_MAX_RECORDS, ge=1, description="Workers and callers: a team's build history keeps at most this many records",
+    )
+    history_max_age_s: float = Field(
+        defaults.HISTORY_MAX_AGE_S, gt=0, description="Workers and callers: a history record is dropped this long after it finished",
+    )
+    dashboard_url: str = Field(
+        defaults.DASHBOARD_URL, description="The dashboard's address, for links to a build's page (Prefect artifacts, the CLI)",
+    )
     fair_reserve_fraction: float = Field(
         defaults.FAIR_RESERVE_FRACTION, ge=0, lt=1,
         description="Workers, with fair share and several teams: int(slots * this) of the pool's build slots are kept "
