@@ -70,9 +70,9 @@ def recent(
     records: list[BuildRecord] = []
     low = "-inf" if since is None else since
     for team in teams:
-        ids: list[bytes | str] = list(connection.zrevrangebyscore(
+        ids: list[bytes | str] = connection.zrevrangebyscore(  # type: ignore[assignment]  # no scores asked
             index_key(settings, team), "+inf", low, start=0 if limit is not None else None, num=limit,
-        ))
+        )
         for start in range(0, len(ids), READ_BATCH):
             batch = [record_key(settings, team, _text(each)) for each in ids[start:start + READ_BATCH]]
             records.extend(record for raw in connection.mget(batch) if (record := _parse(raw)) is not None)
