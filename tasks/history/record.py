@@ -47,8 +47,30 @@ class BuildRecord(BaseModel):
     digest: str | None = Field(None, description="pushes: the pushed digest")
     image_id: str | None = None
     steps: list[StepRecord] = Field(default_factory=list)
+    output_key: str | None = Field(None, description="the Redis stream of the build's live output (its team's)")
+    output_from: str | None = Field(None, description="the stream id this build's output starts after ('0' for the start)")
+    output_to: str | None = Field(None, description="the id of the build's last line in that stream, when it ended")
 
     @property
     def steps_cached(self) -> int:
         """How many of this build's steps the engine's layer cache served."""
         return sum(1 for step in self.steps if step.cached)
+
+
+class InFlight(BaseModel):
+    """A build or push running now: what a dashboard and ``dockyard logs --follow`` show before its record exists."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=200)
+    kind: Kind
+    team: str
+    image_name: str
+    tags: list[str] = Field(default_factory=list)
+    key: str | None = None
+    host: str
+    backend: str | None = None
+    queued_at: float | None = None
+    started_at: float
+    output_key: str | None = None
+    output_from: str | None = None

@@ -4,7 +4,8 @@ Keys (in the team's namespace, ``dockyard.tasks.teams.keys``):
 ``team:<team>:history`` is a sorted set of record ids scored by when each
 finished; ``team:<team>:history:<id>`` is the record's JSON, expiring with the
 age bound. A team's Redis user reads its own; an operator reads every team's.
-Writing is best effort: a Redis error never fails the build it records.
+``team:<team>:inflight`` is a hash of what runs now (id -> ``InFlight`` JSON),
+removed when the record is written. Writing is best effort: a Redis error never fails the build it records.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ import redis
 from pydantic import ValidationError
 
 from dockyard.config.settings import Settings
-from dockyard.tasks.history.record import BuildRecord
+from dockyard.tasks.history.record import BuildRecord, InFlight
 from dockyard.tasks.keyspace import key
 from dockyard.tasks.teams.keys import TEAM_KEYS
 
 HISTORY = "history"
+IN_FLIGHT = "inflight"
+IN_FLIGHT_TTL_S = 3 * 3600  # a running mark its worker never removed (killed) goes away: above the task time limit
 READ_BATCH = 200  # records fetched per round trip when listing
 
 
@@ -100,3 +103,42 @@ def _parse(raw: bytes | str | None) -> BuildRecord | None:
         return BuildRecord.model_validate_json(raw)
     except ValidationError:
         return None
+
+
+def in_flight_key(settings: Settings, team: str) -> str:
+    """The hash of ``team``'s builds and pushes running now."""
+    return key(settings, TEAM_KEYS, team, IN_FLIGHT)
+
+
+def started(connection: redis.Redis, settings: Settings, running: InFlight) -> bool:
+    """Mark ``running`` as in flight; False if Redis did not take it."""
+    try:
+        pipe = connection.pipeline(transaction=False)
+        pipe.hset(in_flight_key(settings, running.team), running.id, running.model_dump_json())
+        pipe.expire(in_flight_key(settings, running.team), IN_FLIGHT_TTL_S)
+        pipe.execute()
+        return True
+    except redis.RedisError:
+        return False
+
+
+def finished(connection: redis.Redis, settings: Settings, record: BuildRecord) -> bool:
+    """Save ``record`` and clear its in-flight mark; False if Redis did not take it."""
+    saved = save(connection, settings, record)
+    try:
+        connection.hdel(in_flight_key(settings, record.team), record.id)
+    except redis.RedisError:
+        return False
+    return saved
+
+
+def running_now(connection: redis.Redis, settings: Settings, teams: Iterable[str]) -> list[InFlight]:
+    """What ``teams`` run now, oldest first (marks that do not read are left out)."""
+    found: list[InFlight] = []
+    for team in teams:
+        for raw in connection.hvals(in_flight_key(settings, team)):
+            try:
+                found.append(InFlight.model_validate_json(raw))
+            except ValidationError:
+                continue
+    return sorted(found, key=lambda each: each.started_at)

@@ -66,3 +66,17 @@ def test_a_record_that_does_not_read_is_left_out(fake_redis: fakeredis.FakeRedis
     fake_redis.set(store.record_key(settings, "team-a", "bad"), "{not json")
     fake_redis.zadd(store.index_key(settings, "team-a"), {"bad": time.time()})
     assert [each.id for each in store.recent(fake_redis, settings, ["team-a"])] == ["good"]
+
+
+def test_in_flight_marks_are_listed_until_the_record_is_written(fake_redis: fakeredis.FakeRedis) -> None:
+    from dockyard.tasks.history.record import InFlight
+
+    settings = make_settings()
+    running = InFlight(id="t9", kind="build", team="team-a", image_name="127.0.0.1:5000/team-a/app",
+                       host="builder-1", started_at=time.time())
+    assert store.started(fake_redis, settings, running)
+    assert store.running_now(fake_redis, settings, ["team-a"]) == [running]
+    assert store.running_now(fake_redis, settings, ["team-b"]) == []
+    assert store.finished(fake_redis, settings, record("t9"))
+    assert store.running_now(fake_redis, settings, ["team-a"]) == []
+    assert store.load(fake_redis, settings, "team-a", "t9") is not None
